@@ -1,0 +1,468 @@
+// Package drain is drainproxy's lifecycle: it serves, waits for a signal, and then takes
+// traffic away without failing a request it has accepted. Run is the whole sequence, top to
+// bottom; every step is logged with its duration:
+//
+//  1. ready: listeners serve, the upstream gate (if any) passed; readiness is true.
+//  2. signal: SIGTERM/SIGINT or Drain(); readiness turns false at once.
+//  3. delay: keep accepting and serving so load balancers notice; every response asks the
+//     client to close its connection.
+//  4. stop accepting: new handshakes are refused, connections already in the kernel's accept
+//     queue are accepted and served, then the listeners close.
+//  5. wait: for every request and upgraded connection; the wait ends the moment the count
+//     reaches zero. Idle keep-alive connections close after a short idle window.
+//  6. deadline: whatever is still open when the grace period ends (or at a second signal)
+//     is closed and counted as aborted.
+//  7. stop the app (supervised mode).
+//  8. flush: background workers finish; then the caller exits with Summary.ExitCode.
+//
+// Why not just http.Server.Shutdown: it closes idle keep-alive connections at once, which
+// resets a request a client is sending on one at that moment, and it polls for idle
+// connections (up to 500 ms a tick), so the process lingers after the last response.
+package drain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Options configures a Drainer. The zero value of every field is usable.
+type Options struct {
+	// Delay keeps serving after the drain request so that load balancers can see the
+	// failing readiness and deregister us before listeners close (zero: none). About 5s
+	// suits Kubernetes: endpoint removal reaches kube-proxy and ingress controllers in a
+	// few seconds.
+	Delay time.Duration
+	// Grace bounds the wait for in-flight requests after listeners close (zero: 30s).
+	Grace time.Duration
+	// IdleClose is how long a keep-alive connection must stay idle during the stop phase
+	// before it is closed (zero: 500ms).
+	IdleClose time.Duration
+	// FlushTimeout bounds the wait for background workers at exit (zero: 5s).
+	FlushTimeout time.Duration
+	// Logger receives the phase lines and the summary (zero: discard).
+	Logger hclog.Logger
+
+	// Gate, when set, runs once the listeners serve and must return nil before readiness
+	// turns true: the upstream health check. Its context ends when a drain is requested
+	// first; the drain then skips its delay, since no load balancer has seen us ready.
+	Gate func(ctx context.Context) error
+	// StopApp, when set, is step 7: stop the supervised app. Its context carries the
+	// deadline the caller chose (none here).
+	StopApp func(ctx context.Context) error
+}
+
+// Summary is the outcome of Run.
+type Summary struct {
+	Drained int64 // requests completed after the drain began
+	Aborted int64 // requests and upgraded connections closed by the deadline
+	Took    time.Duration
+	Forced  bool     // a second signal or Force cut the wait short
+	Workers []string // background workers that did not finish in time
+	Err     error    // a runtime failure that ended serving
+}
+
+// ExitCode is 0 for a clean drain, 1 after a runtime failure or a forced or aborted drain.
+func (s Summary) ExitCode() int {
+	if s.Err != nil || s.Forced || s.Aborted > 0 || len(s.Workers) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// StopAccepter is a listener that can stop taking new connections without resetting the
+// ones already in its accept queue (package listener). Other listeners are just closed.
+type StopAccepter interface {
+	StopAccepting(ctx context.Context) (leftInQueue int, err error)
+}
+
+type server struct {
+	name string
+	http *http.Server
+	ln   net.Listener
+}
+
+// Drainer runs one process's serve-and-drain sequence. Build it with New, add servers
+// and observers, then call Run once.
+type Drainer struct {
+	opts Options
+	log  hclog.Logger
+	t    *tracker
+
+	// Workers are the background workers Run waits for at its flush step.
+	Workers *Group
+
+	phase     atomic.Int32
+	requested chan struct{} // closed by the first Drain
+	forced    chan struct{} // closed by the first Force
+	reqOnce   sync.Once
+	forceOnce sync.Once
+	reason    atomic.Value // string: why the drain began
+
+	failOnce sync.Once
+	failure  error
+
+	drained  atomic.Int64 // requests finished after the drain began
+	aborting atomic.Bool  // the deadline passed: what finishes now was cut off
+
+	servers   []server
+	observers []Observer
+}
+
+// New returns a Drainer in PhaseStarting.
+func New(opts Options) *Drainer {
+	if opts.Grace <= 0 {
+		opts.Grace = 30 * time.Second
+	}
+	if opts.IdleClose <= 0 {
+		opts.IdleClose = 500 * time.Millisecond
+	}
+	if opts.FlushTimeout <= 0 {
+		opts.FlushTimeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	return &Drainer{
+		opts:      opts,
+		log:       opts.Logger,
+		t:         newTracker(opts.IdleClose),
+		Workers:   NewGroup(opts.Logger.Named("worker")),
+		requested: make(chan struct{}),
+		forced:    make(chan struct{}),
+	}
+}
+
+// AddServer registers a server and the listener it will serve on. It takes over
+// srv.ConnState (calling any hook already set). Call before Run.
+func (d *Drainer) AddServer(name string, srv *http.Server, ln net.Listener) {
+	if prev := srv.ConnState; prev != nil {
+		srv.ConnState = func(c net.Conn, s http.ConnState) { d.t.connState(c, s); prev(c, s) }
+	} else {
+		srv.ConnState = d.t.connState
+	}
+	d.servers = append(d.servers, server{name: name, http: srv, ln: ln})
+}
+
+// Observe adds an observer of finished exchanges. Call before Run.
+func (d *Drainer) Observe(o Observer) { d.observers = append(d.observers, o) }
+
+// Handler wraps next with the drain's request accounting. Every handler of every server
+// added to the Drainer should be wrapped, or the drain cannot wait for its requests.
+func (d *Drainer) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.t.requests.Add(1)
+		x := &exchange{ResponseWriter: w, t: d.t}
+		x.Request = r
+		x.Start = time.Now()
+		if r.Body != nil && r.Body != http.NoBody {
+			x.body.ReadCloser = r.Body
+			r.Body = &x.body
+		}
+		defer d.finish(x)
+		next.ServeHTTP(x, r)
+	})
+}
+
+func (d *Drainer) finish(x *exchange) {
+	x.finish()
+	for _, o := range d.observers {
+		o.Observe(&x.Exchange)
+	}
+	if d.t.closing.Load() && !d.aborting.Load() {
+		d.drained.Add(1)
+	}
+	d.t.done(&d.t.requests)
+}
+
+// Phase is the current phase.
+func (d *Drainer) Phase() Phase { return Phase(d.phase.Load()) }
+
+// Ready reports whether the process should receive traffic.
+func (d *Drainer) Ready() bool { return d.Phase() == PhaseReady }
+
+// Stats is a snapshot of what is in flight, for metrics and status pages.
+type Stats struct {
+	Phase            Phase
+	InflightRequests int64
+	Upgraded         int64
+	OpenConnections  int64
+	Drained          int64
+}
+
+// Stats returns a snapshot of the counters.
+func (d *Drainer) Stats() Stats {
+	return Stats{
+		Phase:            d.Phase(),
+		InflightRequests: d.t.requests.Load(),
+		Upgraded:         d.t.upgrades.Load(),
+		OpenConnections:  d.t.conns.Load(),
+		Drained:          d.drained.Load(),
+	}
+}
+
+// Drain asks for a drain. Only the first call counts; it is safe from any goroutine and
+// before Run (a signal during start-up still ends in a clean exit).
+func (d *Drainer) Drain(reason string) {
+	d.reqOnce.Do(func() {
+		d.reason.Store(reason)
+		d.t.closing.Store(true)
+		close(d.requested)
+	})
+}
+
+// Force cuts a drain short: whatever is open is closed now. It implies Drain.
+func (d *Drainer) Force(reason string) {
+	d.Drain(reason)
+	d.forceOnce.Do(func() {
+		d.log.Warn("forcing the drain: closing whatever is still open", "reason", reason)
+		close(d.forced)
+	})
+}
+
+// fail records a runtime failure and starts a drain.
+func (d *Drainer) fail(err error) {
+	d.failOnce.Do(func() { d.failure = err })
+	d.log.Error("runtime failure, draining", "error", err.Error())
+	d.Drain("failure: " + err.Error())
+}
+
+// TrapSignals turns SIGTERM and SIGINT into a drain, and the same signals again into Force.
+// The channel is buffered so that a signal is not missed while the process is busy. stop
+// undoes it and waits for the goroutine that reads the signals.
+func (d *Drainer) TrapSignals() (stop func()) {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+	quit, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for n := 1; ; n++ {
+			select {
+			case s := <-ch:
+				if n == 1 {
+					d.Drain("signal " + signalName(s))
+				} else {
+					d.Force("signal " + signalName(s) + " again")
+				}
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(quit)
+		<-exited
+	}
+}
+
+func signalName(s os.Signal) string {
+	switch s {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	}
+	return s.String()
+}
+
+func (d *Drainer) setPhase(p Phase) { d.phase.Store(int32(p)) }
+
+// Run serves on every added server and returns after the whole drain sequence. Canceling
+// ctx requests a drain, like SIGTERM.
+func (d *Drainer) Run(ctx context.Context) Summary {
+	var serving sync.WaitGroup
+	for _, s := range d.servers {
+		serving.Add(1)
+		go func() {
+			defer serving.Done()
+			err := s.http.Serve(s.ln)
+			if d.Phase() < PhaseStopping && !errors.Is(err, http.ErrServerClosed) {
+				d.fail(fmt.Errorf("serve %s on %s: %w", s.name, s.ln.Addr(), err))
+			}
+		}()
+	}
+	stopOnCancel := context.AfterFunc(ctx, func() { d.Drain("context canceled") })
+	defer stopOnCancel()
+
+	// 1. ready
+	start := time.Now()
+	wasReady := d.becomeReady()
+	if wasReady {
+		d.log.Info("ready", "took", time.Since(start))
+	}
+
+	// 2. signal
+	<-d.requested
+	begun := time.Now()
+	d.setPhase(PhaseDraining)
+	d.log.Info("drain started", "reason", d.reason.Load(), "phase", PhaseDraining)
+
+	// 3. delay
+	if d.opts.Delay > 0 && wasReady {
+		d.sleep(d.opts.Delay)
+		d.log.Info("drain delay over", "took", time.Since(begun))
+	}
+
+	// 4. stop accepting
+	step := time.Now()
+	d.setPhase(PhaseStopping)
+	grace, cancelGrace := context.WithTimeout(context.Background(), d.opts.Grace)
+	defer cancelGrace()
+	go func() { // a second signal ends the grace period at once
+		select {
+		case <-d.forced:
+			cancelGrace()
+		case <-grace.Done():
+		}
+	}()
+	d.t.beginStopping()
+	left := d.stopAccepting(grace)
+	d.log.Info("stopped accepting", "took", time.Since(step), "left_in_accept_queue", left)
+
+	// 5. wait
+	step = time.Now()
+	idle := d.t.waitIdle(grace.Done())
+	var aborted int64
+	if idle {
+		d.log.Info("in-flight requests finished", "took", time.Since(step))
+	} else {
+		// 6. deadline
+		d.aborting.Store(true)
+		aborted = d.t.requests.Load()
+		d.log.Warn("grace period over, closing what is still open", "took", time.Since(step),
+			"requests", aborted, "upgraded", d.t.upgrades.Load(), "connections", d.t.conns.Load())
+		d.closeAll()
+		// Handlers whose connections were closed return promptly; give them a moment so
+		// that their exchanges are observed (logged) before the workers flush.
+		settle, cancel := context.WithTimeout(context.Background(), time.Second)
+		d.t.waitIdle(settle.Done())
+		cancel()
+	}
+	for _, s := range d.servers {
+		s.http.Close() // nothing is left on them; this ends Serve
+	}
+	serving.Wait()
+	d.setPhase(PhaseStopped)
+
+	// 7. stop the app
+	if d.opts.StopApp != nil {
+		step = time.Now()
+		if err := d.opts.StopApp(context.Background()); err != nil {
+			d.fail(fmt.Errorf("stop the app: %w", err))
+		}
+		d.log.Info("app stopped", "took", time.Since(step))
+	}
+
+	// 8. flush
+	step = time.Now()
+	unfinished := d.Workers.Wait(d.opts.FlushTimeout)
+	if len(unfinished) > 0 {
+		d.log.Error("background workers did not finish in time", "workers", unfinished,
+			"flush_timeout", d.opts.FlushTimeout)
+	} else {
+		d.log.Info("workers flushed", "took", time.Since(step))
+	}
+
+	forced := isClosed(d.forced)
+	sum := Summary{
+		Drained: d.drained.Load(),
+		Aborted: aborted,
+		Took:    time.Since(begun),
+		Forced:  forced,
+		Workers: unfinished,
+		Err:     d.failure,
+	}
+	d.log.Info("drain complete", "drained", sum.Drained, "aborted", sum.Aborted,
+		"took", sum.Took, "forced", sum.Forced, "exit_code", sum.ExitCode())
+	return sum
+}
+
+// becomeReady runs the gate and turns readiness on, unless a drain is requested first.
+func (d *Drainer) becomeReady() bool {
+	if gate := d.opts.Gate; gate != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-d.requested:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		err := gate(ctx)
+		cancel()
+		if err != nil {
+			if !isClosed(d.requested) {
+				d.fail(err)
+			}
+			return false
+		}
+	}
+	if isClosed(d.requested) {
+		return false
+	}
+	d.setPhase(PhaseReady)
+	// A Drain that raced the line above still wins: Run moves on to PhaseDraining.
+	return true
+}
+
+func (d *Drainer) sleep(dur time.Duration) {
+	t := time.NewTimer(dur)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-d.forced:
+	}
+}
+
+// stopAccepting stops every listener in parallel and returns how many connections were
+// left in accept queues when ctx ended.
+func (d *Drainer) stopAccepting(ctx context.Context) int {
+	var wg sync.WaitGroup
+	var left atomic.Int64
+	for _, s := range d.servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sa, ok := s.ln.(StopAccepter)
+			if !ok {
+				s.ln.Close()
+				return
+			}
+			n, err := sa.StopAccepting(ctx)
+			left.Add(int64(n))
+			if err != nil {
+				d.log.Warn("stopping the listener", "listener", s.name, "address", s.ln.Addr(), "error", err.Error())
+			}
+		}()
+	}
+	wg.Wait()
+	return int(left.Load())
+}
+
+// closeAll ends everything still open: the deadline step.
+func (d *Drainer) closeAll() {
+	for _, s := range d.servers {
+		s.http.Close()
+	}
+	d.t.closeUpgraded()
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

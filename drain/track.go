@@ -1,0 +1,301 @@
+package drain
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// tracker counts what a drain has to wait for: open client connections (through the
+// servers' ConnState hook), requests inside the handler, and upgraded connections, which
+// http.Server forgets once they are hijacked.
+//
+// The drain waits for the sum to reach zero. Whoever brings a count to zero wakes the
+// waiter through a one-slot channel, so the wait ends the moment the last response is
+// done, without polling.
+type tracker struct {
+	conns    atomic.Int64 // accepted connections not yet closed or hijacked
+	requests atomic.Int64 // requests inside the handler, upgrades included
+	upgrades atomic.Int64 // hijacked connections not yet closed
+
+	watching atomic.Bool   // a drain waits: report zeros on wake
+	wake     chan struct{} // capacity 1: a pending wake-up is never lost
+
+	// closing is set when responses must ask clients to close their connections (from
+	// the drain request on), stopping when idle keep-alive connections are to be closed
+	// (from the moment listeners close).
+	closing   atomic.Bool
+	stopping  atomic.Bool
+	idleClose time.Duration
+
+	conn     sync.Map // net.Conn -> *connInfo, for the connections http.Server tracks
+	upgraded sync.Map // *upgradedConn -> struct{}, for force-closing at the deadline
+}
+
+// connInfo follows one client connection through its states.
+type connInfo struct {
+	state     atomic.Int32  // http.ConnState
+	idleSince atomic.Int64  // unix nanoseconds of the last move to idle
+	idleEpoch atomic.Uint64 // bumped on every move to idle, so a stale close is skipped
+}
+
+func newTracker(idleClose time.Duration) *tracker {
+	return &tracker{wake: make(chan struct{}, 1), idleClose: idleClose}
+}
+
+// connState is the http.Server.ConnState hook. http.Server calls it on the connection's own
+// goroutine, in order.
+func (t *tracker) connState(c net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		ci := &connInfo{}
+		ci.state.Store(int32(state))
+		t.conn.Store(c, ci)
+		t.conns.Add(1)
+	case http.StateActive, http.StateIdle:
+		v, ok := t.conn.Load(c)
+		if !ok {
+			return
+		}
+		ci := v.(*connInfo)
+		if state == http.StateIdle {
+			ci.idleSince.Store(time.Now().UnixNano())
+			ci.idleEpoch.Add(1)
+		}
+		ci.state.Store(int32(state))
+		if state == http.StateIdle && t.stopping.Load() {
+			t.closeWhenIdleLongEnough(c, ci)
+		}
+	case http.StateHijacked, http.StateClosed:
+		if _, ok := t.conn.LoadAndDelete(c); ok {
+			t.done(&t.conns)
+		}
+	}
+}
+
+// beginStopping makes idle keep-alive connections close once they have been idle for
+// idleClose. Closing a connection the moment it turns idle would race its client sending
+// the next request, and reset that request; a client that keeps sending instead gets its
+// next answer with "Connection: close" and leaves by itself.
+//
+// Connections that have not sent a complete first request (StateNew) are left to the
+// server's read-header timeout and to the grace deadline: one may be sending slowly.
+func (t *tracker) beginStopping() {
+	t.stopping.Store(true)
+	t.conn.Range(func(k, v any) bool {
+		ci := v.(*connInfo)
+		if http.ConnState(ci.state.Load()) == http.StateIdle {
+			t.closeWhenIdleLongEnough(k.(net.Conn), ci)
+		}
+		return true
+	})
+}
+
+func (t *tracker) closeWhenIdleLongEnough(c net.Conn, ci *connInfo) {
+	epoch := ci.idleEpoch.Load()
+	closeIfStillIdle := func() {
+		if http.ConnState(ci.state.Load()) == http.StateIdle && ci.idleEpoch.Load() == epoch {
+			c.Close() // the server's read fails and it reports StateClosed
+		}
+	}
+	wait := t.idleClose - time.Since(time.Unix(0, ci.idleSince.Load()))
+	if wait <= 0 {
+		closeIfStillIdle()
+		return
+	}
+	time.AfterFunc(wait, closeIfStillIdle)
+}
+
+// done decrements a count and wakes the drain if it reached zero.
+func (t *tracker) done(n *atomic.Int64) {
+	if n.Add(-1) == 0 && t.watching.Load() {
+		select {
+		case t.wake <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+}
+
+func (t *tracker) open() int64 {
+	return t.conns.Load() + t.requests.Load() + t.upgrades.Load()
+}
+
+// waitIdle returns true once nothing is open, or false when stop is closed first.
+func (t *tracker) waitIdle(stop <-chan struct{}) bool {
+	t.watching.Store(true)
+	for t.open() != 0 {
+		select {
+		case <-t.wake:
+		case <-stop:
+			return t.open() == 0
+		}
+	}
+	return true
+}
+
+// closeUpgraded closes every upgraded connection; the deadline's last resort.
+func (t *tracker) closeUpgraded() {
+	t.upgraded.Range(func(k, _ any) bool {
+		k.(*upgradedConn).Close()
+		return true
+	})
+}
+
+// upgradedConn is a hijacked client connection (WebSocket and other upgrades). Closing it
+// is how the drain learns the upgrade is over, and how the deadline ends it.
+type upgradedConn struct {
+	net.Conn
+	t         *tracker
+	closeOnce sync.Once
+	in, out   atomic.Int64 // bytes, counted apart from the exchange: a copy goroutine may outlive the handler
+}
+
+func (t *tracker) addUpgrade(c net.Conn) *upgradedConn {
+	u := &upgradedConn{Conn: c, t: t}
+	t.upgrades.Add(1)
+	t.upgraded.Store(u, struct{}{})
+	return u
+}
+
+func (u *upgradedConn) Read(p []byte) (int, error) {
+	n, err := u.Conn.Read(p)
+	u.in.Add(int64(n))
+	return n, err
+}
+
+func (u *upgradedConn) Write(p []byte) (int, error) {
+	n, err := u.Conn.Write(p)
+	u.out.Add(int64(n))
+	return n, err
+}
+
+func (u *upgradedConn) Close() error {
+	err := u.Conn.Close()
+	u.closeOnce.Do(func() {
+		u.t.upgraded.Delete(u)
+		u.t.done(&u.t.upgrades)
+	})
+	return err
+}
+
+// Exchange describes one finished request (or upgraded connection, when it closes), as
+// handed to each Observer. Observers must not keep the pointer after Observe returns.
+type Exchange struct {
+	Request  *http.Request
+	Start    time.Time
+	Duration time.Duration
+	// Status is the status sent, 101 for an upgrade, 499 when the client left before an
+	// answer, 0 when the handler wrote nothing.
+	Status   int
+	BytesIn  int64 // request body bytes read, or bytes received on an upgraded connection
+	BytesOut int64 // response body bytes written, or bytes sent on an upgraded connection
+	Upgraded bool
+	// UpstreamError is why the proxy answered instead of the upstream (proxy.Reason*), or "".
+	UpstreamError string
+	Err           error
+}
+
+// Observer receives every finished exchange (access log, metrics). Observe runs on the
+// request's goroutine before the drain counts the request as done: it must be quick and
+// must not block.
+type Observer interface {
+	Observe(x *Exchange)
+}
+
+// exchange is the per-request ResponseWriter wrapper: it records status and sizes, asks
+// the client to close its connection once a drain has begun, and registers hijacked
+// connections with the tracker. One allocation per request.
+type exchange struct {
+	Exchange
+	http.ResponseWriter
+	t           *tracker
+	wroteHeader bool
+	body        countingBody
+	upgraded    *upgradedConn
+}
+
+func (x *exchange) WriteHeader(code int) {
+	if x.wroteHeader {
+		x.ResponseWriter.WriteHeader(code) // let net/http log the superfluous call
+		return
+	}
+	if code >= 200 {
+		x.wroteHeader = true
+		x.Status = code
+		if x.t.closing.Load() && x.Request.ProtoMajor == 1 {
+			// The client leaves after this response instead of sending another request
+			// on a connection we are about to close.
+			x.ResponseWriter.Header().Set("Connection", "close")
+		}
+	}
+	x.ResponseWriter.WriteHeader(code)
+}
+
+func (x *exchange) Write(p []byte) (int, error) {
+	if !x.wroteHeader {
+		x.WriteHeader(http.StatusOK)
+	}
+	n, err := x.ResponseWriter.Write(p)
+	x.BytesOut += int64(n)
+	return n, err
+}
+
+// FlushError lets http.ResponseController (and so ReverseProxy's streaming) flush.
+func (x *exchange) FlushError() error {
+	if !x.wroteHeader {
+		x.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(x.ResponseWriter).Flush()
+}
+
+// Hijack hands over the connection for an upgrade and starts tracking it.
+func (x *exchange) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(x.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	x.wroteHeader = true
+	x.Upgraded = true
+	x.Status = http.StatusSwitchingProtocols
+	x.upgraded = x.t.addUpgrade(c)
+	return x.upgraded, brw, nil
+}
+
+// Unwrap lets http.ResponseController reach the server's ResponseWriter for the rest.
+func (x *exchange) Unwrap() http.ResponseWriter { return x.ResponseWriter }
+
+// RecordUpstreamError implements proxy.ErrorRecorder.
+func (x *exchange) RecordUpstreamError(reason string, status int, err error) {
+	x.UpstreamError = reason
+	x.Err = err
+	if !x.wroteHeader {
+		x.Status = status // kept when nothing is written (the client left)
+	}
+}
+
+// finish fills in what is only known at the end of the exchange.
+func (x *exchange) finish() {
+	x.Duration = time.Since(x.Start)
+	x.BytesIn = x.body.n.Load()
+	if u := x.upgraded; u != nil {
+		x.BytesIn += u.in.Load()
+		x.BytesOut += u.out.Load()
+	}
+}
+
+// countingBody counts the request body bytes read. The transport may still be reading the
+// body on its own goroutine after the response arrived, hence the atomic.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}

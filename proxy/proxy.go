@@ -1,0 +1,296 @@
+// Package proxy is drainproxy's request path: an httputil.ReverseProxy configured for one
+// upstream (http, https or a unix socket), with a keep-alive pool sized for concurrency,
+// forwarded-header trust, a request body limit and error answers that say what went wrong.
+//
+// The package configures the standard ReverseProxy rather than wrapping it: streaming,
+// trailers, hop-by-hop stripping and protocol upgrades (WebSocket) are the standard
+// library's. What this package adds is policy.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Options configures New. Every zero value is usable except Upstream.
+type Options struct {
+	// Upstream is where requests go: http://host:port, https://host:port or
+	// unix:///path/to.sock. Its path, if any, is prefixed to every request path.
+	Upstream *url.URL
+
+	// HostHeader is "client" (zero value: pass the Host the client sent, which most apps
+	// behind a sidecar expect) or "upstream" (use the upstream URL's host).
+	HostHeader string
+
+	// TrustedProxies lists the client addresses whose Forwarded and X-Forwarded-* headers
+	// are passed on (our own address is appended). From anyone else those headers are
+	// replaced, so a client cannot forge its address. Empty: trust nobody.
+	TrustedProxies []netip.Prefix
+
+	// DialTimeout bounds connecting to the upstream (zero: 5s).
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for the upstream's response headers after the
+	// request is sent; exceeding it answers 504 (zero: no bound).
+	ResponseHeaderTimeout time.Duration
+	// IdleConns is the keep-alive pool size to the upstream (zero: 256). Go's default of 2
+	// idle connections per host makes a busy proxy open and close connections constantly.
+	IdleConns int
+	// IdleConnTimeout closes pooled upstream connections unused this long (zero: 90s).
+	IdleConnTimeout time.Duration
+
+	// MaxRequestBodyBytes answers 413 to a request body larger than this (zero: no limit).
+	MaxRequestBodyBytes int64
+
+	// Logger receives one line per failed upstream exchange (zero: discard).
+	Logger hclog.Logger
+}
+
+// ErrorRecorder may be implemented by the http.ResponseWriter handed to ServeHTTP (an
+// access-log or metrics wrapper) to learn why the proxy answered with an error instead of
+// the upstream's response. reason is one of the Reason* constants; status is what the client
+// is answered (StatusClientClosedRequest when nobody is left to answer).
+type ErrorRecorder interface {
+	RecordUpstreamError(reason string, status int, err error)
+}
+
+// Reasons an exchange with the upstream failed, as passed to ErrorRecorder and used as the
+// label of upstream error metrics.
+const (
+	ReasonRefused        = "refused"         // nothing listening at the upstream address: 502
+	ReasonReset          = "reset"           // the upstream closed or reset the connection: 502
+	ReasonTimeout        = "timeout"         // dial or response-header timeout: 504
+	ReasonBodyTooLarge   = "body_too_large"  // the request body exceeded the limit: 413
+	ReasonClientCanceled = "client_canceled" // the client went away first: nothing to answer
+	ReasonOther          = "other"           // anything else (TLS, DNS, protocol): 502
+)
+
+// StatusClientClosedRequest is recorded (never sent) when the client went away before the
+// upstream answered, after nginx's 499.
+const StatusClientClosedRequest = 499
+
+// Proxy is an http.Handler that forwards every request to the upstream.
+type Proxy struct {
+	rp        *httputil.ReverseProxy
+	transport *http.Transport
+	opts      Options
+	log       hclog.Logger
+	target    string // the upstream as logged
+}
+
+// New builds the proxy. It does not contact the upstream.
+func New(opts Options) (*Proxy, error) {
+	if opts.Upstream == nil {
+		return nil, errors.New("proxy: no upstream URL")
+	}
+	switch opts.HostHeader {
+	case "", "client", "upstream":
+	default:
+		return nil, fmt.Errorf("proxy: host header policy %q: want client or upstream", opts.HostHeader)
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	if opts.IdleConns <= 0 {
+		opts.IdleConns = 256
+	}
+	if opts.IdleConnTimeout <= 0 {
+		opts.IdleConnTimeout = 90 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+
+	target, transport, err := newTransport(opts)
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{transport: transport, opts: opts, log: log, target: opts.Upstream.String()}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:      p.rewrite(target),
+		Transport:    transport,
+		ErrorHandler: p.answerError,
+		ErrorLog:     log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		BufferPool:   newBufferPool(),
+	}
+	return p, nil
+}
+
+// ServeHTTP forwards r to the upstream.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if limit := p.opts.MaxRequestBodyBytes; limit > 0 && r.Body != nil && r.Body != http.NoBody {
+		if r.ContentLength > limit {
+			// Known up front: answer without bothering the upstream.
+			p.answerError(w, r, &http.MaxBytesError{Limit: limit})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+	}
+	p.rp.ServeHTTP(w, r)
+}
+
+// CloseIdleConnections closes pooled upstream connections; call it once serving is over.
+func (p *Proxy) CloseIdleConnections() { p.transport.CloseIdleConnections() }
+
+// Upstream is the upstream address as shown in logs.
+func (p *Proxy) Upstream() string { return p.target }
+
+// newTransport builds the upstream transport and the URL requests are rewritten to. For a
+// unix socket the URL becomes http://<socket name> and every dial goes to the socket.
+func newTransport(opts Options) (*url.URL, *http.Transport, error) {
+	u := opts.Upstream
+	dialer := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		Proxy:                 nil, // a sidecar talks to its app directly, whatever HTTP_PROXY says
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          opts.IdleConns,
+		MaxIdleConnsPerHost:   opts.IdleConns,
+		IdleConnTimeout:       opts.IdleConnTimeout,
+		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		// Pass bodies through as the app encoded them; the client negotiated that.
+		DisableCompression: true,
+	}
+	target := &url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
+	switch u.Scheme {
+	case "http":
+	case "https":
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		t.ForceAttemptHTTP2 = true
+	case "unix":
+		socket := u.Path
+		if socket == "" {
+			return nil, nil, fmt.Errorf("proxy: upstream %s: no socket path; write unix:///path/to.sock", u)
+		}
+		t.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", socket)
+		}
+		// The Host the app sees when the policy is "upstream"; the path is the socket's.
+		target = &url.URL{Scheme: "http", Host: "localhost"}
+	default:
+		return nil, nil, fmt.Errorf("proxy: upstream %s: scheme %q not supported; use http, https or unix", u, u.Scheme)
+	}
+	return target, t, nil
+}
+
+func (p *Proxy) rewrite(target *url.URL) func(*httputil.ProxyRequest) {
+	keepClientHost := p.opts.HostHeader != "upstream"
+	return func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		if keepClientHost {
+			r.Out.Host = r.In.Host
+		}
+		// The ReverseProxy has already removed Forwarded and X-Forwarded-* from r.Out:
+		// from an untrusted peer they are replaced by what SetXForwarded writes.
+		trusted := p.trusted(r.In.RemoteAddr)
+		if trusted {
+			copyHeaders(r.Out.Header, r.In.Header, "Forwarded", "X-Forwarded-For")
+		}
+		r.SetXForwarded() // appends the peer to a kept X-Forwarded-For
+		if trusted {
+			// The proxy in front saw the original host and scheme; we did not.
+			copyHeaders(r.Out.Header, r.In.Header, "X-Forwarded-Host", "X-Forwarded-Proto")
+		}
+	}
+}
+
+func copyHeaders(dst, src http.Header, keys ...string) {
+	for _, k := range keys {
+		if v, ok := src[k]; ok {
+			dst[k] = v
+		}
+	}
+}
+
+// trusted reports whether the peer at remoteAddr ("ip:port") may set forwarded headers.
+func (p *Proxy) trusted(remoteAddr string) bool {
+	if len(p.opts.TrustedProxies) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, pfx := range p.opts.TrustedProxies {
+		if pfx.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// answerError is the ReverseProxy's ErrorHandler: it classifies err, answers the client
+// with a short plain-text body, and logs one line naming the upstream and the cause.
+func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
+	reason, status := classify(r, err)
+	if rec, ok := w.(ErrorRecorder); ok {
+		rec.RecordUpstreamError(reason, status, err)
+	}
+	if reason == ReasonClientCanceled {
+		// Nobody is left to answer; the access log records 499.
+		p.log.Debug("client went away before the upstream answered",
+			"upstream", p.target, "method", r.Method, "path", r.URL.Path)
+		return
+	}
+	if reason == ReasonBodyTooLarge {
+		p.log.Warn("request body over the limit", "limit_bytes", p.opts.MaxRequestBodyBytes,
+			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
+	} else {
+		p.log.Error("upstream request failed", "upstream", p.target, "reason", reason,
+			"error", err.Error(), "method", r.Method, "path", r.URL.Path)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	io.WriteString(w, errorBody(status, reason))
+}
+
+func errorBody(status int, reason string) string {
+	switch reason {
+	case ReasonRefused:
+		return "502 Bad Gateway: the upstream refused the connection\n"
+	case ReasonReset:
+		return "502 Bad Gateway: the upstream closed the connection\n"
+	case ReasonTimeout:
+		return "504 Gateway Timeout: the upstream did not answer in time\n"
+	case ReasonBodyTooLarge:
+		return "413 Request Entity Too Large: the request body is over the limit\n"
+	}
+	return fmt.Sprintf("%d %s\n", status, http.StatusText(status))
+}
+
+// classify maps an upstream round-trip error to a reason and the status to answer.
+func classify(r *http.Request, err error) (reason string, status int) {
+	var tooLarge *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &tooLarge):
+		return ReasonBodyTooLarge, http.StatusRequestEntityTooLarge
+	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+		return ReasonClientCanceled, StatusClientClosedRequest
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, os.ErrNotExist):
+		// os.ErrNotExist: a unix socket path with nothing behind it.
+		return ReasonRefused, http.StatusBadGateway
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return ReasonTimeout, http.StatusGatewayTimeout
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.EPIPE):
+		return ReasonReset, http.StatusBadGateway
+	}
+	return ReasonOther, http.StatusBadGateway
+}
