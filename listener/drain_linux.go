@@ -1,0 +1,193 @@
+//go:build linux
+
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// queuePollInterval is how often StopAccepting reads the accept-queue
+	// length while the Serve loop drains it. The kernel gives no event for
+	// "queue became empty", so this is a short poll.
+	queuePollInterval = 2 * time.Millisecond
+	// quietReads is how many consecutive empty reads, queuePollInterval
+	// apart, count as "empty". A handshake whose final ACK was on its way
+	// when the filter went on is not in the accept queue yet (TCP_INFO does
+	// not count half-open handshakes); it lands there within a couple of
+	// milliseconds on loopback or a LAN. One whose ACK takes longer than
+	// that (a client with a long round trip) can still be reset at close.
+	quietReads = 2
+)
+
+// tcpFlagsOffset is where the TCP flags byte sits in the data a classic-BPF
+// socket filter sees for a TCP socket: Linux runs it (tcp_filter, from
+// tcp_v4_rcv / tcp_v6_rcv) after the IP header was pulled, so offset 0 is the
+// start of the TCP header for IPv4 and IPv6 alike, and byte 13 holds the
+// flags CWR ECE URG ACK PSH RST SYN FIN.
+const tcpFlagsOffset = 13
+
+const (
+	tcpFlagSYN = 0x02
+	tcpFlagACK = 0x10
+)
+
+// synDropProgram is the classic-BPF program StopAccepting attaches: it drops
+// segments with SYN set and ACK clear (a new connection attempt) and passes
+// everything else, notably the final ACK of a handshake that is half done.
+// The listener's filter also runs for those ACKs, and accepted sockets
+// inherit it, so it must never drop anything but a bare SYN.
+func synDropProgram() []bpf.Instruction {
+	return []bpf.Instruction{
+		/* 0 */ bpf.LoadAbsolute{Off: tcpFlagsOffset, Size: 1},
+		/* 1 */ bpf.JumpIf{Cond: bpf.JumpBitsNotSet, Val: tcpFlagSYN, SkipTrue: 2}, // no SYN: pass
+		/* 2 */ bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: tcpFlagACK, SkipTrue: 1}, // SYN+ACK: pass
+		/* 3 */ bpf.RetConstant{Val: 0}, // bare SYN: drop
+		/* 4 */ bpf.RetConstant{Val: 0xffffffff}, // keep the whole segment
+	}
+}
+
+// attachSYNFilter attaches synDropProgram to the listening socket. From then
+// on the kernel ignores new SYNs (clients retransmit, then get a refusal once
+// the socket is closed) while handshakes already under way still complete.
+func attachSYNFilter(rc syscall.RawConn) error {
+	raw, err := bpf.Assemble(synDropProgram())
+	if err != nil {
+		return fmt.Errorf("assemble SYN filter: %w", err)
+	}
+	filter := make([]unix.SockFilter, len(raw))
+	for i, ins := range raw {
+		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	var sockErr error
+	if err := rc.Control(func(fd uintptr) {
+		sockErr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog)
+	}); err != nil {
+		return err
+	}
+	if errors.Is(sockErr, unix.EOPNOTSUPP) {
+		return fmt.Errorf("setsockopt SO_ATTACH_FILTER: %w (an MPTCP socket refuses socket filters; the listener must be plain TCP)", sockErr)
+	}
+	if sockErr != nil {
+		return fmt.Errorf("setsockopt SO_ATTACH_FILTER: %w", sockErr)
+	}
+	return nil
+}
+
+// acceptQueueLen returns how many connections have completed their handshake
+// and wait for accept(2). For a socket in LISTEN state Linux reports that
+// number (sk_ack_backlog) in tcpi_unacked, and the backlog limit in
+// tcpi_sacked.
+func acceptQueueLen(rc syscall.RawConn) (int, error) {
+	var info *unix.TCPInfo
+	var sockErr error
+	if err := rc.Control(func(fd uintptr) {
+		info, sockErr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return 0, err
+	}
+	if sockErr != nil {
+		return 0, fmt.Errorf("getsockopt TCP_INFO: %w", sockErr)
+	}
+	const tcpListen = 10 // TCP_LISTEN in include/net/tcp_states.h
+	if info.State != tcpListen {
+		return 0, fmt.Errorf("getsockopt TCP_INFO: socket state is %d, not LISTEN", info.State)
+	}
+	return int(info.Unacked), nil
+}
+
+// StopAccepting drains the listener and closes it without resetting any
+// connection that the kernel has already accepted:
+//
+//  1. it attaches a classic-BPF socket filter that drops incoming SYNs
+//     (SYN set, ACK clear), so the kernel completes no new handshakes, while
+//     handshakes under way and established connections are untouched;
+//  2. it waits, while the caller's Serve loop keeps calling Accept, until
+//     the kernel's accept queue reads empty on two consecutive reads a couple
+//     of milliseconds apart;
+//  3. it closes the listener. New connection attempts are refused from then
+//     on (the port is unbound), so clients retry elsewhere.
+//
+// It returns when the listener is closed. ctx bounds step 2: on expiry it
+// closes anyway and returns how many connections were still queued (they are
+// reset by the close) with an error wrapping ctx.Err(). That happens, for
+// example, when nothing calls Accept, or when the maxConns limit is reached
+// and Accept blocks.
+//
+// If the filter cannot be attached it still drains and closes, and reports
+// the failure in err. Only the first call does anything: later calls return
+// (0, nil), and Close is a no-op from the moment StopAccepting starts. If
+// Close came first, StopAccepting returns an error wrapping net.ErrClosed.
+func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err error) {
+	if ok, err := l.beginStop(); !ok {
+		return 0, err
+	}
+	rc, err := l.tcp.SyscallConn()
+	if err != nil {
+		return 0, errors.Join(fmt.Errorf("stop accepting on %s: %w", l.addr, err), l.closeInner())
+	}
+	var errs []error
+	if err := attachSYNFilter(rc); err != nil {
+		// Still drain what is queued: better than resetting it. New
+		// connections keep arriving, so the wait may end only with ctx.
+		errs = append(errs, fmt.Errorf("stop accepting on %s: new connections were not blocked: %w", l.addr, err))
+	}
+	left, err := waitQueueEmpty(ctx, rc)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("stop accepting on %s: %d connection(s) still in the accept queue were reset at close: %w", l.addr, left, err))
+	}
+	if err := l.closeInner(); err != nil {
+		errs = append(errs, err)
+	}
+	return left, errors.Join(errs...)
+}
+
+func (l *Listener) closeInner() error {
+	if err := l.inner.Close(); err != nil {
+		return fmt.Errorf("close listener %s: %w", l.addr, err)
+	}
+	return nil
+}
+
+// waitQueueEmpty polls the accept-queue length until it reads zero quietReads
+// times in a row, or ctx ends. On ctx's end it returns the current length and,
+// if that is not zero, ctx.Err().
+func waitQueueEmpty(ctx context.Context, rc syscall.RawConn) (int, error) {
+	ticker := time.NewTicker(queuePollInterval)
+	defer ticker.Stop()
+	empty := 0
+	for {
+		n, err := acceptQueueLen(rc)
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			empty++
+			if empty >= quietReads {
+				return 0, nil
+			}
+		} else {
+			empty = 0
+		}
+		select {
+		case <-ctx.Done():
+			n, err := acceptQueueLen(rc)
+			if err != nil {
+				return 0, err
+			}
+			if n == 0 {
+				return 0, nil
+			}
+			return n, ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}
