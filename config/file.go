@@ -1,0 +1,402 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+// fileConfig is the schema of the config file. Every setting is optional (a nil pointer
+// keeps the default); values stay raw here and are parsed by the shared value parsers,
+// so that the file and the flags accept exactly the same things. config.hcl documents
+// each one.
+type fileConfig struct {
+	Listeners []listenerBlock `hcl:"listener,block"`
+	Upstream  *upstreamBlock  `hcl:"upstream,block"`
+	Proxy     *proxyBlock     `hcl:"proxy,block"`
+	Drain     *drainBlock     `hcl:"drain,block"`
+	Admin     *adminBlock     `hcl:"admin,block"`
+	Log       *logBlock       `hcl:"log,block"`
+	Limits    *limitsBlock    `hcl:"limits,block"`
+}
+
+type listenerBlock struct {
+	Address string `hcl:"address"`
+}
+
+type upstreamBlock struct {
+	URL                   *string   `hcl:"url,optional"`
+	Command               *[]string `hcl:"command,optional"`
+	DialTimeout           *string   `hcl:"dial_timeout,optional"`
+	ResponseHeaderTimeout *string   `hcl:"response_header_timeout,optional"`
+	IdleConns             *int      `hcl:"idle_conns,optional"`
+	IdleConnTimeout       *string   `hcl:"idle_conn_timeout,optional"`
+}
+
+type proxyBlock struct {
+	HostHeader     *string   `hcl:"host_header,optional"`
+	TrustedProxies *[]string `hcl:"trusted_proxies,optional"`
+}
+
+type drainBlock struct {
+	Delay        *string `hcl:"delay,optional"`
+	Grace        *string `hcl:"grace,optional"`
+	IdleClose    *string `hcl:"idle_close,optional"`
+	FlushTimeout *string `hcl:"flush_timeout,optional"`
+}
+
+type adminBlock struct {
+	Address *string `hcl:"address,optional"`
+}
+
+type logBlock struct {
+	Level     *string `hcl:"level,optional"`
+	Format    *string `hcl:"format,optional"`
+	AccessLog *string `hcl:"access_log,optional"`
+}
+
+type limitsBlock struct {
+	MaxConnections      *int    `hcl:"max_connections,optional"`
+	MaxHeaderBytes      *int    `hcl:"max_header_bytes,optional"`
+	MaxRequestBodyBytes *int64  `hcl:"max_request_body_bytes,optional"`
+	ReadHeaderTimeout   *string `hcl:"read_header_timeout,optional"`
+	ReadTimeout         *string `hcl:"read_timeout,optional"`
+	WriteTimeout        *string `hcl:"write_timeout,optional"`
+	IdleTimeout         *string `hcl:"idle_timeout,optional"`
+}
+
+// loadFile applies the config file src (named filename in messages) over cfg. It reports
+// every problem it can find at once, in file order, one per line.
+func loadFile(src []byte, filename string, cfg *Config) error {
+	var probs problems
+	f, diags := hclparse.NewParser().ParseHCL(src, filename)
+	probs.addDiags(filename, diags)
+	if diags.HasErrors() {
+		return probs.err()
+	}
+	body, ok := f.Body.(*hclsyntax.Body)
+	if !ok {
+		// ParseHCL always returns native syntax; anything else is a bug here.
+		return fmt.Errorf("%s: internal error: unexpected body type %T", filename, f.Body)
+	}
+
+	blocks := checkStructure(filename, body, &probs)
+	if len(probs) > 0 {
+		// gohcl would report the same unknown names again, less helpfully.
+		return probs.err()
+	}
+	var fc fileConfig
+	diags = gohcl.DecodeBody(body, nil, &fc)
+	for _, d := range diags {
+		// HCL's type errors do not say which setting they are about; prefix it.
+		if name := settingAt(blocks, d.Subject); name != "" {
+			d.Summary = name + ": " + d.Summary
+		}
+	}
+	probs.addDiags(filename, diags)
+	if diags.HasErrors() {
+		return probs.err()
+	}
+
+	sec := func(name string) section {
+		s := section{name: name, file: filename, probs: &probs}
+		if bs := blocks[name]; len(bs) > 0 {
+			s.body = bs[0].Body
+		}
+		return s
+	}
+	if len(fc.Listeners) > 0 {
+		cfg.Listeners = applyListeners(fc.Listeners, blocks["listener"], filename, &probs)
+	}
+	if b := fc.Upstream; b != nil {
+		s, u := sec("upstream"), &cfg.Upstream
+		if b.URL != nil {
+			if parsed, err := parseUpstreamURL(*b.URL); err != nil {
+				s.fail("url", -1, err)
+			} else {
+				u.URL = parsed
+			}
+		}
+		apply(s, "command", b.Command, parseCommand, &u.Command)
+		apply(s, "dial_timeout", b.DialTimeout, parseDuration, &u.DialTimeout)
+		apply(s, "response_header_timeout", b.ResponseHeaderTimeout, parseDuration, &u.ResponseHeaderTimeout)
+		apply(s, "idle_conns", b.IdleConns, atLeast(1), &u.IdleConns)
+		apply(s, "idle_conn_timeout", b.IdleConnTimeout, parseDuration, &u.IdleConnTimeout)
+	}
+	if b := fc.Proxy; b != nil {
+		s, p := sec("proxy"), &cfg.Proxy
+		apply(s, "host_header", b.HostHeader, oneOf(hostHeaders()), &p.HostHeader)
+		if b.TrustedProxies != nil {
+			p.TrustedProxies = nil
+			for i, v := range *b.TrustedProxies {
+				if prefix, err := parseTrustedProxy(v); err != nil {
+					s.fail("trusted_proxies", i, err)
+				} else {
+					p.TrustedProxies = append(p.TrustedProxies, prefix)
+				}
+			}
+		}
+	}
+	if b := fc.Drain; b != nil {
+		s, d := sec("drain"), &cfg.Drain
+		apply(s, "delay", b.Delay, parseDuration, &d.Delay)
+		apply(s, "grace", b.Grace, parseDuration, &d.Grace)
+		apply(s, "idle_close", b.IdleClose, parseDuration, &d.IdleClose)
+		apply(s, "flush_timeout", b.FlushTimeout, parseDuration, &d.FlushTimeout)
+	}
+	if b := fc.Admin; b != nil {
+		apply(sec("admin"), "address", b.Address, parseAdminAddress, &cfg.Admin.Address)
+	}
+	if b := fc.Log; b != nil {
+		s, l := sec("log"), &cfg.Log
+		apply(s, "level", b.Level, oneOf(logLevels()), &l.Level)
+		apply(s, "format", b.Format, oneOf(logFormats()), &l.Format)
+		apply(s, "access_log", b.AccessLog, parseAccessLog, &l.AccessLog)
+	}
+	if b := fc.Limits; b != nil {
+		s, l := sec("limits"), &cfg.Limits
+		apply(s, "max_connections", b.MaxConnections, atLeast(0), &l.MaxConnections)
+		apply(s, "max_header_bytes", b.MaxHeaderBytes, atLeast(0), &l.MaxHeaderBytes)
+		apply(s, "max_request_body_bytes", b.MaxRequestBodyBytes, atLeast[int64](0), &l.MaxRequestBodyBytes)
+		apply(s, "read_header_timeout", b.ReadHeaderTimeout, parseDuration, &l.ReadHeaderTimeout)
+		apply(s, "read_timeout", b.ReadTimeout, parseDuration, &l.ReadTimeout)
+		apply(s, "write_timeout", b.WriteTimeout, parseDuration, &l.WriteTimeout)
+		apply(s, "idle_timeout", b.IdleTimeout, parseDuration, &l.IdleTimeout)
+	}
+	return probs.err()
+}
+
+func applyListeners(decoded []listenerBlock, blocks []*hclsyntax.Block, filename string, probs *problems) []Listener {
+	var out []Listener
+	for i, l := range decoded {
+		s := section{name: "listener", file: filename, probs: probs}
+		if i < len(blocks) { // gohcl decodes one per block, in order
+			s.body = blocks[i].Body
+		}
+		addr, err := parseListenAddress(l.Address)
+		switch {
+		case err != nil:
+			s.fail("address", -1, err)
+		case slices.Contains(out, Listener{Address: addr}):
+			s.fail("address", -1, fmt.Errorf("%q is already a listener above; each listener needs its own address", addr))
+		default:
+			out = append(out, Listener{Address: addr})
+		}
+	}
+	return out
+}
+
+// settingAt names the setting ("block.attr") whose definition contains rng, or "".
+func settingAt(blocks map[string][]*hclsyntax.Block, rng *hcl.Range) string {
+	if rng == nil {
+		return ""
+	}
+	for typ, bs := range blocks {
+		for _, b := range bs {
+			for name, a := range b.Body.Attributes {
+				if a.SrcRange.ContainsOffset(rng.Start.Byte) {
+					return typ + "." + name
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// apply parses a set (non-nil) file value into dst, or records why it cannot.
+func apply[V, T any](s section, attr string, v *V, parse func(V) (T, error), dst *T) {
+	if v == nil {
+		return
+	}
+	t, err := parse(*v)
+	if err != nil {
+		s.fail(attr, -1, err)
+		return
+	}
+	*dst = t
+}
+
+// section is one block of the file, for reporting a value's problem at its position.
+type section struct {
+	name  string
+	file  string
+	body  *hclsyntax.Body
+	probs *problems
+}
+
+// fail records err against attribute attr, pointing at the value; at element elem of a
+// list value when elem >= 0.
+func (s section) fail(attr string, elem int, err error) {
+	var rng hcl.Range
+	if s.body != nil {
+		if a := s.body.Attributes[attr]; a != nil {
+			rng = a.Expr.Range()
+			if t, ok := a.Expr.(*hclsyntax.TupleConsExpr); ok && elem >= 0 && elem < len(t.Exprs) {
+				rng = t.Exprs[elem].Range()
+			}
+		}
+	}
+	s.probs.add(s.file, rng, fmt.Sprintf("%s.%s: %v", s.name, attr, err))
+}
+
+// blockSchema is what one top-level block type allows.
+type blockSchema struct {
+	attrs      []string // sorted
+	repeatable bool
+}
+
+// blockSchemas derives, from fileConfig's tags, what each top-level block allows, so
+// the struct stays the single place where the schema is written.
+func blockSchemas() map[string]blockSchema {
+	t := reflect.TypeFor[fileConfig]()
+	out := make(map[string]blockSchema, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("hcl"), ",")
+		bt := f.Type
+		repeatable := bt.Kind() == reflect.Slice
+		if repeatable || bt.Kind() == reflect.Pointer {
+			bt = bt.Elem()
+		}
+		schema, _ := gohcl.ImpliedBodySchema(reflect.New(bt).Interface())
+		var attrs []string
+		for _, a := range schema.Attributes {
+			attrs = append(attrs, a.Name)
+		}
+		sort.Strings(attrs)
+		out[name] = blockSchema{attrs: attrs, repeatable: repeatable}
+	}
+	return out
+}
+
+// checkStructure reports unknown blocks and settings, labels, nested blocks and repeated
+// single blocks, each with what is allowed instead. It returns the blocks by type, in
+// file order.
+func checkStructure(filename string, body *hclsyntax.Body, probs *problems) map[string][]*hclsyntax.Block {
+	schemas := blockSchemas()
+	blockNames := make([]string, 0, len(schemas))
+	for name := range schemas {
+		blockNames = append(blockNames, name)
+	}
+	sort.Strings(blockNames)
+	allowedBlocks := "the blocks are " + strings.Join(blockNames, ", ")
+
+	// belongsIn names the blocks that do have a setting called attr, for a hint.
+	belongsIn := func(attr string) string {
+		var in []string
+		for _, b := range blockNames {
+			if slices.Contains(schemas[b].attrs, attr) {
+				in = append(in, b+" { "+attr+" = ... }")
+			}
+		}
+		if len(in) == 0 {
+			return ""
+		}
+		return "; did you mean " + strings.Join(in, " or ")
+	}
+
+	for name, a := range body.Attributes {
+		probs.add(filename, a.NameRange, fmt.Sprintf(
+			"%s: settings go inside a block%s; %s", name, belongsIn(name), allowedBlocks))
+	}
+	blocks := make(map[string][]*hclsyntax.Block)
+	for _, b := range body.Blocks {
+		schema, ok := schemas[b.Type]
+		if !ok {
+			probs.add(filename, b.TypeRange, fmt.Sprintf("%s: unknown block; %s", b.Type, allowedBlocks))
+			continue
+		}
+		if len(b.Labels) > 0 {
+			probs.add(filename, b.LabelRanges[0], fmt.Sprintf(
+				"%s: the block takes no label; write %s { ... }", b.Type, b.Type))
+		}
+		if prev := blocks[b.Type]; len(prev) > 0 && !schema.repeatable {
+			probs.add(filename, b.TypeRange, fmt.Sprintf(
+				"%s: duplicate block; only one is allowed and the first is on line %d; merge them",
+				b.Type, prev[0].TypeRange.Start.Line))
+		}
+		blocks[b.Type] = append(blocks[b.Type], b)
+
+		allowedAttrs := b.Type + " takes " + strings.Join(schema.attrs, ", ")
+		for name, a := range b.Body.Attributes {
+			if !slices.Contains(schema.attrs, name) {
+				probs.add(filename, a.NameRange, fmt.Sprintf(
+					"%s.%s: unknown setting%s; %s", b.Type, name, belongsIn(name), allowedAttrs))
+			}
+		}
+		for _, nb := range b.Body.Blocks {
+			probs.add(filename, nb.TypeRange, fmt.Sprintf(
+				"%s.%s: blocks cannot be nested; %s", b.Type, nb.Type, allowedAttrs))
+		}
+	}
+	return blocks
+}
+
+// problem is one line of a config error.
+type problem struct {
+	file string
+	pos  hcl.Pos // zero when there is no position
+	text string
+}
+
+type problems []problem
+
+func (p *problems) add(file string, rng hcl.Range, text string) {
+	*p = append(*p, problem{file: file, pos: rng.Start, text: text})
+}
+
+// addDiags adds HCL's error diagnostics as "summary: detail" on one line. Only the first
+// at any one position is kept: HCL follows "Variables not allowed" with a second,
+// confusing "value must be known" for the same expression.
+func (p *problems) addDiags(file string, diags hcl.Diagnostics) {
+	seen := make(map[hcl.Pos]bool)
+	for _, d := range diags {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		if d.Subject != nil {
+			if seen[d.Subject.Start] {
+				continue
+			}
+			seen[d.Subject.Start] = true
+		}
+		text := strings.TrimSuffix(d.Summary, ".")
+		detail := strings.Join(strings.Fields(d.Detail), " ")
+		// gohcl's type errors say it twice: "Unsuitable value type: Unsuitable value: ...".
+		detail = strings.TrimPrefix(detail, "Unsuitable value: ")
+		if detail != "" {
+			text += ": " + detail
+		}
+		var rng hcl.Range
+		if d.Subject != nil {
+			rng = *d.Subject
+		}
+		p.add(file, rng, text)
+	}
+}
+
+// err returns the problems as one error, a line per problem in file order, or nil.
+func (p problems) err() error {
+	if len(p) == 0 {
+		return nil
+	}
+	sorted := slices.Clone(p)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].pos.Byte < sorted[j].pos.Byte })
+	lines := make([]string, len(sorted))
+	for i, pr := range sorted {
+		if pr.pos.Line > 0 {
+			lines[i] = fmt.Sprintf("%s:%d:%d: %s", pr.file, pr.pos.Line, pr.pos.Column, pr.text)
+		} else {
+			lines[i] = fmt.Sprintf("%s: %s", pr.file, pr.text)
+		}
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}

@@ -1,0 +1,171 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+const usageHeader = `Usage: drainproxy [flags] [-- COMMAND [ARGS...]]
+
+drainproxy proxies HTTP to an upstream app and, on SIGTERM or SIGINT, drains it without
+failing a request it has accepted. Settings come from defaults, then the -config file,
+then these flags. Without a file, -upstream is enough to run. A COMMAND after -- is the
+app to start and supervise.
+
+Flags:
+`
+
+// errNoUpstream is the message for a config with nowhere to send requests.
+const errNoUpstream = "no upstream: give -upstream URL or upstream { url = ... } in the config file"
+
+// Parse parses the command line (args without the program name). If -config FILE is
+// given it loads that file over the defaults; then it applies the flags, then validates.
+// Errors are ready to print as they are: file problems one per line as
+// "FILE:LINE:COL: block.setting: what is wrong; what to write instead", flag problems
+// naming the flag. For -h or -help it writes the usage to out and returns flag.ErrHelp.
+// Args after "--" become Upstream.Command. With -version nothing is loaded or validated.
+func Parse(args []string, out io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet("drainproxy", flag.ContinueOnError)
+	// The flag package would print errors and the usage itself; the caller prints the
+	// returned error instead, so that it appears exactly once.
+	fs.SetOutput(io.Discard)
+
+	var (
+		configPath  string
+		showVersion bool
+		checkOnly   bool
+		listeners   []Listener      // nil unless -listen was given
+		overrides   []func(*Config) // in command-line order, applied after the file
+	)
+	override := func(set func(*Config)) { overrides = append(overrides, set) }
+
+	fs.StringVar(&configPath, "config", "", "load settings from the HCL `FILE` (see config.hcl); flags override it")
+	fs.Func("listen", "accept clients on `ADDR` (host:port); comma-separated or repeated for several; replaces the file's listeners (default 127.0.0.1:8080)",
+		func(s string) error {
+			for _, a := range strings.Split(s, ",") {
+				addr, err := parseListenAddress(strings.TrimSpace(a))
+				if err != nil {
+					return err
+				}
+				if slices.Contains(listeners, Listener{Address: addr}) {
+					return fmt.Errorf("%q is given twice; each listener needs its own address", addr)
+				}
+				listeners = append(listeners, Listener{Address: addr})
+			}
+			return nil
+		})
+	fs.Func("upstream", "send requests to `URL`: http://host:port, https://host or unix:///path/to.sock",
+		func(s string) error {
+			u, err := parseUpstreamURL(s)
+			if err != nil {
+				return err
+			}
+			override(func(c *Config) { c.Upstream.URL = u })
+			return nil
+		})
+	fs.Func("admin", "serve /healthz, /readyz, /metrics and POST /drain on `ADDR`, or \"off\" (default 127.0.0.1:9901)",
+		stringFlag(parseAdminAddress, override, func(c *Config, v string) { c.Admin.Address = v }))
+	fs.Func("drain-delay", "keep serving for `DUR` after the signal so load balancers deregister us, e.g. 5s (default 0s)",
+		stringFlag(parseDuration, override, func(c *Config, d time.Duration) { c.Drain.Delay = d }))
+	fs.Func("grace", "let in-flight requests finish for up to `DUR` after the listeners close (default 30s)",
+		stringFlag(parseDuration, override, func(c *Config, d time.Duration) { c.Drain.Grace = d }))
+	fs.Func("access-log", "write the access log to `PATH`, \"stdout\", \"stderr\" or \"off\" (default stdout)",
+		stringFlag(parseAccessLog, override, func(c *Config, v string) { c.Log.AccessLog = v }))
+	fs.Func("log-format", "log as `FORMAT`: "+strings.Join(logFormats(), "|")+" (default auto: text on a terminal, json otherwise)",
+		stringFlag(oneOf(logFormats()), override, func(c *Config, v string) { c.Log.Format = v }))
+	fs.Func("log-level", "log at `LEVEL`: "+strings.Join(logLevels(), "|")+" (default info)",
+		stringFlag(oneOf(logLevels()), override, func(c *Config, v string) { c.Log.Level = v }))
+	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&checkOnly, "check", false, "validate the configuration and exit")
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(out, usageHeader)
+			fs.SetOutput(out)
+			fs.PrintDefaults()
+			return nil, flag.ErrHelp
+		}
+		return nil, fmt.Errorf("%w (drainproxy -h lists the flags)", err)
+	}
+	command, err := commandArgs(args, fs.Args())
+	if err != nil {
+		return nil, err
+	}
+
+	cfg := Default()
+	cfg.Source = "flags"
+	cfg.ShowVersion = showVersion
+	cfg.CheckOnly = checkOnly
+	if showVersion {
+		return cfg, nil
+	}
+	if configPath != "" {
+		cfg.Source = configPath
+		src, err := os.ReadFile(configPath)
+		if err != nil {
+			return nil, fmt.Errorf("read config file: %w", err)
+		}
+		if err := loadFile(src, configPath, cfg); err != nil {
+			return nil, err
+		}
+	}
+	for _, set := range overrides {
+		set(cfg)
+	}
+	if listeners != nil {
+		cfg.Listeners = listeners
+	}
+	if command != nil {
+		cfg.Upstream.Command = command
+	}
+	if err := checkWhole(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// stringFlag makes a flag.Func handler that validates the value with parse at once (so
+// the flag package names the flag in the error) and records set to run after the file.
+func stringFlag[T any](parse func(string) (T, error), override func(func(*Config)), set func(*Config, T)) func(string) error {
+	return func(s string) error {
+		v, err := parse(s)
+		if err != nil {
+			return err
+		}
+		override(func(c *Config) { set(c, v) })
+		return nil
+	}
+}
+
+// commandArgs returns the arguments after "--" as the upstream command. Other
+// non-flag arguments are refused: without "--" it is ambiguous whether they were meant
+// as a command or are a mistyped flag.
+func commandArgs(args, rest []string) ([]string, error) {
+	if len(rest) == 0 {
+		return nil, nil
+	}
+	if consumed := len(args) - len(rest); consumed == 0 || args[consumed-1] != "--" {
+		return nil, fmt.Errorf("unexpected argument %q; to start an app, put its command after --, e.g. drainproxy -upstream http://127.0.0.1:3000 -- %s",
+			rest[0], strings.Join(rest, " "))
+	}
+	return parseCommand(rest)
+}
+
+// checkWhole validates what only makes sense once the file and flags are merged.
+func checkWhole(cfg *Config) error {
+	if cfg.Upstream.URL == nil {
+		return errors.New(errNoUpstream)
+	}
+	// Port 0 asks the kernel for a free port, so it never collides.
+	if a := cfg.Admin.Address; a != "" && !strings.HasSuffix(a, ":0") && slices.Contains(cfg.Listeners, Listener{Address: a}) {
+		return fmt.Errorf("admin address %q is also a listener address; the admin endpoints must not be on the public listener: give the admin another port, or \"off\"",
+			cfg.Admin.Address)
+	}
+	return nil
+}
