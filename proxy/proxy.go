@@ -10,9 +10,12 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -129,8 +132,15 @@ func New(opts Options) (*Proxy, error) {
 	return p, nil
 }
 
-// ServeHTTP forwards r to the upstream.
+// RequestIDHeader carries the request id to the upstream (and to the access log).
+const RequestIDHeader = "X-Request-Id"
+
+// ServeHTTP forwards r to the upstream. r.Header carries the request id from here on: the
+// client's when it is a trusted proxy, a new one otherwise.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get(RequestIDHeader) == "" || !p.trusted(r.RemoteAddr) {
+		r.Header.Set(RequestIDHeader, newRequestID())
+	}
 	if limit := p.opts.MaxRequestBodyBytes; limit > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > limit {
 			// Known up front: answer without bothering the upstream.
@@ -205,6 +215,15 @@ func (p *Proxy) rewrite(target *url.URL) func(*httputil.ProxyRequest) {
 			copyHeaders(r.Out.Header, r.In.Header, "X-Forwarded-Host", "X-Forwarded-Proto")
 		}
 	}
+}
+
+// newRequestID returns 32 random hex digits. The ids need to be unique, not secret, so
+// the runtime's fast generator serves.
+func newRequestID() string {
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
+	return hex.EncodeToString(b[:])
 }
 
 func copyHeaders(dst, src http.Header, keys ...string) {
