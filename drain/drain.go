@@ -113,6 +113,7 @@ type Drainer struct {
 	failure  error
 
 	drained  atomic.Int64 // requests finished after the drain began
+	aborted  atomic.Int64 // requests still open at the deadline
 	aborting atomic.Bool  // the deadline passed: what finishes now was cut off
 
 	servers   []server
@@ -198,6 +199,7 @@ type Stats struct {
 	Upgraded         int64
 	OpenConnections  int64
 	Drained          int64
+	Aborted          int64 // requests closed by the deadline; set once the grace period ends
 }
 
 // Stats returns a snapshot of the counters.
@@ -208,6 +210,7 @@ func (d *Drainer) Stats() Stats {
 		Upgraded:         d.t.upgrades.Load(),
 		OpenConnections:  d.t.conns.Load(),
 		Drained:          d.drained.Load(),
+		Aborted:          d.aborted.Load(),
 	}
 }
 
@@ -299,19 +302,19 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	start := time.Now()
 	wasReady := d.becomeReady()
 	if wasReady {
-		d.log.Info("ready", "took", time.Since(start))
+		d.log.Info("ready", "took", time.Since(start).String())
 	}
 
 	// 2. signal
 	<-d.requested
 	begun := time.Now()
 	d.setPhase(PhaseDraining)
-	d.log.Info("drain started", "reason", d.reason.Load(), "phase", PhaseDraining)
+	d.log.Info("drain started", "reason", d.reason.Load(), "phase", PhaseDraining.String())
 
 	// 3. delay
 	if d.opts.Delay > 0 && wasReady {
 		d.sleep(d.opts.Delay)
-		d.log.Info("drain delay over", "took", time.Since(begun))
+		d.log.Info("drain delay over", "took", time.Since(begun).String())
 	}
 
 	// 4. stop accepting
@@ -328,19 +331,20 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	}()
 	d.t.beginStopping()
 	left := d.stopAccepting(grace)
-	d.log.Info("stopped accepting", "took", time.Since(step), "left_in_accept_queue", left)
+	d.log.Info("stopped accepting", "took", time.Since(step).String(), "left_in_accept_queue", left)
 
 	// 5. wait
 	step = time.Now()
 	idle := d.t.waitIdle(grace.Done())
 	var aborted int64
 	if idle {
-		d.log.Info("in-flight requests finished", "took", time.Since(step))
+		d.log.Info("in-flight requests finished", "took", time.Since(step).String())
 	} else {
 		// 6. deadline
 		d.aborting.Store(true)
 		aborted = d.t.requests.Load()
-		d.log.Warn("grace period over, closing what is still open", "took", time.Since(step),
+		d.aborted.Store(aborted)
+		d.log.Warn("grace period over, closing what is still open", "took", time.Since(step).String(),
 			"requests", aborted, "upgraded", d.t.upgrades.Load(), "connections", d.t.conns.Load())
 		d.closeAll()
 		// Handlers whose connections were closed return promptly; give them a moment so
@@ -361,7 +365,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		if err := d.opts.StopApp(context.Background()); err != nil {
 			d.fail(fmt.Errorf("stop the app: %w", err))
 		}
-		d.log.Info("app stopped", "took", time.Since(step))
+		d.log.Info("app stopped", "took", time.Since(step).String())
 	}
 
 	// 8. flush
@@ -369,9 +373,9 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	unfinished := d.Workers.Wait(d.opts.FlushTimeout)
 	if len(unfinished) > 0 {
 		d.log.Error("background workers did not finish in time", "workers", unfinished,
-			"flush_timeout", d.opts.FlushTimeout)
+			"flush_timeout", d.opts.FlushTimeout.String())
 	} else {
-		d.log.Info("workers flushed", "took", time.Since(step))
+		d.log.Info("workers flushed", "took", time.Since(step).String())
 	}
 
 	forced := isClosed(d.forced)
@@ -384,7 +388,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		Err:     d.failure,
 	}
 	d.log.Info("drain complete", "drained", sum.Drained, "aborted", sum.Aborted,
-		"took", sum.Took, "forced", sum.Forced, "exit_code", sum.ExitCode())
+		"took", sum.Took.String(), "forced", sum.Forced, "exit_code", sum.ExitCode())
 	return sum
 }
 

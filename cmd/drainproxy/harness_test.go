@@ -103,6 +103,8 @@ func launch(t testing.TB, args ...string) *proc {
 	}
 	full = append(full, args...)
 	cmd := exec.Command(binary, full...)
+	// A -race binary otherwise sleeps a second at exit, which would hide exit latency.
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
