@@ -80,6 +80,7 @@ type proc struct {
 
 	exited   chan struct{}
 	exitCode int
+	exitedAt time.Time // when the process was seen to exit
 }
 
 // startProxy starts drainproxy with args plus -log-format json, and -listen 127.0.0.1:0 and
@@ -163,6 +164,7 @@ func (p *proc) read(sc *bufio.Scanner) {
 		p.mu.Unlock()
 	}
 	err := p.cmd.Wait()
+	p.exitedAt = time.Now()
 	p.exitCode = p.cmd.ProcessState.ExitCode()
 	if err != nil && p.exitCode < 0 {
 		p.exitCode = -1
