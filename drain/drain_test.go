@@ -1,0 +1,200 @@
+package drain
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// serve starts d on a real 127.0.0.1 listener with handler h and returns the address and
+// a channel that yields Run's summary.
+func serve(t *testing.T, d *Drainer, h http.Handler) (string, <-chan Summary) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.AddServer("test", &http.Server{Handler: d.Handler(h)}, ln)
+	done := make(chan Summary, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		done <- d.Run(context.Background())
+	}()
+	t.Cleanup(func() {
+		d.Force("test over")
+		<-finished
+	})
+	return ln.Addr().String(), done
+}
+
+type recorder struct {
+	mu  sync.Mutex
+	got []Exchange
+}
+
+func (r *recorder) Observe(x *Exchange) { r.mu.Lock(); r.got = append(r.got, *x); r.mu.Unlock() }
+
+func TestPhasesAndGate(t *testing.T) {
+	open := make(chan struct{})
+	var d *Drainer
+	d = New(Options{Gate: func(ctx context.Context) error {
+		select {
+		case <-open:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}})
+	if d.Phase() != PhaseStarting || d.Ready() {
+		t.Fatalf("new drainer: phase %v ready %v", d.Phase(), d.Ready())
+	}
+	addr, done := serve(t, d, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	// Listeners serve while the gate is closed; readiness stays false.
+	resp, err := http.Get("http://" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if d.Ready() {
+		t.Fatal("ready before the gate opened")
+	}
+	close(open)
+	waitUntil(t, d.Ready)
+	d.Drain("test")
+	d.Drain("again") // idempotent
+	sum := <-done
+	if d.Phase() != PhaseStopped || sum.ExitCode() != 0 {
+		t.Fatalf("after Run: phase %v, summary %+v", d.Phase(), sum)
+	}
+}
+
+func TestGateFailureIsARuntimeFailure(t *testing.T) {
+	d := New(Options{Gate: func(context.Context) error { return errors.New("upstream 127.0.0.1:1 never answered") }})
+	_, done := serve(t, d, http.NotFoundHandler())
+	sum := <-done
+	if sum.Err == nil || !strings.Contains(sum.Err.Error(), "127.0.0.1:1") || sum.ExitCode() != 1 {
+		t.Fatalf("summary %+v: want the gate's error and exit code 1", sum)
+	}
+}
+
+func TestDrainDuringGateExitsCleanly(t *testing.T) {
+	entered := make(chan struct{})
+	d := New(Options{Delay: time.Hour, Gate: func(ctx context.Context) error {
+		close(entered)
+		<-ctx.Done()
+		return ctx.Err()
+	}})
+	_, done := serve(t, d, http.NotFoundHandler())
+	<-entered
+	d.Drain("signal during start-up")
+	// Never ready, so the hour-long delay is skipped: no load balancer saw us.
+	if sum := <-done; sum.ExitCode() != 0 {
+		t.Fatalf("summary %+v: want a clean exit", sum)
+	}
+}
+
+func TestObserverSeesEachExchange(t *testing.T) {
+	var rec recorder
+	d := New(Options{})
+	d.Observe(&rec)
+	addr, done := serve(t, d, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusCreated)
+		w.Write(append(body, body...))
+	}))
+	resp, err := http.Post("http://"+addr+"/things", "text/plain", strings.NewReader("12345"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	d.Drain("test")
+	sum := <-done
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.got) != 1 {
+		t.Fatalf("observed %d exchanges, want 1", len(rec.got))
+	}
+	x := rec.got[0]
+	if x.Status != 201 || x.BytesIn != 5 || x.BytesOut != 10 || x.Request.URL.Path != "/things" || x.Duration <= 0 {
+		t.Fatalf("exchange %+v", x)
+	}
+	if sum.Drained != 0 {
+		t.Fatalf("drained %d: the request finished before the drain", sum.Drained)
+	}
+}
+
+// The wait ends on the last response, not on a poll: a request in flight at the drain is
+// counted drained, and Run returns once it is done.
+func TestWaitEndsWithTheLastRequest(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{})
+	var buf syncBuffer
+	d := New(Options{Logger: testLogger(&buf)})
+	addr, done := serve(t, d, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		io.WriteString(w, "done")
+	}))
+	respc := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr)
+		if err != nil {
+			t.Error(err)
+		}
+		respc <- resp
+	}()
+	<-arrived
+	d.Drain("test")
+	waitUntil(t, func() bool { return d.Phase() == PhaseStopping })
+	if st := d.Stats(); st.InflightRequests != 1 {
+		t.Fatalf("stats %+v: want one request in flight", st)
+	}
+	select {
+	case <-done:
+		t.Fatal("Run returned with a request in flight")
+	default:
+	}
+	close(release)
+	sum := <-done
+	resp := <-respc
+	if resp == nil || resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("response %+v: want 200 with Connection: close", resp)
+	}
+	if sum.Drained != 1 || sum.Aborted != 0 || sum.ExitCode() != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	for _, step := range []string{"drain started", "stopped accepting", "in-flight requests finished", "workers flushed", "drain complete"} {
+		if !strings.Contains(buf.String(), step) {
+			t.Errorf("log lacks the step %q", step)
+		}
+	}
+}
+
+func TestPhaseNames(t *testing.T) {
+	want := map[Phase]string{PhaseStarting: "starting", PhaseReady: "ready", PhaseDraining: "draining",
+		PhaseStopping: "stopping", PhaseStopped: "stopped", Phase(99): "unknown"}
+	for p, name := range want {
+		if p.String() != name {
+			t.Errorf("Phase(%d) = %q, want %q", p, p.String(), name)
+		}
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
