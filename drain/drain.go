@@ -118,6 +118,7 @@ type Drainer struct {
 
 	servers   []server
 	observers []Observer
+	onStop    []func(context.Context)
 }
 
 // New returns a Drainer in PhaseStarting.
@@ -153,6 +154,14 @@ func (d *Drainer) AddServer(name string, srv *http.Server, ln net.Listener) {
 		srv.ConnState = d.t.connState
 	}
 	d.servers = append(d.servers, server{name: name, http: srv, ln: ln})
+}
+
+// OnStopAccepting adds fn to the stop-accepting step: it runs, in its own goroutine, when
+// the listeners stop, with a context that ends with the grace period. It is for telling
+// clients of multiplexed protocols to go away, e.g. the Shutdown of the http.Server that
+// owns HTTP/2 connections, which sends them GOAWAY. Call before Run.
+func (d *Drainer) OnStopAccepting(fn func(ctx context.Context)) {
+	d.onStop = append(d.onStop, fn)
 }
 
 // Observe adds an observer of finished exchanges. Call before Run.
@@ -330,6 +339,10 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		}
 	}()
 	d.t.beginStopping()
+	var hooks sync.WaitGroup
+	for _, fn := range d.onStop {
+		hooks.Go(func() { fn(grace) })
+	}
 	left := d.stopAccepting(grace)
 	d.log.Info("stopped accepting", "took", time.Since(step).String(), "left_in_accept_queue", left)
 
@@ -357,6 +370,8 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		s.http.Close() // nothing is left on them; this ends Serve
 	}
 	serving.Wait()
+	cancelGrace() // everything is closed: stop-accepting hooks may return now
+	hooks.Wait()
 	d.setPhase(PhaseStopped)
 
 	// 7. stop the app

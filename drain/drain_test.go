@@ -198,3 +198,26 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestOnStopAcceptingRunsWhenListenersStop(t *testing.T) {
+	d := New(Options{})
+	phase := make(chan Phase, 1)
+	d.OnStopAccepting(func(ctx context.Context) {
+		phase <- d.Phase()
+		<-ctx.Done() // a hook that waits for its context must not hold up the exit
+	})
+	_, done := serve(t, d, http.NotFoundHandler())
+	waitUntil(t, d.Ready)
+	select {
+	case <-phase:
+		t.Fatal("the hook ran before the drain")
+	default:
+	}
+	d.Drain("test")
+	if p := <-phase; p != PhaseStopping {
+		t.Fatalf("hook ran in phase %v, want stopping", p)
+	}
+	if sum := <-done; sum.ExitCode() != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+}
