@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -138,7 +139,9 @@ const RequestIDHeader = "X-Request-Id"
 // ServeHTTP forwards r to the upstream. r.Header carries the request id from here on: the
 // client's when it is a trusted proxy, a new one otherwise.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get(RequestIDHeader) == "" || !p.trusted(r.RemoteAddr) {
+	// A trusted proxy's id counts unless it named the header in Connection (hop-by-hop).
+	if r.Header.Get(RequestIDHeader) == "" || !p.trusted(r.RemoteAddr) ||
+		namedInConnection(r.Header, RequestIDHeader) {
 		r.Header.Set(RequestIDHeader, newRequestID())
 	}
 	if limit := p.opts.MaxRequestBodyBytes; limit > 0 && r.Body != nil && r.Body != http.NoBody {
@@ -207,12 +210,17 @@ func (p *Proxy) rewrite(target *url.URL) func(*httputil.ProxyRequest) {
 		// from an untrusted peer they are replaced by what SetXForwarded writes.
 		trusted := p.trusted(r.In.RemoteAddr)
 		if trusted {
-			copyHeaders(r.Out.Header, r.In.Header, "Forwarded", "X-Forwarded-For")
+			copyEndToEnd(r.Out.Header, r.In.Header, "Forwarded", "X-Forwarded-For")
 		}
 		r.SetXForwarded() // appends the peer to a kept X-Forwarded-For
 		if trusted {
 			// The proxy in front saw the original host and scheme; we did not.
-			copyHeaders(r.Out.Header, r.In.Header, "X-Forwarded-Host", "X-Forwarded-Proto")
+			copyEndToEnd(r.Out.Header, r.In.Header, "X-Forwarded-Host", "X-Forwarded-Proto")
+		}
+		// ServeHTTP chose the id; the ReverseProxy has stripped it from r.Out if the
+		// client named it in Connection, and the upstream must get it all the same.
+		if _, ok := r.Out.Header[RequestIDHeader]; !ok {
+			r.Out.Header[RequestIDHeader] = r.In.Header[RequestIDHeader]
 		}
 	}
 }
@@ -226,12 +234,27 @@ func newRequestID() string {
 	return hex.EncodeToString(b[:])
 }
 
-func copyHeaders(dst, src http.Header, keys ...string) {
+// copyEndToEnd copies the headers keys (canonical names) from src to dst, except those src
+// names in its Connection header: those are hop-by-hop (RFC 9110, 7.6.1), and the
+// ReverseProxy has stripped them from dst for that reason.
+func copyEndToEnd(dst, src http.Header, keys ...string) {
 	for _, k := range keys {
-		if v, ok := src[k]; ok {
+		if v, ok := src[k]; ok && !namedInConnection(src, k) {
 			dst[k] = v
 		}
 	}
+}
+
+// namedInConnection reports whether h's Connection header lists name.
+func namedInConnection(h http.Header, name string) bool {
+	for _, v := range h["Connection"] {
+		for token := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(token), name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // trusted reports whether the peer at remoteAddr ("ip:port") may set forwarded headers.
@@ -273,6 +296,10 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 			"error", err.Error(), "method", r.Method, "path", r.URL.Path)
 	}
 	h := w.Header()
+	if reason == ReasonBodyTooLarge {
+		// The rest of the body is not worth reading: close the connection after this.
+		h.Set("Connection", "close")
+	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
