@@ -1,0 +1,315 @@
+// Package admin is the listener orchestrators and operators talk to: liveness, readiness,
+// Prometheus metrics, a drain on demand and a status page. It is its own http.Server on its
+// own address (loopback by default), never part of the public listener, and it is not added
+// to the drain: its requests are not in-flight traffic, and it keeps answering through the
+// whole drain so that /readyz can say 503 and /metrics can be scraped until the end.
+//
+// Endpoints:
+//
+//	GET  /healthz  200 while the process is alive (it does not depend on the upstream)
+//	GET  /readyz   200 when serving, the upstream is healthy and no drain has begun; else 503
+//	GET  /metrics  Prometheus text
+//	POST /drain    start the same drain as SIGTERM (idempotent)
+//	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source
+//
+// With a token, every endpoint except /healthz and /readyz needs "Authorization: Bearer
+// TOKEN": probes keep working without a secret, while draining the process and reading its
+// metrics and status do not.
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/drain"
+)
+
+// Drainer is what the admin endpoints need of the drain (drain.Drainer).
+type Drainer interface {
+	Stats() drain.Stats
+	Drain(reason string)
+}
+
+// Health is what the admin endpoints need of the upstream checker (health.Checker).
+type Health interface {
+	Healthy() bool
+	Reason() string
+}
+
+// Options configures Start. Address and Drainer are required.
+type Options struct {
+	// Address is host:port to listen on; port 0 picks a free one.
+	Address string
+	// Token, when not empty, is the bearer token every endpoint but /healthz and /readyz
+	// requires.
+	Token   string
+	Drainer Drainer
+	// Health, when set, gates readiness and is shown on /status (nil: the upstream is
+	// not checked, and readiness follows the drain alone).
+	Health Health
+	// Metrics serves /metrics (nil: 404).
+	Metrics http.Handler
+	// Upstream, ConfigSource and Version are shown on /status.
+	Upstream     string
+	ConfigSource string
+	Version      string
+	// Started is when the process started, for the uptime (zero: when Start was called).
+	Started time.Time
+	// Logger receives the listener's lines and each drain request (zero: discard).
+	Logger hclog.Logger
+}
+
+// Server is the running admin listener.
+type Server struct {
+	opts     Options
+	log      hclog.Logger
+	http     *http.Server
+	ln       net.Listener
+	tokenSum [sha256.Size]byte
+	served   chan struct{} // closed when Serve has returned
+}
+
+// Start listens on opts.Address and serves the admin endpoints until Stop.
+func Start(opts Options) (*Server, error) {
+	if opts.Drainer == nil {
+		return nil, errors.New("admin: no drainer")
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.Started.IsZero() {
+		opts.Started = time.Now()
+	}
+	ln, err := net.Listen("tcp", opts.Address)
+	if err != nil {
+		return nil, listenError(opts.Address, err)
+	}
+	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{})}
+	if opts.Token != "" {
+		s.tokenSum = sha256.Sum256([]byte(opts.Token))
+	}
+	s.http = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog: opts.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{
+			InferLevels: true, ForceLevel: hclog.Debug,
+		}),
+	}
+	if opts.Token == "" && !isLoopback(ln.Addr()) {
+		s.log.Warn("the admin listener is not on loopback and has no token: anyone who can reach it can drain this process and read its metrics; set admin { token_file = ... } or listen on 127.0.0.1",
+			"admin", ln.Addr().String())
+	}
+	go func() {
+		defer close(s.served)
+		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin listener stopped", "admin", ln.Addr().String(), "error", err.Error())
+		}
+	}()
+	return s, nil
+}
+
+// listenError says which address could not be used and what to do about it.
+func listenError(addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		_, port, _ := net.SplitHostPort(addr)
+		return fmt.Errorf("admin listener: port %s is already in use (%s); choose another with -admin ADDR or admin { address = ... }, or \"off\"", port, addr)
+	}
+	if errors.Is(err, syscall.EADDRNOTAVAIL) {
+		return fmt.Errorf("admin listener: %s is not an address of this host; use 127.0.0.1:PORT or another local address", addr)
+	}
+	if errors.Is(err, syscall.EACCES) {
+		return fmt.Errorf("admin listener: %s: permission denied; use a port above 1023", addr)
+	}
+	return fmt.Errorf("admin listener on %s: %w", addr, err)
+}
+
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}
+
+// Addr is the address the admin listener is bound to.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Stop lets requests in progress finish (until ctx ends), then closes the listener and
+// every connection, and waits for the server to stop.
+func (s *Server) Stop(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		s.http.Close()
+	}
+	<-s.served
+	return err
+}
+
+// Handler is the admin endpoints' handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", s.authorized(s.metrics()))
+	mux.Handle("POST /drain", s.authorized(http.HandlerFunc(s.drain)))
+	mux.Handle("GET /status", s.authorized(http.HandlerFunc(s.status)))
+	return mux
+}
+
+// authorized requires the bearer token, when there is one. Both sides are hashed first,
+// so that the comparison takes the same time whatever the length of the guess.
+func (s *Server) authorized(next http.Handler) http.Handler {
+	if s.opts.Token == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+		if !ok || subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="drainproxy admin"`)
+			plain(w, http.StatusUnauthorized, "unauthorized: send Authorization: Bearer <admin token>")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) metrics() http.Handler {
+	if s.opts.Metrics == nil {
+		return http.NotFoundHandler()
+	}
+	return s.opts.Metrics
+}
+
+// healthz answers while the process can schedule goroutines and serve this listener. It
+// deliberately does not look at the upstream or the drain: a liveness probe that failed
+// for those would get the sidecar restarted in the middle of a drain or an app outage.
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	plain(w, http.StatusOK, "alive")
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if reason := s.notReady(); reason != "" {
+		plain(w, http.StatusServiceUnavailable, reason)
+		return
+	}
+	plain(w, http.StatusOK, "ready")
+}
+
+// notReady is why the process should not get traffic, in one line, or "" when it should.
+func (s *Server) notReady() string {
+	st := s.opts.Drainer.Stats()
+	healthy, reason := true, ""
+	if h := s.opts.Health; h != nil && !h.Healthy() {
+		healthy, reason = false, h.Reason()
+	}
+	switch {
+	case st.Phase == drain.PhaseStarting && !healthy:
+		return "starting: " + reason
+	case st.Phase == drain.PhaseStarting:
+		return "starting"
+	case st.Phase != drain.PhaseReady:
+		return st.Phase.String()
+	case !healthy:
+		return "upstream unhealthy: " + reason
+	}
+	return ""
+}
+
+func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
+	st := s.opts.Drainer.Stats()
+	if st.Phase >= drain.PhaseDraining {
+		plain(w, http.StatusAccepted, "already "+st.Phase.String())
+		return
+	}
+	s.log.Info("drain requested on the admin listener", "client", r.RemoteAddr)
+	s.opts.Drainer.Drain("admin POST /drain")
+	plain(w, http.StatusAccepted, "draining")
+}
+
+// Status is the /status document.
+type Status struct {
+	Phase               string         `json:"phase"`
+	Ready               bool           `json:"ready"`
+	NotReadyReason      string         `json:"not_ready_reason,omitempty"`
+	InflightRequests    int64          `json:"inflight_requests"`
+	UpgradedConnections int64          `json:"upgraded_connections"`
+	OpenConnections     int64          `json:"open_connections"`
+	DrainedRequests     int64          `json:"drained_requests"`
+	AbortedRequests     int64          `json:"aborted_requests"`
+	UptimeSeconds       float64        `json:"uptime_seconds"`
+	Started             time.Time      `json:"started"`
+	Upstream            UpstreamStatus `json:"upstream"`
+	Config              string         `json:"config"`
+	Version             string         `json:"version"`
+	PID                 int            `json:"pid"`
+}
+
+// UpstreamStatus is the upstream part of Status.
+type UpstreamStatus struct {
+	URL     string `json:"url"`
+	Checked bool   `json:"checked"` // false: no health checker, Healthy is assumed
+	Healthy bool   `json:"healthy"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	st := s.opts.Drainer.Stats()
+	notReady := s.notReady()
+	doc := Status{
+		Phase:               st.Phase.String(),
+		Ready:               notReady == "",
+		NotReadyReason:      notReady,
+		InflightRequests:    st.InflightRequests,
+		UpgradedConnections: st.Upgraded,
+		OpenConnections:     st.OpenConnections,
+		DrainedRequests:     st.Drained,
+		AbortedRequests:     st.Aborted,
+		UptimeSeconds:       time.Since(s.opts.Started).Seconds(),
+		Started:             s.opts.Started.UTC(),
+		Upstream:            UpstreamStatus{URL: s.opts.Upstream, Healthy: true},
+		Config:              s.opts.ConfigSource,
+		Version:             s.opts.Version,
+		PID:                 os.Getpid(),
+	}
+	if h := s.opts.Health; h != nil {
+		doc.Upstream.Checked = true
+		doc.Upstream.Healthy = h.Healthy()
+		doc.Upstream.Reason = h.Reason()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(doc)
+}
+
+func plain(w http.ResponseWriter, status int, line string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	io.WriteString(w, line+"\n")
+}
+
+// Close is Stop with a short bound: a scrape in progress may finish, nothing more.
+func (s *Server) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s.Stop(ctx)
+}
