@@ -7,13 +7,60 @@
 listener {
   # Loopback by default, so that nothing is exposed until you choose to; ":8080" is all interfaces.
   address = "127.0.0.1:8080"
+  # Plain-HTTP listeners only: answer every request with a redirect to HTTPS (ACME challenge paths excepted). Needs a listener with a tls block.
+  redirect_https = false
 }
+
+# HTTPS: a listener with a tls block. Shown commented out, since there is none by default;
+# the values written are the defaults. Public ACME CAs validate on ports 80 (HTTP-01, answered
+# by a plain listener) and 443 (TLS-ALPN-01, answered by the HTTPS listener itself).
+#
+# listener {
+#   address = ":80"
+#   redirect_https = true
+#   # 308 keeps the method and body (POST stays POST); 301, 302 and 307 are allowed too.
+#   redirect_status = 308
+#   # The port written in the redirect; 0 is the first HTTPS listener's port (443 is left out of the URL). Set 443 when a NAT maps 443 to 8443.
+#   redirect_port = 0
+# }
+# listener {
+#   address = ":443"
+#   tls {
+#     # Oldest TLS version accepted: "1.2" or "1.3"; older ones are insecure. HTTP/2 and HTTP/1.1 are offered by ALPN.
+#     min_version = "1.2"
+#     # Strict-Transport-Security sent on every HTTPS response, e.g. "max-age=31536000"; "" sends none. Browsers remember it: start short.
+#     hsts = ""
+#     # Either certificate files (PEM; the chain first in cert_file), read at start-up and again on SIGHUP ...
+#     cert_file = "/etc/drainproxy/tls/fullchain.pem"
+#     key_file  = "/etc/drainproxy/tls/privkey.pem"
+#     # ... or automatic certificates from an ACME CA (certmagic); not both.
+#     acme {
+#       # Names to obtain a certificate for; each must resolve to this host. Wildcards need DNS-01, which is not supported.
+#       domains = ["example.com", "www.example.com"]
+#       # The account's contact, for the CA's expiry and incident mail; "" registers without one.
+#       email = ""
+#       # The CA's ACME directory: Let's Encrypt's production one by default.
+#       ca = "https://acme-v02.api.letsencrypt.org/directory"
+#       # true uses Let's Encrypt's staging CA (untrusted certificates, generous rate limits): try a new setup there first.
+#       staging = false
+#       # Extra PEM root files to trust when talking to the CA, for a private ACME CA; the system roots are trusted too.
+#       trusted_roots = []
+#       # Accounts, keys, certificates and locks. Replicas that share it (a shared volume) obtain each certificate once.
+#       # "" is /var/lib/drainproxy/certmagic for root, else $XDG_DATA_HOME/drainproxy/certmagic or ~/.local/share/drainproxy/certmagic.
+#       storage = ""
+#       # Must be true: you have read and accept the CA's terms of service (https://letsencrypt.org/repository/).
+#       agree_terms = false
+#       # Challenge types allowed: "http-01" on the plain listener (port 80), "tls-alpn-01" on this one (port 443).
+#       challenges = ["http-01", "tls-alpn-01"]
+#     }
+#   }
+# }
 
 # The app behind the proxy. Only url is required (or -upstream on the command line).
 upstream {
   # http://host:port, https://host or unix:///path/to.sock.
   url = "http://127.0.0.1:3000"
-  # The app to start and supervise, e.g. ["./app", "--port", "3000"]; empty when the app runs on its own.
+  # The app to start and supervise (or give it after --), e.g. ["./app", "--port", "{port}"]; it gets PORT and {port} from url. Empty when the app runs on its own.
   command = []
   # Connecting to an app on the same host or pod is fast; a longer wait means it is not there.
   dial_timeout = "5s"
@@ -44,8 +91,46 @@ drain {
 }
 
 admin {
-  # /healthz, /readyz, /metrics and POST /drain; loopback so they are never public. "off" disables them.
+  # /healthz, /readyz, /metrics, /status and POST /drain; loopback so they are never public. "off" disables them.
   address = "127.0.0.1:9901"
+  # Bearer token required by POST /drain, /metrics and /status (not by the probes /healthz and /readyz); "" is none. Set one before listening beyond loopback.
+  token = ""
+  # Or read the token from this file (e.g. a mounted secret), so it is not in the config; "" is none. Use token or token_file, not both.
+  token_file = ""
+}
+
+# How drainproxy runs the app it starts (upstream.command or the args after --); ignored without one.
+# The app runs in its own process group, so Ctrl-C reaches drainproxy only: it drains first, then stops the app.
+app {
+  # Sent to the app's process group once the proxy has drained; most apps stop on SIGTERM, some (nginx) want "SIGQUIT".
+  stop_signal = "SIGTERM"
+  # Then SIGKILL to the group, and exit 1; keep drain.grace plus this below the orchestrator's kill timeout.
+  stop_timeout = "10s"
+  # The app must answer (see health_check) by then, else drainproxy stops it and exits 1 naming the address it waited on.
+  start_timeout = "30s"
+  # When the app exits by itself: "never" drains and exits with its code; "on-failure" restarts it after a non-zero exit; "always" after any exit. Requests get 503 + Retry-After meanwhile.
+  restart = "never"
+  # Restarts allowed within restart_window (waiting 100ms, doubling up to 10s, between them); one more exit and drainproxy drains and exits 1.
+  max_restarts = 5
+  restart_window = "1m"
+  # Written before each line of the app's stdout and stderr, e.g. "app | "; "" passes its output through byte for byte.
+  output_prefix = ""
+  # Signals passed on to the app's process, e.g. ["SIGUSR2"]: SIGUSR1 (drainproxy's own log reopening sees it too), SIGUSR2, SIGQUIT, SIGWINCH, SIGTTIN, SIGTTOU.
+  forward_signals = []
+}
+
+# How the upstream is checked. /readyz says 503 until it first answers and while it fails; proxied requests that cannot reach it count as failed checks too.
+health_check {
+  # GET this path on the upstream and expect 200-399, e.g. "/healthz"; "" only checks that it accepts a connection.
+  path = ""
+  # Time between checks; until the upstream first answers it is checked every 100ms, so start-up is not slowed.
+  interval = "5s"
+  # A check without an answer by then has failed.
+  timeout = "2s"
+  # Passed checks in a row that make an unhealthy upstream healthy again, so it does not flap.
+  healthy_threshold = 2
+  # Failures in a row (checks and proxied requests) that make a healthy upstream unhealthy; one blip is not an outage.
+  unhealthy_threshold = 3
 }
 
 log {
@@ -53,8 +138,14 @@ log {
   level = "info"
   # auto is text on a terminal and json otherwise (for log collectors); or force "text" or "json".
   format = "auto"
-  # The access log is its own stream: "stdout", "stderr", "off", or a file path.
+  # The access log is its own stream: "stdout", "stderr", "off", or a file path (appended to; SIGUSR1 reopens it for logrotate).
   access_log = "stdout"
+  # "json" has every field (request id, duration, upstream, upstream error); "common" and "combined" are Apache's and nginx's formats.
+  access_log_format = "json"
+  # Lines that may wait for the writer; the requests never write to the log themselves.
+  access_log_buffer = 4096
+  # When the buffer is full: "block" makes requests wait for room (no line is lost), "drop" drops lines and counts them.
+  access_log_when_full = "block"
 }
 
 limits {

@@ -9,9 +9,14 @@
 package config
 
 import (
+	"crypto/tls"
+	"net/http"
 	"net/netip"
 	"net/url"
+	"syscall"
 	"time"
+
+	"github.com/drainproxy/drainproxy/supervise"
 )
 
 // Config is everything drainproxy needs to run. Parse returns it validated; Default
@@ -31,14 +36,72 @@ type Config struct {
 	Proxy     Proxy
 	Drain     Drain
 	Admin     Admin
-	Log       Log
-	Limits    Limits
+	// HealthCheck is how the upstream is checked; readiness follows it.
+	HealthCheck HealthCheck
+	// App is how the app given as Upstream.Command is supervised.
+	App    App
+	Log    Log
+	Limits Limits
 }
 
 // Listener is one public address to accept client connections on.
 type Listener struct {
 	// Address is host:port as net.Listen takes it; port 0 picks a free port.
 	Address string
+	// TLS, when not nil, makes this an HTTPS listener (package tlsfront).
+	TLS *TLS
+	// Redirect, when not nil, makes this plain-HTTP listener redirect every request to
+	// HTTPS instead of proxying it; ACME HTTP-01 challenges are still answered.
+	Redirect *Redirect
+}
+
+// TLS is how an HTTPS listener gets its certificate: from files (CertFile and KeyFile,
+// re-read on SIGHUP) or from an ACME CA (ACME). Exactly one of the two is set.
+type TLS struct {
+	CertFile string
+	KeyFile  string
+	ACME     *ACME
+	// MinVersion is the oldest TLS version accepted (tls.VersionTLS12 or VersionTLS13).
+	MinVersion uint16
+	// HSTS, when not empty, is sent as Strict-Transport-Security on every HTTPS response.
+	HSTS string
+}
+
+// ACME is automatic certificate management (certmagic) for an HTTPS listener.
+type ACME struct {
+	// Domains are the names to obtain certificates for; never empty.
+	Domains []string
+	// Email is the ACME account's contact; "" registers an account without one.
+	Email string
+	// CA is the ACME directory URL; Staging replaces the default with Let's Encrypt's
+	// staging directory.
+	CA      string
+	Staging bool
+	// TrustedRoots are PEM files of extra roots to trust when talking to the CA (a
+	// private ACME CA); empty trusts the system roots only.
+	TrustedRoots []string
+	// Storage is the directory for accounts, keys, certificates and locks; replicas that
+	// share it share certificates. "" is the default (tlsfront.DefaultStorage).
+	Storage string
+	// AgreeTerms is the operator's agreement to the CA's terms; Parse requires true.
+	AgreeTerms bool
+	// Challenges are the ACME challenge types allowed: ChallengeHTTP01, ChallengeTLSALPN01.
+	Challenges []string
+}
+
+// ACME challenge types for ACME.Challenges.
+const (
+	ChallengeHTTP01    = "http-01"     // answered on a plain-HTTP listener (port 80 for public CAs)
+	ChallengeTLSALPN01 = "tls-alpn-01" // answered on the HTTPS listener itself (port 443)
+)
+
+// Redirect is how a plain-HTTP listener sends clients to HTTPS.
+type Redirect struct {
+	// Status is 301, 302, 307 or 308.
+	Status int
+	// Port is the HTTPS port written in the Location; 0 is the port of the first TLS
+	// listener. Port 443 is left out of the URL.
+	Port int
 }
 
 // Upstream is the app behind the proxy.
@@ -98,6 +161,53 @@ type Admin struct {
 	// Address is host:port; "" means there is no admin listener ("off" in the file or
 	// the -admin flag).
 	Address string
+	// Token, when not empty, is the bearer token that POST /drain, /metrics and /status
+	// require (token in the file, or read from token_file).
+	Token string
+	// TokenFile is the file Token was read from, or "".
+	TokenFile string
+}
+
+// HealthCheck is the active check of the upstream. Proxied requests that cannot reach the
+// upstream count as failed checks too.
+type HealthCheck struct {
+	// Path is requested with GET; a status from 200 to 399 passes. "" checks that a
+	// connection can be opened, nothing more.
+	Path string
+	// Interval is the time between checks (more than 0).
+	Interval time.Duration
+	// Timeout bounds one check (more than 0).
+	Timeout time.Duration
+	// HealthyThreshold is how many passed checks in a row make an unhealthy upstream
+	// healthy again (at least 1).
+	HealthyThreshold int
+	// UnhealthyThreshold is how many failures in a row make a healthy upstream unhealthy
+	// (at least 1).
+	UnhealthyThreshold int
+}
+
+// App is how drainproxy runs the app it starts (Upstream.Command); unused without one.
+type App struct {
+	// StopSignal asks the app to stop once the proxy has drained; it goes to the app's
+	// process group.
+	StopSignal syscall.Signal
+	// StopTimeout is how long the app may take to exit after StopSignal before SIGKILL.
+	StopTimeout time.Duration
+	// StartTimeout is how long the app may take to answer at start-up before drainproxy
+	// gives up, stops it and exits 1.
+	StartTimeout time.Duration
+	// Restart is the policy when the app exits by itself: never, on-failure or always.
+	Restart supervise.Restart
+	// MaxRestarts is how many restarts are allowed within RestartWindow before drainproxy
+	// gives up, drains and exits 1 (at least 1).
+	MaxRestarts int
+	// RestartWindow is the window MaxRestarts counts in (more than 0).
+	RestartWindow time.Duration
+	// OutputPrefix is written before each line of the app's output; "" passes the output
+	// through untouched.
+	OutputPrefix string
+	// ForwardSignals are passed on to the app when drainproxy receives them.
+	ForwardSignals []syscall.Signal
 }
 
 // Log is where logs go and how they look.
@@ -108,6 +218,13 @@ type Log struct {
 	Format string
 	// AccessLog is "stdout", "stderr", "off" or a file path.
 	AccessLog string
+	// AccessLogFormat is json (every field), common or combined (Apache/nginx formats).
+	AccessLogFormat string
+	// AccessLogBuffer is how many access log lines may wait for the writer (at least 1).
+	AccessLogBuffer int
+	// AccessLogWhenFull is what a request does when that buffer is full: block (wait for
+	// room, lose nothing) or drop (drop the line and count it).
+	AccessLogWhenFull string
 }
 
 // Limits protect the proxy from clients. A zero that means "none" is said so per field.
@@ -148,7 +265,27 @@ func Default() *Config {
 			FlushTimeout: 5 * time.Second,
 		},
 		Admin: Admin{Address: "127.0.0.1:9901"},
-		Log:   Log{Level: "info", Format: "auto", AccessLog: "stdout"},
+		HealthCheck: HealthCheck{
+			Path:               "",
+			Interval:           5 * time.Second,
+			Timeout:            2 * time.Second,
+			HealthyThreshold:   2,
+			UnhealthyThreshold: 3,
+		},
+		App: App{
+			StopSignal:     syscall.SIGTERM,
+			StopTimeout:    10 * time.Second,
+			StartTimeout:   30 * time.Second,
+			Restart:        supervise.RestartNever,
+			MaxRestarts:    5,
+			RestartWindow:  time.Minute,
+			OutputPrefix:   "",
+			ForwardSignals: nil,
+		},
+		Log: Log{
+			Level: "info", Format: "auto",
+			AccessLog: "stdout", AccessLogFormat: "json", AccessLogBuffer: 4096, AccessLogWhenFull: "block",
+		},
 		Limits: Limits{
 			MaxConnections:      10000,
 			MaxHeaderBytes:      1 << 20,
@@ -160,3 +297,21 @@ func Default() *Config {
 		},
 	}
 }
+
+// Let's Encrypt's ACME directories, for ACME.CA.
+const (
+	LetsEncryptCA        = "https://acme-v02.api.letsencrypt.org/directory"
+	LetsEncryptStagingCA = "https://acme-staging-v02.api.letsencrypt.org/directory"
+)
+
+// DefaultTLS holds the defaults of a listener's tls block, which Default cannot show
+// since no listener has one by default.
+func DefaultTLS() TLS { return TLS{MinVersion: tls.VersionTLS12} }
+
+// DefaultACME holds the defaults of a tls block's acme block.
+func DefaultACME() ACME {
+	return ACME{CA: LetsEncryptCA, Challenges: []string{ChallengeHTTP01, ChallengeTLSALPN01}}
+}
+
+// DefaultRedirect holds the defaults of a listener's redirect settings.
+func DefaultRedirect() Redirect { return Redirect{Status: http.StatusPermanentRedirect} }

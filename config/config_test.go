@@ -10,8 +10,11 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/drainproxy/drainproxy/supervise"
 )
 
 // writeConfig writes src to config.hcl in a fresh directory and returns its path.
@@ -68,11 +71,32 @@ drain {
 }
 admin {
   address = "off"
+  token = "s3cret-token"
+}
+app {
+  stop_signal = "quit"
+  stop_timeout = "3s"
+  start_timeout = "1m"
+  restart = "on-failure"
+  max_restarts = 2
+  restart_window = "30s"
+  output_prefix = "app | "
+  forward_signals = ["SIGUSR2", "WINCH"]
+}
+health_check {
+  path = "/healthz"
+  interval = "1s"
+  timeout = "500ms"
+  healthy_threshold = 1
+  unhealthy_threshold = 5
 }
 log {
   level = "debug"
   format = "json"
   access_log = "/var/log/drainproxy/access.log"
+  access_log_format = "combined"
+  access_log_buffer = 64
+  access_log_when_full = "drop"
 }
 limits {
   max_connections = 0
@@ -87,7 +111,7 @@ limits {
 	fullPath := writeConfig(t, full)
 	wantFull := func(c *Config) {
 		c.Source = fullPath
-		c.Listeners = []Listener{{":80"}, {"[::1]:8443"}}
+		c.Listeners = []Listener{{Address: ":80"}, {Address: "[::1]:8443"}}
 		c.Upstream = Upstream{
 			URL:                   mustURL(t, "unix:///run/app.sock"),
 			Command:               []string{"./app", "--port", "3000"},
@@ -101,8 +125,14 @@ limits {
 			netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("::1/128"),
 		}}
 		c.Drain = Drain{Delay: 5 * time.Second, Grace: time.Minute, IdleClose: 250 * time.Millisecond, FlushTimeout: 2 * time.Second}
-		c.Admin.Address = ""
-		c.Log = Log{Level: "debug", Format: "json", AccessLog: "/var/log/drainproxy/access.log"}
+		c.Admin = Admin{Address: "", Token: "s3cret-token"}
+		c.HealthCheck = HealthCheck{Path: "/healthz", Interval: time.Second, Timeout: 500 * time.Millisecond,
+			HealthyThreshold: 1, UnhealthyThreshold: 5}
+		c.App = App{StopSignal: syscall.SIGQUIT, StopTimeout: 3 * time.Second, StartTimeout: time.Minute,
+			Restart: supervise.RestartOnFailure, MaxRestarts: 2, RestartWindow: 30 * time.Second,
+			OutputPrefix: "app | ", ForwardSignals: []syscall.Signal{syscall.SIGUSR2, syscall.SIGWINCH}}
+		c.Log = Log{Level: "debug", Format: "json", AccessLog: "/var/log/drainproxy/access.log",
+			AccessLogFormat: "combined", AccessLogBuffer: 64, AccessLogWhenFull: "drop"}
 		c.Limits = Limits{
 			MaxConnections: 0, MaxHeaderBytes: 65536, MaxRequestBodyBytes: 10 << 20,
 			ReadHeaderTimeout: 3 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute,
@@ -153,12 +183,12 @@ limits {
 			want: withDefaults(func(c *Config) {
 				wantFull(c)
 				c.CheckOnly = true
-				c.Listeners = []Listener{{"127.0.0.1:9000"}, {"127.0.0.1:9001"}, {":9002"}}
+				c.Listeners = []Listener{{Address: "127.0.0.1:9000"}, {Address: "127.0.0.1:9001"}, {Address: ":9002"}}
 				c.Upstream.URL = mustURL(t, "https://app.internal:8443")
 				c.Admin.Address = "127.0.0.1:19901"
 				c.Drain.Delay = 0
 				c.Drain.Grace = 45 * time.Second
-				c.Log = Log{Level: "warn", Format: "text", AccessLog: "off"}
+				c.Log.Level, c.Log.Format, c.Log.AccessLog = "warn", "text", "off"
 			}),
 		},
 		{
@@ -239,12 +269,12 @@ func TestFileErrors(t *testing.T) {
 		{
 			name: "attribute at top level",
 			src:  "grace = \"5s\"\nupstream {\n  url = \"http://a:1\"\n}\n",
-			want: []string{"config.hcl:1:1: grace: settings go inside a block; did you mean drain { grace = ... }", "the blocks are admin, drain, limits, listener, log, proxy, upstream"},
+			want: []string{"config.hcl:1:1: grace: settings go inside a block; did you mean drain { grace = ... }", "the blocks are admin, app, drain, health_check, limits, listener, log, proxy, upstream"},
 		},
 		{
 			name: "unknown block",
 			src:  "upstream {\n  url = \"http://a:1\"\n}\n\nserver {\n}\n",
-			want: []string{"config.hcl:5:1: server: unknown block; the blocks are admin, drain, limits, listener, log, proxy, upstream"},
+			want: []string{"config.hcl:5:1: server: unknown block; the blocks are admin, app, drain, health_check, limits, listener, log, proxy, upstream"},
 		},
 		{
 			name: "nested block",
@@ -362,6 +392,41 @@ func TestFileErrors(t *testing.T) {
 			name: "empty command program",
 			src:  "upstream {\n  url = \"http://a:1\"\n  command = [\"\", \"x\"]\n}\n",
 			want: []string{`config.hcl:3:13: upstream.command: has an empty program name`},
+		},
+		{
+			name: "bad health check",
+			src:  "upstream {\n  url = \"http://a:1\"\n}\nhealth_check {\n  path = \"healthz\"\n  interval = \"0s\"\n  healthy_threshold = 0\n}\n",
+			want: []string{
+				`config.hcl:5:10: health_check.path: "healthz" does not start with /; write e.g. "/healthz"`,
+				`config.hcl:6:14: health_check.interval: "0s" is zero; write a positive duration`,
+				`config.hcl:7:23: health_check.healthy_threshold: 0 is too small; write 1 or more`,
+			},
+		},
+		{
+			name: "bad app settings",
+			src:  "upstream {\n  url = \"http://a:1\"\n}\napp {\n  stop_signal = \"SIGSTOP\"\n  restart = \"sometimes\"\n  max_restarts = 0\n  forward_signals = [\"SIGUSR2\", \"SIGTERM\"]\n  stop_timeout = \"0s\"\n}\n",
+			want: []string{
+				`config.hcl:5:17: app.stop_signal: "SIGSTOP" is not allowed; write one of "SIGTERM", "SIGINT", "SIGQUIT"`,
+				`config.hcl:6:13: app.restart: "sometimes" is not allowed; write one of "never", "on-failure", "always"`,
+				`config.hcl:7:18: app.max_restarts: 0 is too small; write 1 or more`,
+				`config.hcl:8:33: app.forward_signals: "SIGTERM" is not allowed; write one of "SIGUSR1", "SIGUSR2"`,
+				`config.hcl:9:18: app.stop_timeout: "0s" is zero; write a positive duration`,
+			},
+		},
+		{
+			name: "admin token with a space",
+			src:  "upstream {\n  url = \"http://a:1\"\n}\nadmin {\n  token = \"two words\"\n}\n",
+			want: []string{`config.hcl:5:11: admin.token: contains a space`},
+		},
+		{
+			name: "admin token and token file",
+			src:  "upstream {\n  url = \"http://a:1\"\n}\nadmin {\n  token = \"abc\"\n  token_file = \"/etc/hostname\"\n}\n",
+			want: []string{`config.hcl:6:16: admin.token_file: is set as well as token; keep one of them`},
+		},
+		{
+			name: "admin token file missing",
+			src:  "upstream {\n  url = \"http://a:1\"\n}\nadmin {\n  token_file = \"/does/not/exist\"\n}\n",
+			want: []string{`config.hcl:5:16: admin.token_file: cannot read the token: open /does/not/exist: no such file or directory`},
 		},
 		{
 			name: "admin on a listener",
@@ -529,5 +594,31 @@ func TestPortZeroNeverCollides(t *testing.T) {
 	}
 	if cfg.Admin.Address != "127.0.0.1:0" || cfg.Listeners[0].Address != "127.0.0.1:0" {
 		t.Fatalf("got admin %q listeners %v", cfg.Admin.Address, cfg.Listeners)
+	}
+}
+
+func TestAdminTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	tokenPath := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenPath, []byte("  abc123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyPath := filepath.Join(dir, "empty")
+	if err := os.WriteFile(emptyPath, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := "upstream {\n  url = \"http://a:1\"\n}\nadmin {\n  token_file = \"" + tokenPath + "\"\n}\n"
+	cfg, err := Parse([]string{"-config", writeConfig(t, src)}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Admin.Token != "abc123" || cfg.Admin.TokenFile != tokenPath {
+		t.Errorf("Admin = %+v; want the file's token without whitespace", cfg.Admin)
+	}
+
+	src = "upstream {\n  url = \"http://a:1\"\n}\nadmin {\n  token_file = \"" + emptyPath + "\"\n}\n"
+	_, err = Parse([]string{"-config", writeConfig(t, src)}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "config.hcl:5:16: admin.token_file: \""+emptyPath+"\" is empty; write the token into it") {
+		t.Errorf("empty token file: error %v", err)
 	}
 }

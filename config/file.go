@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -12,6 +13,8 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/drainproxy/drainproxy/supervise"
 )
 
 // fileConfig is the schema of the config file. Every setting is optional (a nil pointer
@@ -19,17 +22,42 @@ import (
 // so that the file and the flags accept exactly the same things. config.hcl documents
 // each one.
 type fileConfig struct {
-	Listeners []listenerBlock `hcl:"listener,block"`
-	Upstream  *upstreamBlock  `hcl:"upstream,block"`
-	Proxy     *proxyBlock     `hcl:"proxy,block"`
-	Drain     *drainBlock     `hcl:"drain,block"`
-	Admin     *adminBlock     `hcl:"admin,block"`
-	Log       *logBlock       `hcl:"log,block"`
-	Limits    *limitsBlock    `hcl:"limits,block"`
+	Listeners   []listenerBlock   `hcl:"listener,block"`
+	Upstream    *upstreamBlock    `hcl:"upstream,block"`
+	Proxy       *proxyBlock       `hcl:"proxy,block"`
+	Drain       *drainBlock       `hcl:"drain,block"`
+	Admin       *adminBlock       `hcl:"admin,block"`
+	HealthCheck *healthCheckBlock `hcl:"health_check,block"`
+	App         *appBlock         `hcl:"app,block"`
+	Log         *logBlock         `hcl:"log,block"`
+	Limits      *limitsBlock      `hcl:"limits,block"`
 }
 
 type listenerBlock struct {
-	Address string `hcl:"address"`
+	Address        string    `hcl:"address"`
+	RedirectHTTPS  *bool     `hcl:"redirect_https,optional"`
+	RedirectStatus *int      `hcl:"redirect_status,optional"`
+	RedirectPort   *int      `hcl:"redirect_port,optional"`
+	TLS            *tlsBlock `hcl:"tls,block"`
+}
+
+type tlsBlock struct {
+	CertFile   *string    `hcl:"cert_file,optional"`
+	KeyFile    *string    `hcl:"key_file,optional"`
+	MinVersion *string    `hcl:"min_version,optional"`
+	HSTS       *string    `hcl:"hsts,optional"`
+	ACME       *acmeBlock `hcl:"acme,block"`
+}
+
+type acmeBlock struct {
+	Domains      *[]string `hcl:"domains,optional"`
+	Email        *string   `hcl:"email,optional"`
+	CA           *string   `hcl:"ca,optional"`
+	Staging      *bool     `hcl:"staging,optional"`
+	TrustedRoots *[]string `hcl:"trusted_roots,optional"`
+	Storage      *string   `hcl:"storage,optional"`
+	AgreeTerms   *bool     `hcl:"agree_terms,optional"`
+	Challenges   *[]string `hcl:"challenges,optional"`
 }
 
 type upstreamBlock struct {
@@ -54,13 +82,38 @@ type drainBlock struct {
 }
 
 type adminBlock struct {
-	Address *string `hcl:"address,optional"`
+	Address   *string `hcl:"address,optional"`
+	Token     *string `hcl:"token,optional"`
+	TokenFile *string `hcl:"token_file,optional"`
+}
+
+type appBlock struct {
+	StopSignal     *string   `hcl:"stop_signal,optional"`
+	StopTimeout    *string   `hcl:"stop_timeout,optional"`
+	StartTimeout   *string   `hcl:"start_timeout,optional"`
+	Restart        *string   `hcl:"restart,optional"`
+	MaxRestarts    *int      `hcl:"max_restarts,optional"`
+	RestartWindow  *string   `hcl:"restart_window,optional"`
+	OutputPrefix   *string   `hcl:"output_prefix,optional"`
+	ForwardSignals *[]string `hcl:"forward_signals,optional"`
+}
+
+type healthCheckBlock struct {
+	Path               *string `hcl:"path,optional"`
+	Interval           *string `hcl:"interval,optional"`
+	Timeout            *string `hcl:"timeout,optional"`
+	HealthyThreshold   *int    `hcl:"healthy_threshold,optional"`
+	UnhealthyThreshold *int    `hcl:"unhealthy_threshold,optional"`
 }
 
 type logBlock struct {
 	Level     *string `hcl:"level,optional"`
 	Format    *string `hcl:"format,optional"`
 	AccessLog *string `hcl:"access_log,optional"`
+
+	AccessLogFormat   *string `hcl:"access_log_format,optional"`
+	AccessLogBuffer   *int    `hcl:"access_log_buffer,optional"`
+	AccessLogWhenFull *string `hcl:"access_log_when_full,optional"`
 }
 
 type limitsBlock struct {
@@ -153,13 +206,54 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "flush_timeout", b.FlushTimeout, parseDuration, &d.FlushTimeout)
 	}
 	if b := fc.Admin; b != nil {
-		apply(sec("admin"), "address", b.Address, parseAdminAddress, &cfg.Admin.Address)
+		s, a := sec("admin"), &cfg.Admin
+		apply(s, "address", b.Address, parseAdminAddress, &a.Address)
+		apply(s, "token", b.Token, parseAdminToken, &a.Token)
+		if b.TokenFile != nil && *b.TokenFile != "" {
+			if a.Token != "" {
+				s.fail("token_file", -1, errors.New("is set as well as token; keep one of them"))
+			} else {
+				apply(s, "token_file", b.TokenFile, readTokenFile, &a.Token)
+				a.TokenFile = *b.TokenFile
+			}
+		}
+	}
+	if b := fc.HealthCheck; b != nil {
+		s, h := sec("health_check"), &cfg.HealthCheck
+		apply(s, "path", b.Path, parseHealthPath, &h.Path)
+		apply(s, "interval", b.Interval, parsePositiveDuration, &h.Interval)
+		apply(s, "timeout", b.Timeout, parsePositiveDuration, &h.Timeout)
+		apply(s, "healthy_threshold", b.HealthyThreshold, atLeast(1), &h.HealthyThreshold)
+		apply(s, "unhealthy_threshold", b.UnhealthyThreshold, atLeast(1), &h.UnhealthyThreshold)
+	}
+	if b := fc.App; b != nil {
+		s, a := sec("app"), &cfg.App
+		apply(s, "stop_signal", b.StopSignal, supervise.ParseStopSignal, &a.StopSignal)
+		apply(s, "stop_timeout", b.StopTimeout, parsePositiveDuration, &a.StopTimeout)
+		apply(s, "start_timeout", b.StartTimeout, parsePositiveDuration, &a.StartTimeout)
+		apply(s, "restart", b.Restart, supervise.ParseRestart, &a.Restart)
+		apply(s, "max_restarts", b.MaxRestarts, atLeast(1), &a.MaxRestarts)
+		apply(s, "restart_window", b.RestartWindow, parsePositiveDuration, &a.RestartWindow)
+		apply(s, "output_prefix", b.OutputPrefix, func(v string) (string, error) { return v, nil }, &a.OutputPrefix)
+		if b.ForwardSignals != nil {
+			a.ForwardSignals = nil
+			for i, v := range *b.ForwardSignals {
+				if sig, err := supervise.ParseForwardSignal(v); err != nil {
+					s.fail("forward_signals", i, err)
+				} else {
+					a.ForwardSignals = append(a.ForwardSignals, sig)
+				}
+			}
+		}
 	}
 	if b := fc.Log; b != nil {
 		s, l := sec("log"), &cfg.Log
 		apply(s, "level", b.Level, oneOf(logLevels()), &l.Level)
 		apply(s, "format", b.Format, oneOf(logFormats()), &l.Format)
 		apply(s, "access_log", b.AccessLog, parseAccessLog, &l.AccessLog)
+		apply(s, "access_log_format", b.AccessLogFormat, oneOf(accessLogFormats()), &l.AccessLogFormat)
+		apply(s, "access_log_buffer", b.AccessLogBuffer, atLeast(1), &l.AccessLogBuffer)
+		apply(s, "access_log_when_full", b.AccessLogWhenFull, oneOf(accessLogWhenFull()), &l.AccessLogWhenFull)
 	}
 	if b := fc.Limits; b != nil {
 		s, l := sec("limits"), &cfg.Limits
@@ -185,12 +279,13 @@ func applyListeners(decoded []listenerBlock, blocks []*hclsyntax.Block, filename
 		switch {
 		case err != nil:
 			s.fail("address", -1, err)
-		case slices.Contains(out, Listener{Address: addr}):
+		case slices.ContainsFunc(out, func(o Listener) bool { return o.Address == addr }):
 			s.fail("address", -1, fmt.Errorf("%q is already a listener above; each listener needs its own address", addr))
 		default:
-			out = append(out, Listener{Address: addr})
+			out = append(out, applyListenerTLS(l, addr, s))
 		}
 	}
+	checkListenersTLS(out, decoded, blocks, filename, probs)
 	return out
 }
 
@@ -201,11 +296,25 @@ func settingAt(blocks map[string][]*hclsyntax.Block, rng *hcl.Range) string {
 	}
 	for typ, bs := range blocks {
 		for _, b := range bs {
-			for name, a := range b.Body.Attributes {
-				if a.SrcRange.ContainsOffset(rng.Start.Byte) {
-					return typ + "." + name
-				}
+			if name := settingIn(typ, b.Body, rng); name != "" {
+				return name
 			}
+		}
+	}
+	return ""
+}
+
+// settingIn names the setting of body (a block called path), or of a block nested in it,
+// whose definition contains rng, or "".
+func settingIn(path string, body *hclsyntax.Body, rng *hcl.Range) string {
+	for name, a := range body.Attributes {
+		if a.SrcRange.ContainsOffset(rng.Start.Byte) {
+			return path + "." + name
+		}
+	}
+	for _, nb := range body.Blocks {
+		if name := settingIn(path+"."+nb.Type, nb.Body, rng); name != "" {
+			return name
 		}
 	}
 	return ""
@@ -247,20 +356,28 @@ func (s section) fail(attr string, elem int, err error) {
 	s.probs.add(s.file, rng, fmt.Sprintf("%s.%s: %v", s.name, attr, err))
 }
 
-// blockSchema is what one top-level block type allows.
+// blockSchema is what one block type allows.
 type blockSchema struct {
 	attrs      []string // sorted
 	repeatable bool
+	nested     map[string]blockSchema // the blocks allowed inside (listener { tls { acme {} } })
 }
 
 // blockSchemas derives, from fileConfig's tags, what each top-level block allows, so
 // the struct stays the single place where the schema is written.
 func blockSchemas() map[string]blockSchema {
-	t := reflect.TypeFor[fileConfig]()
+	return blockSchemasOf(reflect.TypeFor[fileConfig]())
+}
+
+// blockSchemasOf returns the schemas of the blocks that the struct type t declares.
+func blockSchemasOf(t reflect.Type) map[string]blockSchema {
 	out := make(map[string]blockSchema, t.NumField())
 	for i := range t.NumField() {
 		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("hcl"), ",")
+		name, kind, _ := strings.Cut(f.Tag.Get("hcl"), ",")
+		if kind != "block" {
+			continue
+		}
 		bt := f.Type
 		repeatable := bt.Kind() == reflect.Slice
 		if repeatable || bt.Kind() == reflect.Pointer {
@@ -272,7 +389,7 @@ func blockSchemas() map[string]blockSchema {
 			attrs = append(attrs, a.Name)
 		}
 		sort.Strings(attrs)
-		out[name] = blockSchema{attrs: attrs, repeatable: repeatable}
+		out[name] = blockSchema{attrs: attrs, repeatable: repeatable, nested: blockSchemasOf(bt)}
 	}
 	return out
 }
@@ -325,19 +442,43 @@ func checkStructure(filename string, body *hclsyntax.Body, probs *problems) map[
 		}
 		blocks[b.Type] = append(blocks[b.Type], b)
 
-		allowedAttrs := b.Type + " takes " + strings.Join(schema.attrs, ", ")
-		for name, a := range b.Body.Attributes {
-			if !slices.Contains(schema.attrs, name) {
-				probs.add(filename, a.NameRange, fmt.Sprintf(
-					"%s.%s: unknown setting%s; %s", b.Type, name, belongsIn(name), allowedAttrs))
-			}
-		}
-		for _, nb := range b.Body.Blocks {
-			probs.add(filename, nb.TypeRange, fmt.Sprintf(
-				"%s.%s: blocks cannot be nested; %s", b.Type, nb.Type, allowedAttrs))
-		}
+		checkBlockBody(filename, b.Type, b.Body, schema, belongsIn, probs)
 	}
 	return blocks
+}
+
+// checkBlockBody reports unknown settings and blocks inside a block (called path, such as
+// "listener.tls"), then checks the blocks nested in it the same way.
+func checkBlockBody(filename, path string, body *hclsyntax.Body, schema blockSchema, belongsIn func(string) string, probs *problems) {
+	name := path[strings.LastIndex(path, ".")+1:]
+	allowedAttrs := name + " takes " + strings.Join(schema.attrs, ", ")
+	if len(schema.nested) > 0 {
+		nested := slices.Sorted(maps.Keys(schema.nested))
+		allowedAttrs += " and the block " + strings.Join(nested, ", ")
+	}
+	for attr, a := range body.Attributes {
+		if !slices.Contains(schema.attrs, attr) {
+			hint := ""
+			if !strings.Contains(path, ".") {
+				hint = belongsIn(attr)
+			}
+			probs.add(filename, a.NameRange, fmt.Sprintf(
+				"%s.%s: unknown setting%s; %s", path, attr, hint, allowedAttrs))
+		}
+	}
+	for _, nb := range body.Blocks {
+		ns, ok := schema.nested[nb.Type]
+		switch {
+		case len(schema.nested) == 0:
+			probs.add(filename, nb.TypeRange, fmt.Sprintf(
+				"%s.%s: blocks cannot be nested; %s", path, nb.Type, allowedAttrs))
+		case !ok:
+			probs.add(filename, nb.TypeRange, fmt.Sprintf(
+				"%s.%s: unknown block; %s", path, nb.Type, allowedAttrs))
+		default:
+			checkBlockBody(filename, path+"."+nb.Type, nb.Body, ns, belongsIn, probs)
+		}
+	}
 }
 
 // problem is one line of a config error.

@@ -163,7 +163,7 @@ func checkWhole(cfg *Config) error {
 		return errors.New(errNoUpstream)
 	}
 	// Port 0 asks the kernel for a free port, so it never collides.
-	if a := cfg.Admin.Address; a != "" && !strings.HasSuffix(a, ":0") && slices.Contains(cfg.Listeners, Listener{Address: a}) {
+	if a := cfg.Admin.Address; a != "" && !strings.HasSuffix(a, ":0") && slices.ContainsFunc(cfg.Listeners, func(l Listener) bool { return l.Address == a }) {
 		return fmt.Errorf("admin address %q is also a listener address; the admin endpoints must not be on the public listener: give the admin another port, or \"off\"",
 			cfg.Admin.Address)
 	}

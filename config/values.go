@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -16,10 +17,12 @@ import (
 // and what to write instead; the caller adds where the value came from.
 
 // The choices are functions, not package variables, so that nothing can change them.
-func logLevels() []string       { return []string{"trace", "debug", "info", "warn", "error"} }
-func logFormats() []string      { return []string{"auto", "text", "json"} }
-func hostHeaders() []string     { return []string{HostHeaderClient, HostHeaderUpstream} }
-func upstreamSchemes() []string { return []string{"http", "https", "unix"} }
+func logLevels() []string         { return []string{"trace", "debug", "info", "warn", "error"} }
+func logFormats() []string        { return []string{"auto", "text", "json"} }
+func accessLogFormats() []string  { return []string{"json", "common", "combined"} }
+func accessLogWhenFull() []string { return []string{"block", "drop"} }
+func hostHeaders() []string       { return []string{HostHeaderClient, HostHeaderUpstream} }
+func upstreamSchemes() []string   { return []string{"http", "https", "unix"} }
 
 func parseDuration(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
@@ -30,6 +33,14 @@ func parseDuration(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is negative; write 0 or a positive duration such as \"30s\"", s)
 	}
 	return d, nil
+}
+
+func parsePositiveDuration(s string) (time.Duration, error) {
+	d, err := parseDuration(s)
+	if err == nil && d == 0 {
+		err = fmt.Errorf("%q is zero; write a positive duration such as \"5s\"", s)
+	}
+	return d, err
 }
 
 // oneOf returns a parser that accepts exactly the given choices.
@@ -84,6 +95,48 @@ func parseAdminAddress(s string) (string, error) {
 	}
 	if _, err := parseListenAddress(s); err != nil {
 		return "", fmt.Errorf("%w, or \"off\" to disable the admin listener", err)
+	}
+	return s, nil
+}
+
+// parseAdminToken accepts "" (no token) or one word of printable ASCII, as it must be
+// sent in an Authorization header.
+func parseAdminToken(s string) (string, error) {
+	for _, r := range s {
+		if r <= ' ' || r > '~' {
+			return "", errors.New("contains a space or a character that cannot be sent in a header; use printable ASCII without spaces, e.g. the output of: openssl rand -hex 32")
+		}
+	}
+	return s, nil
+}
+
+// readTokenFile returns the admin token stored in the file at path (surrounding
+// whitespace, such as a final newline, removed).
+func readTokenFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the token: %v", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%q is empty; write the token into it, or remove token_file", path)
+	}
+	if _, err := parseAdminToken(tok); err != nil {
+		return "", fmt.Errorf("%q %v", path, err)
+	}
+	return tok, nil
+}
+
+// parseHealthPath accepts "" (check by connecting only) or an absolute request path.
+func parseHealthPath(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	if !strings.HasPrefix(s, "/") {
+		return "", fmt.Errorf("%q does not start with /; write e.g. \"/healthz\", or \"\" to only check that the upstream accepts connections", s)
+	}
+	if strings.ContainsAny(s, " \t\r\n#") {
+		return "", fmt.Errorf("%q contains a space or #; write a plain path such as \"/healthz\"", s)
 	}
 	return s, nil
 }
