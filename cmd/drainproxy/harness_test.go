@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -95,6 +96,13 @@ func startProxy(t testing.TB, args ...string) *proc {
 // launch starts drainproxy without waiting for it to get ready.
 func launch(t testing.TB, args ...string) *proc {
 	t.Helper()
+	return launchWithStdout(t, os.Stdout, args...)
+}
+
+// launchWithStdout is launch with the process's stdout (the access log's default
+// destination) going to stdout.
+func launchWithStdout(t testing.TB, stdout io.Writer, args ...string) *proc {
+	t.Helper()
 	full := []string{"-log-format", "json", "-log-level", "debug"}
 	if !hasFlag(args, "-listen") && !hasFlag(args, "-config") {
 		full = append(full, "-listen", "127.0.0.1:0")
@@ -110,7 +118,7 @@ func launch(t testing.TB, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = os.Stdout
+	cmd.Stdout = stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -8,14 +8,22 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/drainproxy/drainproxy/accesslog"
+	"github.com/drainproxy/drainproxy/admin"
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/health"
 	"github.com/drainproxy/drainproxy/listener"
+	"github.com/drainproxy/drainproxy/metrics"
 	"github.com/drainproxy/drainproxy/proxy"
+	"github.com/drainproxy/drainproxy/supervise"
+	"github.com/drainproxy/drainproxy/tlsfront"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -29,8 +37,8 @@ const (
 )
 
 // run is the whole program; main only maps it to the process. Canceling ctx starts a
-// drain, as SIGTERM does.
-func run(ctx context.Context, args []string, stderr io.Writer) int {
+// drain, as SIGTERM does. stdout carries the access log (by default), stderr the logs.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -43,23 +51,61 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "drainproxy %s\n", version)
 		return exitOK
 	}
-	if len(cfg.Upstream.Command) > 0 {
-		fmt.Fprintln(stderr, "drainproxy: running the app as a child (-- COMMAND or upstream.command) is not built yet; start the app yourself and give -upstream")
-		return exitUsage
-	}
 	log := newLogger(cfg.Log, stderr)
 	if cfg.CheckOnly {
 		log.Info("configuration is valid", "source", cfg.Source)
 		return exitOK
 	}
 
+	checker := health.New(health.Options{
+		Upstream:           cfg.Upstream.URL,
+		Path:               cfg.HealthCheck.Path,
+		Interval:           cfg.HealthCheck.Interval,
+		Timeout:            cfg.HealthCheck.Timeout,
+		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
+		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
+		Logger:             log.Named("health"),
+	})
+	// Supervised mode (-- COMMAND): drainproxy runs the app, is ready once it answers, and
+	// stops it only after the proxy has drained.
+	gate, stopApp := checker.WaitHealthy, (func(context.Context) error)(nil)
+	var sup *supervise.Supervisor
+	if len(cfg.Upstream.Command) > 0 {
+		sup, err = supervise.New(supervise.Options{
+			Command: cfg.Upstream.Command, Upstream: cfg.Upstream.URL, Stdout: stdout, Stderr: stderr,
+			OutputPrefix: cfg.App.OutputPrefix, StopSignal: cfg.App.StopSignal,
+			StopTimeout: cfg.App.StopTimeout, StartTimeout: cfg.App.StartTimeout,
+			WaitReady: checker.WaitHealthy, Check: checker.CheckNow,
+			Restart: cfg.App.Restart, MaxRestarts: cfg.App.MaxRestarts, RestartWindow: cfg.App.RestartWindow,
+			ForwardSignals: cfg.App.ForwardSignals, Logger: log.Named("app"),
+		})
+		if err != nil {
+			log.Error("cannot run the app", "error", err.Error())
+			return exitUsage
+		}
+		defer sup.Close()
+		gate, stopApp = sup.Gate, sup.Stop
+	}
+	// HTTPS listeners: certificates from files or ACME, HTTP/2, redirects (package tlsfront).
+	front, err := tlsfront.New(tlsfront.Options{
+		Listeners: cfg.Listeners, IdleClose: cfg.Drain.IdleClose, Logger: log.Named("tls"),
+	})
+	if err != nil {
+		log.Error("cannot set up TLS", "error", err.Error())
+		return exitUsage
+	}
+	defer front.Close()
+	gate = front.Gate(gate) // and ready only once every ACME domain has a certificate
 	d := drain.New(drain.Options{
 		Delay:        cfg.Drain.Delay,
 		Grace:        cfg.Drain.Grace,
 		IdleClose:    cfg.Drain.IdleClose,
 		FlushTimeout: cfg.Drain.FlushTimeout,
 		Logger:       log.Named("drain"),
+		Gate:         gate, // ready only once the upstream has answered
+		StopApp:      stopApp,
 	})
+	d.Observe(checker) // requests that cannot reach the upstream count as failed checks
 	// Trap signals before anything slow, so that a SIGTERM during start-up still drains.
 	stopSignals := d.TrapSignals()
 	defer stopSignals()
@@ -81,7 +127,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	defer p.CloseIdleConnections()
 
-	handler := d.Handler(p)
+	// Opened before the listeners: a path we cannot write stops us before we serve.
+	accessLog, err := newAccessLog(cfg.Log, p.Upstream(), stdout, stderr, log.Named("access-log"))
+	if err != nil {
+		log.Error("cannot open the access log", "error", err.Error())
+		return exitFailure
+	}
+	stopLogSignals := trapLogSignals(accessLog)
+	defer stopLogSignals()
+
+	var upstream http.Handler = p
+	if sup != nil {
+		upstream = sup.Guard(p) // 503 + Retry-After while the app is down
+	}
 	addrs := make([]string, 0, len(cfg.Listeners))
 	for _, l := range cfg.Listeners {
 		ln, err := listener.Listen(ctx, l.Address, cfg.Limits.MaxConnections)
@@ -90,13 +148,116 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 			return exitFailure
 		}
 		defer ln.Close()
-		d.AddServer("public", newServer(handler, cfg.Limits, log), ln)
+		srv := newServer(d.Handler(front.Handler(l, upstream)), cfg.Limits, log)
+		public, err := front.Serve(l, ln, srv, d)
+		if err != nil {
+			log.Error("cannot serve HTTPS", "error", err.Error())
+			return exitFailure
+		}
+		d.AddServer("public", srv, public)
 		addrs = append(addrs, ln.Addr().String())
+	}
+	if err := front.Start(ctx); err != nil {
+		log.Error("cannot manage certificates", "error", err.Error())
+		return exitFailure
+	}
+	stopReload := front.TrapReload() // SIGHUP re-reads certificate files
+	defer stopReload()
+
+	// The admin listener is not added to the drain: it answers until the drain is over
+	// (so /readyz says 503 and /metrics can be scraped throughout) and closes after it.
+	adminAddr := "off"
+	if cfg.Admin.Address != "" {
+		m := newMetrics(d, checker, accessLog, sup, log.Named("metrics"))
+		d.Observe(m)
+		adm, err := admin.Start(admin.Options{
+			Address: cfg.Admin.Address, Token: cfg.Admin.Token,
+			Drainer: d, Health: checker, Metrics: m.Handler(),
+			Upstream: p.Upstream(), ConfigSource: cfg.Source, Version: version,
+			Logger: log.Named("admin"),
+		})
+		if err != nil {
+			log.Error("cannot start the admin listener", "error", err.Error())
+			return exitFailure
+		}
+		defer adm.Close()
+		adminAddr = adm.Addr()
+	}
+	d.Workers.Go("health", checker.Run)
+	if accessLog != nil {
+		d.Observe(accessLog)
+		d.Workers.Go("access-log", accessLog.Run)
 	}
 
 	log.Info("drainproxy starting", "version", version, "listen", strings.Join(addrs, ","),
-		"upstream", p.Upstream(), "config", cfg.Source, "pid", os.Getpid())
-	return d.Run(ctx).ExitCode()
+		"admin", adminAddr, "upstream", p.Upstream(), "access_log", cfg.Log.AccessLog, "config", cfg.Source, "pid", os.Getpid())
+	if sup == nil {
+		return d.Run(ctx).ExitCode()
+	}
+	if err := sup.Start(d.Drain); err != nil {
+		log.Error("cannot start the app", "error", err.Error())
+		return exitFailure
+	}
+	return sup.ExitCode(d.Run(ctx).ExitCode())
+}
+
+// newAccessLog opens the access log the configuration asks for; nil when it is off.
+func newAccessLog(c config.Log, upstream string, stdout, stderr io.Writer, log hclog.Logger) (*accesslog.Log, error) {
+	if c.AccessLog == accesslog.Off {
+		return nil, nil
+	}
+	return accesslog.New(accesslog.Options{
+		Destination: c.AccessLog,
+		Format:      c.AccessLogFormat,
+		Upstream:    upstream,
+		Buffer:      c.AccessLogBuffer,
+		WhenFull:    c.AccessLogWhenFull,
+		Logger:      log,
+		Stdout:      stdout,
+		Stderr:      stderr,
+	})
+}
+
+// trapLogSignals makes SIGUSR1 reopen the access log file (logrotate's create mode), and
+// makes SIGPIPE harmless: a stdout or stderr whose reader went away then fails writes with
+// EPIPE, which the access log counts, instead of killing the process. Both are trapped even
+// without an access log file, since by default either signal would end the process. stop
+// undoes it and waits for the goroutine that reads the signals.
+func trapLogSignals(accessLog *accesslog.Log) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR1, syscall.SIGPIPE)
+	quit, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case s := <-ch:
+				if s == syscall.SIGUSR1 && accessLog != nil {
+					accessLog.Reopen()
+				}
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(quit)
+		<-exited
+	}
+}
+
+// newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
+// supervised app are nil here, and must stay nil interfaces in metrics.Options.
+func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *accesslog.Log, sup *supervise.Supervisor, log hclog.Logger) *metrics.Metrics {
+	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, Logger: log}
+	if accessLog != nil {
+		opts.AccessLog = accessLog
+	}
+	if sup != nil {
+		opts.Child = sup
+	}
+	return metrics.New(opts)
 }
 
 // newServer builds the public HTTP server. Read-header and idle timeouts bound what a slow
