@@ -20,6 +20,8 @@ import (
 
 	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/proxy"
+
+	"github.com/drainproxy/drainproxy/internal/testlog"
 )
 
 // exchange returns a finished exchange for a request carrying request id id.
@@ -30,30 +32,12 @@ func exchange(id string) *drain.Exchange {
 	return &drain.Exchange{Request: r, Start: time.Now(), Duration: time.Millisecond, Status: 200, BytesOut: 13}
 }
 
-// logBuffer is an hclog destination the test can read while the worker logs.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (lb *logBuffer) Write(p []byte) (int, error) {
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
-	return lb.b.Write(p)
-}
-
-func (lb *logBuffer) String() string {
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
-	return lb.b.String()
-}
-
 // start builds a Log from opts and runs its worker; the returned stop cancels the worker
 // and waits for it, as the drain's flush step does. The operational log goes to the
 // returned buffer.
-func start(t *testing.T, opts Options) (*Log, *logBuffer, func()) {
+func start(t *testing.T, opts Options) (*Log, *testlog.Buffer, func()) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	opts.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug})
 	l, err := New(opts)
 	if err != nil {

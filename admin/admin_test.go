@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,25 +15,9 @@ import (
 
 	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/health"
+
+	"github.com/drainproxy/drainproxy/internal/testlog"
 )
-
-// syncBuffer is a log destination safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fixture is a real drainer (no public servers) gated by a real checker of a real
 // upstream listener, and the admin server in front of them.
@@ -45,7 +27,7 @@ type fixture struct {
 	checker  *health.Checker
 	upstream string // host:port the checker connects to
 	srv      *Server
-	logs     *syncBuffer
+	logs     *testlog.Buffer
 	summary  chan drain.Summary
 }
 
@@ -58,7 +40,7 @@ func newFixture(t *testing.T, token string) *fixture {
 	upstream := ln.Addr().String()
 	ln.Close() // the upstream starts down
 
-	f := &fixture{t: t, upstream: upstream, logs: &syncBuffer{}, summary: make(chan drain.Summary, 1)}
+	f := &fixture{t: t, upstream: upstream, logs: &testlog.Buffer{}, summary: make(chan drain.Summary, 1)}
 	log := hclog.New(&hclog.LoggerOptions{Output: f.logs, Level: hclog.Debug})
 	f.checker = health.New(health.Options{
 		Upstream: &url.URL{Scheme: "http", Host: upstream}, Interval: 20 * time.Millisecond,

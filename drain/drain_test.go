@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/drainproxy/drainproxy/internal/testlog"
 )
 
 // serve starts d on a real 127.0.0.1 listener with handler h and returns the address and
@@ -136,7 +138,7 @@ func TestObserverSeesEachExchange(t *testing.T) {
 func TestWaitEndsWithTheLastRequest(t *testing.T) {
 	release := make(chan struct{})
 	arrived := make(chan struct{})
-	var buf syncBuffer
+	var buf testlog.Buffer
 	d := New(Options{Logger: testLogger(&buf)})
 	addr, done := serve(t, d, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(arrived)

@@ -1,36 +1,23 @@
 package drain
 
 import (
-	"bytes"
 	"context"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/internal/testlog"
 )
 
-// syncBuffer is a bytes.Buffer safe for the logger's and the test's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-func testLogger(buf *syncBuffer) hclog.Logger {
+func testLogger(buf *testlog.Buffer) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Output: buf, Level: hclog.Debug})
 }
 
 func TestGroupRecoversAndLogsPanics(t *testing.T) {
-	var buf syncBuffer
+	var buf testlog.Buffer
 	g := NewGroup(testLogger(&buf))
 	ran := make(chan struct{})
 	g.Go("exploding", func(context.Context) { panic("boom") })

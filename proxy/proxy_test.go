@@ -34,6 +34,8 @@ import (
 	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/standin"
+
+	"github.com/drainproxy/drainproxy/internal/testlog"
 )
 
 // waitLimit bounds every wait on something the test expects to happen; reaching it is a
@@ -175,26 +177,8 @@ func (f *front) headersSeen(t testing.TB, req *http.Request) standin.Request {
 	return got
 }
 
-// lockedBuffer collects log output written from the server's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func captureLog(t testing.TB) (hclog.Logger, *lockedBuffer) {
-	buf := &lockedBuffer{}
+func captureLog(t testing.TB) (hclog.Logger, *testlog.Buffer) {
+	buf := &testlog.Buffer{}
 	return hclog.New(&hclog.LoggerOptions{Output: buf, Level: hclog.Debug}), buf
 }
 

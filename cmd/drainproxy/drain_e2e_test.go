@@ -70,6 +70,12 @@ type loadResult struct {
 // the proxy refuses new connections. A client whose response says "Connection: close"
 // opens a new connection for its next request.
 func keepAliveClients(addr string, n int, path string, stop <-chan struct{}, res *loadResult) *sync.WaitGroup {
+	dial := func() (*rawConn, error) { return dialRaw(addr, 300*time.Millisecond) }
+	return keepAliveClientsDial(dial, n, path, stop, res)
+}
+
+// keepAliveClientsDial is keepAliveClients with connections from dial (e.g. over TLS).
+func keepAliveClientsDial(dial func() (*rawConn, error), n int, path string, stop <-chan struct{}, res *loadResult) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Add(1)
@@ -89,7 +95,7 @@ func keepAliveClients(addr string, n int, path string, stop <-chan struct{}, res
 				}
 				if rc == nil {
 					var err error
-					if rc, err = dialRaw(addr, 300*time.Millisecond); err != nil {
+					if rc, err = dial(); err != nil {
 						res.refused.Add(1)
 						return // the listener is gone: this client is done
 					}

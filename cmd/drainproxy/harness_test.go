@@ -96,12 +96,22 @@ func startProxy(t testing.TB, args ...string) *proc {
 // launch starts drainproxy without waiting for it to get ready.
 func launch(t testing.TB, args ...string) *proc {
 	t.Helper()
-	return launchWithStdout(t, os.Stdout, args...)
+	return launchWith(t, launchOptions{}, args...)
 }
 
 // launchWithStdout is launch with the process's stdout (the access log's default
 // destination) going to stdout.
 func launchWithStdout(t testing.TB, stdout io.Writer, args ...string) *proc {
+	t.Helper()
+	return launchWith(t, launchOptions{stdout: stdout}, args...)
+}
+
+type launchOptions struct {
+	stdout   io.Writer // the process's stdout; nil is the test's
+	ownGroup bool      // lead a process group of its own, like a job a terminal's shell starts
+}
+
+func launchWith(t testing.TB, o launchOptions, args ...string) *proc {
 	t.Helper()
 	full := []string{"-log-format", "json", "-log-level", "debug"}
 	if !hasFlag(args, "-listen") && !hasFlag(args, "-config") {
@@ -114,11 +124,17 @@ func launchWithStdout(t testing.TB, stdout io.Writer, args ...string) *proc {
 	cmd := exec.Command(binary, full...)
 	// A -race binary otherwise sleeps a second at exit, which would hide exit latency.
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1")
+	if o.ownGroup {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
+	if o.stdout == nil {
+		o.stdout = os.Stdout
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = stdout
+	cmd.Stdout = o.stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

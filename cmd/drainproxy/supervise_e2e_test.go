@@ -5,7 +5,6 @@ package main
 // http.server), and gets real signals.
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -192,7 +191,7 @@ func TestSupervisedStandinDrainsThenStopsApp(t *testing.T) {
 func TestSupervisedCtrlCReachesDrainproxyOnly(t *testing.T) {
 	_, testappBin := supApps(t)
 	port := supPort(t)
-	p := supLaunchOwnGroup(t, supArgs(nil, port, testappBin, "-log-requests")...)
+	p := launchWith(t, launchOptions{ownGroup: true}, supArgs(nil, port, testappBin, "-log-requests")...)
 	p.WaitLog("ready", 20*time.Second)
 	pid := supAppPid(t, p)
 	supKillOnCleanup(t, pid)
@@ -211,36 +210,6 @@ func TestSupervisedCtrlCReachesDrainproxyOnly(t *testing.T) {
 	if exited := p.WaitLog("app exited", time.Second); exited["signal"] != "SIGTERM" {
 		t.Fatalf("app exited %v, want by drainproxy's SIGTERM, not the terminal's SIGINT", exited)
 	}
-}
-
-// supLaunchOwnGroup is launch, with drainproxy leading its own process group (like a job
-// a shell starts in a terminal), so that a test can signal the group.
-func supLaunchOwnGroup(t *testing.T, args ...string) *proc {
-	t.Helper()
-	full := append([]string{"-log-format", "json", "-log-level", "debug", "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0"}, args...)
-	cmd := exec.Command(binary, full...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{t: t, cmd: cmd, grew: make(chan struct{}), exited: make(chan struct{})}
-	go p.read(bufio.NewScanner(stderr))
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("drainproxy stderr:\n%s", p.Logs())
-		}
-	})
-	return p
 }
 
 // An app that ignores SIGTERM is killed with SIGKILL after stop_timeout, and drainproxy

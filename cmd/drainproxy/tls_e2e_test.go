@@ -26,7 +26,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -614,48 +613,11 @@ func TestTLSDrainInFlight(t *testing.T) {
 	awaitArrivals(t, arrived, slowStreams)
 
 	// HTTP/1.1 over TLS: keep-alive clients sending back to back through the drain.
-	var ok, lost, refused atomic.Int64
-	var firstErr atomic.Value
+	var res loadResult
 	stop := make(chan struct{})
-	var clients sync.WaitGroup
-	for range 8 {
-		clients.Go(func() {
-			var rc *rawConn
-			defer func() {
-				if rc != nil {
-					rc.Close()
-				}
-			}()
-			for sent := 0; sent < 100_000; sent++ { // bounded; the drain ends it first
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if rc == nil {
-					var err error
-					if rc, err = tlsDialRaw(tlsPort, ca.Pool); err != nil {
-						refused.Add(1)
-						return
-					}
-				}
-				resp, _, err := rc.do("POST", "/")
-				if err != nil {
-					lost.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-					rc.Close()
-					rc = nil
-					continue
-				}
-				ok.Add(1)
-				if resp.Close {
-					rc.Close()
-					rc = nil
-				}
-			}
-		})
-	}
-	waitFor(t, 10*time.Second, func() bool { return ok.Load() >= 50 })
+	dial := func() (*rawConn, error) { return tlsDialRaw(tlsPort, ca.Pool) }
+	clients := keepAliveClientsDial(dial, 8, "/", stop, &res)
+	waitFor(t, 10*time.Second, func() bool { return res.ok.Load() >= 50 })
 
 	p.Signal(syscall.SIGTERM)
 	waitFor(t, 10*time.Second, func() bool { return cc.State().Closing })
@@ -677,14 +639,14 @@ func TestTLSDrainInFlight(t *testing.T) {
 	if code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
-	if lost.Load() != 0 {
-		t.Errorf("%d HTTP/1.1-over-TLS requests lost on established connections (first: %v); want 0", lost.Load(), firstErr.Load())
+	if res.lost.Load() != 0 || res.bad.Load() != 0 {
+		t.Errorf("%d HTTP/1.1-over-TLS requests lost on established connections (first: %v), %d not 200; want 0", res.lost.Load(), res.firstErr.Load(), res.bad.Load())
 	}
 	sum := p.WaitLog("drain complete", time.Second)
 	if d, _ := sum["drained"].(float64); d < slowStreams {
 		t.Errorf("drain complete: drained %v, want at least the %d HTTP/2 streams", sum["drained"], slowStreams)
 	}
-	t.Logf("HTTP/1.1 over TLS: %d ok, %d refused new connections after the listener closed", ok.Load(), refused.Load())
+	t.Logf("HTTP/1.1 over TLS: %d ok, %d refused new connections after the listener closed", res.ok.Load(), res.refused.Load())
 }
 
 // Streaming works over HTTP/2 through the drain's per-request wrapper: a flushed first
