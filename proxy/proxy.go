@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -87,11 +88,10 @@ const StatusClientClosedRequest = 499
 
 // Proxy is an http.Handler that forwards every request to the upstream.
 type Proxy struct {
-	rp        *httputil.ReverseProxy
-	transport *http.Transport
-	opts      Options
-	log       hclog.Logger
-	target    string // the upstream as logged
+	cur     atomic.Pointer[Backend] // where requests go now; Switch replaces it
+	buffers httputil.BufferPool     // shared by every backend
+	opts    Options
+	log     hclog.Logger
 }
 
 // New builds the proxy. It does not contact the upstream.
@@ -118,18 +118,12 @@ func New(opts Options) (*Proxy, error) {
 		log = hclog.NewNullLogger()
 	}
 
-	target, transport, err := newTransport(opts)
+	p := &Proxy{opts: opts, log: log, buffers: newBufferPool()}
+	b, err := p.newBackend(opts.Upstream)
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{transport: transport, opts: opts, log: log, target: opts.Upstream.String()}
-	p.rp = &httputil.ReverseProxy{
-		Rewrite:      p.rewrite(target),
-		Transport:    transport,
-		ErrorHandler: p.answerError,
-		ErrorLog:     log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
-		BufferPool:   newBufferPool(),
-	}
+	p.cur.Store(b)
 	return p, nil
 }
 
@@ -146,20 +140,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if limit := p.opts.MaxRequestBodyBytes; limit > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > limit {
-			// Known up front: answer without bothering the upstream.
+			// Known up front: answer without bothering the upstream, or reading the body.
+			w.Header().Set("Connection", "close")
 			p.answerError(w, r, &http.MaxBytesError{Limit: limit})
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		// The server's own ResponseWriter, not a wrapper's: over the limit, MaxBytesReader
+		// tells it to close the connection the careful way (FIN, then a short wait), so
+		// that a client still sending its body reads the 413 instead of a reset.
+		r.Body = http.MaxBytesReader(innermost(w), r.Body, limit)
 	}
-	p.rp.ServeHTTP(w, r)
+	p.serve(w, r)
 }
 
 // CloseIdleConnections closes pooled upstream connections; call it once serving is over.
-func (p *Proxy) CloseIdleConnections() { p.transport.CloseIdleConnections() }
+func (p *Proxy) CloseIdleConnections() { p.cur.Load().Close() }
 
 // Upstream is the upstream address as shown in logs.
-func (p *Proxy) Upstream() string { return p.target }
+func (p *Proxy) Upstream() string { return p.cur.Load().target }
 
 // newTransport builds the upstream transport and the URL requests are rewritten to. For a
 // unix socket the URL becomes http://<socket name> and every dial goes to the socket.
@@ -225,6 +223,18 @@ func (p *Proxy) rewrite(target *url.URL) func(*httputil.ProxyRequest) {
 	}
 }
 
+// innermost unwraps ResponseWriter wrappers (as http.ResponseController does) down to the
+// server's own.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
+}
+
 // newRequestID returns 32 random hex digits. The ids need to be unique, not secret, so
 // the runtime's fast generator serves.
 func newRequestID() string {
@@ -278,6 +288,11 @@ func (p *Proxy) trusted(remoteAddr string) bool {
 // answerError is the ReverseProxy's ErrorHandler: it classifies err, answers the client
 // with a short plain-text body, and logs one line naming the upstream and the cause.
 func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
+	p.answerUpstreamError(p.Upstream(), w, r, err)
+}
+
+// answerUpstreamError is answerError for an exchange with the upstream target.
+func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *http.Request, err error) {
 	reason, status := classify(r, err)
 	if rec, ok := w.(ErrorRecorder); ok {
 		rec.RecordUpstreamError(reason, status, err)
@@ -285,21 +300,17 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 	if reason == ReasonClientCanceled {
 		// Nobody is left to answer; the access log records 499.
 		p.log.Debug("client went away before the upstream answered",
-			"upstream", p.target, "method", r.Method, "path", r.URL.Path)
+			"upstream", target, "method", r.Method, "path", r.URL.Path)
 		return
 	}
 	if reason == ReasonBodyTooLarge {
 		p.log.Warn("request body over the limit", "limit_bytes", p.opts.MaxRequestBodyBytes,
 			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
 	} else {
-		p.log.Error("upstream request failed", "upstream", p.target, "reason", reason,
+		p.log.Error("upstream request failed", "upstream", target, "reason", reason,
 			"error", err.Error(), "method", r.Method, "path", r.URL.Path)
 	}
 	h := w.Header()
-	if reason == ReasonBodyTooLarge {
-		// The rest of the body is not worth reading: close the connection after this.
-		h.Set("Connection", "close")
-	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)

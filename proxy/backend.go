@@ -1,0 +1,145 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Backend is one upstream the proxy serves through: its address, its own keep-alive pool
+// and ReverseProxy, and how many requests are in flight to it. The proxy holds the current
+// one behind an atomic pointer; Switch replaces it and hands back the previous one, whose
+// Wait returns once the requests it still carries are done.
+type Backend struct {
+	target    string // the upstream as logged
+	rp        *httputil.ReverseProxy
+	transport *http.Transport
+
+	// state is the in-flight count, plus retiredBit once Switch has replaced the backend.
+	// One word for both makes "count a request unless retired" a single atomic add, and
+	// lets exactly the add that leaves a retired backend idle see it.
+	state    atomic.Int64
+	idle     chan struct{} // closed once retired with nothing in flight
+	idleShut atomic.Bool   // idle is closed (or about to be)
+}
+
+const retiredBit = int64(1) << 62
+
+// maxAcquire bounds how often a request looks for a backend that Switch has not retired
+// meanwhile. Only a Switch between its load and its count makes it look again, so more
+// than a couple of rounds take Switch calls back to back.
+const maxAcquire = 16
+
+// errSwitching is answered (502) to a request that lost maxAcquire races with Switch.
+var errSwitching = errors.New("the upstream was switched repeatedly while this request was looking for it")
+
+// newBackend builds the pool and ReverseProxy for upstream u with p's options.
+func (p *Proxy) newBackend(u *url.URL) (*Backend, error) {
+	opts := p.opts
+	opts.Upstream = u
+	target, transport, err := newTransport(opts)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{target: u.String(), transport: transport, idle: make(chan struct{})}
+	b.rp = &httputil.ReverseProxy{
+		Rewrite:   p.rewrite(target),
+		Transport: transport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			p.answerUpstreamError(b.target, w, r, err)
+		},
+		ErrorLog:   p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		BufferPool: p.buffers,
+	}
+	return b, nil
+}
+
+// serve forwards r through the current backend, counted in its in-flight requests.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
+	b := p.acquire()
+	if b == nil {
+		p.answerError(w, r, errSwitching)
+		return
+	}
+	defer b.release()
+	b.rp.ServeHTTP(w, r)
+}
+
+// acquire counts a request on the current backend and returns it; nil only when Switch
+// won maxAcquire races in a row.
+func (p *Proxy) acquire() *Backend {
+	for range maxAcquire {
+		b := p.cur.Load()
+		if b.state.Add(1)&retiredBit == 0 {
+			return b
+		}
+		// Switch retired b after we loaded it: its Wait may already have returned, so the
+		// request must not go there. The backend that replaced it is stored by now.
+		b.release()
+	}
+	return nil
+}
+
+func (b *Backend) release() {
+	if b.state.Add(-1) == retiredBit {
+		b.markIdle()
+	}
+}
+
+func (b *Backend) markIdle() {
+	if b.idleShut.CompareAndSwap(false, true) {
+		close(b.idle)
+	}
+}
+
+// retire stops b from taking requests; Wait then waits for those it has.
+func (b *Backend) retire() {
+	if b.state.Or(retiredBit)&^retiredBit == 0 {
+		b.markIdle()
+	}
+}
+
+// Switch sends every request that starts from now on to u, with a keep-alive pool of its
+// own, and returns the backend that served until now: Wait on it for the requests still in
+// flight there, then Close it. Requests already in flight are not touched. An error
+// (an upstream URL the proxy cannot use) leaves the current backend in place.
+func (p *Proxy) Switch(u *url.URL) (old *Backend, err error) {
+	if u == nil {
+		return nil, errors.New("proxy: switch to no upstream")
+	}
+	b, err := p.newBackend(u)
+	if err != nil {
+		return nil, err
+	}
+	old = p.cur.Swap(b)
+	old.retire()
+	return old, nil
+}
+
+// Upstream is this backend's upstream as shown in logs.
+func (b *Backend) Upstream() string { return b.target }
+
+// Inflight is how many requests are in flight to this backend now.
+func (b *Backend) Inflight() int64 { return b.state.Load() &^ retiredBit }
+
+// Wait returns nil once a backend that Switch replaced has no request in flight, or an
+// error saying how many are left when ctx ends first. It wakes when the last one finishes;
+// it does not poll. On the current backend it waits for ctx.
+func (b *Backend) Wait(ctx context.Context) error {
+	select {
+	case <-b.idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%d requests still in flight to %s: %w", b.Inflight(), b.target, ctx.Err())
+	}
+}
+
+// Close closes the backend's idle keep-alive connections. Call it after Wait; requests
+// still in flight (Wait gave up) keep their connections until they finish.
+func (b *Backend) Close() { b.transport.CloseIdleConnections() }
