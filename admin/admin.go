@@ -10,6 +10,8 @@
 //	GET  /readyz   200 when serving, the upstream is healthy and no drain has begun; else 503
 //	GET  /metrics  Prometheus text
 //	POST /drain    start the same drain as SIGTERM (idempotent)
+//	POST /restart  restart the supervised app without downtime, as SIGHUP does: 202
+//	               started, 409 not supervised or already restarting, 503 draining
 //	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source
 //
 // With a token, every endpoint except /healthz and /readyz needs "Authorization: Bearer
@@ -49,6 +51,12 @@ type Health interface {
 	Reason() string
 }
 
+// Restarter is what POST /restart needs of the supervised app (supervise.App).
+type Restarter interface {
+	// Restart starts a zero-downtime restart in the background, or says why it cannot.
+	Restart(reason string) error
+}
+
 // Options configures Start. Address and Drainer are required.
 type Options struct {
 	// Address is host:port to listen on; port 0 picks a free one.
@@ -62,6 +70,8 @@ type Options struct {
 	Health Health
 	// Metrics serves /metrics (nil: 404).
 	Metrics http.Handler
+	// Restarter, when set, serves POST /restart (nil: no app is supervised; 409).
+	Restarter Restarter
 	// Upstream, ConfigSource and Version are shown on /status.
 	Upstream     string
 	ConfigSource string
@@ -166,6 +176,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", s.authorized(s.metrics()))
 	mux.Handle("POST /drain", s.authorized(http.HandlerFunc(s.drain)))
+	mux.Handle("POST /restart", s.authorized(http.HandlerFunc(s.restart)))
 	mux.Handle("GET /status", s.authorized(http.HandlerFunc(s.status)))
 	return mux
 }
@@ -239,6 +250,23 @@ func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("drain requested on the admin listener", "client", r.RemoteAddr)
 	s.opts.Drainer.Drain("admin POST /drain")
 	plain(w, http.StatusAccepted, "draining")
+}
+
+func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
+	if st := s.opts.Drainer.Stats(); st.Phase >= drain.PhaseDraining {
+		plain(w, http.StatusServiceUnavailable, "not restarting: "+st.Phase.String())
+		return
+	}
+	if s.opts.Restarter == nil {
+		plain(w, http.StatusConflict, "not restarting: no app is supervised (start drainproxy with -- COMMAND)")
+		return
+	}
+	if err := s.opts.Restarter.Restart("admin POST /restart"); err != nil {
+		plain(w, http.StatusConflict, "not restarting: "+err.Error())
+		return
+	}
+	s.log.Info("app restart requested on the admin listener", "client", r.RemoteAddr)
+	plain(w, http.StatusAccepted, "restarting the app")
 }
 
 // Status is the /status document.

@@ -62,12 +62,9 @@ const startupInterval = 100 * time.Millisecond
 // Checker tracks the upstream's health. Build it with New and keep Run running; the other
 // methods are safe from any goroutine.
 type Checker struct {
-	opts    Options
-	log     hclog.Logger
-	address string // what is dialed, for messages: host:port or the socket path
-	dial    func(ctx context.Context) (net.Conn, error)
-	client  *http.Client // for HTTP checks; nil for connect-only checks
-	target  string       // the URL an HTTP check requests
+	opts  Options
+	log   hclog.Logger
+	probe atomic.Pointer[probe] // how the upstream is checked; SetUpstream replaces it
 
 	healthy atomic.Bool
 	// failing mirrors failures != 0, so that a successful request (the common case)
@@ -104,8 +101,20 @@ func New(opts Options) *Checker {
 		opts.Path = "/" + opts.Path
 	}
 	c := &Checker{opts: opts, log: opts.Logger, changed: make(chan struct{})}
+	c.probe.Store(newProbe(opts.Upstream, opts.Path))
+	return c
+}
 
-	u := opts.Upstream
+// probe is how one upstream is checked.
+type probe struct {
+	address string // what is dialed, for messages: host:port or the socket path
+	dial    func(ctx context.Context) (net.Conn, error)
+	client  *http.Client // for HTTP checks; nil for connect-only checks
+	target  string       // the URL an HTTP check requests
+}
+
+func newProbe(u *url.URL, path string) *probe {
+	pr := &probe{}
 	dialer := &net.Dialer{}
 	network, host := "tcp", u.Host
 	scheme := u.Scheme
@@ -118,19 +127,19 @@ func New(opts Options) *Checker {
 	default:
 		host = hostPort(u, "80")
 	}
-	c.address = host
-	c.dial = func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, network, host) }
+	pr.address = host
+	pr.dial = func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, network, host) }
 
-	if opts.Path != "" {
+	if path != "" {
 		reqHost := u.Host
 		if u.Scheme == "unix" {
 			reqHost = "localhost"
 		}
-		c.target = (&url.URL{Scheme: scheme, Host: reqHost}).String() + opts.Path
-		c.client = &http.Client{
+		pr.target = (&url.URL{Scheme: scheme, Host: reqHost}).String() + path
+		pr.client = &http.Client{
 			Transport: &http.Transport{
 				Proxy:             nil, // like the proxy: straight to the app
-				DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return c.dial(ctx) },
+				DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return pr.dial(ctx) },
 				TLSClientConfig:   &tls.Config{MinVersion: tls.VersionTLS12},
 				DisableKeepAlives: true, // every check proves a fresh connection works
 			},
@@ -138,7 +147,7 @@ func New(opts Options) *Checker {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	return c
+	return pr
 }
 
 func hostPort(u *url.URL, defaultPort string) string {
@@ -149,7 +158,21 @@ func hostPort(u *url.URL, defaultPort string) string {
 }
 
 // Address is what the checker dials: host:port, or the socket's path.
-func (c *Checker) Address() string { return c.address }
+func (c *Checker) Address() string { return c.probe.Load().address }
+
+// SetUpstream makes every check from now on go to u (the app restarted elsewhere). The
+// health state carries over, since the caller switches only to an upstream that answers;
+// the counts in a row start over, and a check of the previous upstream still running is
+// not counted.
+func (c *Checker) SetUpstream(u *url.URL) {
+	pr := newProbe(u, c.opts.Path)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.probe.Store(pr)
+	c.successes, c.failures, c.failChecks = 0, 0, 0
+	c.failing.Store(false)
+	c.log.Info("checking a new upstream", "upstream", pr.address)
+}
 
 // Healthy reports whether the upstream passes its checks.
 func (c *Checker) Healthy() bool { return c.healthy.Load() }
@@ -167,12 +190,12 @@ func (c *Checker) reasonLocked() string {
 	}
 	if c.failures == 0 {
 		if !c.answered {
-			return fmt.Sprintf("upstream %s: has not answered yet", c.address)
+			return fmt.Sprintf("upstream %s: has not answered yet", c.Address())
 		}
 		return fmt.Sprintf("upstream %s: recovering (%d of %d checks passed)",
-			c.address, c.successes, c.opts.HealthyThreshold)
+			c.Address(), c.successes, c.opts.HealthyThreshold)
 	}
-	return fmt.Sprintf("upstream %s: %s (%s in a row)", c.address, c.lastFailure, c.countFailures())
+	return fmt.Sprintf("upstream %s: %s (%s in a row)", c.Address(), c.lastFailure, c.countFailures())
 }
 
 func (c *Checker) countFailures() string {
@@ -206,7 +229,7 @@ func (c *Checker) WaitHealthy(ctx context.Context) error {
 		case <-changed:
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for upstream %s to become healthy: %w (last: %s)",
-				c.address, ctx.Err(), c.Reason())
+				c.Address(), ctx.Err(), c.Reason())
 		}
 	}
 }
@@ -214,10 +237,10 @@ func (c *Checker) WaitHealthy(ctx context.Context) error {
 // Run checks the upstream until ctx ends.
 func (c *Checker) Run(ctx context.Context) {
 	how := "connect"
-	if c.client != nil {
-		how = "GET " + c.target
+	if pr := c.probe.Load(); pr.client != nil {
+		how = "GET " + pr.target
 	}
-	c.log.Info("checking the upstream", "upstream", c.address, "check", how,
+	c.log.Info("checking the upstream", "upstream", c.Address(), "check", how,
 		"interval", c.opts.Interval, "timeout", c.opts.Timeout)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -227,11 +250,12 @@ func (c *Checker) Run(ctx context.Context) {
 			return
 		case <-timer.C:
 		}
-		err := c.check(ctx)
+		pr := c.probe.Load()
+		err := c.check(ctx, pr)
 		if ctx.Err() != nil {
 			return // the check was cut short: it says nothing about the upstream
 		}
-		c.record(err, true)
+		c.recordFor(pr, err)
 		c.mu.Lock()
 		next := c.opts.Interval
 		if !c.answered {
@@ -244,31 +268,39 @@ func (c *Checker) Run(ctx context.Context) {
 
 // CheckNow runs one check and records its result, as Run does on its interval.
 func (c *Checker) CheckNow(ctx context.Context) error {
-	err := c.check(ctx)
+	pr := c.probe.Load()
+	err := c.check(ctx, pr)
 	if ctx.Err() == nil {
-		c.record(err, true)
+		c.recordFor(pr, err)
 	}
 	return err
 }
 
+// recordFor records an active check of pr, unless SetUpstream replaced pr meanwhile.
+func (c *Checker) recordFor(pr *probe, err error) {
+	if c.probe.Load() == pr {
+		c.record(err, true)
+	}
+}
+
 // check runs one active check and returns why it failed, in a few words.
-func (c *Checker) check(ctx context.Context) error {
+func (c *Checker) check(ctx context.Context, pr *probe) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
-	if c.client == nil {
-		conn, err := c.dial(ctx)
+	if pr.client == nil {
+		conn, err := pr.dial(ctx)
 		if err != nil {
 			return c.describe(err)
 		}
 		conn.Close()
 		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.target, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pr.target, nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("User-Agent", "drainproxy-health-check")
-	resp, err := c.client.Do(req)
+	resp, err := pr.client.Do(req)
 	if err != nil {
 		return c.describe(err)
 	}
@@ -350,9 +382,9 @@ func (c *Checker) record(err error, active bool) {
 			c.answered = true
 			c.setHealthy(true)
 			if first {
-				c.log.Info("upstream answered", "upstream", c.address)
+				c.log.Info("upstream answered", "upstream", c.Address())
 			} else {
-				c.log.Info("upstream healthy again", "upstream", c.address, "checks_passed", c.successes)
+				c.log.Info("upstream healthy again", "upstream", c.Address(), "checks_passed", c.successes)
 			}
 		}
 		return
@@ -366,9 +398,9 @@ func (c *Checker) record(err error, active bool) {
 	c.lastFailure = err.Error()
 	if was && c.failures >= c.opts.UnhealthyThreshold {
 		c.setHealthy(false)
-		c.log.Warn("upstream unhealthy", "upstream", c.address, "reason", c.reasonLocked())
+		c.log.Warn("upstream unhealthy", "upstream", c.Address(), "reason", c.reasonLocked())
 	} else if !c.answered && c.failures == 1 {
-		c.log.Info("waiting for the upstream to answer", "upstream", c.address, "error", c.lastFailure)
+		c.log.Info("waiting for the upstream to answer", "upstream", c.Address(), "error", c.lastFailure)
 	}
 }
 

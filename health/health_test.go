@@ -288,3 +288,45 @@ func TestObserveSuccessDoesNotAllocate(t *testing.T) {
 		t.Errorf("Observe allocates %v times per request", n)
 	}
 }
+
+// After SetUpstream the checks go to the new address: a checker that followed an app to
+// a port where nothing listens turns unhealthy, and says which address failed.
+func TestSetUpstreamChecksTheNewAddress(t *testing.T) {
+	up := httptestServe(t)
+	c := New(Options{Upstream: up, UnhealthyThreshold: 1})
+	ctx := context.Background()
+	if err := c.CheckNow(ctx); err != nil || !c.Healthy() {
+		t.Fatalf("first upstream: %v, healthy %v", err, c.Healthy())
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := &url.URL{Scheme: "http", Host: ln.Addr().String()}
+	ln.Close()
+	c.SetUpstream(gone)
+	if c.Address() != gone.Host {
+		t.Fatalf("Address %q, want %q", c.Address(), gone.Host)
+	}
+	if !c.Healthy() {
+		t.Fatal("SetUpstream changed the health state")
+	}
+	if err := c.CheckNow(ctx); err == nil {
+		t.Fatal("a check of an address where nothing listens passed: still checking the old one?")
+	}
+	if c.Healthy() || !strings.Contains(c.Reason(), gone.Host) {
+		t.Fatalf("healthy %v, reason %q; want unhealthy naming %s", c.Healthy(), c.Reason(), gone.Host)
+	}
+}
+
+func httptestServe(t *testing.T) *url.URL {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.NotFoundHandler()}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return &url.URL{Scheme: "http", Host: ln.Addr().String()}
+}

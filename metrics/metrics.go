@@ -41,6 +41,13 @@ type RestartCounter interface {
 	Restarts() uint64
 }
 
+// ReloadCounter is what zero-downtime app restarts (SIGHUP, POST /restart) report.
+type ReloadCounter interface {
+	// Reloads is how many restarts switched to a new instance (ok), and how many ended
+	// with the old instance still serving (failed).
+	Reloads() (ok, failed uint64)
+}
+
 // Options configures New. Only Stats is required.
 type Options struct {
 	// Version is drainproxy's version, exported as drainproxy_build_info{version}.
@@ -53,6 +60,9 @@ type Options struct {
 	// Child, when set, exports drainproxy_child_restarts_total (nil: not exported, since
 	// no app is supervised).
 	Child RestartCounter
+	// Reloads, when set, exports drainproxy_app_reloads_total{result="ok|failed"} (nil: not
+	// exported, since no app is supervised).
+	Reloads ReloadCounter
 	// UpstreamHealthy, when set, exports drainproxy_upstream_healthy (nil: not exported).
 	UpstreamHealthy func() bool
 	// Logger receives errors met while serving a scrape (zero: discard).
@@ -201,6 +211,22 @@ func New(opts Options) *Metrics {
 			Name:      "child_restarts_total",
 			Help:      "Times the supervised app was restarted.",
 		}, func() float64 { return float64(child.Restarts()) }))
+	}
+	if reloads := opts.Reloads; reloads != nil {
+		for _, result := range []string{"ok", "failed"} {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Namespace:   Namespace,
+				Name:        "app_reloads_total",
+				Help:        "Zero-downtime app restarts (SIGHUP or POST /restart), by result: ok switched to the new instance, failed left the old one serving.",
+				ConstLabels: prometheus.Labels{"result": result},
+			}, func() float64 {
+				ok, failed := reloads.Reloads()
+				if result == "ok" {
+					return float64(ok)
+				}
+				return float64(failed)
+			}))
+		}
 	}
 	if healthy := opts.UpstreamHealthy; healthy != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -237,3 +237,26 @@ func BenchmarkObserveParallel(b *testing.B) {
 		}
 	})
 }
+
+type reloadCounts struct{ ok, failed atomic.Uint64 }
+
+func (r *reloadCounts) Reloads() (ok, failed uint64) { return r.ok.Load(), r.failed.Load() }
+
+// drainproxy_app_reloads_total has one series per result, read at scrape time, and is
+// absent without a supervised app.
+func TestScrapeAppReloads(t *testing.T) {
+	stats := func() drain.Stats { return drain.Stats{} }
+	if got := value(scrape(t, New(Options{Stats: stats})), "drainproxy_app_reloads_total", "result", "ok"); got != -1 {
+		t.Fatalf("app_reloads_total exported without a supervised app: %v", got)
+	}
+	r := &reloadCounts{}
+	m := New(Options{Stats: stats, Reloads: r})
+	r.ok.Store(3)
+	r.failed.Store(1)
+	f := scrape(t, m)
+	for result, want := range map[string]float64{"ok": 3, "failed": 1} {
+		if got := value(f, "drainproxy_app_reloads_total", "result", result); got != want {
+			t.Errorf("app_reloads_total{result=%q} = %v, want %v", result, got, want)
+		}
+	}
+}

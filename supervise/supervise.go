@@ -575,14 +575,16 @@ func (s *Supervisor) Gate(ctx context.Context) error {
 // yet since it (re)started, and passes requests to next otherwise. Put it in front of the
 // proxy, inside the drain's request accounting.
 func (s *Supervisor) Guard(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.answering.Load() {
-			next.ServeHTTP(w, r)
-			return
-		}
-		w.Header().Set("Retry-After", strconv.Itoa(s.retryAfter()))
-		http.Error(w, "the app behind this proxy is not running right now; retry shortly", http.StatusServiceUnavailable)
-	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.guard(next, w, r) })
+}
+
+func (s *Supervisor) guard(next http.Handler, w http.ResponseWriter, r *http.Request) {
+	if s.answering.Load() {
+		next.ServeHTTP(w, r)
+		return
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(s.retryAfter()))
+	http.Error(w, "the app behind this proxy is not running right now; retry shortly", http.StatusServiceUnavailable)
 }
 
 // retryAfter is the whole seconds until the next planned start, at least 1.

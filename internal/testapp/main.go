@@ -9,16 +9,21 @@
 //	-orphan 2s           leave behind a process that lives 2s after its parent exited
 //	                     (a double fork); its pid is printed as "testapp: orphan pid N"
 //	-no-listen           never listen (an app that does not start)
+//	-no-listen-if FILE   ... when FILE exists (a new instance that never comes up)
 //	-print TEXT          write TEXT to stdout at start ("\n" is a newline), and -eprint
 //	                     to stderr: output passthrough tests
 //	-stop-delay 1s       on SIGTERM, keep serving that long, then exit 0 (a graceful app)
 //	-report-signals      print "testapp: got SIGUSR2" (and SIGUSR1, SIGWINCH) on stderr
 //	-log-requests        print "testapp: request GET /slow?d=2s" on stderr as each arrives
+//
+// Besides the stand-in's routes it answers GET /pid with its process id, and POST / and
+// POST /slow?d=2s as the stand-in answers GET (for clients that never retry, POST).
 package main
 
 import (
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -40,6 +45,7 @@ func main() {
 		exitOnce   string
 		orphan     time.Duration
 		noListen   bool
+		noListenIf string
 		printOut   string
 		eprint     string
 		stopDelay  time.Duration
@@ -54,6 +60,7 @@ func main() {
 	flag.StringVar(&exitOnce, "exit-once", "", "exit only if this file does not exist yet (and create it)")
 	flag.DurationVar(&orphan, "orphan", 0, "leave behind a process that lives this long")
 	flag.BoolVar(&noListen, "no-listen", false, "never listen")
+	flag.StringVar(&noListenIf, "no-listen-if", "", "never listen if this file exists")
 	flag.StringVar(&printOut, "print", "", "write this to stdout at start")
 	flag.StringVar(&eprint, "eprint", "", "write this to stderr at start")
 	flag.DurationVar(&stopDelay, "stop-delay", 0, "on SIGTERM, serve this long, then exit 0")
@@ -132,6 +139,11 @@ func main() {
 			os.Exit(exitCode)
 		}()
 	}
+	if noListenIf != "" {
+		if _, err := os.Stat(noListenIf); err == nil {
+			noListen = true
+		}
+	}
 	if noListen {
 		fmt.Fprintln(os.Stderr, "testapp: not listening")
 		select {}
@@ -144,7 +156,7 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "testapp: pid %d serving on %s\n", os.Getpid(), ln.Addr())
-	h := standin.Handler()
+	h := withPid(standin.Handler())
 	if logReqs {
 		inner := h
 		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -155,4 +167,23 @@ func main() {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintln(os.Stderr, "testapp:", srv.Serve(ln))
 	os.Exit(1)
+}
+
+// withPid adds GET /pid, POST / and POST /slow to the stand-in's handler.
+func withPid(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("GET /pid", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, os.Getpid())
+	})
+	mux.HandleFunc("POST /{$}", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, standin.Hello) })
+	mux.HandleFunc("POST /slow", func(w http.ResponseWriter, r *http.Request) {
+		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		select {
+		case <-time.After(d):
+			io.WriteString(w, standin.Hello)
+		case <-r.Context().Done():
+		}
+	})
+	return mux
 }
