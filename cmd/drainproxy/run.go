@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -57,7 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 
-	checker := health.New(health.Options{
+	healthOpts := health.Options{
 		Upstream:           cfg.Upstream.URL,
 		Path:               cfg.HealthCheck.Path,
 		Interval:           cfg.HealthCheck.Interval,
@@ -65,19 +66,38 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
 		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
 		Logger:             log.Named("health"),
-	})
+	}
+	checker := health.New(healthOpts)
 	// Supervised mode (-- COMMAND): drainproxy runs the app, is ready once it answers, and
 	// stops it only after the proxy has drained.
 	gate, stopApp := checker.WaitHealthy, (func(context.Context) error)(nil)
-	var sup *supervise.Supervisor
+	var sup *supervise.App
+	var p *proxy.Proxy // built below; a restart switches it to the new instance
 	if len(cfg.Upstream.Command) > 0 {
-		sup, err = supervise.New(supervise.Options{
+		sup, err = supervise.NewApp(supervise.AppOptions{Options: supervise.Options{
 			Command: cfg.Upstream.Command, Upstream: cfg.Upstream.URL, Stdout: stdout, Stderr: stderr,
 			OutputPrefix: cfg.App.OutputPrefix, StopSignal: cfg.App.StopSignal,
 			StopTimeout: cfg.App.StopTimeout, StartTimeout: cfg.App.StartTimeout,
 			WaitReady: checker.WaitHealthy, Check: checker.CheckNow,
 			Restart: cfg.App.Restart, MaxRestarts: cfg.App.MaxRestarts, RestartWindow: cfg.App.RestartWindow,
 			ForwardSignals: cfg.App.ForwardSignals, Logger: log.Named("app"),
+		},
+			// Zero-downtime restart (SIGHUP, POST /restart): the new instance is checked
+			// as the upstream is, then the proxy and the health checker move to it.
+			CheckAt: func(u *url.URL) func(context.Context) error {
+				o := healthOpts
+				o.Upstream = u
+				return health.New(o).CheckNow
+			},
+			Switch: func(u *url.URL) (supervise.Retired, error) {
+				old, err := p.Switch(u)
+				if err != nil {
+					return nil, err
+				}
+				checker.SetUpstream(u)
+				return old, nil
+			},
+			Grace: cfg.Drain.Grace,
 		})
 		if err != nil {
 			log.Error("cannot run the app", "error", err.Error())
@@ -106,11 +126,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		StopApp:      stopApp,
 	})
 	d.Observe(checker) // requests that cannot reach the upstream count as failed checks
+	if sup != nil {
+		sup.AbortOn(d.Requested()) // a drain wins over a restart that has not switched yet
+	}
 	// Trap signals before anything slow, so that a SIGTERM during start-up still drains.
 	stopSignals := d.TrapSignals()
 	defer stopSignals()
 
-	p, err := proxy.New(proxy.Options{
+	p, err = proxy.New(proxy.Options{
 		Upstream:              cfg.Upstream.URL,
 		HostHeader:            cfg.Proxy.HostHeader,
 		TrustedProxies:        cfg.Proxy.TrustedProxies,
@@ -161,7 +184,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot manage certificates", "error", err.Error())
 		return exitFailure
 	}
-	stopReload := front.TrapReload() // SIGHUP re-reads certificate files
+	stopReload := trapReload(front, sup, log) // SIGHUP: certificate files, app restart
 	defer stopReload()
 
 	// The admin listener is not added to the drain: it answers until the drain is over
@@ -172,7 +195,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		d.Observe(m)
 		adm, err := admin.Start(admin.Options{
 			Address: cfg.Admin.Address, Token: cfg.Admin.Token,
-			Drainer: d, Health: checker, Metrics: m.Handler(),
+			Drainer: d, Health: checker, Metrics: m.Handler(), Restarter: restarter(sup),
 			Upstream: p.Upstream(), ConfigSource: cfg.Source, Version: version,
 			Logger: log.Named("admin"),
 		})
@@ -249,15 +272,57 @@ func trapLogSignals(accessLog *accesslog.Log) (stop func()) {
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
 // supervised app are nil here, and must stay nil interfaces in metrics.Options.
-func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *accesslog.Log, sup *supervise.Supervisor, log hclog.Logger) *metrics.Metrics {
+func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *accesslog.Log, sup *supervise.App, log hclog.Logger) *metrics.Metrics {
 	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, Logger: log}
 	if accessLog != nil {
 		opts.AccessLog = accessLog
 	}
 	if sup != nil {
 		opts.Child = sup
+		opts.Reloads = sup
 	}
 	return metrics.New(opts)
+}
+
+// restarter is sup for admin.Options, or a nil interface when no app is supervised.
+func restarter(sup *supervise.App) admin.Restarter {
+	if sup == nil {
+		return nil
+	}
+	return sup
+}
+
+// trapReload gives SIGHUP its meanings through one handler: re-read the certificate files
+// (when there are some) and, in supervised mode, restart the app without downtime. A
+// SIGHUP during a restart is logged and ignored: the restart in progress already brings
+// up the app as it is now. Without a supervised app this is tlsfront's own trap. stop
+// undoes it and waits for the goroutine that reads the signals.
+func trapReload(front *tlsfront.Front, sup *supervise.App, log hclog.Logger) (stop func()) {
+	if sup == nil {
+		return front.TrapReload()
+	}
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	quit, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-ch:
+				front.ReloadStatic() // logs the outcome; nothing without certificate files
+				if err := sup.Restart("signal SIGHUP"); err != nil {
+					log.Warn("SIGHUP: not restarting the app", "reason", err.Error())
+				}
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(quit)
+		<-exited
+	}
 }
 
 // newServer builds the public HTTP server. Read-header and idle timeouts bound what a slow
