@@ -27,13 +27,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/sigtrap"
 )
 
 // Options configures a Drainer. The zero value of every field is usable.
@@ -253,29 +254,14 @@ func (d *Drainer) fail(err error) {
 // The channel is buffered so that a signal is not missed while the process is busy. stop
 // undoes it and waits for the goroutine that reads the signals.
 func (d *Drainer) TrapSignals() (stop func()) {
-	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
-	quit, exited := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(exited)
-		for n := 1; ; n++ {
-			select {
-			case s := <-ch:
-				if n == 1 {
-					d.Drain("signal " + signalName(s))
-				} else {
-					d.Force("signal " + signalName(s) + " again")
-				}
-			case <-quit:
-				return
-			}
+	n := 0
+	return sigtrap.Handle(func(s os.Signal) {
+		if n++; n == 1 {
+			d.Drain("signal " + signalName(s))
+		} else {
+			d.Force("signal " + signalName(s) + " again")
 		}
-	}()
-	return func() {
-		signal.Stop(ch)
-		close(quit)
-		<-exited
-	}
+	}, syscall.SIGTERM, syscall.SIGINT)
 }
 
 func signalName(s os.Signal) string {

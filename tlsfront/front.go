@@ -23,7 +23,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -41,6 +40,7 @@ import (
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/listener"
+	"github.com/drainproxy/drainproxy/sigtrap"
 )
 
 // Options configures a Front.
@@ -413,25 +413,7 @@ func (f *Front) TrapReload() (stop func()) {
 	if !slices.ContainsFunc(f.order, func(s *site) bool { return s.static != nil }) {
 		return func() {}
 	}
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGHUP)
-	quit, exited := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(exited)
-		for {
-			select {
-			case <-ch:
-				f.ReloadStatic() // logs the outcome
-			case <-quit:
-				return
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(ch)
-		close(quit)
-		<-exited
-	}
+	return sigtrap.Handle(func(os.Signal) { f.ReloadStatic() }, syscall.SIGHUP) // logs the outcome
 }
 
 // Close ends certificate management (renewals, background obtains).

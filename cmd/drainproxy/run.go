@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"strings"
 	"syscall"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
 	"github.com/drainproxy/drainproxy/proxy"
+	"github.com/drainproxy/drainproxy/sigtrap"
 	"github.com/drainproxy/drainproxy/supervise"
 	"github.com/drainproxy/drainproxy/tlsfront"
 )
@@ -247,27 +247,11 @@ func newAccessLog(c config.Log, upstream string, stdout, stderr io.Writer, log h
 // without an access log file, since by default either signal would end the process. stop
 // undoes it and waits for the goroutine that reads the signals.
 func trapLogSignals(accessLog *accesslog.Log) (stop func()) {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGUSR1, syscall.SIGPIPE)
-	quit, exited := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(exited)
-		for {
-			select {
-			case s := <-ch:
-				if s == syscall.SIGUSR1 && accessLog != nil {
-					accessLog.Reopen()
-				}
-			case <-quit:
-				return
-			}
+	return sigtrap.Handle(func(s os.Signal) {
+		if s == syscall.SIGUSR1 && accessLog != nil {
+			accessLog.Reopen()
 		}
-	}()
-	return func() {
-		signal.Stop(ch)
-		close(quit)
-		<-exited
-	}
+	}, syscall.SIGUSR1, syscall.SIGPIPE)
 }
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
@@ -301,28 +285,12 @@ func trapReload(front *tlsfront.Front, sup *supervise.App, log hclog.Logger) (st
 	if sup == nil {
 		return front.TrapReload()
 	}
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGHUP)
-	quit, exited := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(exited)
-		for {
-			select {
-			case <-ch:
-				front.ReloadStatic() // logs the outcome; nothing without certificate files
-				if err := sup.Restart("signal SIGHUP"); err != nil {
-					log.Warn("SIGHUP: not restarting the app", "reason", err.Error())
-				}
-			case <-quit:
-				return
-			}
+	return sigtrap.Handle(func(os.Signal) {
+		front.ReloadStatic() // logs the outcome; nothing without certificate files
+		if err := sup.Restart("signal SIGHUP"); err != nil {
+			log.Warn("SIGHUP: not restarting the app", "reason", err.Error())
 		}
-	}()
-	return func() {
-		signal.Stop(ch)
-		close(quit)
-		<-exited
-	}
+	}, syscall.SIGHUP)
 }
 
 // newServer builds the public HTTP server. Read-header and idle timeouts bound what a slow
