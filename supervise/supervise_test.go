@@ -311,7 +311,7 @@ func TestOnFailureRestarts(t *testing.T) {
 func TestGuardDuringBackoff(t *testing.T) {
 	ts := newTestSup(t, newReaper(t, false), func(o *Options) {
 		o.Restart, o.BackoffMin, o.BackoffMax = RestartAlways, time.Minute, time.Minute
-	}, "-exit-after", "100ms", "-exit-code", "0")
+	}, "-exit-after", "1s", "-exit-code", "0") // long enough for the gate to see it answer on a loaded machine
 	ts.gate(t)
 	ts.out.wait(t, "exiting with code 0", 10*time.Second)
 	deadline := time.Now().Add(10 * time.Second)
