@@ -19,7 +19,7 @@ import (
 type Backend struct {
 	target    string // the upstream as logged
 	rp        *httputil.ReverseProxy
-	transport *http.Transport
+	transport *inlineTransport // the inline fast path over the pooled http.Transport
 
 	// state is the in-flight count, plus retiredBit once Switch has replaced the backend.
 	// One word for both makes "count a request unless retired" a single atomic add, and
@@ -47,10 +47,10 @@ func (p *Proxy) newBackend(u *url.URL) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{target: u.String(), transport: transport, idle: make(chan struct{})}
+	b := &Backend{target: u.String(), transport: newInlineTransport(opts, transport), idle: make(chan struct{})}
 	b.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite(target),
-		Transport: transport,
+		Transport: b.transport,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.answerUpstreamError(b.target, w, r, err)
 		},
@@ -141,5 +141,9 @@ func (b *Backend) Wait(ctx context.Context) error {
 }
 
 // Close closes the backend's idle keep-alive connections. Call it after Wait; requests
-// still in flight (Wait gave up) keep their connections until they finish.
-func (b *Backend) Close() { b.transport.CloseIdleConnections() }
+// still in flight (Wait gave up) keep their connections until they finish, and those on
+// the inline path close them then instead of keeping them.
+func (b *Backend) Close() { b.transport.close() }
+
+// closeIdle closes the backend's idle keep-alive connections; it keeps pooling afterwards.
+func (b *Backend) closeIdle() { b.transport.CloseIdleConnections() }

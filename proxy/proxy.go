@@ -154,7 +154,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // CloseIdleConnections closes pooled upstream connections; call it once serving is over.
-func (p *Proxy) CloseIdleConnections() { p.cur.Load().Close() }
+func (p *Proxy) CloseIdleConnections() { p.cur.Load().closeIdle() }
 
 // Upstream is the upstream address as shown in logs.
 func (p *Proxy) Upstream() string { return p.cur.Load().target }

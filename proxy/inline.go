@@ -1,0 +1,370 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// inlineTransport runs the common upstream round trip (a bodiless GET, HEAD or OPTIONS
+// from an HTTP/1 client to a plain-HTTP or unix-socket upstream) on the handler's own
+// goroutine, over a connection from a LIFO pool of idle upstream connections. It skips the
+// http.Transport's per-request hand-offs to its read and write goroutines, which cost about
+// a third of the proxy's CPU per request. Everything else (request bodies, upgrades, Expect,
+// HTTP/2 clients, TLS upstreams) goes to the backend's http.Transport unchanged.
+type inlineTransport struct {
+	fallback      *http.Transport
+	dial          func(ctx context.Context) (net.Conn, error) // nil: never inline (https)
+	headerTimeout time.Duration
+	pool          idlePool
+}
+
+// max1xx bounds the informational responses accepted before the final one, as the
+// http.Transport does, so an upstream cannot keep a request busy with 1xx forever.
+const max1xx = 5
+
+var (
+	errTooMany1xx     = errors.New("proxy: too many 1xx informational responses from the upstream")
+	errSwitchedProtos = errors.New("proxy: upstream switched protocols without an upgrade request")
+	errBodyClosed     = errors.New("proxy: read on closed upstream response body")
+)
+
+// newInlineTransport wraps fallback, built by newTransport from opts, for upstream u.
+func newInlineTransport(opts Options, fallback *http.Transport) *inlineTransport {
+	t := &inlineTransport{fallback: fallback, headerTimeout: opts.ResponseHeaderTimeout}
+	t.pool.max = opts.IdleConns
+	t.pool.timeout = opts.IdleConnTimeout
+	u := opts.Upstream
+	dial := fallback.DialContext
+	switch u.Scheme {
+	case "http":
+		port := u.Port()
+		if port == "" {
+			port = "80"
+		}
+		addr := net.JoinHostPort(u.Hostname(), port)
+		t.dial = func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp", addr) }
+	case "unix":
+		// newTransport's dial goes to the socket whatever the address.
+		t.dial = func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp", "localhost:80") }
+	}
+	return t
+}
+
+// inlinable reports whether r may take the inline path.
+func (t *inlineTransport) inlinable(r *http.Request) bool {
+	if t.dial == nil || r.ProtoMajor != 1 || r.ContentLength != 0 || r.Close ||
+		(r.Body != nil && r.Body != http.NoBody) {
+		return false
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		return false
+	}
+	return r.Header["Upgrade"] == nil && r.Header["Expect"] == nil
+}
+
+func (t *inlineTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !t.inlinable(r) {
+		return t.fallback.RoundTrip(r)
+	}
+	uc := t.pool.take()
+	res, err := t.try(r, uc)
+	if uc != nil && err != nil && errors.Is(err, errStale) && r.Context().Err() == nil {
+		// The upstream closed the kept connection while it sat idle: nothing came back, and
+		// the request is idempotent and bodiless. Once more on a fresh connection.
+		res, err = t.try(r, nil)
+	}
+	return res, err
+}
+
+// CloseIdleConnections closes the idle connections of both paths.
+func (t *inlineTransport) CloseIdleConnections() {
+	t.pool.closeIdle(false)
+	t.fallback.CloseIdleConnections()
+}
+
+// close is CloseIdleConnections for a backend that takes no more requests: connections
+// coming back from requests still in flight are closed instead of kept.
+func (t *inlineTransport) close() {
+	t.pool.closeIdle(true)
+	t.fallback.CloseIdleConnections()
+}
+
+// errStale marks a failure on a reused connection before any response byte arrived.
+var errStale = errors.New("proxy: kept upstream connection was closed")
+
+type staleError struct{ err error }
+
+func (e *staleError) Error() string   { return e.err.Error() }
+func (e *staleError) Unwrap() []error { return []error{errStale, e.err} }
+
+// closedByPeer reports whether err says the peer closed or reset the connection.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNABORTED)
+}
+
+// try does one round trip of r over uc, or over a fresh connection when uc is nil.
+func (t *inlineTransport) try(r *http.Request, uc *upConn) (*http.Response, error) {
+	ctx := r.Context()
+	reused := uc != nil
+	if !reused {
+		c, err := t.dial(ctx)
+		if err != nil {
+			if ce := ctx.Err(); ce != nil {
+				return nil, ce
+			}
+			return nil, err
+		}
+		uc = &upConn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}
+	}
+	// A canceled request (client gone, drain deadline) unblocks reads and writes at once;
+	// its connection is never reused after that.
+	stop := context.AfterFunc(ctx, uc.poison)
+	fail := func(err error, gotBytes bool) (*http.Response, error) {
+		stop()
+		uc.c.Close()
+		if ce := ctx.Err(); ce != nil {
+			// Whatever the poisoned deadline made the read or write return, the cause
+			// is the request's context: answerError must see it (499, not 504).
+			return nil, ce
+		}
+		if reused && !gotBytes && closedByPeer(err) {
+			return nil, &staleError{err}
+		}
+		return nil, err
+	}
+	if err := r.Write(uc.bw); err != nil {
+		return fail(err, false)
+	}
+	if err := uc.bw.Flush(); err != nil {
+		return fail(err, false)
+	}
+	if t.headerTimeout > 0 {
+		uc.c.SetReadDeadline(time.Now().Add(t.headerTimeout))
+	}
+	var res *http.Response
+	for n1xx := 0; ; n1xx++ {
+		if _, err := uc.br.Peek(1); err != nil {
+			return fail(headerErr(err), n1xx > 0)
+		}
+		var err error
+		if res, err = http.ReadResponse(uc.br, r); err != nil {
+			return fail(headerErr(err), true)
+		}
+		if res.StatusCode >= 200 {
+			break
+		}
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			return fail(errSwitchedProtos, true)
+		}
+		if n1xx >= max1xx {
+			return fail(errTooMany1xx, true)
+		}
+		if tr := httptrace.ContextClientTrace(ctx); tr != nil && tr.Got1xxResponse != nil {
+			if err := tr.Got1xxResponse(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
+				return fail(err, true)
+			}
+		}
+	}
+	if t.headerTimeout > 0 {
+		// Cleared only if the cancel has not poisoned it meanwhile: the poison sets the
+		// deadline under the same lock.
+		uc.clearReadDeadline()
+	}
+	res.Body = &inlineBody{rc: res.Body, uc: uc, t: t, ctx: ctx, stop: stop,
+		keep: !res.Close, eof: res.Body == http.NoBody}
+	return res, nil
+}
+
+// headerErr names a timeout waiting for the response headers as such; it stays a
+// net.Error whose Timeout is true (504).
+func headerErr(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("timeout awaiting response headers: %w", err)
+	}
+	return err
+}
+
+// upConn is one upstream connection with its buffers.
+type upConn struct {
+	c        net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	lastUsed time.Time
+
+	mu       sync.Mutex
+	poisoned bool // the request's context ended: deadline in the past, never reuse
+}
+
+func (uc *upConn) poison() {
+	uc.mu.Lock()
+	uc.poisoned = true
+	uc.c.SetDeadline(time.Unix(1, 0))
+	uc.mu.Unlock()
+}
+
+func (uc *upConn) clearReadDeadline() {
+	uc.mu.Lock()
+	if !uc.poisoned {
+		uc.c.SetReadDeadline(time.Time{})
+	}
+	uc.mu.Unlock()
+}
+
+// inlineBody gives the upstream connection back to the pool once the body was read to
+// the end, and closes it when the body is abandoned.
+type inlineBody struct {
+	rc   io.ReadCloser
+	uc   *upConn
+	t    *inlineTransport
+	ctx  context.Context
+	stop func() bool
+	keep bool // the upstream allows another request on the connection
+	eof  bool
+	done atomic.Bool
+}
+
+func (b *inlineBody) Read(p []byte) (int, error) {
+	if b.done.Load() {
+		return 0, errBodyClosed
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	} else if err != nil {
+		if ce := b.ctx.Err(); ce != nil {
+			// The poisoned deadline, not an upstream failure.
+			err = ce
+		}
+	}
+	return n, err
+}
+
+func (b *inlineBody) Close() error {
+	if !b.done.CompareAndSwap(false, true) {
+		return nil
+	}
+	// stop fails when the cancel already ran: the deadline is poisoned.
+	stopped := b.stop()
+	if !(b.eof && b.keep && stopped) {
+		// The connection first: closing a half-read body would otherwise read the rest,
+		// forever on an endless stream.
+		b.uc.c.Close()
+		b.rc.Close()
+		return nil
+	}
+	b.rc.Close()
+	if !b.t.pool.give(b.uc) {
+		b.uc.c.Close()
+	}
+	return nil
+}
+
+// idlePool is a stack of idle upstream connections: the most recently used is taken
+// first, so the ones at the bottom go unused and age out after the idle timeout.
+type idlePool struct {
+	mu      sync.Mutex
+	idle    []*upConn
+	max     int
+	timeout time.Duration
+	timer   *time.Timer // armed while idle is not empty
+	armed   bool
+	closed  bool // the backend is retired: keep nothing
+}
+
+func (p *idlePool) take() *upConn {
+	p.mu.Lock()
+	n := len(p.idle)
+	if n == 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	uc := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	p.mu.Unlock()
+	return uc
+}
+
+// give keeps uc for reuse; false when the pool is full or closed (the caller closes uc).
+func (p *idlePool) give(uc *upConn) bool {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.idle) >= p.max {
+		return false
+	}
+	uc.lastUsed = now
+	p.idle = append(p.idle, uc)
+	if !p.armed {
+		p.armed = true
+		if p.timer == nil {
+			p.timer = time.AfterFunc(p.timeout, p.reap)
+		} else {
+			p.timer.Reset(p.timeout)
+		}
+	}
+	return true
+}
+
+// reap closes the connections idle longer than the timeout; they are at the bottom.
+func (p *idlePool) reap() {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for n < len(p.idle) && now.Sub(p.idle[n].lastUsed) >= p.timeout {
+		p.idle[n].c.Close()
+		n++
+	}
+	if n > 0 {
+		k := copy(p.idle, p.idle[n:])
+		clear(p.idle[k:])
+		p.idle = p.idle[:k]
+	}
+	if len(p.idle) == 0 {
+		p.armed = false
+		return
+	}
+	p.timer.Reset(p.idle[0].lastUsed.Add(p.timeout).Sub(now))
+}
+
+// closeIdle closes every idle connection; retire also refuses connections given back later.
+func (p *idlePool) closeIdle(retire bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if retire {
+		p.closed = true
+	}
+	for i, uc := range p.idle {
+		uc.c.Close()
+		p.idle[i] = nil
+	}
+	p.idle = p.idle[:0]
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.armed = false
+}
+
+// idleCount is how many connections the pool keeps now (for tests).
+func (p *idlePool) idleCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
