@@ -1,7 +1,6 @@
 package accesslog
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -61,25 +60,6 @@ func start(t *testing.T, opts Options) (*Log, *testlog.Buffer, func()) {
 	return l, logs, stop
 }
 
-// readLines returns the JSON lines of the file at path, each parsed.
-func readLines(t *testing.T, path string) []map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("%s: line %d %q: %v", path, len(lines)+1, sc.Text(), err)
-		}
-		lines = append(lines, m)
-	}
-	return lines
-}
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -111,7 +91,7 @@ func TestEveryLineIsWrittenByTheTimeRunReturns(t *testing.T) {
 	wg.Wait()
 	stop()
 
-	lines := readLines(t, path)
+	lines := testlog.JSONLines(t, path)
 	seen := make(map[string]bool, len(lines))
 	for _, m := range lines {
 		id, _ := m["request_id"].(string)
@@ -292,7 +272,7 @@ func TestReopenAfterRename(t *testing.T) {
 	stop()
 
 	ids := func(p string) (s []string) {
-		for _, m := range readLines(t, p) {
+		for _, m := range testlog.JSONLines(t, p) {
 			s = append(s, m["request_id"].(string))
 		}
 		return s
@@ -329,7 +309,7 @@ func TestWritesAfterTruncationStartAtTheBeginning(t *testing.T) {
 	if bytes.IndexByte(data, 0) >= 0 || !bytes.HasPrefix(data, []byte(`{"time":`)) {
 		t.Fatalf("file after truncation starts %q: want the next line at offset 0", data[:min(len(data), 40)])
 	}
-	if lines := readLines(t, path); len(lines) != 1 || lines[0]["request_id"] != "4" {
+	if lines := testlog.JSONLines(t, path); len(lines) != 1 || lines[0]["request_id"] != "4" {
 		t.Fatalf("file after truncation has %v, want only line 4", lines)
 	}
 }

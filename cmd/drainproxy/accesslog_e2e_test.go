@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/drainproxy/drainproxy/standin"
+
+	"github.com/drainproxy/drainproxy/internal/testlog"
 )
 
 // trustLoopback is a config file that trusts 127.0.0.1 as a proxy, so that the request ids
@@ -123,25 +124,6 @@ func (l *idLoad) finish(t *testing.T) []string {
 	return l.received
 }
 
-// accessLines parses the access log file at path: one JSON object per line.
-func accessLines(t *testing.T, path string) []map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("%s line %d is not JSON: %q: %v", path, len(lines)+1, sc.Text(), err)
-		}
-		lines = append(lines, m)
-	}
-	return lines
-}
-
 // sameIDs checks that the logged lines are exactly one per received id.
 func sameIDs(t *testing.T, received []string, lines []map[string]any) {
 	t.Helper()
@@ -181,7 +163,7 @@ func TestAccessLogHasALinePerResponseAfterSIGTERM(t *testing.T) {
 		t.Fatalf("exit code %d, want 0", code)
 	}
 
-	lines := accessLines(t, path)
+	lines := testlog.JSONLines(t, path)
 	sameIDs(t, received, lines)
 	for _, m := range lines {
 		if m["status"] != 200.0 || m["method"] != "GET" || m["path"] != "/" || m["upstream"] != up ||
@@ -219,7 +201,7 @@ func TestAccessLogReopenUnderLoadLosesNothing(t *testing.T) {
 		t.Fatalf("exit code %d, want 0", code)
 	}
 
-	old, cur := accessLines(t, rotated), accessLines(t, path)
+	old, cur := testlog.JSONLines(t, rotated), testlog.JSONLines(t, path)
 	if len(old) == 0 || len(cur) == 0 {
 		t.Fatalf("%d lines in the rotated file, %d in the new one: want both written", len(old), len(cur))
 	}
@@ -362,7 +344,7 @@ func TestAccessLogLineForWebSocketWhenItCloses(t *testing.T) {
 	if code := p.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("exit code %d, want 0", code)
 	}
-	lines := accessLines(t, path)
+	lines := testlog.JSONLines(t, path)
 	if len(lines) != 1 {
 		t.Fatalf("%d lines, want 1: %v", len(lines), lines)
 	}
