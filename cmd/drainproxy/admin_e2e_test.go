@@ -117,18 +117,6 @@ func adminMetric(t testing.TB, families map[string]*dto.MetricFamily, name strin
 	return 0
 }
 
-// adminFreeAddr returns a 127.0.0.1 address with nothing listening on it (yet).
-func adminFreeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // adminServeAt serves h on exactly addr until stop is called or the test ends.
 func adminServeAt(t testing.TB, addr string, h http.Handler) (stop func()) {
 	t.Helper()
@@ -155,7 +143,7 @@ func adminConfigFile(t testing.TB, src string) string {
 // Readiness follows start -> ready -> upstream down -> up -> drain, and POST /drain ends
 // the process the way SIGTERM does: the same drain steps and exit code 0.
 func TestAdminReadinessAcrossUpstreamOutageAndDrain(t *testing.T) {
-	upAddr := adminFreeAddr(t)
+	upAddr := freeAddr(t)
 	cfg := adminConfigFile(t, `
 upstream {
   url = "http://`+upAddr+`"

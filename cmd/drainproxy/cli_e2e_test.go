@@ -34,18 +34,6 @@ func cliNamedUpstream(t *testing.T, name string) string {
 	}))
 }
 
-// cliFreeAddr returns a 127.0.0.1 address that was free a moment ago.
-func cliFreeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // cliGet returns the body of GET url, failing unless the answer is 200. It keeps no
 // connection open, so that nothing carries over to the next proxy on the same address.
 func cliGet(t *testing.T, url string) string {
@@ -157,7 +145,7 @@ upstream {
 func TestCLIFlagsOverrideFile(t *testing.T) {
 	fileUpstream := cliNamedUpstream(t, "X")
 	flagUpstream := cliNamedUpstream(t, "Y")
-	listenA := cliFreeAddr(t)
+	listenA := freeAddr(t)
 	path := cliWriteConfig(t, fmt.Sprintf(`listener {
   address = %q
 }

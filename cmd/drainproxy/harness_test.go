@@ -66,6 +66,17 @@ func serveUpstream(t testing.TB, h http.Handler) string {
 	return ln.Addr().String()
 }
 
+// freeAddr returns a 127.0.0.1 address that was free a moment ago (nothing listens on it).
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // proc is a running drainproxy.
 type proc struct {
 	t    testing.TB

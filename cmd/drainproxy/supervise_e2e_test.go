@@ -51,13 +51,7 @@ func supApps(t *testing.T) (standinBin, testappBin string) {
 
 // supPort returns a loopback port that was free a moment ago, for the app to listen on.
 func supPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	_, port, _ := net.SplitHostPort(freeAddr(t))
 	return port
 }
 
