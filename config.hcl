@@ -66,8 +66,9 @@ upstream {
   dial_timeout = "5s"
   # An app that has not started answering by then is stuck; the client gets a 504.
   response_header_timeout = "60s"
-  # Keep-alive pool to the app; Go's default of 2 would make a busy proxy reconnect constantly.
-  idle_conns = 256
+  # Idle keep-alive connections kept to the app. Size it to the concurrency you expect: past it, a busy proxy
+  # closes and reopens connections (Go's default of 2 would do so constantly). An idle one holds no buffers here.
+  idle_conns = 1024
   # Unused pooled connections are closed after this, before the app's own idle timeout closes them under us.
   idle_conn_timeout = "90s"
 }

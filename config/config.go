@@ -254,7 +254,7 @@ func Default() *Config {
 		Upstream: Upstream{
 			DialTimeout:           5 * time.Second,
 			ResponseHeaderTimeout: 60 * time.Second,
-			IdleConns:             256,
+			IdleConns:             1024,
 			IdleConnTimeout:       90 * time.Second,
 		},
 		Proxy: Proxy{HostHeader: HostHeaderClient},

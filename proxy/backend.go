@@ -47,7 +47,7 @@ func (p *Proxy) newBackend(u *url.URL) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{target: u.String(), transport: newInlineTransport(opts, transport), idle: make(chan struct{})}
+	b := &Backend{target: u.String(), transport: newInlineTransport(opts, transport, &p.conns), idle: make(chan struct{})}
 	b.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite(target),
 		Transport: b.transport,

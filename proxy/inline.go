@@ -24,6 +24,7 @@ import (
 // HTTP/2 clients, TLS upstreams) goes to the backend's http.Transport unchanged.
 type inlineTransport struct {
 	fallback      *http.Transport
+	bufs          *connBuffers // shared by every backend of the proxy
 	dial          func(ctx context.Context) (net.Conn, error) // nil: never inline (https)
 	headerTimeout time.Duration
 	pool          idlePool
@@ -40,8 +41,8 @@ var (
 )
 
 // newInlineTransport wraps fallback, built by newTransport from opts, for upstream u.
-func newInlineTransport(opts Options, fallback *http.Transport) *inlineTransport {
-	t := &inlineTransport{fallback: fallback, headerTimeout: opts.ResponseHeaderTimeout}
+func newInlineTransport(opts Options, fallback *http.Transport, bufs *connBuffers) *inlineTransport {
+	t := &inlineTransport{fallback: fallback, bufs: bufs, headerTimeout: opts.ResponseHeaderTimeout}
 	t.pool.max = opts.IdleConns
 	t.pool.timeout = opts.IdleConnTimeout
 	u := opts.Upstream
@@ -129,14 +130,16 @@ func (t *inlineTransport) try(r *http.Request, uc *upConn) (*http.Response, erro
 			}
 			return nil, err
 		}
-		uc = &upConn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}
+		uc = &upConn{c: c}
 	}
+	uc.br = t.bufs.reader(uc.c)
 	// A canceled request (client gone, drain deadline) unblocks reads and writes at once;
 	// its connection is never reused after that.
 	stop := context.AfterFunc(ctx, uc.poison)
 	fail := func(err error, gotBytes bool) (*http.Response, error) {
 		stop()
 		uc.c.Close()
+		uc.releaseReader(t.bufs)
 		if ce := ctx.Err(); ce != nil {
 			// Whatever the poisoned deadline made the read or write return, the cause
 			// is the request's context: answerError must see it (499, not 504).
@@ -147,10 +150,13 @@ func (t *inlineTransport) try(r *http.Request, uc *upConn) (*http.Response, erro
 		}
 		return nil, err
 	}
-	if err := r.Write(uc.bw); err != nil {
-		return fail(err, false)
+	bw := t.bufs.writer(uc.c)
+	err := r.Write(bw)
+	if err == nil {
+		err = bw.Flush()
 	}
-	if err := uc.bw.Flush(); err != nil {
+	t.bufs.putWriter(bw)
+	if err != nil {
 		return fail(err, false)
 	}
 	if t.headerTimeout > 0 {
@@ -200,15 +206,59 @@ func headerErr(err error) error {
 	return err
 }
 
-// upConn is one upstream connection with its buffers.
+// upConn is one upstream connection. It holds a read buffer only while a request is on
+// it: an idle pooled connection costs no buffer memory, which matters with hundreds of
+// them (the request is written through a pooled writer and needs none between requests).
 type upConn struct {
 	c        net.Conn
-	br       *bufio.Reader
-	bw       *bufio.Writer
+	br       *bufio.Reader // from readers while a request is on the connection; else nil
 	lastUsed time.Time
 
 	mu       sync.Mutex
 	poisoned bool // the request's context ended: deadline in the past, never reuse
+}
+
+// releaseReader gives the read buffer back to bufs. Only for a connection that is closed
+// or whose buffer is empty: an idle connection must not hold unread bytes.
+func (uc *upConn) releaseReader(bufs *connBuffers) {
+	if uc.br != nil {
+		bufs.putReader(uc.br)
+		uc.br = nil
+	}
+}
+
+// connBuffers lends buffered readers and writers to upstream connections for the length
+// of one exchange. 4 KiB holds the head of nearly every request and response; a longer
+// one takes more reads or writes.
+type connBuffers struct {
+	readers sync.Pool // *bufio.Reader
+	writers sync.Pool // *bufio.Writer
+}
+
+func (p *connBuffers) reader(c net.Conn) *bufio.Reader {
+	if br, ok := p.readers.Get().(*bufio.Reader); ok {
+		br.Reset(c)
+		return br
+	}
+	return bufio.NewReaderSize(c, 4096)
+}
+
+func (p *connBuffers) putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	p.readers.Put(br)
+}
+
+func (p *connBuffers) writer(c net.Conn) *bufio.Writer {
+	if bw, ok := p.writers.Get().(*bufio.Writer); ok {
+		bw.Reset(c)
+		return bw
+	}
+	return bufio.NewWriterSize(c, 4096)
+}
+
+func (p *connBuffers) putWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	p.writers.Put(bw)
 }
 
 func (uc *upConn) poison() {
@@ -266,10 +316,15 @@ func (b *inlineBody) Close() error {
 		// forever on an endless stream.
 		b.uc.c.Close()
 		b.rc.Close()
+		b.uc.releaseReader(b.t.bufs)
 		return nil
 	}
 	b.rc.Close()
-	if !b.t.pool.give(b.uc) {
+	// Bytes after the end of the response are a broken upstream: not a connection to keep.
+	// The buffer goes back first: once given to the pool, the connection is another's.
+	leftover := b.uc.br.Buffered() > 0
+	b.uc.releaseReader(b.t.bufs)
+	if leftover || !b.t.pool.give(b.uc) {
 		b.uc.c.Close()
 	}
 	return nil

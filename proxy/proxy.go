@@ -50,8 +50,9 @@ type Options struct {
 	// ResponseHeaderTimeout bounds the wait for the upstream's response headers after the
 	// request is sent; exceeding it answers 504 (zero: no bound).
 	ResponseHeaderTimeout time.Duration
-	// IdleConns is the keep-alive pool size to the upstream (zero: 256). Go's default of 2
-	// idle connections per host makes a busy proxy open and close connections constantly.
+	// IdleConns is how many idle keep-alive connections to the upstream are kept (zero:
+	// 1024). Past it, connections freed by a burst of concurrent requests are closed and
+	// opened again by the next burst; Go's default of 2 per host does that constantly.
 	IdleConns int
 	// IdleConnTimeout closes pooled upstream connections unused this long (zero: 90s).
 	IdleConnTimeout time.Duration
@@ -90,6 +91,7 @@ const StatusClientClosedRequest = 499
 type Proxy struct {
 	cur     atomic.Pointer[Backend] // where requests go now; Switch replaces it
 	buffers httputil.BufferPool     // shared by every backend
+	conns   connBuffers             // upstream connection buffers, shared by every backend
 	opts    Options
 	log     hclog.Logger
 }
@@ -108,7 +110,7 @@ func New(opts Options) (*Proxy, error) {
 		opts.DialTimeout = 5 * time.Second
 	}
 	if opts.IdleConns <= 0 {
-		opts.IdleConns = 256
+		opts.IdleConns = 1024
 	}
 	if opts.IdleConnTimeout <= 0 {
 		opts.IdleConnTimeout = 90 * time.Second
