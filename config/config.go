@@ -244,6 +244,10 @@ type Limits struct {
 	WriteTimeout time.Duration
 	// IdleTimeout is how long a keep-alive client connection may wait for its next request.
 	IdleTimeout time.Duration
+	// GCHeapFloorBytes lets the heap grow to this size before Go's garbage collector runs,
+	// however little is alive (package gcfloor); 0 leaves Go's pacing alone. GOGC set in
+	// the environment turns it off.
+	GCHeapFloorBytes int64
 }
 
 // Default returns a Config holding every default. Upstream.URL is nil, because there is
@@ -294,6 +298,7 @@ func Default() *Config {
 			ReadTimeout:         0,
 			WriteTimeout:        0,
 			IdleTimeout:         120 * time.Second,
+			GCHeapFloorBytes:    32 << 20,
 		},
 	}
 }

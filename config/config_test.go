@@ -106,6 +106,7 @@ limits {
   read_timeout = "1m"
   write_timeout = "2m"
   idle_timeout = "30s"
+  gc_heap_floor_bytes = 0
 }
 `
 	fullPath := writeConfig(t, full)

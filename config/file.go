@@ -124,6 +124,7 @@ type limitsBlock struct {
 	ReadTimeout         *string `hcl:"read_timeout,optional"`
 	WriteTimeout        *string `hcl:"write_timeout,optional"`
 	IdleTimeout         *string `hcl:"idle_timeout,optional"`
+	GCHeapFloorBytes    *int64  `hcl:"gc_heap_floor_bytes,optional"`
 }
 
 // loadFile applies the config file src (named filename in messages) over cfg. It reports
@@ -264,6 +265,7 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "read_timeout", b.ReadTimeout, parseDuration, &l.ReadTimeout)
 		apply(s, "write_timeout", b.WriteTimeout, parseDuration, &l.WriteTimeout)
 		apply(s, "idle_timeout", b.IdleTimeout, parseDuration, &l.IdleTimeout)
+		apply(s, "gc_heap_floor_bytes", b.GCHeapFloorBytes, atLeast[int64](0), &l.GCHeapFloorBytes)
 	}
 	return probs.err()
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/drainproxy/drainproxy/admin"
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/gcfloor"
 	"github.com/drainproxy/drainproxy/health"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
@@ -57,6 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Info("configuration is valid", "source", cfg.Source)
 		return exitOK
 	}
+	defer startGCFloor(cfg.Limits.GCHeapFloorBytes, log)()
 
 	healthOpts := health.Options{
 		Upstream:           cfg.Upstream.URL,
@@ -308,6 +310,20 @@ func newServer(h http.Handler, lim config.Limits, log hclog.Logger) *http.Server
 			InferLevels: true, ForceLevel: hclog.Debug,
 		}),
 	}
+}
+
+// startGCFloor keeps the garbage collector from collecting a small heap dozens of times a
+// second under load (package gcfloor), unless GOGC in the environment says how it should
+// run. It returns what undoes it.
+func startGCFloor(floor int64, log hclog.Logger) (stop func()) {
+	if floor <= 0 {
+		return func() {}
+	}
+	if v, ok := os.LookupEnv("GOGC"); ok {
+		log.Debug("GOGC is set, so the heap floor is off", "GOGC", v)
+		return func() {}
+	}
+	return gcfloor.Start(uint64(floor)).Stop
 }
 
 // newLogger builds the root logger: text for a terminal, JSON for machines.

@@ -1,0 +1,121 @@
+// Package gcfloor keeps Go's garbage collector from collecting a small heap over and over.
+//
+// With the default GOGC=100 the collector runs each time the heap doubles. A proxy keeps
+// little alive (a few MB at tens of connections) but allocates a few KB per request, so at
+// tens of thousands of requests a second it would collect dozens of times a second, each
+// cycle with fixed costs (stack scans, write barriers, assists). A floor lets the heap grow
+// to at least that many bytes before a collection: after each cycle the GC percent is
+// raised just enough for the next goal to reach the floor, and set back to the base once
+// the live heap alone is large enough. Memory then stays near the floor at low load and
+// near what GOGC alone gives at high load.
+//
+// It changes a process-wide setting, so only the program's main path should start it.
+package gcfloor
+
+import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync/atomic"
+)
+
+// heapMinimum is the runtime's smallest heap goal at GOGC=100; it scales with the percent
+// (a goal is never below heapMinimum*percent/100). So floor*100/heapMinimum is the most the
+// percent needs to be, however small the live heap.
+const heapMinimum = 4 << 20
+
+// Floor adjusts the GC percent after every collection until Stop.
+type Floor struct {
+	floor   uint64
+	base    int // the GC percent in force when Start was called
+	samples []metrics.Sample
+	percent atomic.Int64 // the percent set now
+	stopped atomic.Bool
+}
+
+// The runtime metrics the goal is computed from: Go's heap goal is
+// live + (live + stacks + globals) * GOGC / 100.
+var sampleNames = []string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes"}
+
+// Start keeps the heap goal at floor bytes at least, on top of the GC percent in force (100
+// unless GOGC or debug.SetGCPercent said otherwise). It does nothing (nil) for a floor of 0
+// or when the collector is off (GOGC=off).
+func Start(floor uint64) *Floor {
+	base := debug.SetGCPercent(100)
+	debug.SetGCPercent(base)
+	if floor == 0 || base < 0 {
+		return nil
+	}
+	f := &Floor{floor: floor, base: base, samples: make([]metrics.Sample, len(sampleNames))}
+	for i, name := range sampleNames {
+		f.samples[i].Name = name
+	}
+	f.percent.Store(int64(base))
+	f.adjust()
+	f.arm()
+	return f
+}
+
+// Percent is the GC percent the floor has set last.
+func (f *Floor) Percent() int { return int(f.percent.Load()) }
+
+// Stop ends the adjustments and puts the base GC percent back.
+func (f *Floor) Stop() {
+	if f == nil || f.stopped.Swap(true) {
+		return
+	}
+	debug.SetGCPercent(f.base)
+	f.percent.Store(int64(f.base))
+}
+
+// sentinel is garbage from birth: its finalizer runs after the next collection. It holds a
+// pointer so that the runtime gives it an allocation of its own (the tiny allocator batches
+// pointer-free objects, whose finalizers would then run late).
+type sentinel struct{ f *Floor }
+
+// arm asks to run adjust after the next collection.
+func (f *Floor) arm() {
+	runtime.SetFinalizer(&sentinel{f: f}, func(s *sentinel) {
+		if s.f.stopped.Load() {
+			return
+		}
+		s.f.adjust()
+		s.f.arm()
+	})
+}
+
+// adjust sets the GC percent for the next cycle from what the last one found alive.
+func (f *Floor) adjust() {
+	metrics.Read(f.samples)
+	live, stacks, globals := f.samples[0].Value.Uint64(), f.samples[1].Value.Uint64(), f.samples[2].Value.Uint64()
+	p := percentFor(f.floor, f.base, live, stacks+globals)
+	if int64(p) == f.percent.Load() || f.stopped.Load() {
+		return
+	}
+	debug.SetGCPercent(p)
+	f.percent.Store(int64(p))
+}
+
+// percentFor is the smallest GC percent, not below base, whose heap goal reaches floor.
+func percentFor(floor uint64, base int, live, roots uint64) int {
+	if live >= floor {
+		return base
+	}
+	scan := max(live+roots, 1)
+	// Steps of 1/8 keep the percent from changing after every cycle for a few bytes.
+	p := min(roundUp((floor-live)*100/scan), (floor*100+heapMinimum-1)/heapMinimum)
+	return max(base, int(p))
+}
+
+// roundUp rounds p up to a value whose lower bits past the top four are zero.
+func roundUp(p uint64) uint64 {
+	if p < 16 {
+		return p
+	}
+	shift := 0
+	for v := p; v >= 16; v >>= 1 {
+		shift++
+	}
+	step := uint64(1) << shift
+	return (p + step - 1) / step * step
+}
