@@ -24,7 +24,7 @@ import (
 // HTTP/2 clients, TLS upstreams) goes to the backend's http.Transport unchanged.
 type inlineTransport struct {
 	fallback      *http.Transport
-	bufs          *connBuffers // shared by every backend of the proxy
+	bufs          *connBuffers                                // shared by every backend of the proxy
 	dial          func(ctx context.Context) (net.Conn, error) // nil: never inline (https)
 	headerTimeout time.Duration
 	pool          idlePool
