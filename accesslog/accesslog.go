@@ -112,6 +112,7 @@ type Log struct {
 	out        io.Writer
 	file       *os.File // the open file when Destination is a path
 	regular    bool     // file is a regular file, so fsync means something
+	cur        record   // the record being formatted (a local would escape to the heap)
 	buf        []byte   // formatted lines not written yet
 	pending    uint64   // lines in buf
 	brokenLine bool     // a failed write left half a line: start the next write on a new line
@@ -287,9 +288,9 @@ func (l *Log) Run(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		select {
-		case rec := <-l.queue:
+		case l.cur = <-l.queue:
 			backlog := len(l.queue)
-			l.add(&rec)
+			l.add(&l.cur)
 			if emptied := l.addQueued(); emptied && backlog < cap(l.queue)/2 {
 				time.Sleep(gather)
 			}
@@ -321,8 +322,8 @@ func (l *Log) add(rec *record) {
 func (l *Log) addQueued() (emptied bool) {
 	for range cap(l.queue) {
 		select {
-		case rec := <-l.queue:
-			l.add(&rec)
+		case l.cur = <-l.queue:
+			l.add(&l.cur)
 		default:
 			return true
 		}
@@ -433,8 +434,8 @@ func (l *Log) close() {
 	close(l.stopped)
 	for done := false; !done; {
 		select {
-		case rec := <-l.queue:
-			l.add(&rec)
+		case l.cur = <-l.queue:
+			l.add(&l.cur)
 		default:
 			done = true
 		}
