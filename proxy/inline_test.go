@@ -152,9 +152,44 @@ func TestInlineSequentialGETsReuseOneConnection(t *testing.T) {
 	if n := cc.opened.Load(); n != 1 {
 		t.Errorf("30 sequential requests opened %d upstream connections, want 1", n)
 	}
-	// The connection sits in the inline pool, not the Transport's.
+	// The connection sits in the inline pool, not the Transport's, and holds no buffer
+	// while idle.
 	if n := p.inlineIdle(); n != 1 {
 		t.Errorf("inline pool holds %d connections, want 1", n)
+	}
+	pool := &p.cur.Load().transport.pool
+	pool.mu.Lock()
+	for _, uc := range pool.idle {
+		if uc.br != nil {
+			t.Error("an idle pooled connection still holds its read buffer")
+		}
+	}
+	pool.mu.Unlock()
+}
+
+func TestInlineBytesPastTheResponseRetireTheConnection(t *testing.T) {
+	// A broken upstream sends more than the response it announced. What follows must not
+	// be read as the answer to the next request on that connection.
+	up, accepted := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"+
+				"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+		}
+	})
+	p, base, _ := inlineFront(t, Options{Upstream: up})
+	c := inlineClient(t)
+	for i := range 3 {
+		req, _ := http.NewRequest("GET", base+"/", nil)
+		if status, body := getBody(t, c, req); status != 200 || body != "ok" {
+			t.Fatalf("GET %d: %d %q, want 200 ok", i, status, body)
+		}
+		eventually(t, "the connection closed", func() bool { return p.inlineIdle() == 0 })
+	}
+	if n := accepted.Load(); n != 3 {
+		t.Errorf("%d upstream connections for 3 requests, want 3 (one per exchange)", n)
 	}
 }
 
