@@ -298,6 +298,9 @@ func (l *Log) Run(ctx context.Context) {
 			l.flush()
 			l.reportDrops()
 		case <-l.reopen:
+			// Lines queued before the reopen request belong to the old file: select
+			// may pick this case while they wait.
+			l.addQueued()
 			l.flush()
 			l.reopenFile()
 		case <-ctx.Done():
