@@ -245,8 +245,8 @@ type Limits struct {
 	// IdleTimeout is how long a keep-alive client connection may wait for its next request.
 	IdleTimeout time.Duration
 	// GCHeapFloorBytes lets the heap grow to this size before Go's garbage collector runs,
-	// however little is alive (package gcfloor); 0 leaves Go's pacing alone. GOGC set in
-	// the environment turns it off.
+	// however little is alive, while the process allocates fast (package gcfloor); 0 leaves
+	// Go's pacing alone. GOGC set in the environment turns it off.
 	GCHeapFloorBytes int64
 }
 

@@ -6,8 +6,10 @@
 // cycle with fixed costs (stack scans, write barriers, assists). A floor lets the heap grow
 // to at least that many bytes before a collection: after each cycle the GC percent is
 // raised just enough for the next goal to reach the floor, and set back to the base once
-// the live heap alone is large enough. Memory then stays near the floor at low load and
-// near what GOGC alone gives at high load.
+// the live heap alone is large enough.
+//
+// The floor applies only while the program allocates fast (BusyRate): a lightly loaded
+// sidecar collects rarely anyway, and keeps the small heap of Go's own pacing.
 //
 // It changes a process-wide setting, so only the program's main path should start it.
 package gcfloor
@@ -17,6 +19,18 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync/atomic"
+	"time"
+)
+
+// BusyRate is the allocation rate, in bytes a second between two collections, from which
+// the floor applies; below IdleRate it stops applying. The gap keeps a rate near the line
+// from switching the floor on and off every cycle. Under BusyRate, Go's pacing collects a
+// few times a second at most, which costs next to nothing.
+const (
+	BusyRate = 16 << 20
+	IdleRate = 4 << 20
+
+	rateWindow = 100 * time.Millisecond
 )
 
 // heapMinimum is the runtime's smallest heap goal at GOGC=100; it scales with the percent
@@ -31,11 +45,17 @@ type Floor struct {
 	samples []metrics.Sample
 	percent atomic.Int64 // the percent set now
 	stopped atomic.Bool
+
+	// Only adjust touches these, on the finalizer goroutine (and once in Start).
+	busy       bool // allocating at BusyRate or more: the floor applies
+	lastAllocs uint64
+	lastTime   time.Time
 }
 
-// The runtime metrics the goal is computed from: Go's heap goal is
-// live + (live + stacks + globals) * GOGC / 100.
-var sampleNames = []string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes"}
+// The runtime metrics read after each cycle. Go's heap goal is
+// live + (live + stacks + globals) * GOGC / 100, and at least heapMinimum * GOGC / 100.
+var sampleNames = []string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes",
+	"/gc/heap/allocs:bytes"}
 
 // Start keeps the heap goal at floor bytes at least, on top of the GC percent in force (100
 // unless GOGC or debug.SetGCPercent said otherwise). It does nothing (nil) for a floor of 0
@@ -84,16 +104,42 @@ func (f *Floor) arm() {
 	})
 }
 
-// adjust sets the GC percent for the next cycle from what the last one found alive.
+// adjust sets the GC percent for the next cycle from what the last one found alive and
+// how fast the program allocated since the one before.
 func (f *Floor) adjust() {
+	now := time.Now()
 	metrics.Read(f.samples)
 	live, stacks, globals := f.samples[0].Value.Uint64(), f.samples[1].Value.Uint64(), f.samples[2].Value.Uint64()
-	p := percentFor(f.floor, f.base, live, stacks+globals)
+	allocs := f.samples[3].Value.Uint64()
+	// The rate is taken over rateWindow at least: cycles close together (a forced GC right
+	// after another) say little about it.
+	if elapsed := now.Sub(f.lastTime); f.lastTime.IsZero() || elapsed >= rateWindow {
+		if !f.lastTime.IsZero() {
+			f.busy = nextBusy(f.busy, allocs-f.lastAllocs, elapsed)
+		}
+		f.lastAllocs, f.lastTime = allocs, now
+	}
+	p := f.base
+	if f.busy {
+		p = percentFor(f.floor, f.base, live, stacks+globals)
+	}
 	if int64(p) == f.percent.Load() || f.stopped.Load() {
 		return
 	}
 	debug.SetGCPercent(p)
 	f.percent.Store(int64(p))
+}
+
+// nextBusy says whether the floor applies after a cycle that saw allocated bytes in elapsed.
+func nextBusy(busy bool, allocated uint64, elapsed time.Duration) bool {
+	if elapsed <= 0 {
+		return busy
+	}
+	rate := float64(allocated) / elapsed.Seconds()
+	if busy {
+		return rate >= IdleRate
+	}
+	return rate >= BusyRate
 }
 
 // percentFor is the smallest GC percent, not below base, whose heap goal reaches floor.

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"testing"
+	"time"
 )
 
 func TestPercentFor(t *testing.T) {
@@ -59,7 +60,8 @@ func collections() uint32 {
 }
 
 // TestFloorCutsCollections runs the real collector: with a 64 MiB floor, a small live heap
-// must be collected several times less often than with the plain GC percent.
+// allocated from at hundreds of MB a second must be collected several times less often
+// than with the plain GC percent.
 func TestFloorCutsCollections(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	runtime.GC()
@@ -69,10 +71,12 @@ func TestFloorCutsCollections(t *testing.T) {
 	if f == nil {
 		t.Fatal("Start returned nil for a 64 MiB floor")
 	}
-	runtime.GC() // the finalizer adjusts after a cycle; start from a known state
-	runtime.GC()
-	if f.Percent() <= 100 {
-		t.Fatalf("percent with a small live heap = %d, want above 100", f.Percent())
+	// The floor applies once the rate was seen over a window: allocate until it does.
+	for deadline := time.Now().Add(10 * time.Second); f.Percent() <= 100; {
+		if time.Now().After(deadline) {
+			t.Fatalf("percent still %d after 10 s of allocating fast with a small live heap", f.Percent())
+		}
+		collections()
 	}
 	floored := collections()
 	percent := f.Percent()
@@ -84,6 +88,45 @@ func TestFloorCutsCollections(t *testing.T) {
 	// A goal near 64 MiB collects about every 60 MiB: at least twice, far less than plain.
 	if floored < 2 || floored*3 > plain {
 		t.Fatalf("with a 64 MiB floor: %d collections, plain: %d; want 2 or more, and at most a third of plain", floored, plain)
+	}
+}
+
+// TestIdleKeepsGoPacing: a program that allocates little keeps the base percent, so its heap
+// stays as small as Go's pacing makes it.
+func TestIdleKeepsGoPacing(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	f := Start(64 << 20)
+	defer f.Stop()
+	for range 5 {
+		sink = make([]byte, 1024)
+		time.Sleep(20 * time.Millisecond) // a few KB over 20 ms: far under IdleRate
+		runtime.GC()
+		runtime.GC() // the first cycle queues the finalizer; by the second it has run
+	}
+	if p := f.Percent(); p != 100 {
+		t.Fatalf("percent of an idle program = %d, want the base 100", p)
+	}
+}
+
+func TestNextBusy(t *testing.T) {
+	const s = time.Second
+	for _, tc := range []struct {
+		busy      bool
+		allocated uint64
+		elapsed   time.Duration
+		want      bool
+	}{
+		{false, BusyRate, s, true},             // reaches the busy rate
+		{false, BusyRate - 1, s, false},        // just under it
+		{false, IdleRate * 2, s, false},        // between the two rates: stays idle
+		{true, IdleRate * 2, s, true},          // between the two rates: stays busy
+		{true, IdleRate - 1, s, false},         // under the idle rate
+		{true, 1 << 30, 2 * time.Minute, true}, // 8.5 MB/s over a long cycle
+		{true, 0, 0, true},                     // no time passed: no change
+	} {
+		if got := nextBusy(tc.busy, tc.allocated, tc.elapsed); got != tc.want {
+			t.Errorf("nextBusy(%v, %d, %v) = %v, want %v", tc.busy, tc.allocated, tc.elapsed, got, tc.want)
+		}
 	}
 }
 
