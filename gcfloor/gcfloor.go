@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -45,6 +46,7 @@ type Floor struct {
 	samples []metrics.Sample
 	percent atomic.Int64 // the percent set now
 	stopped atomic.Bool
+	setMu   sync.Mutex // orders a last adjustment against Stop's restore
 
 	// Only adjust touches these, on the finalizer goroutine (and once in Start).
 	busy       bool // allocating at BusyRate or more: the floor applies
@@ -84,6 +86,8 @@ func (f *Floor) Stop() {
 	if f == nil || f.stopped.Swap(true) {
 		return
 	}
+	f.setMu.Lock()
+	defer f.setMu.Unlock()
 	debug.SetGCPercent(f.base)
 	f.percent.Store(int64(f.base))
 }
@@ -123,6 +127,8 @@ func (f *Floor) adjust() {
 	if f.busy {
 		p = percentFor(f.floor, f.base, live, stacks+globals)
 	}
+	f.setMu.Lock()
+	defer f.setMu.Unlock()
 	if int64(p) == f.percent.Load() || f.stopped.Load() {
 		return
 	}
