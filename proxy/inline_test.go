@@ -94,6 +94,15 @@ func inlineClient(t *testing.T) *http.Client {
 
 func (p *Proxy) inlineIdle() int { return p.cur.Load().transport.pool.idleCount() }
 
+// getOK sends the i-th GET of url and fails the test unless the answer is 200 "ok".
+func getOK(t *testing.T, c *http.Client, url string, i int) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if status, body := getBody(t, c, req); status != 200 || body != "ok" {
+		t.Fatalf("GET %d of %s: %d %q, want 200 ok", i, url, status, body)
+	}
+}
+
 func getBody(t *testing.T, c *http.Client, req *http.Request) (int, string) {
 	t.Helper()
 	resp, err := c.Do(req)
@@ -182,10 +191,7 @@ func TestInlineBytesPastTheResponseRetireTheConnection(t *testing.T) {
 	p, base, _ := inlineFront(t, Options{Upstream: up})
 	c := inlineClient(t)
 	for i := range 3 {
-		req, _ := http.NewRequest("GET", base+"/", nil)
-		if status, body := getBody(t, c, req); status != 200 || body != "ok" {
-			t.Fatalf("GET %d: %d %q, want 200 ok", i, status, body)
-		}
+		getOK(t, c, base+"/", i)
 		eventually(t, "the connection closed", func() bool { return p.inlineIdle() == 0 })
 	}
 	if n := accepted.Load(); n != 3 {
@@ -298,10 +304,7 @@ func TestInlineStaleConnectionIsRetried(t *testing.T) {
 	p, base, _ := inlineFront(t, Options{Upstream: up})
 	c := inlineClient(t)
 	for i := range 3 {
-		req, _ := http.NewRequest("GET", base+"/", nil)
-		if status, body := getBody(t, c, req); status != 200 || body != "ok" {
-			t.Fatalf("GET %d: %d %q, want 200 ok", i, status, body)
-		}
+		getOK(t, c, base+"/", i)
 		time.Sleep(20 * time.Millisecond) // let the close arrive (either way must work)
 	}
 	if n := accepted.Load(); n != 3 {
@@ -448,10 +451,7 @@ func TestInline1xx(t *testing.T) {
 	t.Run("a few pass", func(t *testing.T) {
 		up, _ := rawUpstream(t, hints(2))
 		_, base, _ := inlineFront(t, Options{Upstream: up})
-		req, _ := http.NewRequest("GET", base+"/", nil)
-		if status, body := getBody(t, inlineClient(t), req); status != 200 || body != "ok" {
-			t.Fatalf("%d %q, want 200 ok", status, body)
-		}
+		getOK(t, inlineClient(t), base+"/", 0)
 	})
 	t.Run("too many", func(t *testing.T) {
 		up, _ := rawUpstream(t, hints(max1xx+1))
