@@ -8,7 +8,7 @@
 // raised just enough for the next goal to reach the floor, and set back to the base once
 // the live heap alone is large enough.
 //
-// The floor applies only while the program allocates fast (BusyRate): a lightly loaded
+// The floor applies only while the program allocates fast (16 MB/s): a lightly loaded
 // sidecar collects rarely anyway, and keeps the small heap of Go's own pacing.
 //
 // It changes a process-wide setting, so only the program's main path should start it.
@@ -23,13 +23,13 @@ import (
 	"time"
 )
 
-// BusyRate is the allocation rate, in bytes a second between two collections, from which
-// the floor applies; below IdleRate it stops applying. The gap keeps a rate near the line
-// from switching the floor on and off every cycle. Under BusyRate, Go's pacing collects a
+// busyRate is the allocation rate, in bytes a second between two collections, from which
+// the floor applies; below idleRate it stops applying. The gap keeps a rate near the line
+// from switching the floor on and off every cycle. Under busyRate, Go's pacing collects a
 // few times a second at most, which costs next to nothing.
 const (
-	BusyRate = 16 << 20
-	IdleRate = 4 << 20
+	busyRate = 16 << 20
+	idleRate = 4 << 20
 
 	rateWindow = 100 * time.Millisecond
 )
@@ -49,7 +49,7 @@ type Floor struct {
 	setMu   sync.Mutex // orders a last adjustment against Stop's restore
 
 	// Only adjust touches these, on the finalizer goroutine (and once in Start).
-	busy       bool // allocating at BusyRate or more: the floor applies
+	busy       bool // allocating at busyRate or more: the floor applies
 	lastAllocs uint64
 	lastTime   time.Time
 }
@@ -77,9 +77,6 @@ func Start(floor uint64) *Floor {
 	f.arm()
 	return f
 }
-
-// Percent is the GC percent the floor has set last.
-func (f *Floor) Percent() int { return int(f.percent.Load()) }
 
 // Stop ends the adjustments and puts the base GC percent back.
 func (f *Floor) Stop() {
@@ -143,9 +140,9 @@ func nextBusy(busy bool, allocated uint64, elapsed time.Duration) bool {
 	}
 	rate := float64(allocated) / elapsed.Seconds()
 	if busy {
-		return rate >= IdleRate
+		return rate >= idleRate
 	}
-	return rate >= BusyRate
+	return rate >= busyRate
 }
 
 // percentFor is the smallest GC percent, not below base, whose heap goal reaches floor.
@@ -154,20 +151,6 @@ func percentFor(floor uint64, base int, live, roots uint64) int {
 		return base
 	}
 	scan := max(live+roots, 1)
-	// Steps of 1/8 keep the percent from changing after every cycle for a few bytes.
-	p := min(roundUp((floor-live)*100/scan), (floor*100+heapMinimum-1)/heapMinimum)
+	p := min(((floor-live)*100+scan-1)/scan, (floor*100+heapMinimum-1)/heapMinimum) // rounded up
 	return max(base, int(p))
-}
-
-// roundUp rounds p up to a value whose lower bits past the top four are zero.
-func roundUp(p uint64) uint64 {
-	if p < 16 {
-		return p
-	}
-	shift := 0
-	for v := p; v >= 16; v >>= 1 {
-		shift++
-	}
-	step := uint64(1) << shift
-	return (p + step - 1) / step * step
 }

@@ -37,15 +37,6 @@ func TestPercentFor(t *testing.T) {
 	}
 }
 
-func TestRoundUpKeepsFourBits(t *testing.T) {
-	for p := uint64(0); p < 5000; p++ {
-		r := roundUp(p)
-		if r < p || r > p+p/8+1 {
-			t.Fatalf("roundUp(%d) = %d: want within [p, p*9/8]", p, r)
-		}
-	}
-}
-
 var sink []byte
 
 // collections counts the GC cycles while about 256 MiB of short-lived garbage is allocated.
@@ -72,14 +63,14 @@ func TestFloorCutsCollections(t *testing.T) {
 		t.Fatal("Start returned nil for a 64 MiB floor")
 	}
 	// The floor applies once the rate was seen over a window: allocate until it does.
-	for deadline := time.Now().Add(10 * time.Second); f.Percent() <= 100; {
+	for deadline := time.Now().Add(10 * time.Second); int(f.percent.Load()) <= 100; {
 		if time.Now().After(deadline) {
-			t.Fatalf("percent still %d after 10 s of allocating fast with a small live heap", f.Percent())
+			t.Fatalf("percent still %d after 10 s of allocating fast with a small live heap", int(f.percent.Load()))
 		}
 		collections()
 	}
 	floored := collections()
-	percent := f.Percent()
+	percent := int(f.percent.Load())
 	f.Stop()
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Fatalf("after Stop the GC percent is %d, want the base 100 back", got)
@@ -99,11 +90,11 @@ func TestIdleKeepsGoPacing(t *testing.T) {
 	defer f.Stop()
 	for range 5 {
 		sink = make([]byte, 1024)
-		time.Sleep(20 * time.Millisecond) // a few KB over 20 ms: far under IdleRate
+		time.Sleep(20 * time.Millisecond) // a few KB over 20 ms: far under idleRate
 		runtime.GC()
 		runtime.GC() // the first cycle queues the finalizer; by the second it has run
 	}
-	if p := f.Percent(); p != 100 {
+	if p := int(f.percent.Load()); p != 100 {
 		t.Fatalf("percent of an idle program = %d, want the base 100", p)
 	}
 }
@@ -116,11 +107,11 @@ func TestNextBusy(t *testing.T) {
 		elapsed   time.Duration
 		want      bool
 	}{
-		{false, BusyRate, s, true},             // reaches the busy rate
-		{false, BusyRate - 1, s, false},        // just under it
-		{false, IdleRate * 2, s, false},        // between the two rates: stays idle
-		{true, IdleRate * 2, s, true},          // between the two rates: stays busy
-		{true, IdleRate - 1, s, false},         // under the idle rate
+		{false, busyRate, s, true},             // reaches the busy rate
+		{false, busyRate - 1, s, false},        // just under it
+		{false, idleRate * 2, s, false},        // between the two rates: stays idle
+		{true, idleRate * 2, s, true},          // between the two rates: stays busy
+		{true, idleRate - 1, s, false},         // under the idle rate
 		{true, 1 << 30, 2 * time.Minute, true}, // 8.5 MB/s over a long cycle
 		{true, 0, 0, true},                     // no time passed: no change
 	} {
