@@ -429,6 +429,12 @@ func TestTLSReplicasShareOneCertificate(t *testing.T) {
 	procs := make([]*proc, len(replicas))
 	for i, r := range replicas {
 		procs[i] = launch(t, "-config", tlsACMEConfig(t, pb, upstream, r.http, r.tls, storage, `"http-01", "tls-alpn-01"`))
+		if i == 0 {
+			// Pebble validates every order on the first replica's ports: they must be open
+			// before another replica orders, or that order's challenge fails and a second
+			// order follows (seen under load).
+			procs[0].WaitLog("drainproxy starting", 30*time.Second)
+		}
 	}
 	serials := map[string]bool{}
 	for i, r := range replicas {
