@@ -5,6 +5,8 @@ package main
 // http.server), and gets real signals.
 
 import (
+	"github.com/drainproxy/drainproxy/internal/testenv"
+
 	"errors"
 	"fmt"
 	"io"
@@ -334,10 +336,7 @@ func TestSupervisedStartTimeout(t *testing.T) {
 // An unmodified program from the machine: python3's http.server, given the port through
 // the {port} placeholder.
 func TestSupervisedPythonHTTPServer(t *testing.T) {
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 is not installed: this test runs an unmodified python3 -m http.server under drainproxy")
-	}
+	python := testenv.NeedProgram(t, "python3", "python3")
 	port := supPort(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hi from python\n"), 0o600); err != nil {

@@ -6,6 +6,8 @@ package main
 // 127.0.0.1 for every name. Clients verify drainproxy's certificate against Pebble's root.
 
 import (
+	"github.com/drainproxy/drainproxy/internal/testenv"
+
 	"bufio"
 	"context"
 	"crypto/ecdsa"
@@ -178,10 +180,7 @@ type tlsPebble struct {
 // the test when pebble is not installed.
 func tlsStartPebble(t testing.TB, httpPort, tlsPort int) *tlsPebble {
 	t.Helper()
-	bin, err := exec.LookPath("pebble")
-	if err != nil {
-		t.Skip("pebble is not installed (apt-get install -y pebble; .ci/run does it): the ACME tests need a real ACME server")
-	}
+	bin := testenv.NeedProgram(t, "pebble", "pebble")
 	dir := t.TempDir()
 	ca := tlsNewCA(t, "pebble test CA")
 	certFile, keyFile := ca.issue(t, dir, 2, "127.0.0.1", "localhost")
