@@ -5,8 +5,6 @@ package main
 // http.server), and gets real signals.
 
 import (
-	"github.com/drainproxy/drainproxy/internal/testenv"
-
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/drainproxy/drainproxy/internal/testenv"
 )
 
 // supBuilt holds the apps built once for these tests, next to the drainproxy binary.

@@ -6,8 +6,6 @@ package main
 // 127.0.0.1 for every name. Clients verify drainproxy's certificate against Pebble's root.
 
 import (
-	"github.com/drainproxy/drainproxy/internal/testenv"
-
 	"bufio"
 	"context"
 	"crypto/ecdsa"
@@ -35,6 +33,7 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/net/http2"
 
+	"github.com/drainproxy/drainproxy/internal/testenv"
 	"github.com/drainproxy/drainproxy/standin"
 )
 
