@@ -206,11 +206,14 @@ func (p *Proxy) rewrite(target *url.URL) func(*httputil.ProxyRequest) {
 		if keepClientHost {
 			r.Out.Host = r.In.Host
 		}
-		// The ReverseProxy has already removed Forwarded and X-Forwarded-* from r.Out:
-		// from an untrusted peer they are replaced by what SetXForwarded writes.
+		// The ReverseProxy has already removed Forwarded and X-Forwarded-{For,Host,Proto}
+		// from r.Out: from an untrusted peer they are replaced by what SetXForwarded
+		// writes, and every other claim about the original client goes too.
 		trusted := p.trusted(r.In.RemoteAddr)
 		if trusted {
 			copyEndToEnd(r.Out.Header, r.In.Header, "Forwarded", "X-Forwarded-For")
+		} else {
+			dropForwardingClaims(r.Out.Header)
 		}
 		r.SetXForwarded() // appends the peer to a kept X-Forwarded-For
 		if trusted {
