@@ -309,6 +309,8 @@ func newServer(h http.Handler, lim config.Limits, log hclog.Logger) *http.Server
 		ErrorLog: log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{
 			InferLevels: true, ForceLevel: hclog.Debug,
 		}),
+		// OPTIONS * is the app's to answer; net/http would answer it itself otherwise.
+		DisableGeneralOptionsHandler: true,
 	}
 }
 

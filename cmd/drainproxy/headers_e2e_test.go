@@ -1,0 +1,70 @@
+package main
+
+// What the binary passes between client and app unchanged, end to end: the parts that
+// depend on how run builds its servers and its logger, not only on package proxy.
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// rawRequest sends request on a fresh connection to addr and returns what comes back until
+// the proxy closes the connection.
+func rawRequest(t *testing.T, addr, request string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, request); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the answer to %q: %v", request, err)
+	}
+	return string(got)
+}
+
+// OPTIONS * is the app's to answer: net/http's server answers it itself unless told not to.
+func TestOptionsStarReachesTheApp(t *testing.T) {
+	var mu sync.Mutex
+	var targets []string
+	up := serveUpstreamWith(t, &http.Server{DisableGeneralOptionsHandler: true,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			targets = append(targets, r.Method+" "+r.RequestURI)
+			mu.Unlock()
+			w.Header().Set("Allow", "GET, OPTIONS")
+			io.WriteString(w, "the app's options")
+		})})
+	p := startProxy(t, "-upstream", "http://"+up)
+	got := rawRequest(t, p.Addr, "OPTIONS * HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+	if !strings.Contains(got, "\r\nAllow: GET, OPTIONS\r\n") || !strings.HasSuffix(got, "the app's options") {
+		t.Errorf("OPTIONS * answered %q, want the app's answer", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(targets) != 1 || targets[0] != "OPTIONS *" {
+		t.Errorf("the app got %q, want OPTIONS *", targets)
+	}
+}
+
+// serveUpstreamWith serves srv on a fresh 127.0.0.1 port and returns the address.
+func serveUpstreamWith(t *testing.T, srv *http.Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
