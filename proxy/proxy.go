@@ -173,7 +173,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// that a client still sending its body reads the 413 instead of a reset.
 		r.Body = http.MaxBytesReader(innermost(w), r.Body, limit)
 	}
-	p.serve(w, r)
+	if !r.ProtoAtLeast(1, 1) {
+		w = http10Writer{w}
+	}
+	// What the response's way back needs (passResponse) rides on the request's context:
+	// the ReverseProxy hands ModifyResponse the response, not the writer.
+	rp := &reply{w: w}
+	p.serve(w, r.WithContext(context.WithValue(r.Context(), replyKey{}, rp)))
 }
 
 // CloseIdleConnections closes pooled upstream connections; call it once serving is over.

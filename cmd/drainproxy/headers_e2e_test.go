@@ -4,6 +4,7 @@ package main
 // depend on how run builds its servers and its logger, not only on package proxy.
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -67,4 +68,31 @@ func serveUpstreamWith(t *testing.T, srv *http.Server) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// No Content-Type is invented for a response the app sent without one, over the TLS
+// front's HTTP/2 (x/net/http2) as over HTTP/1.1.
+func TestNoContentTypeInventedOverTLS(t *testing.T) {
+	const page = "<html><body>a user's file</body></html>" // text/html to a sniffer
+	up := serveUpstreamWith(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = nil // none at all
+		io.WriteString(w, page)
+	})})
+	_, _, tlsPort, ca, _ := tlsStaticProxy(t, "http://"+up)
+	for _, h2 := range []bool{true, false} {
+		c := tlsClient(tlsPort, ca.Pool, h2)
+		resp, err := c.Get(fmt.Sprintf("https://%s:%d/file", tlsDomain, tlsPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		c.CloseIdleConnections()
+		if string(body) != page || resp.ProtoMajor != map[bool]int{true: 2, false: 1}[h2] {
+			t.Fatalf("h2 %v: %s %q", h2, resp.Proto, body)
+		}
+		if ct, ok := resp.Header["Content-Type"]; ok {
+			t.Errorf("%s: Content-Type %q, want none, as the app sent none", resp.Proto, ct)
+		}
+	}
 }
