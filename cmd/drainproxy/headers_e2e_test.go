@@ -4,6 +4,8 @@ package main
 // depend on how run builds its servers and its logger, not only on package proxy.
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -93,6 +95,78 @@ func TestNoContentTypeInventedOverTLS(t *testing.T) {
 		}
 		if ct, ok := resp.Header["Content-Type"]; ok {
 			t.Errorf("%s: Content-Type %q, want none, as the app sent none", resp.Proto, ct)
+		}
+	}
+}
+
+// What net/http's Transport writes with the standard log package reaches stderr through
+// hclog, as JSON when the logs are JSON: not as a plain-text line in the JSON stream.
+func TestTransportLogLinesAreJSON(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				// The answer, then bytes nobody asked for on the now idle connection.
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"+
+					"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsneaky")
+				io.Copy(io.Discard, c)
+			})
+		}
+	})
+	p := startProxy(t, "-upstream", "http://"+ln.Addr().String())
+	// A POST goes through the http.Transport, whose idle connection then gets the rest.
+	resp, err := http.Post(p.URL()+"/", "text/plain", strings.NewReader("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	line := p.waitRaw(t, "Unsolicited response", 10*time.Second)
+	var m map[string]any
+	if err := json.Unmarshal([]byte(line), &m); err != nil {
+		t.Fatalf("the Transport's line is not JSON: %q", line)
+	}
+	if m["@level"] != "warn" || m["@module"] != "drainproxy.stdlog" {
+		t.Errorf("the Transport's line has level %v, module %v; want warn, drainproxy.stdlog: %q", m["@level"], m["@module"], line)
+	}
+}
+
+// waitRaw waits for a stderr line containing s and returns it.
+func (p *proc) waitRaw(t *testing.T, s string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for seen := 0; ; {
+		p.mu.Lock()
+		for ; seen < len(p.raw); seen++ {
+			if strings.Contains(p.raw[seen], s) {
+				line := p.raw[seen]
+				p.mu.Unlock()
+				return line
+			}
+		}
+		grew := p.grew
+		p.mu.Unlock()
+		select {
+		case <-grew:
+		case <-p.exited:
+			t.Fatalf("drainproxy exited without logging %q", s)
+		case <-deadline.C:
+			t.Fatalf("drainproxy did not log %q within %v", s, timeout)
 		}
 	}
 }
