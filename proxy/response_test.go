@@ -13,7 +13,9 @@ import (
 	"net/http/httputil"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/proxy"
 )
 
@@ -204,5 +206,53 @@ func TestCompleteResponsesRecordNoError(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Over HTTP/2 the client gets every byte that came, then a reset stream.
+func TestResponseCutShortOverHTTP2(t *testing.T) {
+	const sent = 50 << 10
+	up := newScriptedUpstream(t, func(c net.Conn, req *http.Request) bool {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n"+strings.Repeat("x", sent))
+		return false
+	})
+	p, err := proxy.New(proxy.Options{Upstream: up.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.CloseIdleConnections)
+	d := drain.New(drain.Options{})
+	seen := make(exchanges, 4)
+	d.Observe(seen)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: d.Handler(p), Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	resp, err := (&http.Client{Transport: tr}).Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || err == nil {
+		t.Errorf("%s: the body ended cleanly after %d bytes, want a reset stream", resp.Proto, n)
+	}
+	if n != sent {
+		t.Errorf("the client got %d body bytes of the %d that came", n, sent)
+	}
+	select {
+	case x := <-seen:
+		if x.UpstreamError != proxy.ReasonReset || x.BytesOut != n {
+			t.Errorf("exchange: upstream_error %q, bytes_out %d; want %q, %d", x.UpstreamError, x.BytesOut, proxy.ReasonReset, n)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("no exchange observed")
 	}
 }
