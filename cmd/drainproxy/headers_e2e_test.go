@@ -10,10 +10,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/drainproxy/drainproxy/internal/testlog"
 )
 
 // rawRequest sends request on a fresh connection to addr and returns what comes back until
@@ -168,5 +172,51 @@ func (p *proc) waitRaw(t *testing.T, s string, timeout time.Duration) string {
 		case <-deadline.C:
 			t.Fatalf("drainproxy did not log %q within %v", s, timeout)
 		}
+	}
+}
+
+// The access log line of a response the upstream cut short says so, and counts the body
+// bytes the client got.
+func TestAccessLogLineOfAResponseCutShort(t *testing.T) {
+	const sent = 20 << 10
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("x", sent))
+			})
+		}
+	})
+	path := filepath.Join(t.TempDir(), "access.log")
+	p := startProxy(t, "-upstream", "http://"+ln.Addr().String(), "-access-log", path)
+	got := rawRequest(t, p.Addr, "GET /file HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+	_, body, _ := strings.Cut(got, "\r\n\r\n")
+	if len(body) != sent {
+		t.Errorf("the client got %d body bytes of the %d that came", len(body), sent)
+	}
+	p.WaitLog("upstream response cut short", 10*time.Second)
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	lines := testlog.JSONLines(t, path)
+	if len(lines) != 1 {
+		t.Fatalf("%d access log lines, want 1: %v", len(lines), lines)
+	}
+	if m := lines[0]; m["upstream_error"] != "reset" || m["status"] != 200.0 || m["bytes_out"] != float64(len(body)) {
+		t.Errorf("access log line %v: want status 200, upstream_error reset, bytes_out %d", m, len(body))
 	}
 }
