@@ -76,7 +76,7 @@ upstream {
 proxy {
   # "client" passes the client's Host on (virtual hosts keep working); "upstream" sends the url's host.
   host_header = "client"
-  # Peers whose X-Forwarded-* headers are believed (CIDR or bare IP); empty trusts nobody, so clients cannot spoof them.
+  # Peers whose Forwarded, X-Forwarded-*, X-Real-IP and similar headers are believed (CIDR or bare IP); from anyone else they are removed or replaced. Empty trusts nobody.
   trusted_proxies = []
 }
 

@@ -57,6 +57,7 @@ func (p *Proxy) newBackend(u *url.URL) (*Backend, error) {
 		ErrorLog:   p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 		BufferPool: p.buffers,
 	}
+	b.rp.ModifyResponse = func(res *http.Response) error { return p.passResponse(b.target, res) }
 	return b, nil
 }
 

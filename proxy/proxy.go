@@ -64,12 +64,28 @@ type Options struct {
 	Logger hclog.Logger
 }
 
-// ErrorRecorder may be implemented by the http.ResponseWriter handed to ServeHTTP (an
-// access-log or metrics wrapper) to learn why the proxy answered with an error instead of
-// the upstream's response. reason is one of the Reason* constants; status is what the client
-// is answered (StatusClientClosedRequest when nobody is left to answer).
+// ErrorRecorder may be implemented by the http.ResponseWriter handed to ServeHTTP, or by one
+// it wraps (an access-log or metrics wrapper), to learn why the proxy answered with an error
+// instead of the upstream's response, or why the upstream's response broke off after its
+// status was sent. reason is one of the Reason* constants; status is what the client is
+// answered (StatusClientClosedRequest when nobody is left to answer; the upstream's status
+// when its response broke off).
 type ErrorRecorder interface {
 	RecordUpstreamError(reason string, status int, err error)
+}
+
+// recorderOf finds the ErrorRecorder among w and the writers it wraps; nil if none is.
+func recorderOf(w http.ResponseWriter) ErrorRecorder {
+	for {
+		if rec, ok := w.(ErrorRecorder); ok {
+			return rec
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil
+		}
+		w = u.Unwrap()
+	}
 }
 
 // Reasons an exchange with the upstream failed, as passed to ErrorRecorder and used as the
@@ -80,6 +96,7 @@ const (
 	ReasonTimeout        = "timeout"         // dial or response-header timeout: 504
 	ReasonBodyTooLarge   = "body_too_large"  // the request body exceeded the limit: 413
 	ReasonClientCanceled = "client_canceled" // the client went away first: nothing to answer
+	ReasonBadRequest     = "bad_request"     // a request target not to forward (refusedTarget): 400 or 405
 	ReasonOther          = "other"           // anything else (TLS, DNS, protocol): 502
 )
 
@@ -140,6 +157,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		namedInConnection(r.Header, RequestIDHeader) {
 		r.Header.Set(RequestIDHeader, newRequestID())
 	}
+	if status, why := refusedTarget(r); status != 0 {
+		p.refuse(w, r, status, why)
+		return
+	}
 	if limit := p.opts.MaxRequestBodyBytes; limit > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > limit {
 			// Known up front: answer without bothering the upstream, or reading the body.
@@ -152,7 +173,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// that a client still sending its body reads the 413 instead of a reset.
 		r.Body = http.MaxBytesReader(innermost(w), r.Body, limit)
 	}
-	p.serve(w, r)
+	if !r.ProtoAtLeast(1, 1) {
+		w = http10Writer{w}
+	}
+	// What the response's way back needs (passResponse) rides on the request's context:
+	// the ReverseProxy hands ModifyResponse the response, not the writer.
+	rp := &reply{w: w}
+	p.serve(w, r.WithContext(context.WithValue(r.Context(), replyKey{}, rp)))
 }
 
 // CloseIdleConnections closes pooled upstream connections; call it once serving is over.
@@ -206,11 +233,20 @@ func (p *Proxy) rewrite(target *url.URL) func(*httputil.ProxyRequest) {
 		if keepClientHost {
 			r.Out.Host = r.In.Host
 		}
-		// The ReverseProxy has already removed Forwarded and X-Forwarded-* from r.Out:
-		// from an untrusted peer they are replaced by what SetXForwarded writes.
+		if r.In.URL.Path == "*" {
+			// OPTIONS * (refusedTarget lets no other method through with *) asks about
+			// the server as a whole: it goes on as it came, not as a path under the
+			// upstream's ("/%2A").
+			r.Out.URL.Path, r.Out.URL.RawPath = "*", ""
+		}
+		// The ReverseProxy has already removed Forwarded and X-Forwarded-{For,Host,Proto}
+		// from r.Out: from an untrusted peer they are replaced by what SetXForwarded
+		// writes, and every other claim about the original client goes too.
 		trusted := p.trusted(r.In.RemoteAddr)
 		if trusted {
 			copyEndToEnd(r.Out.Header, r.In.Header, "Forwarded", "X-Forwarded-For")
+		} else {
+			dropForwardingClaims(r.Out.Header)
 		}
 		r.SetXForwarded() // appends the peer to a kept X-Forwarded-For
 		if trusted {
@@ -296,7 +332,7 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 // answerUpstreamError is answerError for an exchange with the upstream target.
 func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *http.Request, err error) {
 	reason, status := classify(r, err)
-	if rec, ok := w.(ErrorRecorder); ok {
+	if rec := recorderOf(w); rec != nil {
 		rec.RecordUpstreamError(reason, status, err)
 	}
 	if reason == ReasonClientCanceled {

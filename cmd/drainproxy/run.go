@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net/http"
 	"net/url"
 	"os"
@@ -54,6 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	log := newLogger(cfg.Log, stderr)
+	defer routeStdlog(log)()
 	if cfg.CheckOnly {
 		log.Info("configuration is valid", "source", cfg.Source)
 		return exitOK
@@ -309,6 +311,25 @@ func newServer(h http.Handler, lim config.Limits, log hclog.Logger) *http.Server
 		ErrorLog: log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{
 			InferLevels: true, ForceLevel: hclog.Debug,
 		}),
+		// OPTIONS * is the app's to answer; net/http would answer it itself otherwise.
+		DisableGeneralOptionsHandler: true,
+	}
+}
+
+// routeStdlog sends what libraries write with the standard log package through log (as
+// JSON when the logs are JSON) at warning level, instead of as plain text into the log
+// stream: net/http's Transport writes "Unsolicited response received on idle HTTP
+// channel" there when an upstream sends bytes nobody asked for, and every http.Server
+// without an ErrorLog writes there too. It returns what undoes it.
+func routeStdlog(log hclog.Logger) (undo func()) {
+	out, flags, prefix := stdlog.Writer(), stdlog.Flags(), stdlog.Prefix()
+	stdlog.SetOutput(log.Named("stdlog").StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}))
+	stdlog.SetFlags(0) // hclog writes the time
+	stdlog.SetPrefix("")
+	return func() {
+		stdlog.SetOutput(out)
+		stdlog.SetFlags(flags)
+		stdlog.SetPrefix(prefix)
 	}
 }
 
