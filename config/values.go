@@ -212,18 +212,6 @@ func parseTrustedProxy(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-func parseTrustedProxies(list []string) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(list))
-	for _, s := range list {
-		p, err := parseTrustedProxy(s)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
-
 func parseAccessLog(s string) (string, error) {
 	if s == "" {
 		return "", errors.New(`is empty; write "stdout", "stderr", "off" or a file path`)

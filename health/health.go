@@ -116,7 +116,7 @@ type probe struct {
 func newProbe(u *url.URL, path string) *probe {
 	pr := &probe{}
 	dialer := &net.Dialer{}
-	network, host := "tcp", u.Host
+	network, host := "tcp", ""
 	scheme := u.Scheme
 	switch u.Scheme {
 	case "unix":
