@@ -14,9 +14,11 @@
 //	               started, 409 not supervised or already restarting, 503 draining
 //	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source
 //
-// With a token, every endpoint except /healthz and /readyz needs "Authorization: Bearer
-// TOKEN": probes keep working without a secret, while draining the process and reading its
-// metrics and status do not.
+// With a token, every endpoint except the probes (/healthz, /readyz) needs
+// "Authorization: Bearer TOKEN": probes keep working without a secret, while draining the
+// process and reading its metrics and status do not. guard.go keeps web pages out: every
+// endpoint but the probes answers only a Host that names this listener, and POSTs refuse
+// cross-site requests.
 package admin
 
 import (
@@ -30,7 +32,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
@@ -61,10 +62,12 @@ type Restarter interface {
 type Options struct {
 	// Address is host:port to listen on; port 0 picks a free one.
 	Address string
-	// Token, when not empty, is the bearer token every endpoint but /healthz and /readyz
-	// requires.
-	Token   string
-	Drainer Drainer
+	// Token, when not empty, is the bearer token every endpoint but the probes requires.
+	Token string
+	// AllowedHosts are host names (lower case, no port) accepted in Host besides loopback
+	// names and addresses and the address a request arrived on (nil: none).
+	AllowedHosts []string
+	Drainer      Drainer
 	// Health, when set, gates readiness and is shown on /status (nil: the upstream is
 	// not checked, and readiness follows the drain alone).
 	Health Health
@@ -90,6 +93,9 @@ type Server struct {
 	ln       net.Listener
 	tokenSum [sha256.Size]byte
 	served   chan struct{} // closed when Serve has returned
+
+	allowed     map[string]bool // Options.AllowedHosts
+	crossOrigin *http.CrossOriginProtection
 }
 
 // Start listens on opts.Address and serves the admin endpoints until Stop.
@@ -107,7 +113,11 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, listenError(opts.Address, err)
 	}
-	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{})}
+	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{}),
+		allowed: make(map[string]bool), crossOrigin: http.NewCrossOriginProtection()}
+	for _, h := range opts.AllowedHosts {
+		s.allowed[h] = true
+	}
 	if opts.Token != "" {
 		s.tokenSum = sha256.Sum256([]byte(opts.Token))
 	}
@@ -172,12 +182,25 @@ func (s *Server) Stop(ctx context.Context) error {
 // Handler is the admin endpoints' handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", s.authorized(s.metrics()))
-	mux.Handle("POST /drain", s.authorized(http.HandlerFunc(s.drain)))
-	mux.Handle("POST /restart", s.authorized(http.HandlerFunc(s.restart)))
-	mux.Handle("GET /status", s.authorized(http.HandlerFunc(s.status)))
+	// Probes: read-only, for orchestrators, which call them on the pod IP or a service
+	// name. They answer any Host and need no token. A new probe is one more line here;
+	// everything else goes below.
+	probes := []struct {
+		pattern string
+		handler http.HandlerFunc
+	}{
+		{"GET /healthz", s.healthz},
+		{"GET /readyz", s.readyz},
+	}
+	for _, p := range probes {
+		mux.Handle(p.pattern, p.handler)
+	}
+	// For operators and their tools: this listener's own Host, the token, and for
+	// POSTs no cross-site request (guard.go).
+	mux.Handle("GET /metrics", s.operator(s.metrics()))
+	mux.Handle("POST /drain", s.operator(http.HandlerFunc(s.drain)))
+	mux.Handle("POST /restart", s.operator(http.HandlerFunc(s.restart)))
+	mux.Handle("GET /status", s.operator(http.HandlerFunc(s.status)))
 	return mux
 }
 
@@ -188,9 +211,9 @@ func (s *Server) authorized(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-		if !ok || subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+		got, err := bearerToken(r.Header.Get("Authorization"))
+		sum := sha256.Sum256([]byte(got))
+		if err != nil || subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="drainproxy admin"`)
 			plain(w, http.StatusUnauthorized, "unauthorized: send Authorization: Bearer <admin token>")
 			return

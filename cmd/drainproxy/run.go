@@ -196,7 +196,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		m := newMetrics(d, checker, accessLog, sup, log.Named("metrics"))
 		d.Observe(m)
 		adm, err := admin.Start(admin.Options{
-			Address: cfg.Admin.Address, Token: cfg.Admin.Token,
+			Address: cfg.Admin.Address, Token: cfg.Admin.Token, AllowedHosts: cfg.Admin.AllowedHosts,
 			Drainer: d, Health: checker, Metrics: m.Handler(), Restarter: restarter(sup),
 			Upstream: p.Upstream(), ConfigSource: cfg.Source, Version: version,
 			Logger: log.Named("admin"),
