@@ -7,7 +7,8 @@
 // Endpoints:
 //
 //	GET  /healthz  200 while the process is alive (it does not depend on the upstream)
-//	GET  /readyz   200 when serving, the upstream is healthy and no drain has begun; else 503
+//	GET  /readyz   200 when serving, the upstream (and a supervised app) is up and no drain
+//	               has begun; else 503
 //	GET  /metrics  Prometheus text
 //	POST /drain    start the same drain as SIGTERM (idempotent)
 //	POST /restart  restart the supervised app without downtime, as SIGHUP does: 202
@@ -52,6 +53,12 @@ type Health interface {
 	Reason() string
 }
 
+// App is what readiness needs of the supervised app (supervise.App).
+type App interface {
+	// NotServing says why requests cannot reach the app now, or "" when they can.
+	NotServing() string
+}
+
 // Restarter is what POST /restart needs of the supervised app (supervise.App).
 type Restarter interface {
 	// Restart starts a zero-downtime restart in the background, or says why it cannot.
@@ -75,6 +82,9 @@ type Options struct {
 	Metrics http.Handler
 	// Restarter, when set, serves POST /restart (nil: no app is supervised; 409).
 	Restarter Restarter
+	// App, when set, gates readiness too: /readyz is 503 while the supervised app is not
+	// running or has not answered since it restarted (nil: no app is supervised).
+	App App
 	// Upstream, ConfigSource and Version are shown on /status.
 	Upstream     string
 	ConfigSource string
@@ -258,7 +268,13 @@ func (s *Server) notReady() string {
 		return "starting"
 	case st.Phase != drain.PhaseReady:
 		return st.Phase.String()
-	case !healthy:
+	}
+	if a := s.opts.App; a != nil {
+		if reason := a.NotServing(); reason != "" {
+			return reason
+		}
+	}
+	if !healthy {
 		return "upstream unhealthy: " + reason
 	}
 	return ""

@@ -469,6 +469,10 @@ func (a *App) Reloads() (ok, failed uint64) { return a.reloadsOK.Load(), a.reloa
 // Pid is the current instance's process id, or 0.
 func (a *App) Pid() int { return a.cur.Load().Pid() }
 
+// NotServing is the current instance's Supervisor.NotServing: why requests cannot reach
+// the app now, or "".
+func (a *App) NotServing() string { return a.cur.Load().NotServing() }
+
 // Running reports whether the current instance's process is running.
 func (a *App) Running() bool { return a.cur.Load().Running() }
 

@@ -271,6 +271,10 @@ func (s *Supervisor) Start(onExit func(reason string)) error {
 	} else {
 		s.reaper.Store(s.opts.Reaper)
 	}
+	if err := s.portFree(); err != nil {
+		close(s.loopDone)
+		return err
+	}
 	c, err := s.spawn()
 	if err != nil {
 		close(s.loopDone)
@@ -281,6 +285,22 @@ func (s *Supervisor) Start(onExit func(reason string)) error {
 		s.forwardSignals()
 	}
 	return nil
+}
+
+// portFree fails when something already answers where the app is to listen, before the
+// app is started. That process would pass every readiness check on the app's behalf
+// while the app itself fails with "address already in use".
+func (s *Supervisor) portFree() error {
+	if s.opts.Upstream == nil {
+		return nil
+	}
+	network, addr := upstreamAddress(s.opts.Upstream)
+	conn, err := net.DialTimeout(network, addr, 500*time.Millisecond)
+	if err != nil {
+		return nil // refused (or unreachable): the app's own failure will say more
+	}
+	conn.Close()
+	return fmt.Errorf("another process already answers on %s, where the app is to listen: stop it, or give the app another port with -upstream (the app would fail with \"address already in use\" while that process answered for it)", addr)
 }
 
 // spawn starts one run of the app, unless Stop has begun.
@@ -550,6 +570,10 @@ func (s *Supervisor) Gate(ctx context.Context) error {
 		wait = s.opts.WaitReady
 	}
 	err := wait(wctx)
+	var c *child
+	if err == nil {
+		c, err = s.ownAnswer(wctx)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err() // a drain began first
@@ -561,14 +585,54 @@ func (s *Supervisor) Gate(ctx context.Context) error {
 		return fmt.Errorf("the app did not answer on %s within %v (start_timeout): make it listen there%s, or raise start_timeout if it starts slowly",
 			s.address(), s.opts.StartTimeout, hint)
 	}
-	s.mu.Lock()
-	c := s.cur
-	s.mu.Unlock()
-	if c != nil {
-		s.log.Info("app answers", "pid", c.proc.Pid, "address", s.address(), "took", time.Since(start).Round(time.Millisecond))
-		s.markAnswering(c)
-	}
+	s.log.Info("app answers", "pid", c.proc.Pid, "address", s.address(), "took", time.Since(start).Round(time.Millisecond).String())
+	s.markAnswering(c)
 	return nil
+}
+
+// ownAnswer returns once the app's process is running and answers its check, which it
+// must pass with that process alive both before and after: an answer from the address
+// while the app is down (between a crash and its restart) is not the app's.
+func (s *Supervisor) ownAnswer(ctx context.Context) (*child, error) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if c := s.runningChild(); c != nil && s.checkOnce(ctx) == nil && s.runningChild() == c {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// runningChild is the current run of the app if its process is running, else nil.
+func (s *Supervisor) runningChild() *child {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		return nil
+	}
+	select {
+	case <-s.cur.proc.Done():
+		return nil
+	default:
+		return s.cur
+	}
+}
+
+// NotServing says why requests cannot reach the app now, in a few words, or "" when they
+// can: readiness follows it, so that a crash-looping app is not ready between restarts.
+func (s *Supervisor) NotServing() string {
+	if s.answering.Load() {
+		return ""
+	}
+	if s.runningChild() == nil {
+		return "app not running (exited; restarting it by policy)"
+	}
+	return "app started, not answering yet"
 }
 
 // Guard answers 503 with Retry-After while the app is not running or has not answered
@@ -596,19 +660,7 @@ func (s *Supervisor) retryAfter() int {
 
 // Running reports whether the app's process is running now (false between a crash and
 // its restart, and after it stopped).
-func (s *Supervisor) Running() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cur == nil {
-		return false
-	}
-	select {
-	case <-s.cur.proc.Done():
-		return false
-	default:
-		return true
-	}
-}
+func (s *Supervisor) Running() bool { return s.runningChild() != nil }
 
 // Pid is the running app's process id, or 0.
 func (s *Supervisor) Pid() int {

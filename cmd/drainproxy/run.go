@@ -197,7 +197,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		d.Observe(m)
 		adm, err := admin.Start(admin.Options{
 			Address: cfg.Admin.Address, Token: cfg.Admin.Token, AllowedHosts: cfg.Admin.AllowedHosts,
-			Drainer: d, Health: checker, Metrics: m.Handler(), Restarter: restarter(sup),
+			Drainer: d, Health: checker, Metrics: m.Handler(), Restarter: restarter(sup), App: supervisedApp(sup),
 			Upstream: p.Upstream(), ConfigSource: cfg.Source, Version: version,
 			Logger: log.Named("admin"),
 		})
@@ -272,6 +272,14 @@ func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *accesslog.
 
 // restarter is sup for admin.Options, or a nil interface when no app is supervised.
 func restarter(sup *supervise.App) admin.Restarter {
+	if sup == nil {
+		return nil
+	}
+	return sup
+}
+
+// supervisedApp is sup for admin.Options, or a nil interface when no app is supervised.
+func supervisedApp(sup *supervise.App) admin.App {
 	if sup == nil {
 		return nil
 	}
