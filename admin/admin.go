@@ -86,9 +86,12 @@ type Options struct {
 	// running or has not answered since it restarted (nil: no app is supervised).
 	App App
 	// Upstream, ConfigSource and Version are shown on /status.
-	Upstream     string
-	ConfigSource string
-	Version      string
+	Upstream string
+	// CurrentUpstream, when set, is asked for the upstream on each /status, so that it
+	// follows a zero-downtime restart to the new instance (nil: Upstream).
+	CurrentUpstream func() string
+	ConfigSource    string
+	Version         string
 	// Started is when the process started, for the uptime (zero: when Start was called).
 	Started time.Time
 	// Logger receives the listener's lines and each drain request (zero: discard).
@@ -352,6 +355,9 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 		Config:              s.opts.ConfigSource,
 		Version:             s.opts.Version,
 		PID:                 os.Getpid(),
+	}
+	if cur := s.opts.CurrentUpstream; cur != nil {
+		doc.Upstream.URL = cur()
 	}
 	if h := s.opts.Health; h != nil {
 		doc.Upstream.Checked = true
