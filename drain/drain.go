@@ -447,7 +447,7 @@ func (d *Drainer) stopAccepting(ctx context.Context) int {
 			n, err := sa.StopAccepting(ctx)
 			left.Add(int64(n))
 			if err != nil {
-				d.log.Warn("stopping the listener", "listener", s.name, "address", s.ln.Addr(), "error", err.Error())
+				d.log.Warn("stopping the listener", "listener", s.name, "address", s.ln.Addr().String(), "error", err.Error())
 			}
 		}()
 	}

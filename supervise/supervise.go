@@ -397,7 +397,7 @@ func (s *Supervisor) supervise(c *child) {
 		if stopping {
 			return // Stop reports this exit
 		}
-		pairs := append([]any{"pid", c.proc.Pid, "ran", ran.Round(time.Millisecond)}, exit.logPairs()...)
+		pairs := append([]any{"pid", c.proc.Pid, "ran", ran.Round(time.Millisecond).String()}, exit.logPairs()...)
 		if !s.opts.Restart.wants(exit) {
 			s.log.Info("app exited, not restarting it", append(pairs, "restart", s.opts.Restart)...)
 			s.ended(ending{kind: endExited, exit: exit})
@@ -407,13 +407,13 @@ func (s *Supervisor) supervise(c *child) {
 		wait, ok := budget.take(time.Now(), ran)
 		if !ok {
 			s.log.Error("app keeps exiting, giving up", append(pairs, "restarts", s.restarts.Load(),
-				"max_restarts", s.opts.MaxRestarts, "window", s.opts.RestartWindow)...)
+				"max_restarts", s.opts.MaxRestarts, "window", s.opts.RestartWindow.String())...)
 			s.ended(ending{kind: endGaveUp, exit: exit})
 			s.onExit(fmt.Sprintf("app exited %d times within %v (last: %s); gave up", s.opts.MaxRestarts+1, s.opts.RestartWindow, exit))
 			return
 		}
 		s.retryAt.Store(time.Now().Add(wait).UnixNano())
-		s.log.Warn("app exited, restarting it", append(pairs, "backoff", wait, "restarts", s.restarts.Load()+1)...)
+		s.log.Warn("app exited, restarting it", append(pairs, "backoff", wait.String(), "restarts", s.restarts.Load()+1)...)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -483,9 +483,9 @@ func (s *Supervisor) awaitAnswer(c *child) {
 	}
 	if err != nil {
 		s.log.Warn("restarted app does not answer; passing requests to it anyway",
-			"pid", c.proc.Pid, "start_timeout", s.opts.StartTimeout, "address", s.address())
+			"pid", c.proc.Pid, "start_timeout", s.opts.StartTimeout.String(), "address", s.address())
 	} else {
-		s.log.Info("app answers", "pid", c.proc.Pid, "took", time.Since(c.started).Round(time.Millisecond))
+		s.log.Info("app answers", "pid", c.proc.Pid, "took", time.Since(c.started).Round(time.Millisecond).String())
 	}
 	s.markAnswering(c)
 }
@@ -723,7 +723,7 @@ func (s *Supervisor) stopChild(ctx context.Context, c *child) error {
 	default:
 	}
 	sig := s.opts.StopSignal
-	s.log.Info("stopping the app", "pid", pid, "signal", SignalName(sig), "stop_timeout", s.opts.StopTimeout)
+	s.log.Info("stopping the app", "pid", pid, "signal", SignalName(sig), "stop_timeout", s.opts.StopTimeout.String())
 	if err := c.proc.SignalGroup(sig); err != nil && !errors.Is(err, errFinished) {
 		s.log.Warn("cannot signal the app", "pid", pid, "signal", SignalName(sig), "error", err.Error())
 	}
@@ -739,7 +739,7 @@ func (s *Supervisor) stopChild(ctx context.Context, c *child) error {
 	case <-ctx.Done():
 	}
 	s.log.Error("app did not exit in time, killing it", "pid", pid, "signal", "SIGKILL",
-		"stop_signal", SignalName(sig), "stop_timeout", s.opts.StopTimeout)
+		"stop_signal", SignalName(sig), "stop_timeout", s.opts.StopTimeout.String())
 	if err := c.proc.SignalGroup(syscall.SIGKILL); err != nil && !errors.Is(err, errFinished) {
 		s.log.Warn("cannot signal the app", "pid", pid, "signal", "SIGKILL", "error", err.Error())
 	}
