@@ -647,8 +647,24 @@ func (s *Supervisor) guard(next http.Handler, w http.ResponseWriter, r *http.Req
 		next.ServeHTTP(w, r)
 		return
 	}
+	if rec, ok := w.(errorRecorder); ok {
+		rec.RecordUpstreamError(ReasonAppNotRunning, http.StatusServiceUnavailable, errAppNotRunning)
+	}
 	w.Header().Set("Retry-After", strconv.Itoa(s.retryAfter()))
 	http.Error(w, "the app behind this proxy is not running right now; retry shortly", http.StatusServiceUnavailable)
+}
+
+// ReasonAppNotRunning is the Guard's upstream error reason (proxy.ErrorRecorder): the
+// request got 503 because the app was down or had not answered since it restarted. The
+// access log, the metrics and the drain's summary count it as a request drainproxy
+// answered for the app.
+const ReasonAppNotRunning = "app_not_running"
+
+var errAppNotRunning = errors.New("the app is not running, or has not answered since it restarted")
+
+// errorRecorder is proxy.ErrorRecorder, which the drain's ResponseWriter implements.
+type errorRecorder interface {
+	RecordUpstreamError(reason string, status int, err error)
 }
 
 // retryAfter is the whole seconds until the next planned start, at least 1.
