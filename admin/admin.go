@@ -33,6 +33,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -72,7 +73,7 @@ type Options struct {
 	// Token, when not empty, is the bearer token every endpoint but the probes requires.
 	Token string
 	// AllowedHosts are host names (lower case, no port) accepted in Host besides loopback
-	// names and addresses and the address a request arrived on (nil: none).
+	// names and addresses, the address a request arrived on and Address's host (nil: none).
 	AllowedHosts []string
 	Drainer      Drainer
 	// Health, when set, gates readiness and is shown on /status (nil: the upstream is
@@ -130,6 +131,9 @@ func Start(opts Options) (*Server, error) {
 		allowed: make(map[string]bool), crossOrigin: http.NewCrossOriginProtection()}
 	for _, h := range opts.AllowedHosts {
 		s.allowed[h] = true
+	}
+	if host, _, err := net.SplitHostPort(opts.Address); err == nil && host != "" {
+		s.allowed[strings.ToLower(host)] = true // the name it was told to listen on
 	}
 	if opts.Token != "" {
 		s.tokenSum = sha256.Sum256([]byte(opts.Token))

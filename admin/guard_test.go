@@ -144,6 +144,19 @@ func TestAllowedHosts(t *testing.T) {
 	}
 }
 
+// The host Address names is accepted as Host too.
+func TestAddressHostIsAllowed(t *testing.T) {
+	srv, err := Start(Options{Address: "localhost:0", Drainer: drain.New(drain.Options{}),
+		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "metrics\n") })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	if !srv.allowed["localhost"] {
+		t.Fatalf("allowed = %v; want the listen address's host in it", srv.allowed)
+	}
+}
+
 // An address in Host is accepted when it is the one the request arrived on: an admin
 // listener on 0.0.0.0 is scraped as http://POD_IP:9901/metrics.
 func TestHostIsTheLocalAddress(t *testing.T) {
