@@ -287,20 +287,38 @@ func (s *Supervisor) Start(onExit func(reason string)) error {
 	return nil
 }
 
-// portFree fails when something already answers where the app is to listen, before the
-// app is started. That process would pass every readiness check on the app's behalf
-// while the app itself fails with "address already in use".
+// portWait is how long Start waits for the app's address to become free: a previous copy
+// of the app (drainproxy restarted by systemd, say) may still be closing it. nginx retries
+// its bind for about as long.
+const portWait = 2 * time.Second
+
+// portFree fails when something still answers where the app is to listen after portWait.
+// That process would pass every readiness check on the app's behalf while the app itself
+// fails with "address already in use".
 func (s *Supervisor) portFree() error {
 	if s.opts.Upstream == nil {
 		return nil
 	}
 	network, addr := upstreamAddress(s.opts.Upstream)
-	conn, err := net.DialTimeout(network, addr, 500*time.Millisecond)
-	if err != nil {
-		return nil // refused (or unreachable): the app's own failure will say more
+	deadline := time.Now().Add(portWait)
+	for logged := false; ; logged = true {
+		conn, err := net.DialTimeout(network, addr, 500*time.Millisecond)
+		if err != nil {
+			return nil // refused (or unreachable): the app's own failure will say more
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			return fmt.Errorf("another process already answers on %s, where the app is to listen: stop it, or give the app another port with -upstream (the app would fail with \"address already in use\" while that process answered for it)", addr)
+		}
+		if !logged {
+			s.log.Warn("another process answers where the app is to listen; waiting for it to go", "address", addr, "wait", portWait.String())
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-s.stop:
+			return errors.New("stopping")
+		}
 	}
-	conn.Close()
-	return fmt.Errorf("another process already answers on %s, where the app is to listen: stop it, or give the app another port with -upstream (the app would fail with \"address already in use\" while that process answered for it)", addr)
 }
 
 // spawn starts one run of the app, unless Stop has begun.

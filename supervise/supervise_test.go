@@ -539,3 +539,33 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A previous copy of the app that lets go of the port soon does not stop the start.
+func TestStartWaitsForAPortBeingFreed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		conn, err := ln.Accept() // the first check
+		if err == nil {
+			conn.Close()
+		}
+		ln.Close()
+	}()
+	s, err := New(Options{Command: []string{testApp}, Upstream: &url.URL{Scheme: "http", Host: addr}, Reaper: newReaper(t, false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.Start(nil); err != nil {
+		t.Fatalf("Start = %v; want it to wait for the port and start the app", err)
+	}
+	<-released
+	if err := s.Gate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
