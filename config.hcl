@@ -98,6 +98,8 @@ admin {
   token = ""
   # Or read the token from this file (e.g. a mounted secret), so it is not in the config; "" is none. Use token or token_file, not both.
   token_file = ""
+  # Host names (no port) the admin endpoints answer to besides loopback names and the address a request came in on; any other Host is 403, which stops DNS rebinding. Probes (/healthz, /readyz) answer any Host.
+  allowed_hosts = []
 }
 
 # How drainproxy runs the app it starts (upstream.command or the args after --); ignored without one.

@@ -58,6 +58,9 @@ type Options struct {
 	Format string
 	// Upstream is the upstream address written on every JSON line.
 	Upstream string
+	// CurrentUpstream, when set, is asked for the upstream as each request ends, so that
+	// lines follow a zero-downtime restart to the new instance (nil: Upstream always).
+	CurrentUpstream func() string
 
 	// Buffer is how many lines may wait between the requests and the writer (zero: 4096).
 	Buffer int
@@ -220,6 +223,7 @@ func (l *Log) Observe(x *drain.Exchange) {
 		proto:     r.Proto,
 		requestID: r.Header.Get(proxy.RequestIDHeader),
 		upError:   x.UpstreamError,
+		upstream:  l.currentUpstream(),
 		status:    x.Status,
 		bytesIn:   x.BytesIn,
 		bytesOut:  x.BytesOut,
@@ -233,6 +237,14 @@ func (l *Log) Observe(x *drain.Exchange) {
 		rec.userAgent = r.Header.Get("User-Agent")
 	}
 	l.enqueue(&rec)
+}
+
+// currentUpstream is Options.CurrentUpstream's answer, or "" (the fixed Upstream).
+func (l *Log) currentUpstream() string {
+	if l.opts.CurrentUpstream == nil {
+		return ""
+	}
+	return l.opts.CurrentUpstream()
 }
 
 // enqueue puts rec on the queue, or waits for room, or drops it, as the policy says.

@@ -29,6 +29,7 @@ type record struct {
 	referer   string // combined format only
 	userAgent string // combined format only
 	upError   string // proxy.Reason*, or ""
+	upstream  string // the upstream when the request ended; "": the one given to jsonAppender
 	status    int
 	bytesIn   int64
 	bytesOut  int64
@@ -41,11 +42,19 @@ type appendFunc func(b []byte, r *record) []byte
 // jsonTime is RFC 3339 in UTC with milliseconds: sortable, and what log collectors parse.
 const jsonTime = "2006-01-02T15:04:05.000Z07:00"
 
-// jsonAppender returns the JSON line formatter. The upstream is the same on every line, so
-// it is escaped once here.
+// jsonAppender returns the JSON line formatter, for one goroutine (the worker). The
+// upstream changes only at a zero-downtime restart, so its escaped form is kept until then.
 func jsonAppender(upstream string) appendFunc {
-	up := appendJSONString(nil, upstream)
+	fixed := appendJSONString(nil, upstream)
+	last, lastUp := upstream, appendJSONString(nil, upstream)
 	return func(b []byte, r *record) []byte {
+		up := fixed
+		if r.upstream != "" {
+			if r.upstream != last {
+				last, lastUp = r.upstream, appendJSONString(lastUp[:0], r.upstream)
+			}
+			up = lastUp
+		}
 		b = append(b, `{"time":"`...)
 		b = r.start.UTC().AppendFormat(b, jsonTime)
 		b = append(b, `","client":`...)

@@ -7,16 +7,19 @@
 // Endpoints:
 //
 //	GET  /healthz  200 while the process is alive (it does not depend on the upstream)
-//	GET  /readyz   200 when serving, the upstream is healthy and no drain has begun; else 503
+//	GET  /readyz   200 when serving, the upstream (and a supervised app) is up and no drain
+//	               has begun; else 503
 //	GET  /metrics  Prometheus text
 //	POST /drain    start the same drain as SIGTERM (idempotent)
 //	POST /restart  restart the supervised app without downtime, as SIGHUP does: 202
 //	               started, 409 not supervised or already restarting, 503 draining
 //	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source
 //
-// With a token, every endpoint except /healthz and /readyz needs "Authorization: Bearer
-// TOKEN": probes keep working without a secret, while draining the process and reading its
-// metrics and status do not.
+// With a token, every endpoint except the probes (/healthz, /readyz) needs
+// "Authorization: Bearer TOKEN": probes keep working without a secret, while draining the
+// process and reading its metrics and status do not. guard.go keeps web pages out: every
+// endpoint but the probes answers only a Host that names this listener, and POSTs refuse
+// cross-site requests.
 package admin
 
 import (
@@ -51,6 +54,12 @@ type Health interface {
 	Reason() string
 }
 
+// App is what readiness needs of the supervised app (supervise.App).
+type App interface {
+	// NotServing says why requests cannot reach the app now, or "" when they can.
+	NotServing() string
+}
+
 // Restarter is what POST /restart needs of the supervised app (supervise.App).
 type Restarter interface {
 	// Restart starts a zero-downtime restart in the background, or says why it cannot.
@@ -61,10 +70,12 @@ type Restarter interface {
 type Options struct {
 	// Address is host:port to listen on; port 0 picks a free one.
 	Address string
-	// Token, when not empty, is the bearer token every endpoint but /healthz and /readyz
-	// requires.
-	Token   string
-	Drainer Drainer
+	// Token, when not empty, is the bearer token every endpoint but the probes requires.
+	Token string
+	// AllowedHosts are host names (lower case, no port) accepted in Host besides loopback
+	// names and addresses, the address a request arrived on and Address's host (nil: none).
+	AllowedHosts []string
+	Drainer      Drainer
 	// Health, when set, gates readiness and is shown on /status (nil: the upstream is
 	// not checked, and readiness follows the drain alone).
 	Health Health
@@ -72,10 +83,16 @@ type Options struct {
 	Metrics http.Handler
 	// Restarter, when set, serves POST /restart (nil: no app is supervised; 409).
 	Restarter Restarter
+	// App, when set, gates readiness too: /readyz is 503 while the supervised app is not
+	// running or has not answered since it restarted (nil: no app is supervised).
+	App App
 	// Upstream, ConfigSource and Version are shown on /status.
-	Upstream     string
-	ConfigSource string
-	Version      string
+	Upstream string
+	// CurrentUpstream, when set, is asked for the upstream on each /status, so that it
+	// follows a zero-downtime restart to the new instance (nil: Upstream).
+	CurrentUpstream func() string
+	ConfigSource    string
+	Version         string
 	// Started is when the process started, for the uptime (zero: when Start was called).
 	Started time.Time
 	// Logger receives the listener's lines and each drain request (zero: discard).
@@ -90,6 +107,9 @@ type Server struct {
 	ln       net.Listener
 	tokenSum [sha256.Size]byte
 	served   chan struct{} // closed when Serve has returned
+
+	allowed     map[string]bool // Options.AllowedHosts
+	crossOrigin *http.CrossOriginProtection
 }
 
 // Start listens on opts.Address and serves the admin endpoints until Stop.
@@ -107,7 +127,14 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, listenError(opts.Address, err)
 	}
-	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{})}
+	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{}),
+		allowed: make(map[string]bool), crossOrigin: http.NewCrossOriginProtection()}
+	for _, h := range opts.AllowedHosts {
+		s.allowed[h] = true
+	}
+	if host, _, err := net.SplitHostPort(opts.Address); err == nil && host != "" {
+		s.allowed[strings.ToLower(host)] = true // the name it was told to listen on
+	}
 	if opts.Token != "" {
 		s.tokenSum = sha256.Sum256([]byte(opts.Token))
 	}
@@ -172,12 +199,25 @@ func (s *Server) Stop(ctx context.Context) error {
 // Handler is the admin endpoints' handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", s.authorized(s.metrics()))
-	mux.Handle("POST /drain", s.authorized(http.HandlerFunc(s.drain)))
-	mux.Handle("POST /restart", s.authorized(http.HandlerFunc(s.restart)))
-	mux.Handle("GET /status", s.authorized(http.HandlerFunc(s.status)))
+	// Probes: read-only, for orchestrators, which call them on the pod IP or a service
+	// name. They answer any Host and need no token. A new probe is one more line here;
+	// everything else goes below.
+	probes := []struct {
+		pattern string
+		handler http.HandlerFunc
+	}{
+		{"GET /healthz", s.healthz},
+		{"GET /readyz", s.readyz},
+	}
+	for _, p := range probes {
+		mux.Handle(p.pattern, p.handler)
+	}
+	// For operators and their tools: this listener's own Host, the token, and for
+	// POSTs no cross-site request (guard.go).
+	mux.Handle("GET /metrics", s.operator(s.metrics()))
+	mux.Handle("POST /drain", s.operator(http.HandlerFunc(s.drain)))
+	mux.Handle("POST /restart", s.operator(http.HandlerFunc(s.restart)))
+	mux.Handle("GET /status", s.operator(http.HandlerFunc(s.status)))
 	return mux
 }
 
@@ -188,9 +228,9 @@ func (s *Server) authorized(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-		if !ok || subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+		got, err := bearerToken(r.Header.Get("Authorization"))
+		sum := sha256.Sum256([]byte(got))
+		if err != nil || subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="drainproxy admin"`)
 			plain(w, http.StatusUnauthorized, "unauthorized: send Authorization: Bearer <admin token>")
 			return
@@ -235,7 +275,13 @@ func (s *Server) notReady() string {
 		return "starting"
 	case st.Phase != drain.PhaseReady:
 		return st.Phase.String()
-	case !healthy:
+	}
+	if a := s.opts.App; a != nil {
+		if reason := a.NotServing(); reason != "" {
+			return reason
+		}
+	}
+	if !healthy {
 		return "upstream unhealthy: " + reason
 	}
 	return ""
@@ -313,6 +359,9 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 		Config:              s.opts.ConfigSource,
 		Version:             s.opts.Version,
 		PID:                 os.Getpid(),
+	}
+	if cur := s.opts.CurrentUpstream; cur != nil {
+		doc.Upstream.URL = cur()
 	}
 	if h := s.opts.Health; h != nil {
 		doc.Upstream.Checked = true

@@ -166,6 +166,10 @@ type Admin struct {
 	Token string
 	// TokenFile is the file Token was read from, or "".
 	TokenFile string
+	// AllowedHosts are the extra names (lower case, no port) the admin endpoints answer
+	// as Host, besides loopback names and addresses and the address a request came in
+	// on: e.g. the name a Prometheus scrapes this pod by. Probes answer any Host.
+	AllowedHosts []string
 }
 
 // HealthCheck is the active check of the upstream. Proxied requests that cannot reach the

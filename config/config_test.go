@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -425,6 +426,11 @@ func TestFileErrors(t *testing.T) {
 			want: []string{`config.hcl:6:16: admin.token_file: is set as well as token; keep one of them`},
 		},
 		{
+			name: "admin allowed host with a port",
+			src:  "upstream {\n  url = \"http://a:1\"\n}\nadmin {\n  allowed_hosts = [\"ok.example\", \"admin.example:9901\"]\n}\n",
+			want: []string{`config.hcl:5:34: admin.allowed_hosts: "admin.example:9901" is not a host name or IP address; write it as a client puts it in Host, without scheme or port`},
+		},
+		{
 			name: "admin token file missing",
 			src:  "upstream {\n  url = \"http://a:1\"\n}\nadmin {\n  token_file = \"/does/not/exist\"\n}\n",
 			want: []string{`config.hcl:5:16: admin.token_file: cannot read the token: open /does/not/exist: no such file or directory`},
@@ -595,6 +601,18 @@ func TestPortZeroNeverCollides(t *testing.T) {
 	}
 	if cfg.Admin.Address != "127.0.0.1:0" || cfg.Listeners[0].Address != "127.0.0.1:0" {
 		t.Fatalf("got admin %q listeners %v", cfg.Admin.Address, cfg.Listeners)
+	}
+}
+
+func TestAdminAllowedHosts(t *testing.T) {
+	src := "upstream {\n  url = \"http://a:1\"\n}\nadmin {\n  allowed_hosts = [\"Admin.Example.\", \"[fd00::1]\", \"10.0.0.5\"]\n}\n"
+	cfg, err := Parse([]string{"-config", writeConfig(t, src)}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"admin.example", "fd00::1", "10.0.0.5"}
+	if !slices.Equal(cfg.Admin.AllowedHosts, want) {
+		t.Errorf("AllowedHosts = %q; want %q (lower case, no trailing dot, IPs without brackets)", cfg.Admin.AllowedHosts, want)
 	}
 }
 

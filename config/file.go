@@ -85,6 +85,8 @@ type adminBlock struct {
 	Address   *string `hcl:"address,optional"`
 	Token     *string `hcl:"token,optional"`
 	TokenFile *string `hcl:"token_file,optional"`
+	// AllowedHosts are names accepted in Host besides the listener's own address.
+	AllowedHosts *[]string `hcl:"allowed_hosts,optional"`
 }
 
 type appBlock struct {
@@ -216,6 +218,16 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 			} else {
 				apply(s, "token_file", b.TokenFile, readTokenFile, &a.Token)
 				a.TokenFile = *b.TokenFile
+			}
+		}
+		if b.AllowedHosts != nil {
+			a.AllowedHosts = nil
+			for i, v := range *b.AllowedHosts {
+				if h, err := parseAllowedHost(v); err != nil {
+					s.fail("allowed_hosts", i, err)
+				} else {
+					a.AllowedHosts = append(a.AllowedHosts, h)
+				}
 			}
 		}
 	}

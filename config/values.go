@@ -110,6 +110,19 @@ func parseAdminToken(s string) (string, error) {
 	return s, nil
 }
 
+// parseAllowedHost accepts a host name or an IP address as the admin listener's Host may
+// carry it, without scheme, port or path, and returns it in lower case.
+func parseAllowedHost(s string) (string, error) {
+	h := strings.ToLower(strings.TrimSuffix(s, "."))
+	if a, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+		return a.String(), nil
+	}
+	if h == "" || strings.ContainsAny(h, ":/?#@[]* ") {
+		return "", fmt.Errorf("%q is not a host name or IP address; write it as a client puts it in Host, without scheme or port, e.g. \"drainproxy-admin.internal\"", s)
+	}
+	return h, nil
+}
+
 // readTokenFile returns the admin token stored in the file at path (surrounding
 // whitespace, such as a final newline, removed).
 func readTokenFile(path string) (string, error) {
@@ -210,18 +223,6 @@ func parseTrustedProxy(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q has bits set after the first %d; write %q", s, p.Bits(), m.String())
 	}
 	return p, nil
-}
-
-func parseTrustedProxies(list []string) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(list))
-	for _, s := range list {
-		p, err := parseTrustedProxy(s)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
 }
 
 func parseAccessLog(s string) (string, error) {

@@ -71,9 +71,16 @@ type Summary struct {
 	Forced  bool     // a second signal or Force cut the wait short
 	Workers []string // background workers that did not finish in time
 	Err     error    // a runtime failure that ended serving
+
+	// UpstreamFailed counts the requests, after the drain began, that drainproxy answered
+	// itself with 502, 503 or 504 because the app did not (see AnsweredForTheApp). They do
+	// not change ExitCode: that says whether the drain kept its word, not the app.
+	UpstreamFailed int64
 }
 
 // ExitCode is 0 for a clean drain, 1 after a runtime failure or a forced or aborted drain.
+// Requests the app failed during the drain (UpstreamFailed) do not count: they are logged
+// and counted, but the drain itself lost nothing it could have kept.
 func (s Summary) ExitCode() int {
 	if s.Err != nil || s.Forced || s.Aborted > 0 || len(s.Workers) > 0 {
 		return 1
@@ -116,6 +123,8 @@ type Drainer struct {
 	drained  atomic.Int64 // requests finished after the drain began
 	aborted  atomic.Int64 // requests still open at the deadline
 	aborting atomic.Bool  // the deadline passed: what finishes now was cut off
+
+	upstreamFailed atomic.Int64 // requests after the drain began that drainproxy answered for the app
 
 	servers   []server
 	observers []Observer
@@ -193,7 +202,21 @@ func (d *Drainer) finish(x *exchange) {
 	if d.t.closing.Load() && !d.aborting.Load() {
 		d.drained.Add(1)
 	}
+	if d.t.closing.Load() && AnsweredForTheApp(&x.Exchange) {
+		d.upstreamFailed.Add(1)
+	}
 	d.t.done(&d.t.requests)
+}
+
+// AnsweredForTheApp reports whether drainproxy answered x itself with 502, 503 or 504
+// because the app could not (refused, reset, timed out, or not running): a request the
+// client lost although the proxy was still serving.
+func AnsweredForTheApp(x *Exchange) bool {
+	switch x.Status {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return x.UpstreamError != ""
+	}
+	return false
 }
 
 // Phase is the current phase.
@@ -210,6 +233,8 @@ type Stats struct {
 	OpenConnections  int64
 	Drained          int64
 	Aborted          int64 // requests closed by the deadline; set once the grace period ends
+	// UpstreamFailed is Summary.UpstreamFailed so far.
+	UpstreamFailed int64
 }
 
 // Stats returns a snapshot of the counters.
@@ -221,6 +246,7 @@ func (d *Drainer) Stats() Stats {
 		OpenConnections:  d.t.conns.Load(),
 		Drained:          d.drained.Load(),
 		Aborted:          d.aborted.Load(),
+		UpstreamFailed:   d.upstreamFailed.Load(),
 	}
 }
 
@@ -388,7 +414,12 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		Workers: unfinished,
 		Err:     d.failure,
 	}
-	d.log.Info("drain complete", "drained", sum.Drained, "aborted", sum.Aborted,
+	sum.UpstreamFailed = d.upstreamFailed.Load()
+	if sum.UpstreamFailed > 0 {
+		d.log.Warn("the app failed requests during the drain: drainproxy answered them 502/503/504 itself; if the app stopped before drainproxy had drained, see the README's sidecar recipes",
+			"upstream_failed", sum.UpstreamFailed)
+	}
+	d.log.Info("drain complete", "drained", sum.Drained, "aborted", sum.Aborted, "upstream_failed", sum.UpstreamFailed,
 		"took", sum.Took.String(), "forced", sum.Forced, "exit_code", sum.ExitCode())
 	return sum
 }
@@ -447,7 +478,7 @@ func (d *Drainer) stopAccepting(ctx context.Context) int {
 			n, err := sa.StopAccepting(ctx)
 			left.Add(int64(n))
 			if err != nil {
-				d.log.Warn("stopping the listener", "listener", s.name, "address", s.ln.Addr(), "error", err.Error())
+				d.log.Warn("stopping the listener", "listener", s.name, "address", s.ln.Addr().String(), "error", err.Error())
 			}
 		}()
 	}

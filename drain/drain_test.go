@@ -45,8 +45,7 @@ func (r *recorder) Observe(x *Exchange) { r.mu.Lock(); r.got = append(r.got, *x)
 
 func TestPhasesAndGate(t *testing.T) {
 	open := make(chan struct{})
-	var d *Drainer
-	d = New(Options{Gate: func(ctx context.Context) error {
+	d := New(Options{Gate: func(ctx context.Context) error {
 		select {
 		case <-open:
 			return nil

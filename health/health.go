@@ -116,7 +116,7 @@ type probe struct {
 func newProbe(u *url.URL, path string) *probe {
 	pr := &probe{}
 	dialer := &net.Dialer{}
-	network, host := "tcp", u.Host
+	network, host := "tcp", ""
 	scheme := u.Scheme
 	switch u.Scheme {
 	case "unix":
@@ -241,7 +241,7 @@ func (c *Checker) Run(ctx context.Context) {
 		how = "GET " + pr.target
 	}
 	c.log.Info("checking the upstream", "upstream", c.Address(), "check", how,
-		"interval", c.opts.Interval, "timeout", c.opts.Timeout)
+		"interval", c.opts.Interval.String(), "timeout", c.opts.Timeout.String())
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {

@@ -129,7 +129,7 @@ func methodIndex(m string) int {
 // over them works before the first error.
 var reasons = [...]string{
 	proxy.ReasonRefused, proxy.ReasonReset, proxy.ReasonTimeout,
-	proxy.ReasonBodyTooLarge, proxy.ReasonClientCanceled, proxy.ReasonOther,
+	proxy.ReasonBodyTooLarge, proxy.ReasonClientCanceled, proxy.ReasonBadRequest, proxy.ReasonOther,
 }
 
 // New builds the registry with every drainproxy metric and the Go and process collectors.
@@ -296,6 +296,7 @@ func (m *Metrics) upstreamError(reason string) prometheus.Counter {
 type statsCollector struct {
 	stats                                              func() drain.Stats
 	inflight, upgraded, conns, phase, drained, aborted *prometheus.Desc
+	drainUpstreamFailed                                *prometheus.Desc
 }
 
 func newStatsCollector(stats func() drain.Stats) *statsCollector {
@@ -316,11 +317,13 @@ func newStatsCollector(stats func() drain.Stats) *statsCollector {
 			"Requests that completed after the drain began."),
 		aborted: desc("aborted_requests_total",
 			"Requests still in flight when the drain's grace period ended, closed by force."),
+		drainUpstreamFailed: desc("drain_upstream_failed_total",
+			"Requests after the drain began that drainproxy answered itself with 502, 503 or 504 because the app did not."),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.inflight, c.upgraded, c.conns, c.phase, c.drained, c.aborted} {
+	for _, d := range []*prometheus.Desc{c.inflight, c.upgraded, c.conns, c.phase, c.drained, c.aborted, c.drainUpstreamFailed} {
 		ch <- d
 	}
 }
@@ -333,6 +336,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.phase, prometheus.GaugeValue, float64(s.Phase))
 	ch <- prometheus.MustNewConstMetric(c.drained, prometheus.CounterValue, float64(s.Drained))
 	ch <- prometheus.MustNewConstMetric(c.aborted, prometheus.CounterValue, float64(s.Aborted))
+	ch <- prometheus.MustNewConstMetric(c.drainUpstreamFailed, prometheus.CounterValue, float64(s.UpstreamFailed))
 }
 
 // scrapeErrorLog adapts hclog to promhttp's error log.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -271,20 +272,20 @@ func (a *App) restart(reason string) {
 	if err == nil {
 		select {
 		case r := <-exitReason: // it answered, then ended
-			err = errors.New("it " + r)
+			err = instanceEnded(inst.pid, "answered, then", r)
 		default:
 		}
 	}
 	if err != nil {
 		select {
 		case r := <-exitReason:
-			err = errors.New("it " + r)
+			err = instanceEnded(inst.pid, "", r)
 		default:
 			if abortCtx.Err() != nil {
-				err = errors.New("abandoned: drainproxy is draining")
+				err = errAbandoned
 			}
 		}
-		a.restartFailed(begun, "the new instance did not answer", err, next)
+		a.restartFailed(begun, "the new instance did not answer", err, inst)
 		return
 	}
 	a.log.Info("app restart: new instance answers", "pid", next.Pid(), "upstream", u.String(), "took", since(begun))
@@ -292,7 +293,7 @@ func (a *App) restart(reason string) {
 	// Switch: from here on the new instance is the app.
 	retired, err := a.switchTo(inst, abortCtx)
 	if err != nil {
-		a.restartFailed(begun, "cannot switch to the new instance", err, next)
+		a.restartFailed(begun, "cannot switch to the new instance", err, inst)
 		return
 	}
 	switched := time.Now()
@@ -303,7 +304,7 @@ func (a *App) restart(reason string) {
 	err = retired.Wait(graceCtx)
 	graceDone()
 	if err != nil {
-		a.log.Warn("app restart: old instance still busy; stopping it anyway", "pid", oldPid, "grace", a.opts.Grace, "error", err.Error())
+		a.log.Warn("app restart: old instance still busy; stopping it anyway", "pid", oldPid, "grace", a.opts.Grace.String(), "error", err.Error())
 	} else {
 		a.log.Info("app restart: old instance drained", "pid", oldPid, "took", since(switched))
 	}
@@ -317,8 +318,22 @@ func (a *App) restart(reason string) {
 type instance struct {
 	sup      *Supervisor
 	upstream *url.URL
+	pid      int          // its first process, for messages once it has ended
 	pending  chan string  // its end while it is not current (watchExit)
 	adopted  *atomic.Bool // set at the switch: its Check follows the proxy's checker
+}
+
+// errAbandoned is why a restart stopped that a drain overtook.
+var errAbandoned = errors.New("abandoned: drainproxy is draining (the drain began before the switch)")
+
+// instanceEnded says in plain words that the new instance (first started as pid) ended,
+// given its supervisor's reason ("app exited with exit code 3") and what it did before.
+func instanceEnded(pid int, before, reason string) error {
+	what := strings.TrimPrefix(reason, "app ")
+	if before != "" {
+		what = before + " " + what
+	}
+	return fmt.Errorf("the new instance (pid %d) %s", pid, what)
 }
 
 // startInstance starts a Supervisor for the app on a fresh port.
@@ -353,6 +368,7 @@ func (a *App) startInstance() (*instance, error) {
 		next.Close()
 		return nil, err
 	}
+	inst.pid = next.Pid()
 	a.log.Info("app restart: new instance started", "pid", next.Pid(), "upstream", u.String())
 	return inst, nil
 }
@@ -380,14 +396,14 @@ func (a *App) switchTo(inst *instance, abortCtx context.Context) (Retired, error
 	defer a.mu.Unlock()
 	select {
 	case r := <-inst.pending:
-		return nil, errors.New("it " + r)
+		return nil, instanceEnded(inst.pid, "answered, then", r)
 	default:
 	}
 	if abortCtx.Err() != nil {
-		return nil, errors.New("abandoned: drainproxy is draining")
+		return nil, errAbandoned
 	}
 	if !inst.sup.Running() {
-		return nil, errors.New("it is not running any more")
+		return nil, fmt.Errorf("the new instance (pid %d) answered, then stopped running (it is being restarted by policy)", inst.pid)
 	}
 	retired, err := a.opts.Switch(inst.upstream)
 	if err != nil {
@@ -411,12 +427,22 @@ func (a *App) retire(s *Supervisor) {
 
 // restartFailed logs why a restart failed, stops the new instance (when there is one)
 // and counts the failure; the old instance keeps serving.
-func (a *App) restartFailed(begun time.Time, what string, err error, next *Supervisor) {
-	a.log.Error("app restart failed; the old instance keeps serving", "step", what, "error", err.Error(), "took", since(begun))
-	if next != nil {
-		pid := next.Pid()
-		a.retire(next)
-		a.log.Info("app restart: new instance stopped", "pid", pid)
+func (a *App) restartFailed(begun time.Time, what string, err error, inst *instance) {
+	pairs := []any{"step", what, "error", err.Error(), "old_pid", a.cur.Load().Pid(), "took", since(begun)}
+	if inst != nil {
+		pairs = append(pairs, "new_pid", inst.pid)
+	}
+	a.log.Error("app restart failed; the old instance keeps serving", pairs...)
+	if inst == nil {
+		a.reloadsFailed.Add(1)
+		return
+	}
+	running := inst.sup.Running()
+	a.retire(inst.sup)
+	if running {
+		a.log.Info("app restart: new instance stopped", "pid", inst.pid)
+	} else {
+		a.log.Info("app restart: new instance is gone", "pid", inst.pid)
 	}
 	a.reloadsFailed.Add(1)
 }
@@ -468,6 +494,10 @@ func (a *App) Reloads() (ok, failed uint64) { return a.reloadsOK.Load(), a.reloa
 
 // Pid is the current instance's process id, or 0.
 func (a *App) Pid() int { return a.cur.Load().Pid() }
+
+// NotServing is the current instance's Supervisor.NotServing: why requests cannot reach
+// the app now, or "".
+func (a *App) NotServing() string { return a.cur.Load().NotServing() }
 
 // Running reports whether the current instance's process is running.
 func (a *App) Running() bool { return a.cur.Load().Running() }

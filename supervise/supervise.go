@@ -271,6 +271,10 @@ func (s *Supervisor) Start(onExit func(reason string)) error {
 	} else {
 		s.reaper.Store(s.opts.Reaper)
 	}
+	if err := s.portFree(); err != nil {
+		close(s.loopDone)
+		return err
+	}
 	c, err := s.spawn()
 	if err != nil {
 		close(s.loopDone)
@@ -281,6 +285,40 @@ func (s *Supervisor) Start(onExit func(reason string)) error {
 		s.forwardSignals()
 	}
 	return nil
+}
+
+// portWait is how long Start waits for the app's address to become free: a previous copy
+// of the app (drainproxy restarted by systemd, say) may still be closing it. nginx retries
+// its bind for about as long.
+const portWait = 2 * time.Second
+
+// portFree fails when something still answers where the app is to listen after portWait.
+// That process would pass every readiness check on the app's behalf while the app itself
+// fails with "address already in use".
+func (s *Supervisor) portFree() error {
+	if s.opts.Upstream == nil {
+		return nil
+	}
+	network, addr := upstreamAddress(s.opts.Upstream)
+	deadline := time.Now().Add(portWait)
+	for logged := false; ; logged = true {
+		conn, err := net.DialTimeout(network, addr, 500*time.Millisecond)
+		if err != nil {
+			return nil // refused (or unreachable): the app's own failure will say more
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			return fmt.Errorf("another process already answers on %s, where the app is to listen: stop it, or give the app another port with -upstream (the app would fail with \"address already in use\" while that process answered for it)", addr)
+		}
+		if !logged {
+			s.log.Warn("another process answers where the app is to listen; waiting for it to go", "address", addr, "wait", portWait.String())
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-s.stop:
+			return errors.New("stopping")
+		}
+	}
 }
 
 // spawn starts one run of the app, unless Stop has begun.
@@ -377,7 +415,7 @@ func (s *Supervisor) supervise(c *child) {
 		if stopping {
 			return // Stop reports this exit
 		}
-		pairs := append([]any{"pid", c.proc.Pid, "ran", ran.Round(time.Millisecond)}, exit.logPairs()...)
+		pairs := append([]any{"pid", c.proc.Pid, "ran", ran.Round(time.Millisecond).String()}, exit.logPairs()...)
 		if !s.opts.Restart.wants(exit) {
 			s.log.Info("app exited, not restarting it", append(pairs, "restart", s.opts.Restart)...)
 			s.ended(ending{kind: endExited, exit: exit})
@@ -387,13 +425,13 @@ func (s *Supervisor) supervise(c *child) {
 		wait, ok := budget.take(time.Now(), ran)
 		if !ok {
 			s.log.Error("app keeps exiting, giving up", append(pairs, "restarts", s.restarts.Load(),
-				"max_restarts", s.opts.MaxRestarts, "window", s.opts.RestartWindow)...)
+				"max_restarts", s.opts.MaxRestarts, "window", s.opts.RestartWindow.String())...)
 			s.ended(ending{kind: endGaveUp, exit: exit})
 			s.onExit(fmt.Sprintf("app exited %d times within %v (last: %s); gave up", s.opts.MaxRestarts+1, s.opts.RestartWindow, exit))
 			return
 		}
 		s.retryAt.Store(time.Now().Add(wait).UnixNano())
-		s.log.Warn("app exited, restarting it", append(pairs, "backoff", wait, "restarts", s.restarts.Load()+1)...)
+		s.log.Warn("app exited, restarting it", append(pairs, "backoff", wait.String(), "restarts", s.restarts.Load()+1)...)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -463,9 +501,9 @@ func (s *Supervisor) awaitAnswer(c *child) {
 	}
 	if err != nil {
 		s.log.Warn("restarted app does not answer; passing requests to it anyway",
-			"pid", c.proc.Pid, "start_timeout", s.opts.StartTimeout, "address", s.address())
+			"pid", c.proc.Pid, "start_timeout", s.opts.StartTimeout.String(), "address", s.address())
 	} else {
-		s.log.Info("app answers", "pid", c.proc.Pid, "took", time.Since(c.started).Round(time.Millisecond))
+		s.log.Info("app answers", "pid", c.proc.Pid, "took", time.Since(c.started).Round(time.Millisecond).String())
 	}
 	s.markAnswering(c)
 }
@@ -550,6 +588,10 @@ func (s *Supervisor) Gate(ctx context.Context) error {
 		wait = s.opts.WaitReady
 	}
 	err := wait(wctx)
+	var c *child
+	if err == nil {
+		c, err = s.ownAnswer(wctx)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err() // a drain began first
@@ -561,14 +603,54 @@ func (s *Supervisor) Gate(ctx context.Context) error {
 		return fmt.Errorf("the app did not answer on %s within %v (start_timeout): make it listen there%s, or raise start_timeout if it starts slowly",
 			s.address(), s.opts.StartTimeout, hint)
 	}
-	s.mu.Lock()
-	c := s.cur
-	s.mu.Unlock()
-	if c != nil {
-		s.log.Info("app answers", "pid", c.proc.Pid, "address", s.address(), "took", time.Since(start).Round(time.Millisecond))
-		s.markAnswering(c)
-	}
+	s.log.Info("app answers", "pid", c.proc.Pid, "address", s.address(), "took", time.Since(start).Round(time.Millisecond).String())
+	s.markAnswering(c)
 	return nil
+}
+
+// ownAnswer returns once the app's process is running and answers its check, which it
+// must pass with that process alive both before and after: an answer from the address
+// while the app is down (between a crash and its restart) is not the app's.
+func (s *Supervisor) ownAnswer(ctx context.Context) (*child, error) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if c := s.runningChild(); c != nil && s.checkOnce(ctx) == nil && s.runningChild() == c {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// runningChild is the current run of the app if its process is running, else nil.
+func (s *Supervisor) runningChild() *child {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		return nil
+	}
+	select {
+	case <-s.cur.proc.Done():
+		return nil
+	default:
+		return s.cur
+	}
+}
+
+// NotServing says why requests cannot reach the app now, in a few words, or "" when they
+// can: readiness follows it, so that a crash-looping app is not ready between restarts.
+func (s *Supervisor) NotServing() string {
+	if s.answering.Load() {
+		return ""
+	}
+	if s.runningChild() == nil {
+		return "app not running (exited; restarting it by policy)"
+	}
+	return "app started, not answering yet"
 }
 
 // Guard answers 503 with Retry-After while the app is not running or has not answered
@@ -583,8 +665,24 @@ func (s *Supervisor) guard(next http.Handler, w http.ResponseWriter, r *http.Req
 		next.ServeHTTP(w, r)
 		return
 	}
+	if rec, ok := w.(errorRecorder); ok {
+		rec.RecordUpstreamError(ReasonAppNotRunning, http.StatusServiceUnavailable, errAppNotRunning)
+	}
 	w.Header().Set("Retry-After", strconv.Itoa(s.retryAfter()))
 	http.Error(w, "the app behind this proxy is not running right now; retry shortly", http.StatusServiceUnavailable)
+}
+
+// ReasonAppNotRunning is the Guard's upstream error reason (proxy.ErrorRecorder): the
+// request got 503 because the app was down or had not answered since it restarted. The
+// access log, the metrics and the drain's summary count it as a request drainproxy
+// answered for the app.
+const ReasonAppNotRunning = "app_not_running"
+
+var errAppNotRunning = errors.New("the app is not running, or has not answered since it restarted")
+
+// errorRecorder is proxy.ErrorRecorder, which the drain's ResponseWriter implements.
+type errorRecorder interface {
+	RecordUpstreamError(reason string, status int, err error)
 }
 
 // retryAfter is the whole seconds until the next planned start, at least 1.
@@ -596,19 +694,7 @@ func (s *Supervisor) retryAfter() int {
 
 // Running reports whether the app's process is running now (false between a crash and
 // its restart, and after it stopped).
-func (s *Supervisor) Running() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cur == nil {
-		return false
-	}
-	select {
-	case <-s.cur.proc.Done():
-		return false
-	default:
-		return true
-	}
-}
+func (s *Supervisor) Running() bool { return s.runningChild() != nil }
 
 // Pid is the running app's process id, or 0.
 func (s *Supervisor) Pid() int {
@@ -671,7 +757,7 @@ func (s *Supervisor) stopChild(ctx context.Context, c *child) error {
 	default:
 	}
 	sig := s.opts.StopSignal
-	s.log.Info("stopping the app", "pid", pid, "signal", SignalName(sig), "stop_timeout", s.opts.StopTimeout)
+	s.log.Info("stopping the app", "pid", pid, "signal", SignalName(sig), "stop_timeout", s.opts.StopTimeout.String())
 	if err := c.proc.SignalGroup(sig); err != nil && !errors.Is(err, errFinished) {
 		s.log.Warn("cannot signal the app", "pid", pid, "signal", SignalName(sig), "error", err.Error())
 	}
@@ -687,7 +773,7 @@ func (s *Supervisor) stopChild(ctx context.Context, c *child) error {
 	case <-ctx.Done():
 	}
 	s.log.Error("app did not exit in time, killing it", "pid", pid, "signal", "SIGKILL",
-		"stop_signal", SignalName(sig), "stop_timeout", s.opts.StopTimeout)
+		"stop_signal", SignalName(sig), "stop_timeout", s.opts.StopTimeout.String())
 	if err := c.proc.SignalGroup(syscall.SIGKILL); err != nil && !errors.Is(err, errFinished) {
 		s.log.Warn("cannot signal the app", "pid", pid, "signal", "SIGKILL", "error", err.Error())
 	}

@@ -481,3 +481,91 @@ func TestAppEnv(t *testing.T) {
 		t.Errorf("without a port the environment must pass unchanged, got %q", got)
 	}
 }
+
+// NotServing follows the app's process: "" once it answers, a reason from the moment it
+// exits until its restart answers again.
+func TestNotServingFollowsTheApp(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "exited-once")
+	ts := newTestSup(t, newReaper(t, false), func(o *Options) {
+		o.Restart, o.BackoffMin, o.BackoffMax = RestartOnFailure, 300*time.Millisecond, 300*time.Millisecond
+	}, "-exit-once", marker, "-exit-after", "1s")
+	if r := ts.NotServing(); r == "" {
+		t.Fatal("serving before the gate passed")
+	}
+	ts.gate(t)
+	if r := ts.NotServing(); r != "" {
+		t.Fatalf("NotServing = %q after the gate; want \"\"", r)
+	}
+	ts.out.wait(t, "exiting with code 3", 10*time.Second)
+	waitUntil(t, func() bool { return !ts.Running() })
+	if r := ts.NotServing(); !strings.Contains(r, "not running") {
+		t.Fatalf("NotServing = %q while the app is down; want it to say so", r)
+	}
+	waitUntil(t, func() bool { return ts.NotServing() == "" })
+	if ts.Restarts() != 1 || !ts.Running() {
+		t.Fatalf("restarts %d running %v; want the restarted app serving", ts.Restarts(), ts.Running())
+	}
+}
+
+// Something that already answers on the app's address would pass every check for the
+// app: Start refuses, naming the address.
+func TestStartRefusesATakenPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	s, err := New(Options{Command: []string{testApp}, Upstream: &url.URL{Scheme: "http", Host: ln.Addr().String()}, Reaper: newReaper(t, false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	err = s.Start(nil)
+	if err == nil || !strings.Contains(err.Error(), "another process already answers on "+ln.Addr().String()) {
+		t.Fatalf("Start = %v; want it to refuse, naming %s", err, ln.Addr())
+	}
+	if s.Pid() != 0 {
+		t.Fatalf("the app was started (pid %d)", s.Pid())
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A previous copy of the app that lets go of the port soon does not stop the start.
+func TestStartWaitsForAPortBeingFreed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		conn, err := ln.Accept() // the first check
+		if err == nil {
+			conn.Close()
+		}
+		ln.Close()
+	}()
+	s, err := New(Options{Command: []string{testApp}, Upstream: &url.URL{Scheme: "http", Host: addr}, Reaper: newReaper(t, false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.Start(nil); err != nil {
+		t.Fatalf("Start = %v; want it to wait for the port and start the app", err)
+	}
+	<-released
+	if err := s.Gate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -264,6 +264,14 @@ func (s *site) source() string {
 }
 
 // serveHTTP2 makes srv hand "h2" connections to x/net/http2, and d send them GOAWAY.
+//
+// x/net v0.62 deprecates this server API in favour of net/http's own HTTP/2, but
+// net/http (go1.26) cannot do two things the drain needs: serve one connection with a
+// chosen configuration (connections accepted after GOAWAY get IdleClose as their idle
+// timeout), and send GOAWAY without Shutdown also closing the listeners and the HTTP/1
+// connections, whose closing drain/ orders itself. Hence the lint directives below;
+// revisit when net/http grows a per-connection hook (x/net's go1.27 wrapper uses an
+// internal one).
 func (f *Front) serveHTTP2(srv *http.Server, d *drain.Drainer) error {
 	base := func() *http.Server {
 		return &http.Server{
@@ -271,14 +279,18 @@ func (f *Front) serveHTTP2(srv *http.Server, d *drain.Drainer) error {
 			IdleTimeout: srv.IdleTimeout, MaxHeaderBytes: srv.MaxHeaderBytes, ErrorLog: srv.ErrorLog,
 		}
 	}
+	//lint:ignore SA1019 net/http has no per-connection HTTP/2 serve hook yet (see above)
 	serving, servingBase := &http2.Server{}, base()
+	//lint:ignore SA1019 net/http has no per-connection HTTP/2 serve hook yet (see above)
 	if err := http2.ConfigureServer(servingBase, serving); err != nil {
 		return fmt.Errorf("configure HTTP/2: %w", err)
 	}
 	// Connections that arrive once GOAWAY went out (from the accept queue, while the
 	// listener drains it) go here instead: they are served, then closed with a GOAWAY
 	// once idle for IdleClose, as HTTP/1 connections are during a drain.
+	//lint:ignore SA1019 net/http has no per-connection HTTP/2 serve hook yet (see above)
 	draining, drainingBase := &http2.Server{IdleTimeout: f.idleClose}, base()
+	//lint:ignore SA1019 net/http has no per-connection HTTP/2 serve hook yet (see above)
 	if err := http2.ConfigureServer(drainingBase, draining); err != nil {
 		return fmt.Errorf("configure HTTP/2: %w", err)
 	}
@@ -295,6 +307,7 @@ func (f *Front) serveHTTP2(srv *http.Server, d *drain.Drainer) error {
 			if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
 				ctx = bc.BaseContext()
 			}
+			//lint:ignore SA1019 net/http has no per-connection HTTP/2 serve hook yet (see above)
 			h2.ServeConn(c, &http2.ServeConnOpts{Context: ctx, BaseConfig: base, Handler: h})
 		},
 	}

@@ -87,6 +87,7 @@ func adminMetric(t testing.TB, families map[string]*dto.MetricFamily, name strin
 	f := families[name]
 	if f == nil {
 		t.Fatalf("/metrics has no %s", name)
+		return 0
 	}
 	for _, m := range f.Metric {
 		if len(m.Label) != len(labels)/2 {

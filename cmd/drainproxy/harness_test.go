@@ -45,6 +45,10 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if conflicts := logKeyTypes.conflicts(); conflicts != "" && code == 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: JSON log keys with more than one type across this run's drainproxy processes (pick one representation; durations are strings like \"1.5s\"):\n%s", conflicts)
+		code = 1
+	}
 	os.Exit(code)
 }
 
@@ -186,6 +190,8 @@ func (p *proc) read(sc *bufio.Scanner) {
 		var m map[string]any
 		if json.Unmarshal([]byte(line), &m) != nil {
 			m = map[string]any{"@message": line}
+		} else {
+			logKeyTypes.record(m)
 		}
 		p.mu.Lock()
 		if m["@message"] == "drainproxy starting" {

@@ -155,7 +155,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer p.CloseIdleConnections()
 
 	// Opened before the listeners: a path we cannot write stops us before we serve.
-	accessLog, err := newAccessLog(cfg.Log, p.Upstream(), stdout, stderr, log.Named("access-log"))
+	accessLog, err := newAccessLog(cfg.Log, p.Upstream, stdout, stderr, log.Named("access-log"))
 	if err != nil {
 		log.Error("cannot open the access log", "error", err.Error())
 		return exitFailure
@@ -198,9 +198,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		m := newMetrics(d, checker, accessLog, sup, log.Named("metrics"))
 		d.Observe(m)
 		adm, err := admin.Start(admin.Options{
-			Address: cfg.Admin.Address, Token: cfg.Admin.Token,
-			Drainer: d, Health: checker, Metrics: m.Handler(), Restarter: restarter(sup),
-			Upstream: p.Upstream(), ConfigSource: cfg.Source, Version: version,
+			Address: cfg.Admin.Address, Token: cfg.Admin.Token, AllowedHosts: cfg.Admin.AllowedHosts,
+			Drainer: d, Health: checker, Metrics: m.Handler(), Restarter: restarter(sup), App: supervisedApp(sup),
+			Upstream: p.Upstream(), CurrentUpstream: p.Upstream, ConfigSource: cfg.Source, Version: version,
 			Logger: log.Named("admin"),
 		})
 		if err != nil {
@@ -229,19 +229,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // newAccessLog opens the access log the configuration asks for; nil when it is off.
-func newAccessLog(c config.Log, upstream string, stdout, stderr io.Writer, log hclog.Logger) (*accesslog.Log, error) {
+// upstream is the proxy's current upstream, which a zero-downtime restart changes.
+func newAccessLog(c config.Log, upstream func() string, stdout, stderr io.Writer, log hclog.Logger) (*accesslog.Log, error) {
 	if c.AccessLog == accesslog.Off {
 		return nil, nil
 	}
 	return accesslog.New(accesslog.Options{
 		Destination: c.AccessLog,
 		Format:      c.AccessLogFormat,
-		Upstream:    upstream,
+		Upstream:    upstream(),
 		Buffer:      c.AccessLogBuffer,
 		WhenFull:    c.AccessLogWhenFull,
 		Logger:      log,
 		Stdout:      stdout,
 		Stderr:      stderr,
+		// Lines follow a zero-downtime restart to the new instance.
+		CurrentUpstream: upstream,
 	})
 }
 
@@ -274,6 +277,14 @@ func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *accesslog.
 
 // restarter is sup for admin.Options, or a nil interface when no app is supervised.
 func restarter(sup *supervise.App) admin.Restarter {
+	if sup == nil {
+		return nil
+	}
+	return sup
+}
+
+// supervisedApp is sup for admin.Options, or a nil interface when no app is supervised.
+func supervisedApp(sup *supervise.App) admin.App {
 	if sup == nil {
 		return nil
 	}

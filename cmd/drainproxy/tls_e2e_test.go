@@ -31,7 +31,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/http2"
 
 	"github.com/drainproxy/drainproxy/internal/testenv"
 	"github.com/drainproxy/drainproxy/standin"
@@ -567,18 +566,17 @@ func tlsDialRaw(port int, roots *x509.CertPool) (*rawConn, error) {
 }
 
 // tlsH2Conn opens one HTTP/2 client connection, so that the test sees what that
-// connection is told (GOAWAY) instead of a pool hiding it.
-func tlsH2Conn(t testing.TB, port int, roots *x509.CertPool) *http2.ClientConn {
+// connection is told (GOAWAY) instead of a pool hiding it. Only HTTP/2 is offered: a
+// server that does not choose it in ALPN fails the dial.
+func tlsH2Conn(t testing.TB, port int, roots *x509.CertPool) *http.ClientConn {
 	t.Helper()
-	c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port),
-		&tls.Config{RootCAs: roots, ServerName: tlsDomain, NextProtos: []string{http2.NextProtoTLS}})
-	if err != nil {
-		t.Fatal(err)
+	var h2Only http.Protocols
+	h2Only.SetHTTP2(true)
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: tlsDomain},
+		Protocols:       &h2Only,
 	}
-	if p := c.ConnectionState().NegotiatedProtocol; p != http2.NextProtoTLS {
-		t.Fatalf("ALPN chose %q, want h2", p)
-	}
-	cc, err := (&http2.Transport{}).NewClientConn(c)
+	cc, err := tr.NewClientConn(context.Background(), "https", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,7 +622,7 @@ func TestTLSDrainInFlight(t *testing.T) {
 	waitFor(t, 10*time.Second, func() bool { return res.ok.Load() >= 50 })
 
 	p.Signal(syscall.SIGTERM)
-	waitFor(t, 10*time.Second, func() bool { return cc.State().Closing })
+	waitFor(t, 10*time.Second, func() bool { return cc.Available() == 0 }) // GOAWAY received
 	// The client honours GOAWAY: no new stream goes out on this connection.
 	req, _ := http.NewRequest("GET", fmt.Sprintf("https://%s/", tlsDomain), nil)
 	if resp, err := cc.RoundTrip(req); err == nil {

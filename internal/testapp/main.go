@@ -10,6 +10,8 @@
 //	                     (a double fork); its pid is printed as "testapp: orphan pid N"
 //	-no-listen           never listen (an app that does not start)
 //	-no-listen-if FILE   ... when FILE exists (a new instance that never comes up)
+//	-exit-if FILE        exit at once with -exit-code when FILE exists (a new instance
+//	                     that dies at start)
 //	-print TEXT          write TEXT to stdout at start ("\n" is a newline), and -eprint
 //	                     to stderr: output passthrough tests
 //	-stop-delay 1s       on SIGTERM, keep serving that long, then exit 0 (a graceful app)
@@ -46,6 +48,7 @@ func main() {
 		orphan     time.Duration
 		noListen   bool
 		noListenIf string
+		exitIf     string
 		printOut   string
 		eprint     string
 		stopDelay  time.Duration
@@ -61,6 +64,7 @@ func main() {
 	flag.DurationVar(&orphan, "orphan", 0, "leave behind a process that lives this long")
 	flag.BoolVar(&noListen, "no-listen", false, "never listen")
 	flag.StringVar(&noListenIf, "no-listen-if", "", "never listen if this file exists")
+	flag.StringVar(&exitIf, "exit-if", "", "exit at once with -exit-code if this file exists")
 	flag.StringVar(&printOut, "print", "", "write this to stdout at start")
 	flag.StringVar(&eprint, "eprint", "", "write this to stderr at start")
 	flag.DurationVar(&stopDelay, "stop-delay", 0, "on SIGTERM, serve this long, then exit 0")
@@ -86,6 +90,12 @@ func main() {
 		return
 	}
 
+	if exitIf != "" {
+		if _, err := os.Stat(exitIf); err == nil {
+			fmt.Fprintf(os.Stderr, "testapp: %s exists, exiting with code %d\n", exitIf, exitCode)
+			os.Exit(exitCode)
+		}
+	}
 	if printOut != "" {
 		os.Stdout.WriteString(strings.ReplaceAll(printOut, `\n`, "\n"))
 	}

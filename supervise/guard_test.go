@@ -1,0 +1,34 @@
+package supervise
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+)
+
+// recordingWriter is the drain's ResponseWriter as the Guard sees it: it learns why the
+// answer did not come from the app.
+type recordingWriter struct {
+	*httptest.ResponseRecorder
+	reason string
+	status int
+}
+
+func (w *recordingWriter) RecordUpstreamError(reason string, status int, _ error) {
+	w.reason, w.status = reason, status
+}
+
+// The Guard's 503 is recorded as drainproxy answering for the app, so that the access log,
+// the metrics and the drain's summary count it.
+func TestGuardRecordsItsAnswer(t *testing.T) {
+	s, err := New(Options{Command: []string{testApp}, Upstream: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &recordingWriter{ResponseRecorder: httptest.NewRecorder()}
+	s.Guard(http.NotFoundHandler()).ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
+	if w.Code != http.StatusServiceUnavailable || w.reason != ReasonAppNotRunning || w.status != http.StatusServiceUnavailable {
+		t.Fatalf("guard answered %d and recorded %q %d; want 503 recorded as %q", w.Code, w.reason, w.status, ReasonAppNotRunning)
+	}
+}
