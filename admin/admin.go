@@ -94,7 +94,7 @@ type Server struct {
 	tokenSum [sha256.Size]byte
 	// localOnly: no token and not on loopback, so authorized endpoints need a loopback client.
 	localOnly bool
-	served   chan struct{} // closed when Serve has returned
+	served    chan struct{} // closed when Serve has returned
 }
 
 // Start listens on opts.Address and serves the admin endpoints until Stop.
