@@ -92,9 +92,10 @@ type Server struct {
 	http     *http.Server
 	ln       net.Listener
 	tokenSum [sha256.Size]byte
+	served   chan struct{} // closed when Serve has returned
+
 	// localOnly: no token and not on loopback, so authorized endpoints need a loopback client.
 	localOnly bool
-	served    chan struct{} // closed when Serve has returned
 }
 
 // Start listens on opts.Address and serves the admin endpoints until Stop.
