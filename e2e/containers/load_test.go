@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,10 +71,11 @@ func (l *load) String() string {
 func (l *load) note(kind string, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	key := kind + ": " + err.Error()
-	if len(key) > 120 {
-		key = key[:120]
+	msg := err.Error() // without the addresses, so that alike errors count together
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
 	}
+	key := kind + ": " + msg
 	if _, seen := l.errors[key]; seen || len(l.errors) < 8 {
 		l.errors[key]++
 	}
