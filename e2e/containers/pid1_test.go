@@ -58,6 +58,18 @@ func TestWrapPID1(t *testing.T) {
 		t.Fatalf("the orphan (host pid %s) is still there in state %q 12s after its 3s were up: PID 1 does not reap", hostPid, state)
 	}
 
+	// The image's HEALTHCHECK (drainproxy probe .../readyz) runs every 5s.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		h := docker(t, "inspect", "-f", "{{.State.Health.Status}}", name)
+		if h == "healthy" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the image's HEALTHCHECK says %q after 30s", h)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	slow := slowRequests(ip+":8080", 1, 3*time.Second)
 	waitLog(t, name, "testapp: request GET /slow?d=3s")
 	docker(t, "stop", "-t", "30", name)
