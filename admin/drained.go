@@ -54,14 +54,20 @@ func (s *Server) drained(w http.ResponseWriter, r *http.Request) {
 	// The admin server's write timeout is shorter than a drain can be.
 	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(beginWithin + timeout + 5*time.Second))
 
-	begin := time.NewTimer(beginWithin)
-	defer begin.Stop()
-	select {
-	case <-dw.Requested():
-	case <-begin.C:
-		plain(w, http.StatusOK, "not draining")
-		return
-	case <-r.Context().Done():
+	if !isClosed(dw.Requested()) { // checked first: select would pick at random between ready cases
+		begin := time.NewTimer(beginWithin)
+		defer begin.Stop()
+		select {
+		case <-dw.Requested():
+		case <-begin.C:
+			plain(w, http.StatusOK, "not draining")
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if isClosed(dw.Waited()) {
+		plain(w, http.StatusOK, "drained")
 		return
 	}
 	started := time.Now()
@@ -91,4 +97,13 @@ func durationParam(r *http.Request, name string, def time.Duration) (time.Durati
 		return 0, fmt.Errorf("%s=%q: want a duration from 0s to %s, such as 2s", name, v, drainedMaxWait)
 	}
 	return d, nil
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
