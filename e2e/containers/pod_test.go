@@ -168,7 +168,8 @@ func (p *pod) terminate() *termination {
 const propagation = 3 * time.Second
 
 // Kubelet deletes a pod while a client keeps sending, and keeps opening new connections
-// for a few seconds: 0 failed with each recipe of examples/kubernetes, and the naive
+// for a few seconds: 0 failed with each recipe of examples/kubernetes (the wrap-image one
+// runs the image scripts/image builds from examples/wrap/Dockerfile), and the naive
 // recipe (no preStop: both containers get SIGTERM together and the app dies at once)
 // loses requests, so this test can tell them apart.
 func TestPod(t *testing.T) {
@@ -185,10 +186,15 @@ func TestPod(t *testing.T) {
 	}{
 		{"two-containers", loadDeployment(t, "two-containers.yaml"), true},
 		{"wrap-emptydir", loadDeployment(t, "wrap-emptydir.yaml"), true},
+		{"wrap-image", loadDeployment(t, "wrap-image.yaml"), true},
 		{"naive", naive, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			dp, _ := tt.spec.drainproxy()
+			dp, ok := tt.spec.drainproxy()
+			if !ok { // wrap-image: the flags are in the image's ENTRYPOINT
+				dp = tt.spec.Containers[0]
+				dp.Command = wrapEntrypoint(t)
+			}
 			if delay := mustDuration(t, "-drain-delay", dp.flag("-drain-delay")); delay < propagation+time.Second {
 				t.Fatalf("the manifest's drain delay %s does not cover the simulated propagation %s", delay, propagation)
 			}
