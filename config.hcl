@@ -94,7 +94,7 @@ drain {
 admin {
   # /healthz, /readyz, /metrics, /status and POST /drain; loopback so they are never public. "off" disables them.
   address = "127.0.0.1:9901"
-  # Bearer token required by POST /drain, /metrics and /status (not by the probes /healthz and /readyz); "" is none. Set one before listening beyond loopback.
+  # Bearer token required by POST /drain, POST /restart, /metrics and /status (not by the probes /healthz, /readyz and the hook /drained); "" is none. Without one on an address beyond loopback, those answer loopback clients only.
   token = ""
   # Or read the token from this file (e.g. a mounted secret), so it is not in the config; "" is none. Use token or token_file, not both.
   token_file = ""

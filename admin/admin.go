@@ -9,15 +9,18 @@
 //	GET  /healthz  200 while the process is alive (it does not depend on the upstream)
 //	GET  /readyz   200 when serving, the upstream (and a supervised app) is up and no drain
 //	               has begun; else 503
+//	GET  /drained  a pod's preStop hook: 200 once a drain has finished waiting (drained.go)
 //	GET  /metrics  Prometheus text
 //	POST /drain    start the same drain as SIGTERM (idempotent)
 //	POST /restart  restart the supervised app without downtime, as SIGHUP does: 202
 //	               started, 409 not supervised or already restarting, 503 draining
 //	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source
 //
-// With a token, every endpoint except the probes (/healthz, /readyz) needs
+// With a token, every endpoint except the probes (/healthz, /readyz, /drained) needs
 // "Authorization: Bearer TOKEN": probes keep working without a secret, while draining the
-// process and reading its metrics and status do not. guard.go keeps web pages out: every
+// process and reading its metrics and status do not. Without a token on an address that
+// is not loopback (a pod's 0.0.0.0, so that kubelet can probe it), those endpoints answer
+// only clients on loopback: the pod's own containers. guard.go keeps web pages out: every
 // endpoint but the probes answers only a Host that names this listener, and POSTs refuse
 // cross-site requests.
 package admin
@@ -110,6 +113,9 @@ type Server struct {
 
 	allowed     map[string]bool // Options.AllowedHosts
 	crossOrigin *http.CrossOriginProtection
+
+	// localOnly: no token and not on loopback, so authorized endpoints need a loopback client.
+	localOnly bool
 }
 
 // Start listens on opts.Address and serves the admin endpoints until Stop.
@@ -132,6 +138,9 @@ func Start(opts Options) (*Server, error) {
 	for _, h := range opts.AllowedHosts {
 		s.allowed[h] = true
 	}
+	// Without a token, the detailed and state-changing endpoints of a listener reachable
+	// from elsewhere (0.0.0.0 in a pod, so that kubelet can probe it) answer local clients only.
+	s.localOnly = opts.Token == "" && !isLoopback(ln.Addr())
 	if host, _, err := net.SplitHostPort(opts.Address); err == nil && host != "" {
 		s.allowed[strings.ToLower(host)] = true // the name it was told to listen on
 	}
@@ -150,7 +159,7 @@ func Start(opts Options) (*Server, error) {
 		}),
 	}
 	if opts.Token == "" && !isLoopback(ln.Addr()) {
-		s.log.Warn("the admin listener is not on loopback and has no token: anyone who can reach it can drain this process and read its metrics; set admin { token_file = ... } or listen on 127.0.0.1",
+		s.log.Info("the admin listener is not on loopback and has no token: /healthz, /readyz and /drained answer anyone, /metrics, /status, POST /drain and POST /restart only clients on loopback (this host, or this pod); set admin { token_file = ... } to reach them from elsewhere",
 			"admin", ln.Addr().String())
 	}
 	go func() {
@@ -208,6 +217,7 @@ func (s *Server) Handler() http.Handler {
 	}{
 		{"GET /healthz", s.healthz},
 		{"GET /readyz", s.readyz},
+		{"GET /drained", s.drained}, // a pod's preStop hook (drained.go)
 	}
 	for _, p := range probes {
 		mux.Handle(p.pattern, p.handler)
@@ -224,6 +234,9 @@ func (s *Server) Handler() http.Handler {
 // authorized requires the bearer token, when there is one. Both sides are hashed first,
 // so that the comparison takes the same time whatever the length of the guess.
 func (s *Server) authorized(next http.Handler) http.Handler {
+	if s.opts.Token == "" && s.localOnly {
+		return loopbackOnly(next)
+	}
 	if s.opts.Token == "" {
 		return next
 	}
@@ -233,6 +246,20 @@ func (s *Server) authorized(next http.Handler) http.Handler {
 		if err != nil || subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="drainproxy admin"`)
 			plain(w, http.StatusUnauthorized, "unauthorized: send Authorization: Bearer <admin token>")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// loopbackOnly refuses clients that are not on loopback: on a pod's shared network
+// namespace that means the pod's own containers (and kubectl port-forward), never another
+// pod or a load balancer.
+func loopbackOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			plain(w, http.StatusForbidden, "forbidden: without admin { token } this endpoint answers only clients on loopback; set a token and send Authorization: Bearer <admin token>")
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -12,6 +12,8 @@ import (
 )
 
 const usageHeader = `Usage: drainproxy [flags] [-- COMMAND [ARGS...]]
+       drainproxy probe [-timeout 2s] URL   (exit 0 if URL answers 2xx: a health check)
+       drainproxy install DEST              (copy this binary, e.g. into a shared volume)
 
 drainproxy proxies HTTP to an upstream app and, on SIGTERM or SIGINT, drains it without
 failing a request it has accepted. Settings come from defaults, then the -config file,

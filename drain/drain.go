@@ -113,6 +113,7 @@ type Drainer struct {
 	phase     atomic.Int32
 	requested chan struct{} // closed by the first Drain
 	forced    chan struct{} // closed by the first Force
+	waited    chan struct{} // closed when the wait for in-flight requests is over
 	reqOnce   sync.Once
 	forceOnce sync.Once
 	reason    atomic.Value // string: why the drain began
@@ -152,6 +153,7 @@ func New(opts Options) *Drainer {
 		Workers:   NewGroup(opts.Logger.Named("worker")),
 		requested: make(chan struct{}),
 		forced:    make(chan struct{}),
+		waited:    make(chan struct{}),
 	}
 }
 
@@ -385,6 +387,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	cancelGrace() // everything is closed: stop-accepting hooks may return now
 	hooks.Wait()
 	d.setPhase(PhaseStopped)
+	close(d.waited)
 
 	// 7. stop the app
 	if d.opts.StopApp != nil {

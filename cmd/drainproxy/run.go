@@ -42,6 +42,9 @@ const (
 // run is the whole program; main only maps it to the process. Canceling ctx starts a
 // drain, as SIGTERM does. stdout carries the access log (by default), stderr the logs.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if code, ok := subcommand(ctx, args, stdout, stderr); ok { // probe, install
+		return code
+	}
 	cfg, err := config.Parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK

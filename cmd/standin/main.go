@@ -2,6 +2,8 @@
 // graceful shutdown and dies at once on SIGTERM, like the legacy apps drainproxy fronts.
 //
 //	standin [-listen 127.0.0.1:3000]   (or the PORT environment variable)
+//	standin -probe URL                 exit 0 if URL answers 2xx, else 1: the container
+//	                                   image's health check (a scratch image has no curl)
 package main
 
 import (
@@ -21,7 +23,11 @@ func main() {
 		addr = net.JoinHostPort("127.0.0.1", p)
 	}
 	flag.StringVar(&addr, "listen", addr, "address to serve on (unix:/path for a unix socket)")
+	probeURL := flag.String("probe", "", "GET this URL and exit 0 on a 2xx answer, 1 otherwise")
 	flag.Parse()
+	if *probeURL != "" {
+		os.Exit(probe(*probeURL))
+	}
 	network, address := "tcp", addr
 	if len(addr) > 5 && addr[:5] == "unix:" {
 		network, address = "unix", addr[5:]
@@ -36,4 +42,19 @@ func main() {
 	srv := &http.Server{Handler: standin.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintln(os.Stderr, srv.Serve(ln))
 	os.Exit(1)
+}
+
+func probe(url string) int {
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "standin: probe: %v\n", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		fmt.Fprintf(os.Stderr, "standin: probe %s: %s\n", url, resp.Status)
+		return 1
+	}
+	return 0
 }

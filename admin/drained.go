@@ -1,0 +1,109 @@
+package admin
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// DrainWaiter is what GET /drained needs of the drain (drain.Drainer).
+type DrainWaiter interface {
+	// Requested is closed once a drain has begun.
+	Requested() <-chan struct{}
+	// Waited is closed once the drain has finished waiting for in-flight requests.
+	Waited() <-chan struct{}
+}
+
+// The bounds of GET /drained, and how long a hook may ask them to be.
+const (
+	drainedBeginWithin = 2 * time.Second
+	drainedTimeout     = 60 * time.Second
+	drainedMaxWait     = 10 * time.Minute
+)
+
+// drained serves GET /drained, the preStop hook of an app container that has drainproxy
+// in front of it in the same pod (kubelet's httpGet hook: no binary of ours in the app's
+// image). Kubelet runs every container's preStop and then sends it SIGTERM, all containers
+// in parallel; without the hook an app that exits at once on SIGTERM is gone while the
+// proxy still sends it requests.
+//
+//   - A drain under way: the answer waits until the drain has finished waiting for
+//     in-flight requests (200 "drained"), so the app gets its SIGTERM only then; 503 if
+//     that takes longer than ?timeout= (60s; kubelet then goes on with the SIGTERM).
+//   - No drain: kubelet sends the hook and drainproxy's SIGTERM at the same moment, so the
+//     hook can arrive first. The answer waits up to ?begin_within= (2s) for a drain to
+//     begin, then answers 200 "not draining": a liveness restart of the app alone, with
+//     drainproxy staying up, is held up by no more than that.
+//   - After the drain (phase stopped): 200 at once.
+func (s *Server) drained(w http.ResponseWriter, r *http.Request) {
+	dw, ok := s.opts.Drainer.(DrainWaiter)
+	if !ok {
+		plain(w, http.StatusNotImplemented, "this drainer cannot report the end of a drain")
+		return
+	}
+	beginWithin, err := durationParam(r, "begin_within", drainedBeginWithin)
+	if err != nil {
+		plain(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	timeout, err := durationParam(r, "timeout", drainedTimeout)
+	if err != nil {
+		plain(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	// The admin server's write timeout is shorter than a drain can be.
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(beginWithin + timeout + 5*time.Second))
+
+	if !isClosed(dw.Requested()) { // checked first: select would pick at random between ready cases
+		begin := time.NewTimer(beginWithin)
+		defer begin.Stop()
+		select {
+		case <-dw.Requested():
+		case <-begin.C:
+			plain(w, http.StatusOK, "not draining")
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if isClosed(dw.Waited()) {
+		plain(w, http.StatusOK, "drained")
+		return
+	}
+	started := time.Now()
+	bound := time.NewTimer(timeout)
+	defer bound.Stop()
+	select {
+	case <-dw.Waited():
+		if d := time.Since(started); d > 100*time.Millisecond {
+			s.log.Info("GET /drained answered: the drain has finished waiting", "client", r.RemoteAddr, "waited", d.Round(time.Millisecond).String())
+		}
+		plain(w, http.StatusOK, "drained")
+	case <-bound.C:
+		s.log.Warn("GET /drained: the drain is still waiting; answering 503 so that the hook ends", "client", r.RemoteAddr, "timeout", timeout.String())
+		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("still %s after %s", s.opts.Drainer.Stats().Phase, timeout))
+	case <-r.Context().Done():
+	}
+}
+
+// durationParam reads a query parameter that holds a Go duration, within [0, drainedMaxWait].
+func durationParam(r *http.Request, name string, def time.Duration) (time.Duration, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > drainedMaxWait {
+		return 0, fmt.Errorf("%s=%q: want a duration from 0s to %s, such as 2s", name, v, drainedMaxWait)
+	}
+	return d, nil
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

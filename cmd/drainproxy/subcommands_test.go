@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// drainproxy probe: 0 on 2xx, 1 on anything else (including a redirect and no answer in
+// time), 2 on bad usage; one line on stderr that says why.
+func TestProbe(t *testing.T) {
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(204) })
+	mux.HandleFunc("/draining", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+	})
+	mux.HandleFunc("/moved", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/ok", http.StatusFound) })
+	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	for _, tt := range []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{srv.URL + "/ok"}, 0, ""},
+		{[]string{srv.URL + "/draining"}, 1, "503 Service Unavailable: draining"},
+		{[]string{srv.URL + "/moved"}, 1, "302 Found"},
+		{[]string{"-timeout", "200ms", srv.URL + "/hang"}, 1, "no answer within 200ms"},
+		{[]string{"http://127.0.0.1:1/readyz"}, 1, "connection refused"},
+		{[]string{}, 2, "want exactly one URL"},
+		{[]string{"127.0.0.1:9901/readyz"}, 2, "is not an http:// or https:// URL"},
+		{[]string{"-timeout", "0s", srv.URL + "/ok"}, 2, "must be more than 0"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), append([]string{"probe"}, tt.args...), &stdout, &stderr)
+		if code != tt.code || (tt.stderr == "") != (stderr.Len() == 0) || !strings.Contains(stderr.String(), tt.stderr) {
+			t.Errorf("probe %v = %d, stderr %q; want %d and %q", tt.args, code, stderr.String(), tt.code, tt.stderr)
+		}
+	}
+}
+
+// drainproxy install copies the running binary (here: the built one) to a file, or into
+// a directory, and the copy runs.
+func TestInstall(t *testing.T) {
+	dir := t.TempDir()
+	for _, dest := range []string{filepath.Join(dir, "bin-file"), dir} {
+		out, err := exec.Command(binary, "install", dest).CombinedOutput()
+		if err != nil {
+			t.Fatalf("install %s: %v: %s", dest, err, out)
+		}
+		installed := dest
+		if dest == dir {
+			installed = filepath.Join(dir, "drainproxy")
+		}
+		if !strings.Contains(string(out), "installed at "+installed) {
+			t.Errorf("install %s said %q", dest, out)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		v, err := exec.CommandContext(ctx, installed, "-version").CombinedOutput()
+		cancel()
+		if err != nil || !strings.HasPrefix(string(v), "drainproxy ") {
+			t.Errorf("the installed copy does not run: %v: %s", err, v)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".drainproxy-install-") {
+			t.Errorf("a temporary file was left behind: %s", e.Name())
+		}
+	}
+	if out, err := exec.Command(binary, "install", filepath.Join(dir, "no-such-dir", "x")).CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "cannot write to") {
+		t.Errorf("install into a missing directory: %v %q; want a failure that names the directory", err, out)
+	}
+}
