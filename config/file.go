@@ -38,6 +38,7 @@ type listenerBlock struct {
 	RedirectHTTPS  *bool     `hcl:"redirect_https,optional"`
 	RedirectStatus *int      `hcl:"redirect_status,optional"`
 	RedirectPort   *int      `hcl:"redirect_port,optional"`
+	H2C            *bool     `hcl:"h2c,optional"`
 	TLS            *tlsBlock `hcl:"tls,block"`
 }
 
@@ -284,7 +285,14 @@ func applyListeners(decoded []listenerBlock, blocks []*hclsyntax.Block, filename
 		case slices.ContainsFunc(out, func(o Listener) bool { return o.Address == addr }):
 			s.fail("address", -1, fmt.Errorf("%q is already a listener above; each listener needs its own address", addr))
 		default:
-			out = append(out, applyListenerTLS(l, addr, s))
+			ln := applyListenerTLS(l, addr, s)
+			if l.H2C != nil {
+				if l.TLS != nil {
+					s.fail("h2c", -1, errors.New("is for a plain-HTTP listener; one with a tls block offers HTTP/2 by ALPN, so remove h2c"))
+				}
+				ln.DisableH2C = !*l.H2C
+			}
+			out = append(out, ln)
 		}
 	}
 	checkListenersTLS(out, decoded, blocks, filename, probs)

@@ -1,0 +1,386 @@
+package main
+
+// gRPC through drainproxy, with google.golang.org/grpc's own client and server (its
+// interop TestService and health service, so no protoc is needed): unary, server- and
+// bidirectional streaming, status and trailers, the health protocol, errors drainproxy
+// answers itself, and a drain under load.
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// echoService is the upstream app: UnaryCall echoes the payload (or answers the status
+// asked for), StreamingOutputCall sends one message per response parameter after its
+// interval, FullDuplexCall answers each message as it comes.
+type echoService struct {
+	testpb.UnimplementedTestServiceServer
+	// gate, when a stream asks for it (metadata "gate"), holds its messages after the
+	// first until the test lets them go: proof that the first was not buffered.
+	gate chan struct{}
+}
+
+func (s *echoService) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	if st := req.GetResponseStatus(); st != nil {
+		return nil, status.Error(codes.Code(st.GetCode()), st.GetMessage())
+	}
+	return &testpb.SimpleResponse{Payload: req.GetPayload()}, nil
+}
+
+func (s *echoService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest, stream grpc.ServerStreamingServer[testpb.StreamingOutputCallResponse]) error {
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	for i, p := range req.GetResponseParameters() {
+		if i == 1 && len(md.Get("gate")) > 0 {
+			select {
+			case <-s.gate:
+			case <-stream.Context().Done():
+				return stream.Context().Err()
+			}
+		}
+		time.Sleep(time.Duration(p.GetIntervalUs()) * time.Microsecond)
+		body := bytes.Repeat([]byte{byte('a' + i%26)}, int(p.GetSize()))
+		if err := stream.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: body}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *echoService) FullDuplexCall(stream grpc.BidiStreamingServer[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse]) error {
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&testpb.StreamingOutputCallResponse{Payload: req.GetPayload()}); err != nil {
+			return err
+		}
+	}
+}
+
+// startGRPCUpstream serves the echo and health services over h2c on a fresh port.
+func startGRPCUpstream(t testing.TB) (addr string, svc *echoService, srv *grpc.Server) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc = &echoService{gate: make(chan struct{})}
+	srv = grpc.NewServer()
+	testpb.RegisterTestServiceServer(srv, svc)
+	hs := health.NewServer()
+	hs.SetServingStatus("echo", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String(), svc, srv
+}
+
+// grpcDial connects to drainproxy at addr: h2c, or TLS against roots.
+func grpcDial(t testing.TB, addr string, tlsConf *tls.Config) *grpc.ClientConn {
+	t.Helper()
+	creds := insecure.NewCredentials()
+	if tlsConf != nil {
+		creds = credentials.NewTLS(tlsConf)
+	}
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func TestGRPCThroughProxy(t *testing.T) {
+	upstream, svc, _ := startGRPCUpstream(t)
+	t.Run("h2c", func(t *testing.T) {
+		p := startProxy(t, "-upstream", "h2c://"+upstream)
+		checkGRPC(t, grpcDial(t, p.Addr, nil), svc)
+	})
+	t.Run("tls", func(t *testing.T) {
+		_, _, tlsPort, ca, _ := tlsStaticProxy(t, "h2c://"+upstream)
+		conf := &tls.Config{RootCAs: ca.Pool, ServerName: tlsDomain}
+		checkGRPC(t, grpcDial(t, fmt.Sprintf("127.0.0.1:%d", tlsPort), conf), svc)
+	})
+}
+
+func checkGRPC(t *testing.T, cc *grpc.ClientConn, svc *echoService) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client := testpb.NewTestServiceClient(cc)
+
+	res, err := client.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hello")}})
+	if err != nil || string(res.GetPayload().GetBody()) != "hello" {
+		t.Fatalf("unary: %v, payload %q; want hello", err, res.GetPayload().GetBody())
+	}
+
+	// The app's status and message (in trailers) reach the client as the app sent them.
+	_, err = client.UnaryCall(ctx, &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.PermissionDenied), Message: "no entry – 100%"}})
+	if st := status.Convert(err); st.Code() != codes.PermissionDenied || st.Message() != "no entry – 100%" {
+		t.Errorf("app status: got %v %q; want PermissionDenied %q", st.Code(), st.Message(), "no entry – 100%")
+	}
+
+	// Server streaming: the first message arrives while the app holds back the rest.
+	sctx := metadata.AppendToOutgoingContext(ctx, "gate", "1")
+	params := make([]*testpb.ResponseParameters, 5)
+	for i := range params {
+		params[i] = &testpb.ResponseParameters{Size: 1000}
+	}
+	stream, err := client.StreamingOutputCall(sctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := stream.Recv(); err != nil || len(m.GetPayload().GetBody()) != 1000 {
+		t.Fatalf("first streamed message: %v (held back by the proxy?)", err)
+	}
+	svc.gate <- struct{}{}
+	n := 1
+	for {
+		_, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("stream after %d messages: %v", n, err)
+		}
+		n++
+	}
+	if n != len(params) {
+		t.Errorf("got %d streamed messages; want %d", n, len(params))
+	}
+
+	// Both ways: each answer comes before the next request is sent.
+	duplex, err := client.FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		want := fmt.Sprintf("ping %d", i)
+		if err := duplex.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte(want)}}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := duplex.Recv()
+		if err != nil || string(m.GetPayload().GetBody()) != want {
+			t.Fatalf("duplex %d: %v, %q", i, err, m.GetPayload().GetBody())
+		}
+	}
+	duplex.CloseSend()
+	if _, err := duplex.Recv(); err != io.EOF {
+		t.Errorf("duplex end: %v; want EOF", err)
+	}
+
+	// The health protocol, through the proxy.
+	hres, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "echo"})
+	if err != nil || hres.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health check: %v %v; want SERVING", hres.GetStatus(), err)
+	}
+	_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "nope"})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("health check of an unknown service: %v; want NotFound", err)
+	}
+}
+
+// When the app is gone, the client gets UNAVAILABLE with drainproxy's reason, not
+// "unexpected HTTP status code".
+func TestGRPCUpstreamDownIsUnavailable(t *testing.T) {
+	upstream, _, srv := startGRPCUpstream(t)
+	p := startProxy(t, "-upstream", "h2c://"+upstream)
+	client := testpb.NewTestServiceClient(grpcDial(t, p.Addr, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "drainproxy: the upstream") {
+		t.Errorf("app down: %v %q; want Unavailable with drainproxy's reason", st.Code(), st.Message())
+	}
+}
+
+// drainproxy honours grpc-timeout: an app that ignores it is cut off at the deadline and
+// the client is answered DEADLINE_EXCEEDED in trailers-only form, by drainproxy.
+func TestGRPCTimeoutHonoured(t *testing.T) {
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{}, 1)
+	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // an app that never answers by itself
+		released <- struct{}{}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	p := startProxy(t, "-upstream", "h2c://"+ln.Addr().String())
+
+	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("POST", "http://"+p.Addr+"/grpc.testing.TestService/UnaryCall", bytes.NewReader([]byte{0, 0, 0, 0, 0}))
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	req.Header.Set("Grpc-Timeout", "200m")
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "application/grpc" ||
+		res.Header.Get("Grpc-Status") != "4" || len(body) != 0 {
+		t.Errorf("got %d %v body %q; want 200, application/grpc, grpc-status 4 in the headers", res.StatusCode, res.Header, body)
+	}
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second):
+		t.Error("the upstream request was not canceled at the deadline")
+	}
+}
+
+// A drain under gRPC load loses nothing: many RPCs on a few connections, SIGTERM in the
+// middle, with and without a drain delay. Every RPC the proxy accepted succeeds (RPCs
+// refused once the listener closed are counted apart), slow server-streaming RPCs in
+// flight at the signal complete, and the exit code is 0.
+func TestGRPCDrainUnderLoad(t *testing.T) {
+	upstream, _, _ := startGRPCUpstream(t)
+	runs := []string{"0s", "300ms", "0s", "300ms", "0s", "300ms"}
+	for i, delay := range runs {
+		t.Run(fmt.Sprintf("run%d-delay%s", i+1, delay), func(t *testing.T) {
+			grpcDrainRun(t, upstream, delay)
+		})
+	}
+}
+
+func grpcDrainRun(t *testing.T, upstream, delay string) {
+	p := startProxy(t, "-upstream", "h2c://"+upstream, "-drain-delay", delay, "-grace", "20s")
+	const conns, perConn, slow = 4, 8, 4
+	clients := make([]testpb.TestServiceClient, conns)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range clients {
+		clients[i] = testpb.NewTestServiceClient(grpcDial(t, p.Addr, nil))
+		if _, err := clients[i].UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ok, refused, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	for c := range conns {
+		for g := range perConn {
+			load.Go(func() {
+				for n := 0; ; n++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					want := fmt.Sprintf("%d-%d-%d", c, g, n)
+					res, err := clients[c].UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte(want)}})
+					switch {
+					case err == nil && string(res.GetPayload().GetBody()) == want:
+						ok.Add(1)
+					case err != nil && status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "connection refused"):
+						refused.Add(1) // the listener had closed: never reached the proxy
+					default:
+						failed.Add(1)
+						if err == nil {
+							err = fmt.Errorf("answer %q for %q", res.GetPayload().GetBody(), want)
+						}
+						firstErr.CompareAndSwap(nil, err.Error())
+					}
+				}
+			})
+		}
+	}
+	// Slow server-streaming RPCs: 10 messages 100ms apart, in flight at the signal.
+	slowDone := make(chan error, slow)
+	params := make([]*testpb.ResponseParameters, 10)
+	for i := range params {
+		params[i] = &testpb.ResponseParameters{Size: 100, IntervalUs: 100_000}
+	}
+	var started sync.WaitGroup
+	for i := range slow {
+		started.Add(1)
+		go func() {
+			stream, err := clients[i%conns].StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+			if err != nil {
+				started.Done()
+				slowDone <- err
+				return
+			}
+			n := 0
+			for {
+				_, err := stream.Recv()
+				if n == 0 {
+					started.Done()
+				}
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					slowDone <- fmt.Errorf("after %d messages: %w", n, err)
+					return
+				}
+				n++
+			}
+			if n != len(params) {
+				slowDone <- fmt.Errorf("got %d messages; want %d", n, len(params))
+				return
+			}
+			slowDone <- nil
+		}()
+	}
+	started.Wait()
+	p.Signal(syscall.SIGTERM)
+	p.WaitLog("stopped accepting", 20*time.Second)
+	close(stop)
+	load.Wait()
+	for range slow {
+		if err := <-slowDone; err != nil {
+			t.Errorf("slow streaming RPC: %v", err)
+		}
+	}
+	if code := p.Wait(20 * time.Second); code != 0 {
+		t.Errorf("exit code %d; want 0", code)
+	}
+	t.Logf("delay %s: %d RPCs ok, %d refused after the listener closed, %d failed", delay, ok.Load(), refused.Load(), failed.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d RPCs failed; first: %v", failed.Load(), firstErr.Load())
+	}
+	if ok.Load() == 0 {
+		t.Error("no RPC succeeded: the load did not run")
+	}
+}
