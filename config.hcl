@@ -135,6 +135,10 @@ health_check {
   healthy_threshold = 2
   # Failures in a row (checks and proxied requests) that make a healthy upstream unhealthy; one blip is not an outage.
   unhealthy_threshold = 3
+  # true: the gRPC health protocol instead, grpc.health.v1.Health/Check over HTTP/2 (h2c; h2 for https), passing on SERVING. path must be "".
+  grpc = false
+  # The service asked about with grpc = true; "" is the whole server.
+  service = ""
 }
 
 log {

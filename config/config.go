@@ -190,6 +190,11 @@ type HealthCheck struct {
 	// UnhealthyThreshold is how many failures in a row make a healthy upstream unhealthy
 	// (at least 1).
 	UnhealthyThreshold int
+	// GRPC makes the check the gRPC health protocol: grpc.health.v1.Health/Check for
+	// GRPCService ("" asks about the whole server) over HTTP/2, passing on SERVING.
+	// Path must then be "".
+	GRPC        bool
+	GRPCService string
 }
 
 // App is how drainproxy runs the app it starts (Upstream.Command); unused without one.

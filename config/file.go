@@ -105,6 +105,8 @@ type healthCheckBlock struct {
 	Timeout            *string `hcl:"timeout,optional"`
 	HealthyThreshold   *int    `hcl:"healthy_threshold,optional"`
 	UnhealthyThreshold *int    `hcl:"unhealthy_threshold,optional"`
+	GRPC               *bool   `hcl:"grpc,optional"`
+	Service            *string `hcl:"service,optional"`
 }
 
 type logBlock struct {
@@ -227,6 +229,18 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "timeout", b.Timeout, parsePositiveDuration, &h.Timeout)
 		apply(s, "healthy_threshold", b.HealthyThreshold, atLeast(1), &h.HealthyThreshold)
 		apply(s, "unhealthy_threshold", b.UnhealthyThreshold, atLeast(1), &h.UnhealthyThreshold)
+		if b.GRPC != nil {
+			h.GRPC = *b.GRPC
+		}
+		if b.Service != nil {
+			h.GRPCService = *b.Service
+			if !h.GRPC && h.GRPCService != "" {
+				s.fail("service", -1, errors.New("names the service of a gRPC health check; add grpc = true, or remove service"))
+			}
+		}
+		if h.GRPC && h.Path != "" {
+			s.fail("path", -1, errors.New("is for HTTP checks; with grpc = true the check calls grpc.health.v1.Health/Check (name the service with service), so remove path"))
+		}
 	}
 	if b := fc.App; b != nil {
 		s, a := sec("app"), &cfg.App

@@ -68,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Timeout:            cfg.HealthCheck.Timeout,
 		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
 		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
+		GRPC:               cfg.HealthCheck.GRPC,
+		GRPCService:        cfg.HealthCheck.GRPCService,
 		Logger:             log.Named("health"),
 	}
 	checker := health.New(healthOpts)
