@@ -384,3 +384,43 @@ func grpcDrainRun(t *testing.T, upstream, delay string) {
 		t.Error("no RPC succeeded: the load did not run")
 	}
 }
+
+// A server-streaming RPC counts as in flight until it ends: one longer than the grace
+// period is cut at the deadline, counted aborted, and the exit code is 1. The client
+// sees UNAVAILABLE (its connection closed), which it may retry elsewhere.
+func TestGRPCStreamCutAtGraceDeadline(t *testing.T) {
+	upstream, _, _ := startGRPCUpstream(t)
+	p := startProxy(t, "-upstream", "h2c://"+upstream, "-grace", "1s")
+	client := testpb.NewTestServiceClient(grpcDial(t, p.Addr, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	params := make([]*testpb.ResponseParameters, 100)
+	for i := range params {
+		params[i] = &testpb.ResponseParameters{Size: 10, IntervalUs: 100_000} // 10s in all
+	}
+	stream, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	p.Signal(syscall.SIGTERM)
+	n := 1
+	for {
+		_, err = stream.Recv()
+		if err != nil {
+			break
+		}
+		n++
+	}
+	if n >= len(params) || status.Code(err) != codes.Unavailable {
+		t.Errorf("stream ended after %d of %d messages with %v; want it cut at the deadline, UNAVAILABLE", n, len(params), err)
+	}
+	if code := p.Wait(20 * time.Second); code != 1 {
+		t.Errorf("exit code %d; want 1 (a stream was aborted)", code)
+	}
+	if m := p.FindLog("drain complete", time.Second); m == nil || m["aborted"] != float64(1) {
+		t.Errorf("drain summary %v; want aborted=1", m)
+	}
+}
