@@ -424,3 +424,24 @@ func TestGRPCStreamCutAtGraceDeadline(t *testing.T) {
 		t.Errorf("drain summary %v; want aborted=1", m)
 	}
 }
+
+// A gRPC message over limits.max_request_body_bytes is answered RESOURCE_EXHAUSTED by
+// drainproxy; smaller ones pass.
+func TestGRPCBodyLimitIsResourceExhausted(t *testing.T) {
+	upstream, _, _ := startGRPCUpstream(t)
+	conf := tlsConfigFile(t, `
+upstream { url = "h2c://%s" }
+limits { max_request_body_bytes = 1000 }
+`, upstream)
+	p := startProxy(t, "-config", conf, "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0")
+	client := testpb.NewTestServiceClient(grpcDial(t, p.Addr, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := client.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 100)}}); err != nil {
+		t.Fatalf("a small message: %v", err)
+	}
+	_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 5000)}})
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "drainproxy") {
+		t.Errorf("a message over the limit: %v %q; want ResourceExhausted from drainproxy", st.Code(), st.Message())
+	}
+}
