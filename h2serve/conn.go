@@ -246,9 +246,14 @@ func (c *conn) done() bool {
 }
 
 // closeIfDone closes the connection when done, from the reading side (a client's
-// RST_STREAM can end the last stream with nothing more to write).
+// RST_STREAM can end the last stream with nothing more to write). It never waits for a
+// write in progress, which may be blocked on a client that does not read: that write
+// checks when it ends. (If it checked just before this read's news, the connection is
+// left to x/net/http2, which closes it a second after its last stream.)
 func (c *conn) closeIfDone() {
-	c.wmu.Lock()
+	if !c.wmu.TryLock() {
+		return
+	}
 	done := c.done()
 	c.wmu.Unlock()
 	if done {
