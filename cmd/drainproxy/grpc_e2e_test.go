@@ -297,6 +297,8 @@ func grpcDrainRun(t *testing.T, upstream, delay string) {
 	var ok, refused, failed atomic.Int64
 	var firstErr atomic.Value
 	stop := make(chan struct{})
+	const warmUp = 200 // RPCs done before the signal, so that it lands mid-run
+	running := make(chan struct{})
 	var load sync.WaitGroup
 	for c := range conns {
 		for g := range perConn {
@@ -311,7 +313,9 @@ func grpcDrainRun(t *testing.T, upstream, delay string) {
 					res, err := clients[c].UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte(want)}})
 					switch {
 					case err == nil && string(res.GetPayload().GetBody()) == want:
-						ok.Add(1)
+						if ok.Add(1) == warmUp {
+							close(running)
+						}
 					case err != nil && status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "connection refused"):
 						refused.Add(1) // the listener had closed: never reached the proxy
 					default:
@@ -364,6 +368,11 @@ func grpcDrainRun(t *testing.T, upstream, delay string) {
 		}()
 	}
 	started.Wait()
+	select {
+	case <-running:
+	case <-ctx.Done():
+		t.Fatalf("only %d RPCs done before the deadline (%d failed: %v)", ok.Load(), failed.Load(), firstErr.Load())
+	}
 	p.Signal(syscall.SIGTERM)
 	p.WaitLog("stopped accepting", 20*time.Second)
 	close(stop)
