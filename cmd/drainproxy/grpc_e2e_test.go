@@ -233,10 +233,10 @@ func TestGRPCTimeoutHonoured(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	released := make(chan struct{}, 1)
+	released := make(chan http.Header, 1)
 	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done() // an app that never answers by itself
-		released <- struct{}{}
+		released <- r.Header
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
@@ -262,7 +262,12 @@ func TestGRPCTimeoutHonoured(t *testing.T) {
 		t.Errorf("got %d %v body %q; want 200, application/grpc, grpc-status 4 in the headers", res.StatusCode, res.Header, body)
 	}
 	select {
-	case <-released:
+	case h := <-released:
+		// The app got the call as the client sent it: TE: trailers kept (gRPC servers
+		// may refuse a call without it), the deadline passed on.
+		if h.Get("Te") != "trailers" || h.Get("Grpc-Timeout") == "" {
+			t.Errorf("the app saw TE %q and grpc-timeout %q; want trailers and the client's deadline", h.Get("Te"), h.Get("Grpc-Timeout"))
+		}
 	case <-time.After(10 * time.Second):
 		t.Error("the upstream request was not canceled at the deadline")
 	}
@@ -274,22 +279,37 @@ func TestGRPCTimeoutHonoured(t *testing.T) {
 // flight at the signal complete, and the exit code is 0.
 func TestGRPCDrainUnderLoad(t *testing.T) {
 	upstream, _, _ := startGRPCUpstream(t)
-	runs := []string{"0s", "300ms", "0s", "300ms", "0s", "300ms"}
-	for i, delay := range runs {
-		t.Run(fmt.Sprintf("run%d-delay%s", i+1, delay), func(t *testing.T) {
-			grpcDrainRun(t, upstream, delay)
+	runs := []struct {
+		delay string
+		tls   bool
+	}{{"0s", false}, {"300ms", false}, {"0s", false}, {"300ms", false}, {"0s", false}, {"300ms", false}, {"0s", true}, {"300ms", true}}
+	for i, r := range runs {
+		name := map[bool]string{false: "h2c", true: "tls"}[r.tls]
+		t.Run(fmt.Sprintf("run%d-%s-delay%s", i+1, name, r.delay), func(t *testing.T) {
+			grpcDrainRun(t, upstream, r.delay, r.tls)
 		})
 	}
 }
 
-func grpcDrainRun(t *testing.T, upstream, delay string) {
-	p := startProxy(t, "-upstream", "h2c://"+upstream, "-drain-delay", delay, "-grace", "20s")
+func grpcDrainRun(t *testing.T, upstream, delay string, overTLS bool) {
+	args := []string{"-drain-delay", delay, "-grace", "20s"}
+	var p *proc
+	addr, conf := "", (*tls.Config)(nil)
+	if overTLS {
+		var tlsPort int
+		var ca *tlsCA
+		p, _, tlsPort, ca, _ = tlsStaticProxy(t, "h2c://"+upstream, args...)
+		addr, conf = fmt.Sprintf("127.0.0.1:%d", tlsPort), &tls.Config{RootCAs: ca.Pool, ServerName: tlsDomain}
+	} else {
+		p = startProxy(t, append([]string{"-upstream", "h2c://" + upstream}, args...)...)
+		addr = p.Addr
+	}
 	const conns, perConn, slow = 4, 8, 4
 	clients := make([]testpb.TestServiceClient, conns)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for i := range clients {
-		clients[i] = testpb.NewTestServiceClient(grpcDial(t, p.Addr, nil))
+		clients[i] = testpb.NewTestServiceClient(grpcDial(t, addr, conf))
 		if _, err := clients[i].UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
 			t.Fatal(err)
 		}
