@@ -474,3 +474,31 @@ limits { max_request_body_bytes = 1000 }
 		t.Errorf("a message over the limit: %v %q; want ResourceExhausted from drainproxy", st.Code(), st.Message())
 	}
 }
+
+// h2c = false: the plain listener speaks HTTP/1.1 only, and a gRPC client cannot connect.
+func TestListenerH2COff(t *testing.T) {
+	upstream, _, _ := startGRPCUpstream(t)
+	conf := tlsConfigFile(t, `
+listener {
+  address = "127.0.0.1:0"
+  h2c     = false
+}
+upstream { url = "h2c://%s" }
+admin { address = "127.0.0.1:0" }
+`, upstream)
+	p := startProxy(t, "-config", conf)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := testpb.NewTestServiceClient(grpcDial(t, p.Addr, nil)).UnaryCall(ctx, &testpb.SimpleRequest{})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("a gRPC call to a listener with h2c off: %v; want Unavailable (no HTTP/2)", err)
+	}
+	res, err := http.Get(p.URL() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.ProtoMajor != 1 {
+		t.Errorf("HTTP/1.1 client served over %s", res.Proto)
+	}
+}
