@@ -19,7 +19,9 @@
 //  3. once that GOAWAY went out and no stream is left, the connection is closed at once,
 //     without waiting a round trip for the client to close it.
 //
-// HTTP/1 connections are not touched: they get "Connection: close" from package drain.
+// Connections that arrive during the drain delay get the same once the listeners stop
+// accepting (see Drain). HTTP/1 connections are not touched: they get "Connection:
+// close" from package drain.
 package h2serve
 
 import (
@@ -59,7 +61,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
-	draining bool
+	draining bool // Drain was called
+	stopping bool // StopAccepting was called
 
 	closedEarly atomic.Int64 // connections closed by us once their last stream ended
 }
@@ -135,17 +138,16 @@ func (s *Server) serve(hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handle
 	}
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
-	draining := s.draining
+	stopping := s.stopping
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
-	if draining {
-		// It arrived during the drain (the delay, or from the accept queue): its first
-		// streams are served, and it is told to go away at once, as an HTTP/1 client is
-		// answered "Connection: close".
+	if stopping {
+		// Taken from the accept queue of a listener that is closing: its first streams
+		// are served, and it is told to go away at once.
 		go c.announce()
 	}
 	ctx := context.Background()
@@ -159,20 +161,43 @@ func (s *Server) serve(hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handle
 	})
 }
 
-// Drain starts the two-step GOAWAY on every HTTP/2 connection, and on every one that
-// arrives from now on. It returns at once; each connection ends once its streams are
-// done (or when the drain's deadline closes it with the rest).
+// Drain starts the two-step GOAWAY on every HTTP/2 connection open now: call it at the
+// start of the drain. It returns at once; each connection ends once its streams are done
+// (or when the drain's deadline closes it with the rest).
+//
+// Connections that arrive later, while the drain delay still serves, are served until
+// StopAccepting: a client told to go away reconnects at once, to the same address when
+// it has only one, and a connection told to go away as soon as it opens would only make
+// it reconnect again, over and over, for as long as the delay lasts.
 func (s *Server) Drain() {
 	s.mu.Lock()
 	s.draining = true
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
+	conns := s.snapshotLocked()
 	s.mu.Unlock()
 	for _, c := range conns {
 		go c.announce()
 	}
+}
+
+// StopAccepting starts the two-step GOAWAY on every HTTP/2 connection that has not had
+// it, and on every one that arrives from now on (from the accept queue of a closing
+// listener): call it when the listeners stop accepting.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	s.draining, s.stopping = true, true
+	conns := s.snapshotLocked()
+	s.mu.Unlock()
+	for _, c := range conns {
+		go c.announce()
+	}
+}
+
+func (s *Server) snapshotLocked() []*conn {
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
 }
 
 // afterAnnounce moves c on to the final GOAWAY if its client does not ack the PING in time.

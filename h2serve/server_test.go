@@ -177,12 +177,24 @@ func TestDrainTwoStepGoAway(t *testing.T) {
 	}
 }
 
-// A connection that arrives during the drain serves the streams it sent at once, and is
-// told to go away the same two-step way.
-func TestDrainNewConnectionGetsGoAway(t *testing.T) {
+// A connection that arrives during the drain delay is served without GOAWAY (told to go
+// away at once, its client would reconnect over and over); once the listeners stop
+// accepting it is told to go away the two-step way, and one that arrives after that is
+// told at once, its first streams served.
+func TestDrainLaterConnections(t *testing.T) {
 	s := New(Options{})
 	addr := h2cServer(t, s, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	s.Drain()
+	during := dialRaw(t, addr)
+	during.get(1, "/")
+	if f := during.next("the answer during the delay", func(f http2.Frame) bool { return endsStream(1)(f) || isGoAway(f) }); isGoAway(f) {
+		t.Fatal("a connection made during the delay was told to go away at once")
+	}
+	s.StopAccepting()
+	if ga := during.next("the GOAWAY at stop accepting", isGoAway).(*http2.GoAwayFrame); ga.LastStreamID != maxStreamID {
+		t.Fatalf("first GOAWAY at stop accepting: last stream %d; want %d", ga.LastStreamID, maxStreamID)
+	}
+
 	rc := dialRaw(t, addr)
 	rc.get(1, "/")
 	ga := rc.next("the first GOAWAY", isGoAway).(*http2.GoAwayFrame)

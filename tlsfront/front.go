@@ -250,6 +250,7 @@ func (f *Front) Serve(l config.Listener, ln *listener.Listener, srv *http.Server
 	if f.ownHTTP2 && !f.drainsHTTP2 {
 		f.drainsHTTP2 = true
 		d.OnDrainStart(f.http2.Drain)
+		d.OnStopAccepting(func(context.Context) { f.http2.StopAccepting() })
 	}
 	f.http2.Configure(srv, false)
 	f.log.Info("serving HTTPS", "address", ln.Addr().String(), "certificate", s.source(),

@@ -102,13 +102,13 @@ func startGRPCUpstream(t testing.TB) (addr string, svc *echoService, srv *grpc.S
 }
 
 // grpcDial connects to drainproxy at addr: h2c, or TLS against roots.
-func grpcDial(t testing.TB, addr string, tlsConf *tls.Config) *grpc.ClientConn {
+func grpcDial(t testing.TB, addr string, tlsConf *tls.Config, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	creds := insecure.NewCredentials()
 	if tlsConf != nil {
 		creds = credentials.NewTLS(tlsConf)
 	}
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds))
+	cc, err := grpc.NewClient("passthrough:///"+addr, append(opts, grpc.WithTransportCredentials(creds))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,8 +308,20 @@ func grpcDrainRun(t *testing.T, upstream, delay string, overTLS bool) {
 	clients := make([]testpb.TestServiceClient, conns)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Connections made, counted from the signal on: a connection told to go away as soon
+	// as it opens would make its client reconnect over and over during the delay.
+	var signalled atomic.Bool
+	var redials atomic.Int64
+	dialer := grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", a)
+		if err == nil && signalled.Load() {
+			redials.Add(1)
+		}
+		return c, err
+	})
 	for i := range clients {
-		clients[i] = testpb.NewTestServiceClient(grpcDial(t, addr, conf))
+		clients[i] = testpb.NewTestServiceClient(grpcDial(t, addr, conf, dialer))
 		if _, err := clients[i].UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
 			t.Fatal(err)
 		}
@@ -393,6 +405,7 @@ func grpcDrainRun(t *testing.T, upstream, delay string, overTLS bool) {
 	case <-ctx.Done():
 		t.Fatalf("only %d RPCs done before the deadline (%d failed: %v)", ok.Load(), failed.Load(), firstErr.Load())
 	}
+	signalled.Store(true)
 	p.Signal(syscall.SIGTERM)
 	p.WaitLog("stopped accepting", 20*time.Second)
 	close(stop)
@@ -405,7 +418,13 @@ func grpcDrainRun(t *testing.T, upstream, delay string, overTLS bool) {
 	if code := p.Wait(20 * time.Second); code != 0 {
 		t.Errorf("exit code %d; want 0", code)
 	}
-	t.Logf("delay %s: %d RPCs ok, %d refused after the listener closed, %d failed", delay, ok.Load(), refused.Load(), failed.Load())
+	t.Logf("delay %s: %d RPCs ok, %d refused after the listener closed, %d failed; %d connections made after the signal",
+		delay, ok.Load(), refused.Load(), failed.Load(), redials.Load())
+	// Each client reconnects once after the GOAWAY at the signal; that connection is
+	// served until the listener stops accepting.
+	if n := redials.Load(); n > 2*conns {
+		t.Errorf("%d connections made after the signal by %d clients; want at most %d (a reconnect storm)", n, conns, 2*conns)
+	}
 	if failed.Load() != 0 {
 		t.Errorf("%d RPCs failed; first: %v", failed.Load(), firstErr.Load())
 	}

@@ -133,6 +133,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		StopApp:      stopApp,
 	})
 	d.OnDrainStart(h2.Drain)
+	d.OnStopAccepting(func(context.Context) { h2.StopAccepting() })
 	d.Observe(checker) // requests that cannot reach the upstream count as failed checks
 	if sup != nil {
 		sup.AbortOn(d.Requested()) // a drain wins over a restart that has not switched yet
