@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -242,10 +241,7 @@ func TestGRPCTimeoutHonoured(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	p := startProxy(t, "-upstream", "h2c://"+ln.Addr().String())
 
-	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
-	}}
+	tr := &http.Transport{Protocols: &protos} // h2c with prior knowledge, as gRPC clients
 	defer tr.CloseIdleConnections()
 	req, _ := http.NewRequest("POST", "http://"+p.Addr+"/grpc.testing.TestService/UnaryCall", bytes.NewReader([]byte{0, 0, 0, 0, 0}))
 	req.Header.Set("Content-Type", "application/grpc")
