@@ -54,8 +54,9 @@ func (p *Proxy) newBackend(u *url.URL) (*Backend, error) {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.answerUpstreamError(b.target, w, r, err)
 		},
-		ErrorLog:   p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
-		BufferPool: p.buffers,
+		ModifyResponse: p.endGRPCStreams,
+		ErrorLog:       p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		BufferPool:     p.buffers,
 	}
 	return b, nil
 }

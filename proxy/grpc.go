@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -114,4 +116,50 @@ func encodeGRPCMessage(s string) string {
 		b.WriteByte(hex[c&15])
 	}
 	return b.String()
+}
+
+// endGRPCStreams is the ReverseProxy's ModifyResponse for gRPC answers: when the app's
+// stream breaks after the response began (the app went away, or the call's deadline
+// passed), the client gets grpc-status trailers, UNAVAILABLE or DEADLINE_EXCEEDED, after
+// the messages it has, as a gRPC server would send, instead of a stream reset that gRPC
+// clients report as INTERNAL.
+func (p *Proxy) endGRPCStreams(res *http.Response) error {
+	if res.Request == nil || !isGRPC(res.Request) || !strings.HasPrefix(res.Header.Get("Content-Type"), "application/grpc") {
+		return nil
+	}
+	res.Body = &grpcBody{ReadCloser: res.Body, res: res, p: p}
+	return nil
+}
+
+// grpcBody turns a failed read of a gRPC response into its end, with trailers that say why.
+type grpcBody struct {
+	io.ReadCloser
+	res *http.Response
+	p   *Proxy
+}
+
+func (b *grpcBody) Read(buf []byte) (int, error) {
+	n, err := b.ReadCloser.Read(buf)
+	if err == nil || err == io.EOF {
+		return n, err
+	}
+	ctx := b.res.Request.Context()
+	reason := ReasonReset
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		reason = ReasonTimeout // the call's grpc-timeout
+	case ctx.Err() != nil:
+		return n, err // the client went away: nobody to tell
+	}
+	code, msg := grpcCode(reason)
+	if b.res.Trailer == nil {
+		b.res.Trailer = make(http.Header)
+	}
+	if b.res.Trailer.Get("Grpc-Status") == "" {
+		b.res.Trailer.Set("Grpc-Status", strconv.Itoa(code))
+		b.res.Trailer.Set("Grpc-Message", encodeGRPCMessage(msg+" in the middle of the response"))
+	}
+	b.p.log.Error("upstream stream failed", "upstream", b.p.Upstream(), "reason", reason,
+		"error", err.Error(), "path", b.res.Request.URL.Path)
+	return n, io.EOF
 }

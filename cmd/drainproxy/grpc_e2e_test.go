@@ -517,3 +517,28 @@ admin { address = "127.0.0.1:0" }
 		t.Errorf("HTTP/1.1 client served over %s", res.Proto)
 	}
 }
+
+// An app that goes away in the middle of a streaming response: the client is told
+// UNAVAILABLE by drainproxy (in trailers after the messages it got), as for a refused
+// call, not an INTERNAL stream reset.
+func TestGRPCUpstreamGoneMidStream(t *testing.T) {
+	upstream, _, srv := startGRPCUpstream(t)
+	p := startProxy(t, "-upstream", "h2c://"+upstream)
+	client := testpb.NewTestServiceClient(grpcDial(t, p.Addr, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sctx := metadata.AppendToOutgoingContext(ctx, "gate", "1") // the app holds message 2
+	params := []*testpb.ResponseParameters{{Size: 10}, {Size: 10}}
+	stream, err := client.StreamingOutputCall(sctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop() // closes the app's connections, the stream with them
+	_, err = stream.Recv()
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "drainproxy") {
+		t.Errorf("app gone mid-stream: %v %q; want Unavailable from drainproxy", st.Code(), st.Message())
+	}
+}
