@@ -1,5 +1,6 @@
 // Command grpcload measures gRPC unary throughput and latency: a load client for bench/,
-// and the echo server it loads (google.golang.org/grpc's interop TestService over h2c).
+// and the echo server it loads (google.golang.org/grpc's interop TestService over h2c,
+// with the gRPC health service).
 //
 //	grpcload -serve 127.0.0.1:50051
 //	grpcload -target 127.0.0.1:8080 -conns 4 -c 64 -d 10s -size 100
@@ -23,6 +24,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
@@ -52,6 +55,9 @@ func main() {
 		}
 		srv := grpc.NewServer()
 		testpb.RegisterTestServiceServer(srv, echo{})
+		hs := health.NewServer() // "" and grpc.testing.TestService: SERVING
+		hs.SetServingStatus(testpb.TestService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+		healthpb.RegisterHealthServer(srv, hs)
 		fmt.Fprintln(os.Stderr, "grpcload: serving on", ln.Addr())
 		if err := srv.Serve(ln); err != nil {
 			fmt.Fprintln(os.Stderr, "grpcload:", err)

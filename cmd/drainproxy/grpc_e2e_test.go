@@ -13,6 +13,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -541,4 +544,85 @@ func TestGRPCUpstreamGoneMidStream(t *testing.T) {
 	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "drainproxy") {
 		t.Errorf("app gone mid-stream: %v %q; want Unavailable from drainproxy", st.Code(), st.Message())
 	}
+}
+
+var grpcAppBuilt struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// grpcApp builds bench/grpcload (whose -serve mode is a gRPC echo app with the health
+// service) once, next to the drainproxy binary.
+func grpcApp(t *testing.T) string {
+	t.Helper()
+	grpcAppBuilt.once.Do(func() {
+		grpcAppBuilt.path = filepath.Join(filepath.Dir(binary), "grpcload")
+		if b, err := exec.Command("go", "build", "-o", grpcAppBuilt.path, "../../bench/grpcload").CombinedOutput(); err != nil {
+			grpcAppBuilt.err = fmt.Errorf("build bench/grpcload: %v\n%s", err, b)
+		}
+	})
+	if grpcAppBuilt.err != nil {
+		t.Fatal(grpcAppBuilt.err)
+	}
+	return grpcAppBuilt.path
+}
+
+// Supervised mode with the gRPC health check: drainproxy is ready once the app's health
+// service says SERVING, and an app that never does is reported by what it answered.
+func TestGRPCSupervisedHealthGate(t *testing.T) {
+	app := grpcApp(t)
+	config := func(service, startTimeout string) []string {
+		port := supPort(t)
+		path := filepath.Join(t.TempDir(), "config.hcl")
+		body := fmt.Sprintf(`
+upstream { url = "h2c://127.0.0.1:%s" }
+health_check {
+  grpc    = true
+  service = %q
+}
+app { start_timeout = %q }
+`, port, service, startTimeout)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"-config", path, "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-access-log", "off",
+			"--", app, "-serve", "127.0.0.1:{port}"}
+	}
+
+	p := startProxy(t, config("grpc.testing.TestService", "20s")...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := testpb.NewTestServiceClient(grpcDial(t, p.Addr, nil)).UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hi")}})
+	if err != nil || string(res.GetPayload().GetBody()) != "hi" {
+		t.Fatalf("through the supervised gRPC app: %v", err)
+	}
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(20 * time.Second); code != 0 {
+		t.Errorf("exit code %d; want 0", code)
+	}
+
+	// The app runs and answers, but not SERVING for that service: /readyz says why.
+	bad := launch(t, config("no.such.Service", "30s")...)
+	bad.WaitLog("drainproxy starting", 10*time.Second)
+	want := `does not know service "no.such.Service"`
+	var body string
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(body, want); {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz says %q; want it to name the gRPC answer (%s)", body, want)
+		}
+		res, err := http.Get("http://" + bad.Admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz %d %q while the app is not SERVING; want 503", res.StatusCode, b)
+		}
+		body = string(b)
+		time.Sleep(20 * time.Millisecond) // between polls of /readyz
+	}
+	bad.Signal(syscall.SIGTERM)
+	bad.Wait(20 * time.Second)
 }
