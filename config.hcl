@@ -9,6 +9,8 @@ listener {
   address = "127.0.0.1:8080"
   # Plain-HTTP listeners only: answer every request with a redirect to HTTPS (ACME challenge paths excepted). Needs a listener with a tls block.
   redirect_https = false
+  # Plain-HTTP listeners only: accept HTTP/2 with prior knowledge (h2c, what gRPC clients speak without TLS) beside HTTP/1.1.
+  h2c = true
 }
 
 # HTTPS: a listener with a tls block. Shown commented out, since there is none by default;
@@ -58,7 +60,8 @@ listener {
 
 # The app behind the proxy. Only url is required (or -upstream on the command line).
 upstream {
-  # http://host:port, https://host or unix:///path/to.sock.
+  # http://host:port, https://host (h2 by ALPN when the app offers it) or unix:///path/to.sock;
+  # h2c://host:port or unix+h2c:///path/to.sock speak HTTP/2 in clear text to the app (gRPC servers).
   url = "http://127.0.0.1:3000"
   # The app to start and supervise (or give it after --), e.g. ["./app", "--port", "{port}"]; it gets PORT and {port} from url. Empty when the app runs on its own.
   command = []
@@ -134,6 +137,10 @@ health_check {
   healthy_threshold = 2
   # Failures in a row (checks and proxied requests) that make a healthy upstream unhealthy; one blip is not an outage.
   unhealthy_threshold = 3
+  # true: the gRPC health protocol instead, grpc.health.v1.Health/Check over HTTP/2 (h2c; h2 for https), passing on SERVING. path must be "".
+  grpc = false
+  # The service asked about with grpc = true; "" is the whole server.
+  service = ""
 }
 
 log {

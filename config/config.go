@@ -53,6 +53,10 @@ type Listener struct {
 	// Redirect, when not nil, makes this plain-HTTP listener redirect every request to
 	// HTTPS instead of proxying it; ACME HTTP-01 challenges are still answered.
 	Redirect *Redirect
+	// DisableH2C turns off HTTP/2 with prior knowledge (h2c) on a plain-HTTP listener
+	// ("h2c = false"); by default such a listener accepts it beside HTTP/1.1, so that gRPC
+	// clients can connect without TLS.
+	DisableH2C bool
 }
 
 // TLS is how an HTTPS listener gets its certificate: from files (CertFile and KeyFile,
@@ -107,7 +111,9 @@ type Redirect struct {
 // Upstream is the app behind the proxy.
 type Upstream struct {
 	// URL is where requests go. Its scheme is http, https or unix; for unix, URL.Path is
-	// the socket's path (unix:///run/app.sock). Never nil after Parse.
+	// the socket's path (unix:///run/app.sock). h2c and unix+h2c are the same two with
+	// HTTP/2 spoken to the app in clear text (prior knowledge), as gRPC servers want.
+	// Never nil after Parse.
 	URL *url.URL
 	// Command, when not empty, is the app to start and supervise (the args after "--",
 	// or command = [...] in the file). Nil when not given.
@@ -188,6 +194,11 @@ type HealthCheck struct {
 	// UnhealthyThreshold is how many failures in a row make a healthy upstream unhealthy
 	// (at least 1).
 	UnhealthyThreshold int
+	// GRPC makes the check the gRPC health protocol: grpc.health.v1.Health/Check for
+	// GRPCService ("" asks about the whole server) over HTTP/2, passing on SERVING.
+	// Path must then be "".
+	GRPC        bool
+	GRPCService string
 }
 
 // App is how drainproxy runs the app it starts (Upstream.Command); unused without one.

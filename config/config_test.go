@@ -405,6 +405,21 @@ func TestFileErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "grpc health check with a path, service without grpc",
+			src:  "upstream {\n  url = \"h2c://a:1\"\n}\nhealth_check {\n  grpc = true\n  path = \"/healthz\"\n}\n",
+			want: []string{`config.hcl:6:10: health_check.path: is for HTTP checks; with grpc = true`},
+		},
+		{
+			name: "service without grpc",
+			src:  "upstream {\n  url = \"h2c://a:1\"\n}\nhealth_check {\n  service = \"echo\"\n}\n",
+			want: []string{`config.hcl:5:13: health_check.service: names the service of a gRPC health check; add grpc = true`},
+		},
+		{
+			name: "h2c on a TLS listener",
+			src:  "listener {\n  address = \":443\"\n  h2c = true\n  tls {\n    cert_file = \"a\"\n    key_file = \"b\"\n  }\n}\nupstream {\n  url = \"h2c://a:1\"\n}\n",
+			want: []string{`config.hcl:3:9: listener.h2c: is for a plain-HTTP listener`},
+		},
+		{
 			name: "bad app settings",
 			src:  "upstream {\n  url = \"http://a:1\"\n}\napp {\n  stop_signal = \"SIGSTOP\"\n  restart = \"sometimes\"\n  max_restarts = 0\n  forward_signals = [\"SIGUSR2\", \"SIGTERM\"]\n  stop_timeout = \"0s\"\n}\n",
 			want: []string{
@@ -578,6 +593,11 @@ func TestUpstreamURLs(t *testing.T) {
 		{"/run/app.sock", `write "unix:///run/app.sock"`},
 		{"http://a:1/#x", "fragment"},
 		{"unix:app.sock", "does not name a socket path"},
+		{"h2c://127.0.0.1:50051", ""},
+		{"unix+h2c:///run/grpc.sock", ""},
+		{"h2c://", "has no host"},
+		{"unix+h2c://run/grpc.sock", `"unix+h2c:///run/app.sock"`},
+		{"grpc://127.0.0.1:50051", `"h2c", "unix+h2c"`},
 	}
 	for _, tt := range tests {
 		u, err := parseUpstreamURL(tt.in)
@@ -639,5 +659,36 @@ func TestAdminTokenFile(t *testing.T) {
 	_, err = Parse([]string{"-config", writeConfig(t, src)}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "config.hcl:5:16: admin.token_file: \""+emptyPath+"\" is empty; write the token into it") {
 		t.Errorf("empty token file: error %v", err)
+	}
+}
+
+// h2c = false on a plain listener, and a gRPC health check with a service.
+func TestParseGRPCSettings(t *testing.T) {
+	path := writeConfig(t, `
+listener {
+  address = "127.0.0.1:8080"
+  h2c = false
+}
+listener {
+  address = "127.0.0.1:8081"
+}
+upstream { url = "unix+h2c:///run/grpc.sock" }
+health_check {
+  grpc    = true
+  service = "echo"
+}
+`)
+	cfg, err := Parse([]string{"-config", path}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Listeners[0].DisableH2C || cfg.Listeners[1].DisableH2C {
+		t.Errorf("DisableH2C = %v, %v; want true, false", cfg.Listeners[0].DisableH2C, cfg.Listeners[1].DisableH2C)
+	}
+	if h := cfg.HealthCheck; !h.GRPC || h.GRPCService != "echo" || h.Path != "" {
+		t.Errorf("health check %+v; want grpc, service echo, no path", h)
+	}
+	if u := cfg.Upstream.URL; u.Scheme != "unix+h2c" || u.Path != "/run/grpc.sock" {
+		t.Errorf("upstream %v", u)
 	}
 }

@@ -38,6 +38,7 @@ type listenerBlock struct {
 	RedirectHTTPS  *bool     `hcl:"redirect_https,optional"`
 	RedirectStatus *int      `hcl:"redirect_status,optional"`
 	RedirectPort   *int      `hcl:"redirect_port,optional"`
+	H2C            *bool     `hcl:"h2c,optional"`
 	TLS            *tlsBlock `hcl:"tls,block"`
 }
 
@@ -106,6 +107,8 @@ type healthCheckBlock struct {
 	Timeout            *string `hcl:"timeout,optional"`
 	HealthyThreshold   *int    `hcl:"healthy_threshold,optional"`
 	UnhealthyThreshold *int    `hcl:"unhealthy_threshold,optional"`
+	GRPC               *bool   `hcl:"grpc,optional"`
+	Service            *string `hcl:"service,optional"`
 }
 
 type logBlock struct {
@@ -238,6 +241,18 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "timeout", b.Timeout, parsePositiveDuration, &h.Timeout)
 		apply(s, "healthy_threshold", b.HealthyThreshold, atLeast(1), &h.HealthyThreshold)
 		apply(s, "unhealthy_threshold", b.UnhealthyThreshold, atLeast(1), &h.UnhealthyThreshold)
+		if b.GRPC != nil {
+			h.GRPC = *b.GRPC
+		}
+		if b.Service != nil {
+			h.GRPCService = *b.Service
+			if !h.GRPC && h.GRPCService != "" {
+				s.fail("service", -1, errors.New("names the service of a gRPC health check; add grpc = true, or remove service"))
+			}
+		}
+		if h.GRPC && h.Path != "" {
+			s.fail("path", -1, errors.New("is for HTTP checks; with grpc = true the check calls grpc.health.v1.Health/Check (name the service with service), so remove path"))
+		}
 	}
 	if b := fc.App; b != nil {
 		s, a := sec("app"), &cfg.App
@@ -296,7 +311,14 @@ func applyListeners(decoded []listenerBlock, blocks []*hclsyntax.Block, filename
 		case slices.ContainsFunc(out, func(o Listener) bool { return o.Address == addr }):
 			s.fail("address", -1, fmt.Errorf("%q is already a listener above; each listener needs its own address", addr))
 		default:
-			out = append(out, applyListenerTLS(l, addr, s))
+			ln := applyListenerTLS(l, addr, s)
+			if l.H2C != nil {
+				if l.TLS != nil {
+					s.fail("h2c", -1, errors.New("is for a plain-HTTP listener; one with a tls block offers HTTP/2 by ALPN, so remove h2c"))
+				}
+				ln.DisableH2C = !*l.H2C
+			}
+			out = append(out, ln)
 		}
 	}
 	checkListenersTLS(out, decoded, blocks, filename, probs)

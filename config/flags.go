@@ -62,7 +62,7 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 			}
 			return nil
 		})
-	fs.Func("upstream", "send requests to `URL`: http://host:port, https://host or unix:///path/to.sock",
+	fs.Func("upstream", "send requests to `URL`: http://host:port, https://host, unix:///path/to.sock, or h2c://host:port and unix+h2c:///path/to.sock for HTTP/2 in clear text (gRPC)",
 		func(s string) error {
 			u, err := parseUpstreamURL(s)
 			if err != nil {

@@ -22,7 +22,9 @@ func logFormats() []string        { return []string{"auto", "text", "json"} }
 func accessLogFormats() []string  { return []string{"json", "common", "combined"} }
 func accessLogWhenFull() []string { return []string{"block", "drop"} }
 func hostHeaders() []string       { return []string{HostHeaderClient, HostHeaderUpstream} }
-func upstreamSchemes() []string   { return []string{"http", "https", "unix"} }
+func upstreamSchemes() []string {
+	return []string{"http", "https", "unix", "h2c", "unix+h2c"}
+}
 
 func parseDuration(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
@@ -170,7 +172,7 @@ func parseUpstreamURL(s string) (*url.URL, error) {
 		return nil, fmt.Errorf("%q is not a URL; %s", s, examples)
 	}
 	switch u.Scheme {
-	case "http", "https":
+	case "http", "https", "h2c":
 		if u.Hostname() == "" {
 			return nil, fmt.Errorf("%q has no host; %s", s, examples)
 		}
@@ -179,9 +181,9 @@ func parseUpstreamURL(s string) (*url.URL, error) {
 				return nil, fmt.Errorf("%q has port %q; the port must be a number from 0 to 65535", s, p)
 			}
 		}
-	case "unix":
+	case "unix", "unix+h2c":
 		if u.Host != "" || u.Path == "" {
-			return nil, fmt.Errorf("%q does not name a socket path; write three slashes and an absolute path, e.g. \"unix:///run/app.sock\"", s)
+			return nil, fmt.Errorf("%q does not name a socket path; write three slashes and an absolute path, e.g. \"%s:///run/app.sock\"", s, u.Scheme)
 		}
 	default:
 		if !strings.Contains(s, "://") {

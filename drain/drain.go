@@ -130,6 +130,7 @@ type Drainer struct {
 	servers   []server
 	observers []Observer
 	onStop    []func(context.Context)
+	onDrain   []func()
 }
 
 // New returns a Drainer in PhaseStarting.
@@ -174,6 +175,14 @@ func (d *Drainer) AddServer(name string, srv *http.Server, ln net.Listener) {
 // owns HTTP/2 connections, which sends them GOAWAY. Call before Run.
 func (d *Drainer) OnStopAccepting(fn func(ctx context.Context)) {
 	d.onStop = append(d.onStop, fn)
+}
+
+// OnDrainStart adds fn to the signal step: it runs, in its own goroutine, the moment a
+// drain begins, while the delay still serves. It is for telling clients of multiplexed
+// protocols to go away as HTTP/1 clients are told with "Connection: close", e.g. the
+// HTTP/2 GOAWAY of package h2serve. fn must return promptly. Call before Run.
+func (d *Drainer) OnDrainStart(fn func()) {
+	d.onDrain = append(d.onDrain, fn)
 }
 
 // Observe adds an observer of finished exchanges. Call before Run.
@@ -333,6 +342,11 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	begun := time.Now()
 	d.setPhase(PhaseDraining)
 	d.log.Info("drain started", "reason", d.reason.Load(), "phase", PhaseDraining.String())
+	var drainHooks sync.WaitGroup
+	for _, fn := range d.onDrain {
+		drainHooks.Go(fn)
+	}
+	defer drainHooks.Wait()
 
 	// 3. delay
 	if d.opts.Delay > 0 && wasReady {

@@ -42,6 +42,11 @@ type Options struct {
 	// upstream URL's path); any status from 200 to 399 passes. Empty: a TCP (or socket)
 	// connect is the whole check.
 	Path string
+	// GRPC makes the check a gRPC health call, grpc.health.v1.Health/Check for
+	// GRPCService ("" is the whole server), over HTTP/2 (h2c, or h2 for an https
+	// upstream): it passes when the app answers SERVING. Path is then unused.
+	GRPC        bool
+	GRPCService string
 	// Interval is the time between checks (zero: 5s).
 	Interval time.Duration
 	// Timeout bounds one check, connect included (zero: 2s).
@@ -101,7 +106,7 @@ func New(opts Options) *Checker {
 		opts.Path = "/" + opts.Path
 	}
 	c := &Checker{opts: opts, log: opts.Logger, changed: make(chan struct{})}
-	c.probe.Store(newProbe(opts.Upstream, opts.Path))
+	c.probe.Store(c.probeFor(opts.Upstream))
 	return c
 }
 
@@ -111,6 +116,7 @@ type probe struct {
 	dial    func(ctx context.Context) (net.Conn, error)
 	client  *http.Client // for HTTP checks; nil for connect-only checks
 	target  string       // the URL an HTTP check requests
+	grpc    *grpcProbe   // for gRPC health checks (grpc.go); nil otherwise
 }
 
 func newProbe(u *url.URL, path string) *probe {
@@ -119,7 +125,7 @@ func newProbe(u *url.URL, path string) *probe {
 	network, host := "tcp", ""
 	scheme := u.Scheme
 	switch u.Scheme {
-	case "unix":
+	case "unix", "unix+h2c":
 		network, host = "unix", u.Path
 		scheme = "http"
 	case "https":
@@ -132,8 +138,11 @@ func newProbe(u *url.URL, path string) *probe {
 
 	if path != "" {
 		reqHost := u.Host
-		if u.Scheme == "unix" {
+		if network == "unix" {
 			reqHost = "localhost"
+		}
+		if scheme != "https" {
+			scheme = "http"
 		}
 		pr.target = (&url.URL{Scheme: scheme, Host: reqHost}).String() + path
 		pr.client = &http.Client{
@@ -145,6 +154,11 @@ func newProbe(u *url.URL, path string) *probe {
 			},
 			// A redirect is an answer; following it would check somewhere else.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+		if u.Scheme == "h2c" || u.Scheme == "unix+h2c" { // the app speaks HTTP/2 only
+			var protos http.Protocols
+			protos.SetUnencryptedHTTP2(true)
+			pr.client.Transport.(*http.Transport).Protocols = &protos
 		}
 	}
 	return pr
@@ -165,7 +179,7 @@ func (c *Checker) Address() string { return c.probe.Load().address }
 // the counts in a row start over, and a check of the previous upstream still running is
 // not counted.
 func (c *Checker) SetUpstream(u *url.URL) {
-	pr := newProbe(u, c.opts.Path)
+	pr := c.probeFor(u)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.probe.Store(pr)
@@ -237,7 +251,9 @@ func (c *Checker) WaitHealthy(ctx context.Context) error {
 // Run checks the upstream until ctx ends.
 func (c *Checker) Run(ctx context.Context) {
 	how := "connect"
-	if pr := c.probe.Load(); pr.client != nil {
+	if pr := c.probe.Load(); pr.grpc != nil {
+		how = pr.grpc.describe()
+	} else if pr.client != nil {
 		how = "GET " + pr.target
 	}
 	c.log.Info("checking the upstream", "upstream", c.Address(), "check", how,
@@ -287,6 +303,9 @@ func (c *Checker) recordFor(pr *probe, err error) {
 func (c *Checker) check(ctx context.Context, pr *probe) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
+	if pr.grpc != nil {
+		return c.checkGRPC(ctx, pr.grpc)
+	}
 	if pr.client == nil {
 		conn, err := pr.dial(ctx)
 		if err != nil {

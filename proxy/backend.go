@@ -57,7 +57,14 @@ func (p *Proxy) newBackend(u *url.URL) (*Backend, error) {
 		ErrorLog:   p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 		BufferPool: p.buffers,
 	}
-	b.rp.ModifyResponse = func(res *http.Response) error { return p.passResponse(b.target, res) }
+	// passResponse watches the body for a cut-short end (access log, flush); endGRPCStreams,
+	// outside it, turns such an end of a gRPC response into trailers a gRPC client reads.
+	b.rp.ModifyResponse = func(res *http.Response) error {
+		if err := p.passResponse(b.target, res); err != nil {
+			return err
+		}
+		return p.endGRPCStreams(res)
+	}
 	return b, nil
 }
 

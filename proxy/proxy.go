@@ -32,8 +32,10 @@ import (
 
 // Options configures New. Every zero value is usable except Upstream.
 type Options struct {
-	// Upstream is where requests go: http://host:port, https://host:port or
-	// unix:///path/to.sock. Its path, if any, is prefixed to every request path.
+	// Upstream is where requests go: http://host:port, https://host:port,
+	// unix:///path/to.sock, or h2c://host:port and unix+h2c:///path/to.sock for HTTP/2 in
+	// clear text (prior knowledge; gRPC). An https upstream is offered h2 by ALPN. Its
+	// path, if any, is prefixed to every request path.
 	Upstream *url.URL
 
 	// HostHeader is "client" (zero value: pass the Host the client sent, which most apps
@@ -161,10 +163,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.refuse(w, r, status, why)
 		return
 	}
+	if isGRPC(r) {
+		var cancel context.CancelFunc
+		r, cancel = withGRPCDeadline(r)
+		defer cancel()
+	}
 	if limit := p.opts.MaxRequestBodyBytes; limit > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > limit {
 			// Known up front: answer without bothering the upstream, or reading the body.
-			w.Header().Set("Connection", "close")
+			// HTTP/1 closes the connection (the body may still come); on HTTP/2 the header
+			// would make the server end every stream of the connection.
+			if r.ProtoMajor == 1 {
+				w.Header().Set("Connection", "close")
+			}
 			p.answerError(w, r, &http.MaxBytesError{Limit: limit})
 			return
 		}
@@ -220,8 +231,14 @@ func newTransport(opts Options) (*url.URL, *http.Transport, error) {
 		}
 		// The Host the app sees when the policy is "upstream"; the path is the socket's.
 		target = &url.URL{Scheme: "http", Host: "localhost"}
+	case SchemeH2C, SchemeUnixH2C:
+		h2cTarget, err := useH2C(u, t, dialer)
+		if err != nil {
+			return nil, nil, err
+		}
+		target = h2cTarget
 	default:
-		return nil, nil, fmt.Errorf("proxy: upstream %s: scheme %q not supported; use http, https or unix", u, u.Scheme)
+		return nil, nil, fmt.Errorf("proxy: upstream %s: scheme %q not supported; use http, https, unix, h2c or unix+h2c", u, u.Scheme)
 	}
 	return target, t, nil
 }
@@ -347,6 +364,11 @@ func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *htt
 	} else {
 		p.log.Error("upstream request failed", "upstream", target, "reason", reason,
 			"error", err.Error(), "method", r.Method, "path", r.URL.Path)
+	}
+	if isGRPC(r) {
+		code, msg := grpcCode(reason)
+		WriteGRPCError(w, code, msg)
+		return
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")

@@ -564,7 +564,7 @@ func (s *Supervisor) address() string {
 
 // upstreamAddress is the network and address to connect to for u.
 func upstreamAddress(u *url.URL) (network, addr string) {
-	if u.Scheme == "unix" {
+	if u.Scheme == "unix" || u.Scheme == "unix+h2c" {
 		return "unix", u.Path
 	}
 	port := u.Port()

@@ -3,14 +3,9 @@
 // plain-HTTP listeners, TLS-ALPN-01 on the HTTPS ones), HTTP/2 and HTTP/1.1 by ALPN, the
 // HTTP-to-HTTPS redirect and HSTS.
 //
-// HTTP/2 and the drain: package drain never calls http.Server.Shutdown on the public
-// server (it would close idle HTTP/1 keep-alive connections at once, resetting a request
-// a client sends at that moment), and Shutdown's hook is the only way x/net/http2 sends
-// GOAWAY. So HTTP/2 connections are served by an http2.Server configured on a separate
-// http.Server that owns no listener and no HTTP/1 connection; when the drain stops
-// accepting, that server's Shutdown sends GOAWAY to every HTTP/2 connection and returns.
-// Their streams finish, the connections close, and the drain's connection count (the
-// public server's ConnState) reaches zero.
+// HTTP/2 connections are handed to package h2serve, which drains them with the two-step
+// GOAWAY from the start of the drain; their streams finish, the connections close, and
+// the drain's connection count (the public server's ConnState) reaches zero.
 package tlsfront
 
 import (
@@ -39,6 +34,7 @@ import (
 
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/sigtrap"
 )
@@ -48,9 +44,10 @@ type Options struct {
 	// Listeners are the public listeners as configured; those with TLS set are served
 	// over HTTPS, the others may redirect to them and answer HTTP-01 challenges.
 	Listeners []config.Listener
-	// IdleClose is how long, during a drain, an HTTP/2 connection that arrived after
-	// GOAWAY went out may stay idle before it is told to go away too (zero: 500ms).
-	IdleClose time.Duration
+	// HTTP2 serves the connections that negotiate h2; whoever makes it calls its Drain
+	// when the drain starts (nil: the Front makes one, drained by the Drainer that Serve
+	// is given).
+	HTTP2 *h2serve.Server
 	// Getenv looks up HOME and XDG_DATA_HOME for the default ACME storage (zero: os.Getenv).
 	Getenv func(string) string
 	// Logger receives the front's lines and certmagic's (zero: discard).
@@ -60,11 +57,13 @@ type Options struct {
 // Front is the TLS side of the public listeners. Build it with New, route each
 // listener's handler through Handler and its socket through Serve, then Start it.
 type Front struct {
-	log       hclog.Logger
-	idleClose time.Duration
-	sites     map[string]*site // by configured listener address
-	order     []*site
-	issuers   []*certmagic.ACMEIssuer // answer HTTP-01 on the plain listeners
+	log         hclog.Logger
+	http2       *h2serve.Server
+	ownHTTP2    bool // http2 is the Front's own: Serve has the Drainer drain it
+	drainsHTTP2 bool
+	sites       map[string]*site // by configured listener address
+	order       []*site
+	issuers     []*certmagic.ACMEIssuer // answer HTTP-01 on the plain listeners
 
 	httpAddr  net.Addr     // the first plain listener, bound
 	httpsPort atomic.Int32 // the first HTTPS listener's bound port, for redirects
@@ -91,16 +90,16 @@ type site struct {
 // New loads static certificates and prepares ACME management for every TLS listener. It
 // starts nothing: see Start.
 func New(opts Options) (*Front, error) {
-	if opts.IdleClose <= 0 {
-		opts.IdleClose = 500 * time.Millisecond
-	}
 	if opts.Getenv == nil {
 		opts.Getenv = os.Getenv
 	}
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	f := &Front{log: opts.Logger, idleClose: opts.IdleClose, sites: make(map[string]*site), cancel: func() {}}
+	f := &Front{log: opts.Logger, http2: opts.HTTP2, sites: make(map[string]*site), cancel: func() {}}
+	if f.http2 == nil {
+		f.http2, f.ownHTTP2 = h2serve.New(h2serve.Options{Logger: opts.Logger.Named("http2")}), true
+	}
 	for _, l := range opts.Listeners {
 		if l.TLS == nil {
 			continue
@@ -233,9 +232,9 @@ func (f *Front) Handler(l config.Listener, next http.Handler) http.Handler {
 }
 
 // Serve returns the listener that srv must serve for l: ln itself for a plain listener;
-// for an HTTPS one, ln behind TLS, with srv set up to hand HTTP/2 connections to an
-// http2.Server that d tells to send GOAWAY when it stops accepting. Call it for every
-// listener before Start, and before d.Run.
+// for an HTTPS one, ln behind TLS, with srv set up to hand HTTP/2 connections to the
+// h2serve.Server of Options.HTTP2. Call it for every listener before Start, and before
+// d.Run.
 func (f *Front) Serve(l config.Listener, ln *listener.Listener, srv *http.Server, d *drain.Drainer) (net.Listener, error) {
 	s := f.sites[l.Address]
 	if s == nil {
@@ -248,9 +247,12 @@ func (f *Front) Serve(l config.Listener, ln *listener.Listener, srv *http.Server
 	if f.httpsPort.Load() == 0 {
 		f.httpsPort.Store(int32(portOf(ln.Addr())))
 	}
-	if err := f.serveHTTP2(srv, d); err != nil {
-		return nil, fmt.Errorf("listener %s: %w", l.Address, err)
+	if f.ownHTTP2 && !f.drainsHTTP2 {
+		f.drainsHTTP2 = true
+		d.OnDrainStart(f.http2.Drain)
+		d.OnStopAccepting(func(context.Context) { f.http2.StopAccepting() })
 	}
+	f.http2.Configure(srv, false)
 	f.log.Info("serving HTTPS", "address", ln.Addr().String(), "certificate", s.source(),
 		"min_version", tls.VersionName(s.conf.MinVersion), "hsts", s.conf.HSTS)
 	return &Listener{Listener: tls.NewListener(ln, s.tlsConfig), tcp: ln}, nil
@@ -261,65 +263,6 @@ func (s *site) source() string {
 		return "file " + s.conf.CertFile
 	}
 	return "acme " + strings.Join(s.conf.ACME.Domains, ",")
-}
-
-// serveHTTP2 makes srv hand "h2" connections to x/net/http2, and d send them GOAWAY.
-//
-// x/net v0.62 deprecates this server API in favour of net/http's own HTTP/2, but
-// net/http (go1.26) cannot do two things the drain needs: serve one connection with a
-// chosen configuration (connections accepted after GOAWAY get IdleClose as their idle
-// timeout), and send GOAWAY without Shutdown also closing the listeners and the HTTP/1
-// connections, whose closing drain/ orders itself. Hence the lint directives below;
-// revisit when net/http grows a per-connection hook (x/net's go1.27 wrapper uses an
-// internal one).
-func (f *Front) serveHTTP2(srv *http.Server, d *drain.Drainer) error {
-	base := func() *http.Server {
-		return &http.Server{
-			Handler: srv.Handler, ReadTimeout: srv.ReadTimeout, WriteTimeout: srv.WriteTimeout,
-			IdleTimeout: srv.IdleTimeout, MaxHeaderBytes: srv.MaxHeaderBytes, ErrorLog: srv.ErrorLog,
-		}
-	}
-	//lint:ignore SA1019 net/http has no per-connection HTTP/2 serve hook yet (see above)
-	serving, servingBase := &http2.Server{}, base()
-	//lint:ignore SA1019 net/http has no per-connection HTTP/2 serve hook yet (see above)
-	if err := http2.ConfigureServer(servingBase, serving); err != nil {
-		return fmt.Errorf("configure HTTP/2: %w", err)
-	}
-	// Connections that arrive once GOAWAY went out (from the accept queue, while the
-	// listener drains it) go here instead: they are served, then closed with a GOAWAY
-	// once idle for IdleClose, as HTTP/1 connections are during a drain.
-	//lint:ignore SA1019 net/http has no per-connection HTTP/2 serve hook yet (see above)
-	draining, drainingBase := &http2.Server{IdleTimeout: f.idleClose}, base()
-	//lint:ignore SA1019 net/http has no per-connection HTTP/2 serve hook yet (see above)
-	if err := http2.ConfigureServer(drainingBase, draining); err != nil {
-		return fmt.Errorf("configure HTTP/2: %w", err)
-	}
-	var goingAway atomic.Bool
-	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){
-		http2.NextProtoTLS: func(_ *http.Server, c *tls.Conn, h http.Handler) {
-			h2, base := serving, servingBase
-			if goingAway.Load() {
-				h2, base = draining, drainingBase
-			}
-			ctx := context.Background()
-			// net/http passes the connection's context this way (see x/net/http2's
-			// ConfigureServer, which does the same).
-			if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
-				ctx = bc.BaseContext()
-			}
-			//lint:ignore SA1019 net/http has no per-connection HTTP/2 serve hook yet (see above)
-			h2.ServeConn(c, &http2.ServeConnOpts{Context: ctx, BaseConfig: base, Handler: h})
-		},
-	}
-	d.OnStopAccepting(func(ctx context.Context) {
-		goingAway.Store(true)
-		// servingBase has no listener and no HTTP/1 connection: Shutdown only runs
-		// http2's hook, which sends GOAWAY on every HTTP/2 connection, and returns.
-		if err := servingBase.Shutdown(ctx); err != nil {
-			f.log.Warn("sending HTTP/2 GOAWAY", "error", err.Error())
-		}
-	})
-	return nil
 }
 
 // Start begins certificate management for the ACME listeners: certificates in storage

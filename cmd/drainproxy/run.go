@@ -20,6 +20,7 @@ import (
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/gcfloor"
+	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/health"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Timeout:            cfg.HealthCheck.Timeout,
 		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
 		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
+		GRPC:               cfg.HealthCheck.GRPC,
+		GRPCService:        cfg.HealthCheck.GRPCService,
 		Logger:             log.Named("health"),
 	}
 	checker := health.New(healthOpts)
@@ -114,8 +117,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		gate, stopApp = sup.Gate, sup.Stop
 	}
 	// HTTPS listeners: certificates from files or ACME, HTTP/2, redirects (package tlsfront).
+	// HTTP/2 on every listener (h2 by ALPN, h2c on plain ones): GOAWAY at drain start.
+	h2 := h2serve.New(h2serve.Options{Logger: log.Named("http2")})
 	front, err := tlsfront.New(tlsfront.Options{
-		Listeners: cfg.Listeners, IdleClose: cfg.Drain.IdleClose, Logger: log.Named("tls"),
+		Listeners: cfg.Listeners, HTTP2: h2, Logger: log.Named("tls"),
 	})
 	if err != nil {
 		log.Error("cannot set up TLS", "error", err.Error())
@@ -132,6 +137,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Gate:         gate, // ready only once the upstream has answered
 		StopApp:      stopApp,
 	})
+	d.OnDrainStart(h2.Drain)
+	d.OnStopAccepting(func(context.Context) { h2.StopAccepting() })
 	d.Observe(checker) // requests that cannot reach the upstream count as failed checks
 	if sup != nil {
 		sup.AbortOn(d.Requested()) // a drain wins over a restart that has not switched yet
@@ -179,6 +186,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		defer ln.Close()
 		srv := newServer(d.Handler(front.Handler(l, upstream)), cfg.Limits, log)
+		if l.TLS == nil {
+			h2.Configure(srv, !l.DisableH2C)
+		}
 		public, err := front.Serve(l, ln, srv, d)
 		if err != nil {
 			log.Error("cannot serve HTTPS", "error", err.Error())
