@@ -150,7 +150,9 @@ log {
 }
 
 limits {
-  # Concurrent client connections per listener; past it new ones wait in the kernel backlog. 0 is unlimited.
+  # Concurrent client connections per listener; 0 is unlimited. When full, a new client takes the place of the keep-alive
+  # connection idle longest (closed, as nginx does); one with a request in progress is never closed, and without an idle one
+  # new clients wait in the kernel backlog.
   max_connections = 10000
   # Largest request header block accepted (1 MiB, Go's default).
   max_header_bytes = 1048576

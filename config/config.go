@@ -230,6 +230,7 @@ type Log struct {
 // Limits protect the proxy from clients. A zero that means "none" is said so per field.
 type Limits struct {
 	// MaxConnections caps concurrent client connections per listener; 0 is unlimited.
+	// When full, the keep-alive connection idle longest makes room for a new client.
 	MaxConnections int
 	// MaxHeaderBytes caps a request's header size (http.Server.MaxHeaderBytes).
 	MaxHeaderBytes int

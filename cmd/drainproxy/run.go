@@ -174,6 +174,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		defer ln.Close()
 		srv := newServer(d.Handler(front.Handler(l, upstream)), cfg.Limits, log)
+		srv.ConnState = ln.ConnState // max_connections closes idle keep-alive connections to make room
 		public, err := front.Serve(l, ln, srv, d)
 		if err != nil {
 			log.Error("cannot serve HTTPS", "error", err.Error())
