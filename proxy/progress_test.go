@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/net/websocket"
 
+	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/standin"
 )
@@ -394,4 +395,19 @@ func mustParse(s string) *url.URL {
 		panic(err)
 	}
 	return u
+}
+
+// BenchmarkProxyHotPathWithProgressTimeouts is BenchmarkProxyHotPath with the progress
+// timeouts at their defaults (60s), as the binary runs: their cost per request.
+func BenchmarkProxyHotPathWithProgressTimeouts(b *testing.B) {
+	up := upstreamURL(b, standin.Handler())
+	opts := progressOptions(up.String(), 60*time.Second)
+	opts.UpgradeIdleTimeout = time.Hour
+	p, err := proxy.New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.CloseIdleConnections)
+	addr := serveOn(b, drain.New(drain.Options{}).Handler(p), nil)
+	benchmarkGET(b, "http://"+addr+"/")
 }
