@@ -66,6 +66,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 
 // acquire takes a slot, waiting for one when the listener is full.
 func (l *limitListener) acquire() error {
+	defer l.waiting.Store(false)
 	for {
 		l.mu.Lock()
 		if l.open < l.max {
@@ -73,24 +74,33 @@ func (l *limitListener) acquire() error {
 			l.mu.Unlock()
 			return nil
 		}
-		victim := l.oldestIdleLocked()
+		// Set under the lock that release takes, and before looking for an idle
+		// connection: a close or a move to idle from now on wakes us.
+		l.waiting.Store(true)
 		l.mu.Unlock()
 
-		if victim != nil && clientsWaiting(l.rc) && victim.reclaim() {
-			l.reclaimed.Add(1)
-			continue // its slot is free now
+		// Look for an idle connection only when a client waits: the scan is O(open).
+		waiting, victim := clientsWaiting(l.rc), (*limitedConn)(nil)
+		if waiting {
+			l.mu.Lock()
+			victim = l.oldestIdleLocked()
+			l.mu.Unlock()
+			if victim != nil && victim.reclaim() {
+				l.reclaimed.Add(1)
+				continue // its slot is free now
+			}
 		}
-		if err := l.waitForRoom(victim != nil); err != nil {
+		// A client waiting with no idle connection to take is woken by the next close or
+		// move to idle; otherwise look at the queue again shortly.
+		if err := l.waitForRoom(!waiting || victim != nil); err != nil {
 			return err
 		}
 	}
 }
 
-// waitForRoom waits for a connection to close or turn idle, or, when poll is set (an
-// idle one exists but no client waited for it), for the next look at the accept queue.
+// waitForRoom waits for a connection to close or turn idle, or, when poll is set, for the
+// next look at the accept queue.
 func (l *limitListener) waitForRoom(poll bool) error {
-	l.waiting.Store(true)
-	defer l.waiting.Store(false)
 	var tick <-chan time.Time
 	if poll {
 		t := time.NewTimer(roomPollInterval)
