@@ -318,6 +318,7 @@ type watchedBody struct {
 	timer     *time.Timer
 	reading   atomic.Int64 // unix nanoseconds when the read in progress began; 0 between reads
 	fired     atomic.Bool
+	closed    atomic.Bool // Close ran: the timer must not re-arm itself
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -331,6 +332,9 @@ func newWatchedBody(rc io.ReadCloser, w *progressWriter, timeout time.Duration) 
 // check runs on the timer: it cuts a read that has waited the timeout, or looks again
 // when the read in progress (or the next one, between reads) could reach it.
 func (b *watchedBody) check() {
+	if b.closed.Load() {
+		return
+	}
 	began := b.reading.Load()
 	if began == 0 {
 		// Between reads the proxy is writing to the client (its own timeout); look
@@ -365,6 +369,7 @@ func (b *watchedBody) closeUnderlying() error {
 }
 
 func (b *watchedBody) Close() error {
+	b.closed.Store(true)
 	b.timer.Stop()
 	return b.closeUnderlying()
 }
@@ -379,6 +384,7 @@ type idleTunnel struct {
 	w       *progressWriter
 	last    atomic.Int64 // unix nanoseconds of the last byte moved
 	fired   atomic.Bool
+	closed  atomic.Bool // Close ran: the timer must not fire or re-arm
 	timer   *time.Timer
 }
 
@@ -390,6 +396,9 @@ func newIdleTunnel(rwc io.ReadWriteCloser, timeout time.Duration, w *progressWri
 }
 
 func (t *idleTunnel) check() {
+	if t.closed.Load() {
+		return
+	}
 	if wait := time.Duration(t.last.Load() + int64(t.timeout) - time.Now().UnixNano()); wait > 0 {
 		t.timer.Reset(wait)
 		return
@@ -426,6 +435,7 @@ func (t *idleTunnel) cutErr(err error) error {
 }
 
 func (t *idleTunnel) Close() error {
+	t.closed.Store(true)
 	t.timer.Stop()
 	return t.ReadWriteCloser.Close()
 }
