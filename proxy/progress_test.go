@@ -6,11 +6,13 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"runtime"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/net/websocket"
 
 	"github.com/drainproxy/drainproxy/drain"
@@ -410,4 +413,65 @@ func BenchmarkProxyHotPathWithProgressTimeouts(b *testing.B) {
 	b.Cleanup(p.CloseIdleConnections)
 	addr := serveOn(b, drain.New(drain.Options{}).Handler(p), nil)
 	benchmarkGET(b, "http://"+addr+"/")
+}
+
+// Over HTTP/2 (x/net's server, as on the HTTPS listeners) the send timeout resets the
+// stream of a client that stops reading, and the access log says why.
+func TestHTTP2ClientThatStopsReadingIsCut(t *testing.T) {
+	returned := make(chan struct{}, 1)
+	up, open := upstreamConns(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { returned <- struct{}{} }()
+		chunk := make([]byte, 32<<10)
+		for range 64 << 20 / len(chunk) { // far beyond the client's flow-control window
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	p, err := proxy.New(progressOptions(up, stallTimeout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.CloseIdleConnections)
+	d := drain.New(drain.Options{})
+	seen := make(chan drain.Exchange, 4)
+	d.Observe(exchanges(seen))
+	ts := httptest.NewUnstartedServer(d.Handler(p))
+	// x/net/http2's server, as the binary's HTTPS listeners use (package tlsfront).
+	if err := http2.ConfigureServer(ts.Config, &http2.Server{}); err != nil {
+		t.Fatal(err)
+	}
+	ts.TLS = &tls.Config{NextProtos: []string{http2.NextProtoTLS}}
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	client := ts.Client()
+	client.Transport.(*http.Transport).ForceAttemptHTTP2 = true
+
+	resp, err := client.Get(ts.URL + "/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("served over %s, want HTTP/2", resp.Proto)
+	}
+	// Never read the body.
+	select {
+	case x := <-seen:
+		if x.UpstreamError != proxy.ReasonSendTimeout {
+			t.Errorf("drain saw reason %q (err %v), want %q", x.UpstreamError, x.Err, proxy.ReasonSendTimeout)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("the HTTP/2 stream of a client that stopped reading was not cut")
+	}
+	select {
+	case <-returned:
+	case <-time.After(waitLimit):
+		t.Fatal("the upstream handler still writes")
+	}
+	resp.Body.Close()
+	waitUntil(t, "upstream connections closed", func() bool {
+		p.CloseIdleConnections()
+		return open.Load() == 0
+	})
 }
