@@ -74,6 +74,13 @@ upstream {
   idle_conns = 1024
   # Unused pooled connections are closed after this, before the app's own idle timeout closes them under us.
   idle_conn_timeout = "90s"
+  # Longest the app may go without sending a byte of a response body once its headers came (nginx's proxy_read_timeout):
+  # the client's connection is then closed and the access log says read_timeout. A stream that sends something more
+  # often (SSE heartbeats) runs for as long as it likes. Before the headers, response_header_timeout applies. 0 is none.
+  read_timeout = "60s"
+  # Longest the app may go without taking a byte of a request, e.g. an upload it stopped reading (nginx's
+  # proxy_send_timeout); the client gets a 504. 0 is none.
+  send_timeout = "60s"
 }
 
 proxy {
@@ -159,7 +166,9 @@ log {
 }
 
 limits {
-  # Concurrent client connections per listener; past it new ones wait in the kernel backlog. 0 is unlimited.
+  # Concurrent client connections per listener; 0 is unlimited. When full, a new client takes the place of the keep-alive
+  # connection idle longest (closed, as nginx does); one with a request in progress is never closed, and without an idle one
+  # new clients wait in the kernel backlog.
   max_connections = 10000
   # Largest request header block accepted (1 MiB, Go's default).
   max_header_bytes = 1048576
@@ -173,6 +182,15 @@ limits {
   write_timeout = "0s"
   # How long a keep-alive client connection may wait for its next request.
   idle_timeout = "120s"
+  # Longest a client may go without taking a byte of its response (nginx's send_timeout): a client that stops reading
+  # has its connection closed, and the access log says send_timeout. A download that keeps moving is never cut. 0 is none.
+  send_timeout = "60s"
+  # Longest a client may go without sending a byte of its request body (nginx's client_body_timeout): 408, and the
+  # connection is closed. An upload that keeps moving is never cut. 0 is none.
+  client_body_timeout = "60s"
+  # An upgraded connection (WebSocket) on which nothing moved either way for this long is closed (HAProxy's timeout
+  # tunnel). Longer than the others: an open but quiet WebSocket is normal. Pings count as traffic. 0 is none.
+  upgrade_idle_timeout = "1h"
   # Under load (16 MB/s of allocation or more) the heap may grow to this many bytes before Go's garbage collector
   # runs, however little is alive: far fewer collections, for memory near this size. 0 leaves Go's own pacing; GOGC in the environment wins.
   gc_heap_floor_bytes = 33554432

@@ -128,6 +128,13 @@ type Upstream struct {
 	IdleConns int
 	// IdleConnTimeout is how long an unused pooled upstream connection is kept.
 	IdleConnTimeout time.Duration
+	// ReadTimeout is the longest the upstream may go without sending a byte of a
+	// response body once its headers arrived (nginx's proxy_read_timeout); the client's
+	// connection is then closed. 0 is none.
+	ReadTimeout time.Duration
+	// SendTimeout is the longest the upstream may go without taking a byte of a request
+	// (nginx's proxy_send_timeout); 504 then. 0 is none.
+	SendTimeout time.Duration
 }
 
 // Host header policies for Proxy.HostHeader.
@@ -245,6 +252,7 @@ type Log struct {
 // Limits protect the proxy from clients. A zero that means "none" is said so per field.
 type Limits struct {
 	// MaxConnections caps concurrent client connections per listener; 0 is unlimited.
+	// When full, the keep-alive connection idle longest makes room for a new client.
 	MaxConnections int
 	// MaxHeaderBytes caps a request's header size (http.Server.MaxHeaderBytes).
 	MaxHeaderBytes int
@@ -259,6 +267,15 @@ type Limits struct {
 	WriteTimeout time.Duration
 	// IdleTimeout is how long a keep-alive client connection may wait for its next request.
 	IdleTimeout time.Duration
+	// SendTimeout is the longest a client may go without taking a byte of its response
+	// (nginx's send_timeout); its connection is then closed. 0 is none.
+	SendTimeout time.Duration
+	// ClientBodyTimeout is the longest a client may go without sending a byte of its
+	// request body (nginx's client_body_timeout); 408 then. 0 is none.
+	ClientBodyTimeout time.Duration
+	// UpgradeIdleTimeout closes an upgraded connection (WebSocket) on which nothing moved
+	// either way for this long (HAProxy's timeout tunnel). 0 is none.
+	UpgradeIdleTimeout time.Duration
 	// GCHeapFloorBytes lets the heap grow to this size before Go's garbage collector runs,
 	// however little is alive, while the process allocates fast (package gcfloor); 0 leaves
 	// Go's pacing alone. GOGC set in the environment turns it off.
@@ -275,6 +292,8 @@ func Default() *Config {
 			ResponseHeaderTimeout: 60 * time.Second,
 			IdleConns:             1024,
 			IdleConnTimeout:       90 * time.Second,
+			ReadTimeout:           60 * time.Second,
+			SendTimeout:           60 * time.Second,
 		},
 		Proxy: Proxy{HostHeader: HostHeaderClient},
 		Drain: Drain{
@@ -313,6 +332,9 @@ func Default() *Config {
 			ReadTimeout:         0,
 			WriteTimeout:        0,
 			IdleTimeout:         120 * time.Second,
+			SendTimeout:         60 * time.Second,
+			ClientBodyTimeout:   60 * time.Second,
+			UpgradeIdleTimeout:  time.Hour,
 			GCHeapFloorBytes:    32 << 20,
 		},
 	}

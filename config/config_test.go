@@ -59,6 +59,8 @@ upstream {
   response_header_timeout = "2m"
   idle_conns = 16
   idle_conn_timeout = "30s"
+  read_timeout = "45s"
+  send_timeout = "15s"
 }
 proxy {
   host_header = "upstream"
@@ -107,6 +109,9 @@ limits {
   read_timeout = "1m"
   write_timeout = "2m"
   idle_timeout = "30s"
+  send_timeout = "20s"
+  client_body_timeout = "25s"
+  upgrade_idle_timeout = "0s"
   gc_heap_floor_bytes = 0
 }
 `
@@ -121,6 +126,8 @@ limits {
 			ResponseHeaderTimeout: 2 * time.Minute,
 			IdleConns:             16,
 			IdleConnTimeout:       30 * time.Second,
+			ReadTimeout:           45 * time.Second,
+			SendTimeout:           15 * time.Second,
 		}
 		c.Proxy = Proxy{HostHeader: "upstream", TrustedProxies: []netip.Prefix{
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"),
@@ -138,7 +145,7 @@ limits {
 		c.Limits = Limits{
 			MaxConnections: 0, MaxHeaderBytes: 65536, MaxRequestBodyBytes: 10 << 20,
 			ReadHeaderTimeout: 3 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute,
-			IdleTimeout: 30 * time.Second,
+			IdleTimeout: 30 * time.Second, SendTimeout: 20 * time.Second, ClientBodyTimeout: 25 * time.Second,
 		}
 	}
 

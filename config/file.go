@@ -68,6 +68,8 @@ type upstreamBlock struct {
 	ResponseHeaderTimeout *string   `hcl:"response_header_timeout,optional"`
 	IdleConns             *int      `hcl:"idle_conns,optional"`
 	IdleConnTimeout       *string   `hcl:"idle_conn_timeout,optional"`
+	ReadTimeout           *string   `hcl:"read_timeout,optional"`
+	SendTimeout           *string   `hcl:"send_timeout,optional"`
 }
 
 type proxyBlock struct {
@@ -129,6 +131,9 @@ type limitsBlock struct {
 	ReadTimeout         *string `hcl:"read_timeout,optional"`
 	WriteTimeout        *string `hcl:"write_timeout,optional"`
 	IdleTimeout         *string `hcl:"idle_timeout,optional"`
+	SendTimeout         *string `hcl:"send_timeout,optional"`
+	ClientBodyTimeout   *string `hcl:"client_body_timeout,optional"`
+	UpgradeIdleTimeout  *string `hcl:"upgrade_idle_timeout,optional"`
 	GCHeapFloorBytes    *int64  `hcl:"gc_heap_floor_bytes,optional"`
 }
 
@@ -189,6 +194,8 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "response_header_timeout", b.ResponseHeaderTimeout, parseDuration, &u.ResponseHeaderTimeout)
 		apply(s, "idle_conns", b.IdleConns, atLeast(1), &u.IdleConns)
 		apply(s, "idle_conn_timeout", b.IdleConnTimeout, parseDuration, &u.IdleConnTimeout)
+		apply(s, "read_timeout", b.ReadTimeout, parseDuration, &u.ReadTimeout)
+		apply(s, "send_timeout", b.SendTimeout, parseDuration, &u.SendTimeout)
 	}
 	if b := fc.Proxy; b != nil {
 		s, p := sec("proxy"), &cfg.Proxy
@@ -292,6 +299,9 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "read_timeout", b.ReadTimeout, parseDuration, &l.ReadTimeout)
 		apply(s, "write_timeout", b.WriteTimeout, parseDuration, &l.WriteTimeout)
 		apply(s, "idle_timeout", b.IdleTimeout, parseDuration, &l.IdleTimeout)
+		apply(s, "send_timeout", b.SendTimeout, parseDuration, &l.SendTimeout)
+		apply(s, "client_body_timeout", b.ClientBodyTimeout, parseDuration, &l.ClientBodyTimeout)
+		apply(s, "upgrade_idle_timeout", b.UpgradeIdleTimeout, parseDuration, &l.UpgradeIdleTimeout)
 		apply(s, "gc_heap_floor_bytes", b.GCHeapFloorBytes, atLeast[int64](0), &l.GCHeapFloorBytes)
 	}
 	return probs.err()

@@ -16,15 +16,14 @@ import (
 	"net"
 	"sync"
 	"syscall"
-
-	"golang.org/x/net/netutil"
 )
 
 // Listener is a TCP listener that can be drained with StopAccepting.
 // It implements net.Listener and is ready for http.Server.Serve.
 type Listener struct {
-	inner net.Listener     // used by Accept, Addr and Close: tcp itself, or netutil's limit wrapper around it
+	inner net.Listener     // used by Accept, Addr and Close: tcp itself, or the connection limit around it
 	tcp   *net.TCPListener // the socket underneath, for the SYN filter and TCP_INFO
+	limit *limitListener   // inner when maxConns > 0, else nil
 	addr  string           // the bound address, for messages
 
 	mu       sync.Mutex
@@ -34,8 +33,11 @@ type Listener struct {
 
 // Listen binds addr ("host:port", tcp; IPv4 or IPv6) and returns a listener
 // ready for http.Server.Serve. maxConns > 0 limits concurrently accepted
-// connections (golang.org/x/net/netutil.LimitListener); beyond the limit
-// Accept blocks and new connections wait in the kernel's accept queue.
+// connections: at the limit, a new client waiting in the kernel's accept queue
+// gets the place of the keep-alive connection idle longest (which is closed),
+// and without an idle one Accept blocks until a connection closes or turns
+// idle. Set the server's ConnState to the listener's ConnState (or call it from
+// there) so that it knows which connections are idle.
 // Errors name the address and say what to fix.
 func Listen(ctx context.Context, addr string, maxConns int) (*Listener, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -60,7 +62,8 @@ func Listen(ctx context.Context, addr string, maxConns int) (*Listener, error) {
 	}
 	l := &Listener{inner: ln, tcp: tcp, addr: ln.Addr().String()}
 	if maxConns > 0 {
-		l.inner = netutil.LimitListener(ln, maxConns)
+		l.limit = newLimitListener(tcp, maxConns)
+		l.inner = l.limit
 	}
 	return l, nil
 }

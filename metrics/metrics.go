@@ -130,6 +130,7 @@ func methodIndex(m string) int {
 var reasons = [...]string{
 	proxy.ReasonRefused, proxy.ReasonReset, proxy.ReasonTimeout,
 	proxy.ReasonBodyTooLarge, proxy.ReasonClientCanceled, proxy.ReasonBadRequest, proxy.ReasonOther,
+	proxy.ReasonSendTimeout, proxy.ReasonClientBodyTimeout, proxy.ReasonReadTimeout, proxy.ReasonUpgradeIdleTimeout,
 }
 
 // New builds the registry with every drainproxy metric and the Go and process collectors.

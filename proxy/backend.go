@@ -48,10 +48,20 @@ func (p *Proxy) newBackend(u *url.URL) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{target: u.String(), transport: newInlineTransport(opts, transport, &p.conns), idle: make(chan struct{})}
+	// After the inline path took its dialer: it writes only request heads, and its
+	// cancel poisons deadlines that a per-write deadline would undo.
+	transport.DialContext = withSendTimeout(transport.DialContext, opts.UpstreamSendTimeout)
+	var rt http.RoundTripper = b.transport
+	if opts.ReadTimeout > 0 || opts.UpgradeIdleTimeout > 0 {
+		rt = &progressTransport{next: b.transport, readTimeout: opts.ReadTimeout, upgradeIdle: opts.UpgradeIdleTimeout}
+	}
 	b.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite(target),
-		Transport: b.transport,
+		Transport: rt,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if p.answerProgressError(w) {
+				return
+			}
 			p.answerUpstreamError(b.target, w, r, err)
 		},
 		ErrorLog:   p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
@@ -76,6 +86,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer b.release()
+	w, r = p.watchProgress(w, r)
+	if pw, ok := w.(*progressWriter); ok {
+		defer pw.finish()
+	}
 	b.rp.ServeHTTP(w, r)
 }
 

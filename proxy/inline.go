@@ -30,6 +30,7 @@ type inlineTransport struct {
 	bufs          *connBuffers                                // shared by every backend of the proxy
 	dial          func(ctx context.Context) (net.Conn, error) // nil: never inline (https)
 	headerTimeout time.Duration
+	readTimeout   time.Duration // between two reads of a response body (progress.go)
 	pool          idlePool
 }
 
@@ -45,7 +46,7 @@ var (
 
 // newInlineTransport wraps fallback, built by newTransport from opts, for upstream u.
 func newInlineTransport(opts Options, fallback *http.Transport, bufs *connBuffers) *inlineTransport {
-	t := &inlineTransport{fallback: fallback, bufs: bufs, headerTimeout: opts.ResponseHeaderTimeout}
+	t := &inlineTransport{fallback: fallback, bufs: bufs, headerTimeout: opts.ResponseHeaderTimeout, readTimeout: opts.ReadTimeout}
 	t.pool.max = opts.IdleConns
 	t.pool.timeout = opts.IdleConnTimeout
 	u := opts.Upstream
@@ -370,6 +371,9 @@ func (b *inlineBody) Read(p []byte) (int, error) {
 	if b.done.Load() {
 		return 0, errBodyClosed
 	}
+	if b.t.readTimeout > 0 {
+		b.uc.extendReadDeadline(b.t.readTimeout)
+	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.eof = true
@@ -401,6 +405,9 @@ func (b *inlineBody) Close() error {
 	// The buffer goes back first: once given to the pool, the connection is another's.
 	leftover := b.uc.br.Buffered() > 0
 	b.uc.releaseReader(b.t.bufs)
+	if b.t.readTimeout > 0 {
+		b.uc.c.SetReadDeadline(time.Time{}) // an idle connection keeps no deadline
+	}
 	if leftover || !b.t.pool.give(b.uc) {
 		b.uc.c.Close()
 	}

@@ -62,6 +62,18 @@ type Options struct {
 	// MaxRequestBodyBytes answers 413 to a request body larger than this (zero: no limit).
 	MaxRequestBodyBytes int64
 
+	// Progress timeouts (progress.go): each bounds the time without a byte moving, never a
+	// whole transfer; zero turns one off. SendTimeout: between two writes to the client.
+	// ClientBodyTimeout: between two reads of the request body (408 before an answer).
+	// ReadTimeout: between two reads of the upstream's response body, once its headers
+	// arrived. UpstreamSendTimeout: between two writes of a request to the upstream (504).
+	// UpgradeIdleTimeout: an upgraded connection (WebSocket) with nothing moving either way.
+	SendTimeout         time.Duration
+	ClientBodyTimeout   time.Duration
+	ReadTimeout         time.Duration
+	UpstreamSendTimeout time.Duration
+	UpgradeIdleTimeout  time.Duration
+
 	// Logger receives one line per failed upstream exchange (zero: discard).
 	Logger hclog.Logger
 }

@@ -156,6 +156,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		IdleConns:             cfg.Upstream.IdleConns,
 		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout,
 		MaxRequestBodyBytes:   cfg.Limits.MaxRequestBodyBytes,
+		SendTimeout:           cfg.Limits.SendTimeout,
+		ClientBodyTimeout:     cfg.Limits.ClientBodyTimeout,
+		ReadTimeout:           cfg.Upstream.ReadTimeout,
+		UpstreamSendTimeout:   cfg.Upstream.SendTimeout,
+		UpgradeIdleTimeout:    cfg.Limits.UpgradeIdleTimeout,
 		Logger:                log.Named("proxy"),
 	})
 	if err != nil {
@@ -189,6 +194,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if l.TLS == nil {
 			h2.Configure(srv, !l.DisableH2C)
 		}
+		srv.ConnState = ln.ConnState // max_connections closes idle keep-alive connections to make room
 		public, err := front.Serve(l, ln, srv, d)
 		if err != nil {
 			log.Error("cannot serve HTTPS", "error", err.Error())
@@ -323,7 +329,8 @@ func trapReload(front *tlsfront.Front, sup *supervise.App, log hclog.Logger) (st
 
 // newServer builds the public HTTP server. Read-header and idle timeouts bound what a slow
 // or silent client can hold; read and write timeouts stay off by default so that long
-// uploads and long proxied responses (downloads, streams) work.
+// uploads and long proxied responses (downloads, streams) work: the proxy's progress
+// timeouts (send_timeout, client_body_timeout) bound a client that stops instead.
 func newServer(h http.Handler, lim config.Limits, log hclog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
