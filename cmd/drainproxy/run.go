@@ -281,14 +281,16 @@ func restarter(sup *supervise.App) admin.Restarter {
 // trapReload gives SIGHUP its meanings through one handler: re-read the certificate files
 // (when there are some) and, in supervised mode, restart the app without downtime. A
 // SIGHUP during a restart is logged and ignored: the restart in progress already brings
-// up the app as it is now. Without a supervised app this is tlsfront's own trap. stop
-// undoes it and waits for the goroutine that reads the signals.
+// up the app as it is now. SIGHUP is trapped even when it has nothing to do: its default
+// effect ends the process at once, cutting every request in flight. stop undoes it and
+// waits for the goroutine that reads the signals.
 func trapReload(front *tlsfront.Front, sup *supervise.App, log hclog.Logger) (stop func()) {
-	if sup == nil {
-		return front.TrapReload()
-	}
 	return sigtrap.Handle(func(os.Signal) {
 		front.ReloadStatic() // logs the outcome; nothing without certificate files
+		if sup == nil {
+			log.Info("SIGHUP received", "reloaded", "certificate files, if any")
+			return
+		}
 		if err := sup.Restart("signal SIGHUP"); err != nil {
 			log.Warn("SIGHUP: not restarting the app", "reason", err.Error())
 		}
