@@ -31,6 +31,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -61,6 +62,9 @@ type Restarter interface {
 type Options struct {
 	// Address is host:port to listen on; port 0 picks a free one.
 	Address string
+	// Listener, when set, is the socket to serve, already bound to Address (one handed
+	// over by the process this one upgrades); nil listens on Address.
+	Listener net.Listener
 	// Token, when not empty, is the bearer token every endpoint but /healthz and /readyz
 	// requires.
 	Token   string
@@ -84,12 +88,12 @@ type Options struct {
 
 // Server is the running admin listener.
 type Server struct {
-	opts     Options
-	log      hclog.Logger
-	http     *http.Server
-	ln       net.Listener
-	tokenSum [sha256.Size]byte
-	served   chan struct{} // closed when Serve has returned
+	opts   Options
+	log    hclog.Logger
+	http   *http.Server
+	ln     net.Listener
+	token  atomic.Pointer[tokenCheck] // SetToken replaces it (token.go)
+	served chan struct{}              // closed when Serve has returned
 }
 
 // Start listens on opts.Address and serves the admin endpoints until Stop.
@@ -103,14 +107,15 @@ func Start(opts Options) (*Server, error) {
 	if opts.Started.IsZero() {
 		opts.Started = time.Now()
 	}
-	ln, err := net.Listen("tcp", opts.Address)
-	if err != nil {
-		return nil, listenError(opts.Address, err)
+	ln := opts.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", opts.Address); err != nil {
+			return nil, listenError(opts.Address, err)
+		}
 	}
 	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{})}
-	if opts.Token != "" {
-		s.tokenSum = sha256.Sum256([]byte(opts.Token))
-	}
+	s.SetToken(opts.Token)
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -184,13 +189,15 @@ func (s *Server) Handler() http.Handler {
 // authorized requires the bearer token, when there is one. Both sides are hashed first,
 // so that the comparison takes the same time whatever the length of the guess.
 func (s *Server) authorized(next http.Handler) http.Handler {
-	if s.opts.Token == "" {
-		return next
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := s.token.Load()
+		if !token.set {
+			next.ServeHTTP(w, r)
+			return
+		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-		if !ok || subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+		if !ok || subtle.ConstantTimeCompare(sum[:], token.sum[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="drainproxy admin"`)
 			plain(w, http.StatusUnauthorized, "unauthorized: send Authorization: Bearer <admin token>")
 			return

@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -20,9 +22,7 @@ import (
 	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/gcfloor"
 	"github.com/drainproxy/drainproxy/health"
-	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
-	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/sigtrap"
 	"github.com/drainproxy/drainproxy/supervise"
 	"github.com/drainproxy/drainproxy/tlsfront"
@@ -60,6 +60,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer startGCFloor(cfg.Limits.GCHeapFloorBytes, log)()
 
+	// Sockets from systemd or from the process this one upgrades, and SIGUSR2 (upgrade.go).
+	notify := newNotifier(log.Named("systemd"))
+	upgradeTimeout := 30 * time.Second
+	if len(cfg.Upstream.Command) > 0 {
+		upgradeTimeout += cfg.App.StartTimeout
+	}
+	upg := newUpgrader(log, notify, upgradeTimeout)
+	defer upg.stop()
+	if upg.upgraded() && len(cfg.Upstream.Command) > 0 {
+		// The previous process's app still serves on the configured port: start this
+		// one's instance on a fresh port, as a zero-downtime restart does.
+		u, err := withFreshPort(cfg.Upstream.URL)
+		if err != nil {
+			log.Error("cannot start the app", "error", err.Error())
+			return exitFailure
+		}
+		cfg.Upstream.URL = u
+	}
+
 	healthOpts := health.Options{
 		Upstream:           cfg.Upstream.URL,
 		Path:               cfg.HealthCheck.Path,
@@ -74,7 +93,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// stops it only after the proxy has drained.
 	gate, stopApp := checker.WaitHealthy, (func(context.Context) error)(nil)
 	var sup *supervise.App
-	var p *proxy.Proxy // built below; a restart switches it to the new instance
+	var proxies *proxySwitch // built below; a restart switches its proxy to the new instance
 	if len(cfg.Upstream.Command) > 0 {
 		sup, err = supervise.NewApp(supervise.AppOptions{Options: supervise.Options{
 			Command: cfg.Upstream.Command, Upstream: cfg.Upstream.URL, Stdout: stdout, Stderr: stderr,
@@ -92,7 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				return health.New(o).CheckNow
 			},
 			Switch: func(u *url.URL) (supervise.Retired, error) {
-				old, err := p.Switch(u)
+				old, err := proxies.current().Switch(u)
 				if err != nil {
 					return nil, err
 				}
@@ -118,14 +137,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer front.Close()
 	gate = front.Gate(gate) // and ready only once every ACME domain has a certificate
-	d := drain.New(drain.Options{
+	var adm *admin.Server   // started below, once the listeners are
+	var d *drain.Drainer
+	d = drain.New(drain.Options{
 		Delay:        cfg.Drain.Delay,
 		Grace:        cfg.Drain.Grace,
 		IdleClose:    cfg.Drain.IdleClose,
 		FlushTimeout: cfg.Drain.FlushTimeout,
 		Logger:       log.Named("drain"),
-		Gate:         gate, // ready only once the upstream has answered
-		StopApp:      stopApp,
+		// Ready only once the upstream has answered; then a process this one upgrades
+		// may drain, and systemd hears READY=1.
+		Gate: func(ctx context.Context) error {
+			if err := gate(ctx); err != nil {
+				return err
+			}
+			closeAdmin := func() {}
+			if adm != nil {
+				closeAdmin = adm.Close
+			}
+			upg.ready(d, closeAdmin)
+			return nil
+		},
+		StopApp: stopApp,
 	})
 	d.Observe(checker) // requests that cannot reach the upstream count as failed checks
 	if sup != nil {
@@ -135,22 +168,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stopSignals := d.TrapSignals()
 	defer stopSignals()
 
-	p, err = proxy.New(proxy.Options{
-		Upstream:              cfg.Upstream.URL,
-		HostHeader:            cfg.Proxy.HostHeader,
-		TrustedProxies:        cfg.Proxy.TrustedProxies,
-		DialTimeout:           cfg.Upstream.DialTimeout,
-		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout,
-		IdleConns:             cfg.Upstream.IdleConns,
-		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout,
-		MaxRequestBodyBytes:   cfg.Limits.MaxRequestBodyBytes,
-		Logger:                log.Named("proxy"),
-	})
+	p, err := buildProxy(cfg, cfg.Upstream.URL, log)
 	if err != nil {
 		log.Error("cannot build the proxy", "error", err.Error())
 		return exitUsage
 	}
-	defer p.CloseIdleConnections()
+	proxies = newProxySwitch(p)
+	defer func() { proxies.current().CloseIdleConnections() }()
 
 	// Opened before the listeners: a path we cannot write stops us before we serve.
 	accessLog, err := newAccessLog(cfg.Log, p.Upstream(), stdout, stderr, log.Named("access-log"))
@@ -158,16 +182,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot open the access log", "error", err.Error())
 		return exitFailure
 	}
-	stopLogSignals := trapLogSignals(accessLog)
+	logs := &logSwitch{} // a reload may open another access log
+	stopLogSignals := trapLogSignals(logs)
 	defer stopLogSignals()
 
-	var upstream http.Handler = p
+	var upstream http.Handler = proxies
 	if sup != nil {
-		upstream = sup.Guard(p) // 503 + Retry-After while the app is down
+		upstream = sup.Guard(proxies) // 503 + Retry-After while the app is down
 	}
 	addrs := make([]string, 0, len(cfg.Listeners))
 	for _, l := range cfg.Listeners {
-		ln, err := listener.Listen(ctx, l.Address, cfg.Limits.MaxConnections)
+		ln, err := upg.listen(ctx, l.Address, cfg.Limits.MaxConnections)
 		if err != nil {
 			log.Error("cannot listen", "error", err.Error())
 			return exitFailure
@@ -186,17 +211,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot manage certificates", "error", err.Error())
 		return exitFailure
 	}
-	stopReload := trapReload(front, sup, log) // SIGHUP: certificate files, app restart
-	defer stopReload()
 
 	// The admin listener is not added to the drain: it answers until the drain is over
-	// (so /readyz says 503 and /metrics can be scraped throughout) and closes after it.
+	// (so /readyz says 503 and /metrics can be scraped throughout) and closes after it,
+	// or once an upgrade handed it to the next process.
 	adminAddr := "off"
 	if cfg.Admin.Address != "" {
-		m := newMetrics(d, checker, accessLog, sup, log.Named("metrics"))
+		m := newMetrics(d, checker, logs, sup, log.Named("metrics"))
 		d.Observe(m)
-		adm, err := admin.Start(admin.Options{
-			Address: cfg.Admin.Address, Token: cfg.Admin.Token,
+		ln, err := upg.socket(ctx, cfg.Admin.Address)
+		if err != nil {
+			log.Error("cannot start the admin listener", "error", err.Error())
+			return exitFailure
+		}
+		adm, err = admin.Start(admin.Options{
+			Address: cfg.Admin.Address, Listener: ln, Token: cfg.Admin.Token,
 			Drainer: d, Health: checker, Metrics: m.Handler(), Restarter: restarter(sup),
 			Upstream: p.Upstream(), ConfigSource: cfg.Source, Version: version,
 			Logger: log.Named("admin"),
@@ -208,11 +237,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer adm.Close()
 		adminAddr = adm.Addr()
 	}
+	upg.closeUnused()
 	d.Workers.Go("health", checker.Run)
-	if accessLog != nil {
-		d.Observe(accessLog)
-		d.Workers.Go("access-log", accessLog.Run)
+	d.Observe(logs)
+	logs.swap(accessLog, d.Workers)
+	d.Workers.Go("watchdog", notify.runWatchdog)
+
+	// SIGHUP reloads the configuration (reload.go), SIGUSR2 upgrades (upgrade.go).
+	lv := &live{
+		args: args, stdout: stdout, stderr: stderr, log: log, started: cfg, running: cfg,
+		proxies: proxies, logs: logs, checker: checker, front: front, sup: sup, adm: adm,
+		d: d, notify: notify,
 	}
+	stopReload := lv.trapReload()
+	defer stopReload()
+	if slices.Contains(cfg.App.ForwardSignals, syscall.SIGUSR2) {
+		log.Info("SIGUSR2 goes to the app (app.forward_signals), so it does not upgrade drainproxy")
+	} else {
+		stopUpgrade := upg.trap()
+		defer stopUpgrade()
+	}
+	go func() { // ends with the drain, which Run always reaches
+		<-d.Requested()
+		notify.stopping("draining")
+	}()
 
 	log.Info("drainproxy starting", "version", version, "listen", strings.Join(addrs, ","),
 		"admin", adminAddr, "upstream", p.Upstream(), "access_log", cfg.Log.AccessLog, "config", cfg.Source, "pid", os.Getpid())
@@ -248,9 +296,9 @@ func newAccessLog(c config.Log, upstream string, stdout, stderr io.Writer, log h
 // EPIPE, which the access log counts, instead of killing the process. Both are trapped even
 // without an access log file, since by default either signal would end the process. stop
 // undoes it and waits for the goroutine that reads the signals.
-func trapLogSignals(accessLog *accesslog.Log) (stop func()) {
+func trapLogSignals(accessLog *logSwitch) (stop func()) {
 	return sigtrap.Handle(func(s os.Signal) {
-		if s == syscall.SIGUSR1 && accessLog != nil {
+		if s == syscall.SIGUSR1 {
 			accessLog.Reopen()
 		}
 	}, syscall.SIGUSR1, syscall.SIGPIPE)
@@ -258,11 +306,9 @@ func trapLogSignals(accessLog *accesslog.Log) (stop func()) {
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
 // supervised app are nil here, and must stay nil interfaces in metrics.Options.
-func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *accesslog.Log, sup *supervise.App, log hclog.Logger) *metrics.Metrics {
+func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, log hclog.Logger) *metrics.Metrics {
 	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, Logger: log}
-	if accessLog != nil {
-		opts.AccessLog = accessLog
-	}
+	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
 		opts.Reloads = sup
@@ -276,25 +322,6 @@ func restarter(sup *supervise.App) admin.Restarter {
 		return nil
 	}
 	return sup
-}
-
-// trapReload gives SIGHUP its meanings through one handler: re-read the certificate files
-// (when there are some) and, in supervised mode, restart the app without downtime. A
-// SIGHUP during a restart is logged and ignored: the restart in progress already brings
-// up the app as it is now. SIGHUP is trapped even when it has nothing to do: its default
-// effect ends the process at once, cutting every request in flight. stop undoes it and
-// waits for the goroutine that reads the signals.
-func trapReload(front *tlsfront.Front, sup *supervise.App, log hclog.Logger) (stop func()) {
-	return sigtrap.Handle(func(os.Signal) {
-		front.ReloadStatic() // logs the outcome; nothing without certificate files
-		if sup == nil {
-			log.Info("SIGHUP received", "reloaded", "certificate files, if any")
-			return
-		}
-		if err := sup.Restart("signal SIGHUP"); err != nil {
-			log.Warn("SIGHUP: not restarting the app", "reason", err.Error())
-		}
-	}, syscall.SIGHUP)
 }
 
 // newServer builds the public HTTP server. Read-header and idle timeouts bound what a slow

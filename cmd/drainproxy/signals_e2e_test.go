@@ -44,7 +44,7 @@ func TestSIGHUPNeverKillsTheProxy(t *testing.T) {
 	waitFor(t, 5*time.Second, func() bool { return p.inflight() == 1 })
 
 	p.Signal(syscall.SIGHUP)
-	p.WaitLog("SIGHUP received", 5*time.Second)
+	p.WaitLog("configuration reloaded", 5*time.Second)
 	if err := <-inflight; err != nil {
 		t.Fatalf("the request in flight at SIGHUP failed: %v", err)
 	}
