@@ -235,7 +235,8 @@ func (u *upgrader) upgrade() {
 	u.notify.status("upgrading: starting a new process")
 	u.notify.forUpgrade()
 	if err := u.tf.Upgrade(); err != nil {
-		log.Error("upgrade failed: this process keeps serving", "error", err.Error())
+		log.Error("upgrade failed: this process keeps serving", "error", err.Error(),
+			"hint", "the new process logs why on the same stderr (exit status 2: its configuration or command line is invalid; try drainproxy -check)")
 		u.notify.status("serving; the last upgrade failed: " + err.Error())
 		return
 	}
