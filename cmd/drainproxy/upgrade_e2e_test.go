@@ -218,3 +218,76 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
 }
+
+// appPid asks the app behind the proxy at addr for its pid (testapp's GET /pid).
+func appPid(t *testing.T, addr string) int {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var pid int
+	if _, err := fmt.Fscan(resp.Body, &pid); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /pid = %d: %v", resp.StatusCode, err)
+	}
+	return pid
+}
+
+// Issue 16.2, supervised mode: the new process starts its own app instance (on a fresh
+// port, since the old instance still serves on its own), the old process stops its app
+// after its drain, and the keep-alive load sees nothing fail.
+func TestSupervisedUpgradeStartsItsOwnApp(t *testing.T) {
+	_, testappBin := supApps(t)
+	u := startUpgradable(t, supArgs(nil, supPort(t), testappBin)...)
+	oldPid := u.cmd.Process.Pid
+	oldApp := appPid(t, u.listen)
+	supKillOnCleanup(t, oldApp)
+
+	stop := make(chan struct{})
+	var res loadResult
+	clients := keepAliveClients(u.listen, 8, "/", stop, &res)
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			close(stop)
+			clients.Wait()
+		}
+	})
+	waitFor(t, 10*time.Second, func() bool { return res.ok.Load() > 300 })
+	if err := syscall.Kill(oldPid, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-u.exited:
+		if code != 0 {
+			t.Fatalf("the old process exited %d, want 0", code)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the old process did not exit within 60s of SIGUSR2")
+	}
+	supGone(t, oldApp, 10*time.Second) // the old process stopped its app
+	newApp := appPid(t, u.listen)
+	supKillOnCleanup(t, newApp)
+	if newApp == oldApp {
+		t.Fatalf("after the upgrade the app is still pid %d", oldApp)
+	}
+	atExit := res.ok.Load()
+	waitFor(t, 10*time.Second, func() bool { return res.ok.Load() > atExit+300 })
+	close(stop)
+	clients.Wait()
+	stopped = true
+	t.Logf("%d requests answered; lost %d, refused %d, not 200 %d", res.ok.Load(), res.lost.Load(), res.refused.Load(), res.bad.Load())
+	if n := res.lost.Load() + res.refused.Load() + res.bad.Load(); n != 0 {
+		t.Errorf("%d requests lost, refused or not 200 across the upgrade (first: %v)", n, res.firstErr.Load())
+	}
+	newPid := u.servingPID()
+	if err := syscall.Kill(newPid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(newPid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+		t.Fatalf("the new process on SIGTERM: exit %d, %v; want 0", ws.ExitStatus(), err)
+	}
+}
