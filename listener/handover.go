@@ -32,12 +32,13 @@ func FromTCP(tcp *net.TCPListener, maxConns int) *Listener {
 // TCP is the socket underneath.
 func (l *Listener) TCP() *net.TCPListener { return l.tcp }
 
-// HandOver says that another process now accepts on this socket (the process an upgrade
-// started holds a copy of it): from then on StopAccepting only stops this process from
+// HandOver says that another process holds a copy of this socket and accepts on it, now
+// or later: the process an upgrade started, or systemd, which keeps a socket-activated one
+// open for the next start. From then on StopAccepting only stops this process from
 // accepting, by closing its own descriptor. It attaches no SYN filter, which would act on
-// the socket itself and so refuse the other process's new connections, and does not wait
-// for the accept queue, which the other process is emptying. The socket stays open; what
-// is queued is the other process's to accept.
+// the socket itself (and stay on it) and so refuse the other process's new connections,
+// and does not wait for the accept queue, which is the other process's to empty. The
+// socket stays open.
 func (l *Listener) HandOver() { l.handedOver.Store(true) }
 
 // stopHandedOver is StopAccepting for a listener handed over: close this descriptor.

@@ -219,7 +219,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.Admin.Address != "" {
 		m := newMetrics(d, checker, logs, sup, log.Named("metrics"))
 		d.Observe(m)
-		ln, err := upg.socket(ctx, cfg.Admin.Address)
+		ln, err := upg.socket(ctx, cfg.Admin.Address, "admin") // FileDescriptorName=admin
 		if err != nil {
 			log.Error("cannot start the admin listener", "error", err.Error())
 			return exitFailure

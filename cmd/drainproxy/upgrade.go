@@ -23,6 +23,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -44,6 +45,9 @@ type upgrader struct {
 	notify *notifier
 
 	activated []activatedSocket // from systemd, not yet matched to a listener
+	// systemd holds these sockets (by configured address) and keeps them open for the
+	// next start: a drain must leave them as they are (listener.HandOver).
+	fromSystemd map[string]bool
 
 	mu        sync.Mutex
 	public    []*listener.Listener // handed over when an upgrade succeeds
@@ -51,6 +55,9 @@ type upgrader struct {
 	d         *drain.Drainer
 	upgrading bool
 }
+
+// envSystemdSockets passes fromSystemd to the process an upgrade starts, one address a line.
+const envSystemdSockets = "DRAINPROXY_SYSTEMD_SOCKETS"
 
 type activatedSocket struct {
 	name string // FileDescriptorName=, or LISTEN_FD_<n>
@@ -61,7 +68,16 @@ type activatedSocket struct {
 // environment) and sets up tableflip, which takes the sockets of the process this one
 // upgrades, if any. timeout is how long a new process may take to become ready.
 func newUpgrader(log hclog.Logger, notify *notifier, timeout time.Duration) *upgrader {
-	u := &upgrader{log: log, notify: notify}
+	u := &upgrader{log: log, notify: notify, fromSystemd: map[string]bool{}}
+	// A process this one upgrades passes on which of its sockets systemd holds.
+	if v, ok := os.LookupEnv(envSystemdSockets); ok {
+		os.Unsetenv(envSystemdSockets)
+		for _, a := range strings.Split(v, "\n") {
+			if a != "" {
+				u.fromSystemd[a] = true
+			}
+		}
+	}
 	for _, f := range activation.Files(true) {
 		ln, err := net.FileListener(f)
 		f.Close()
@@ -87,11 +103,13 @@ func newUpgrader(log hclog.Logger, notify *notifier, timeout time.Duration) *upg
 // upgraded reports whether this process was started by an upgrade.
 func (u *upgrader) upgraded() bool { return u.tf != nil && u.tf.HasParent() }
 
-// socket returns the socket for addr: inherited, from systemd, or bound now. It is
-// registered for the next upgrade.
-func (u *upgrader) socket(ctx context.Context, addr string) (*net.TCPListener, error) {
+// socket returns the socket for addr: inherited, from systemd (named name with
+// FileDescriptorName=, or bound to addr), or bound now. It is registered for the next
+// upgrade.
+func (u *upgrader) socket(ctx context.Context, addr, name string) (*net.TCPListener, error) {
 	bind := func(_, addr string) (net.Listener, error) {
-		if tcp := u.takeActivated(addr); tcp != nil {
+		if tcp := u.takeActivated(addr, name); tcp != nil {
+			u.fromSystemd[addr] = true
 			return tcp, nil
 		}
 		return listener.Bind(ctx, addr)
@@ -129,11 +147,16 @@ func trimPrefix(s, p string) string {
 
 // listen is socket wrapped as a public listener.
 func (u *upgrader) listen(ctx context.Context, addr string, maxConns int) (*listener.Listener, error) {
-	tcp, err := u.socket(ctx, addr)
+	tcp, err := u.socket(ctx, addr, "")
 	if err != nil {
 		return nil, err
 	}
 	ln := listener.FromTCP(tcp, maxConns)
+	if u.fromSystemd[addr] {
+		// Connections queued when this process stops wait there for the next one:
+		// systemctl restart refuses nothing.
+		ln.HandOver()
+	}
 	u.mu.Lock()
 	u.public = append(u.public, ln)
 	u.mu.Unlock()
@@ -141,9 +164,10 @@ func (u *upgrader) listen(ctx context.Context, addr string, maxConns int) (*list
 }
 
 // takeActivated returns the systemd socket meant for addr, if there is one: the one named
-// addr (FileDescriptorName=), else the one bound to addr.
-func (u *upgrader) takeActivated(addr string) *net.TCPListener {
-	i := slices.IndexFunc(u.activated, func(s activatedSocket) bool { return s.name == addr })
+// name (FileDescriptorName=; "" matches none), else the one bound to addr. (A name cannot
+// be an address: systemd separates names with colons.)
+func (u *upgrader) takeActivated(addr, name string) *net.TCPListener {
+	i := slices.IndexFunc(u.activated, func(s activatedSocket) bool { return name != "" && s.name == name })
 	if i < 0 {
 		i = slices.IndexFunc(u.activated, func(s activatedSocket) bool { return sameAddress(addr, s.ln.Addr()) })
 	}
@@ -234,6 +258,11 @@ func (u *upgrader) upgrade() {
 	log.Info("upgrading: starting a new process with the same arguments", "executable", os.Args[0], "resolved", exe)
 	u.notify.status("upgrading: starting a new process")
 	u.notify.forUpgrade()
+	var held []string
+	for a := range u.fromSystemd {
+		held = append(held, a)
+	}
+	os.Setenv(envSystemdSockets, strings.Join(held, "\n"))
 	if err := u.tf.Upgrade(); err != nil {
 		log.Error("upgrade failed: this process keeps serving", "error", err.Error(),
 			"hint", "the new process logs why on the same stderr (exit status 2: its configuration or command line is invalid; try drainproxy -check)")
