@@ -62,7 +62,7 @@ const startupInterval = 100 * time.Millisecond
 // Checker tracks the upstream's health. Build it with New and keep Run running; the other
 // methods are safe from any goroutine.
 type Checker struct {
-	opts  Options
+	opts  atomic.Pointer[Options] // SetOptions replaces it (reload.go)
 	log   hclog.Logger
 	probe atomic.Pointer[probe] // how the upstream is checked; SetUpstream replaces it
 
@@ -82,6 +82,15 @@ type Checker struct {
 
 // New returns a Checker that considers the upstream unhealthy until it has answered.
 func New(opts Options) *Checker {
+	opts = withDefaults(opts)
+	c := &Checker{log: opts.Logger, changed: make(chan struct{})}
+	c.opts.Store(&opts)
+	c.probe.Store(newProbe(opts.Upstream, opts.Path))
+	return c
+}
+
+// withDefaults fills in the zero values of opts as New documents them.
+func withDefaults(opts Options) Options {
 	if opts.Interval <= 0 {
 		opts.Interval = 5 * time.Second
 	}
@@ -100,10 +109,11 @@ func New(opts Options) *Checker {
 	if opts.Path != "" && !strings.HasPrefix(opts.Path, "/") {
 		opts.Path = "/" + opts.Path
 	}
-	c := &Checker{opts: opts, log: opts.Logger, changed: make(chan struct{})}
-	c.probe.Store(newProbe(opts.Upstream, opts.Path))
-	return c
+	return opts
 }
+
+// o is the options in force.
+func (c *Checker) o() *Options { return c.opts.Load() }
 
 // probe is how one upstream is checked.
 type probe struct {
@@ -165,7 +175,7 @@ func (c *Checker) Address() string { return c.probe.Load().address }
 // the counts in a row start over, and a check of the previous upstream still running is
 // not counted.
 func (c *Checker) SetUpstream(u *url.URL) {
-	pr := newProbe(u, c.opts.Path)
+	pr := newProbe(u, c.o().Path)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.probe.Store(pr)
@@ -193,7 +203,7 @@ func (c *Checker) reasonLocked() string {
 			return fmt.Sprintf("upstream %s: has not answered yet", c.Address())
 		}
 		return fmt.Sprintf("upstream %s: recovering (%d of %d checks passed)",
-			c.Address(), c.successes, c.opts.HealthyThreshold)
+			c.Address(), c.successes, c.o().HealthyThreshold)
 	}
 	return fmt.Sprintf("upstream %s: %s (%s in a row)", c.Address(), c.lastFailure, c.countFailures())
 }
@@ -241,7 +251,7 @@ func (c *Checker) Run(ctx context.Context) {
 		how = "GET " + pr.target
 	}
 	c.log.Info("checking the upstream", "upstream", c.Address(), "check", how,
-		"interval", c.opts.Interval, "timeout", c.opts.Timeout)
+		"interval", c.o().Interval, "timeout", c.o().Timeout)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -257,9 +267,9 @@ func (c *Checker) Run(ctx context.Context) {
 		}
 		c.recordFor(pr, err)
 		c.mu.Lock()
-		next := c.opts.Interval
+		next := c.o().Interval
 		if !c.answered {
-			next = min(startupInterval, c.opts.Interval)
+			next = min(startupInterval, c.o().Interval)
 		}
 		c.mu.Unlock()
 		timer.Reset(next)
@@ -285,7 +295,7 @@ func (c *Checker) recordFor(pr *probe, err error) {
 
 // check runs one active check and returns why it failed, in a few words.
 func (c *Checker) check(ctx context.Context, pr *probe) error {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, c.o().Timeout)
 	defer cancel()
 	if pr.client == nil {
 		conn, err := pr.dial(ctx)
@@ -307,7 +317,7 @@ func (c *Checker) check(ctx context.Context, pr *probe) error {
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 399 {
-		return fmt.Errorf("GET %s answered %d", c.opts.Path, resp.StatusCode)
+		return fmt.Errorf("GET %s answered %d", c.o().Path, resp.StatusCode)
 	}
 	return nil
 }
@@ -321,7 +331,7 @@ func (c *Checker) describe(err error) error {
 	case errors.Is(err, os.ErrNotExist):
 		return errors.New("no socket at that path")
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return fmt.Errorf("no answer within %v", c.opts.Timeout)
+		return fmt.Errorf("no answer within %v", c.o().Timeout)
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return errors.New("connection reset")
 	}
@@ -377,7 +387,7 @@ func (c *Checker) record(err error, active bool) {
 			return
 		}
 		c.successes++
-		if !was && (!c.answered || c.successes >= c.opts.HealthyThreshold) {
+		if !was && (!c.answered || c.successes >= c.o().HealthyThreshold) {
 			first := !c.answered
 			c.answered = true
 			c.setHealthy(true)
@@ -396,7 +406,7 @@ func (c *Checker) record(err error, active bool) {
 	}
 	c.failing.Store(true)
 	c.lastFailure = err.Error()
-	if was && c.failures >= c.opts.UnhealthyThreshold {
+	if was && c.failures >= c.o().UnhealthyThreshold {
 		c.setHealthy(false)
 		c.log.Warn("upstream unhealthy", "upstream", c.Address(), "reason", c.reasonLocked())
 	} else if !c.answered && c.failures == 1 {

@@ -25,6 +25,7 @@ import (
 	"github.com/drainproxy/drainproxy/admin"
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/health"
 	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/sigtrap"
 	"github.com/drainproxy/drainproxy/supervise"
@@ -62,7 +63,7 @@ func settings(supervised bool) []setting {
 		{"log.format", false, func(c *config.Config) any { return c.Log.Format }},
 		{"admin.address", false, func(c *config.Config) any { return c.Admin.Address }},
 		{"drain", false, func(c *config.Config) any { return c.Drain }},
-		{"health_check", false, func(c *config.Config) any { return c.HealthCheck }},
+		{"health_check", true, func(c *config.Config) any { return c.HealthCheck }},
 		{"app", false, func(c *config.Config) any { return c.App }},
 		{"limits", false, func(c *config.Config) any {
 			l := c.Limits
@@ -96,12 +97,14 @@ type live struct {
 
 	proxies *proxySwitch
 	logs    *logSwitch
-	checker interface{ SetUpstream(*url.URL) }
-	front   *tlsfront.Front
-	sup     *supervise.App
-	adm     *admin.Server // nil without an admin listener
-	d       *drain.Drainer
-	notify  *notifier
+	checker *health.Checker
+	// checkOpts are the health check settings a restarted app instance is checked with.
+	checkOpts *atomic.Pointer[health.Options]
+	front     *tlsfront.Front
+	sup       *supervise.App
+	adm       *admin.Server // nil without an admin listener
+	d         *drain.Drainer
+	notify    *notifier
 
 	mu      sync.Mutex // one reload at a time
 	running *config.Config
@@ -171,6 +174,12 @@ func (l *live) reload(reason string) {
 	if accessLogChanged {
 		l.logs.swap(newLog, l.d.Workers)
 	}
+	if slices.Contains(inPlace, "health_check") {
+		target, _ := url.Parse(l.proxies.current().Upstream())
+		opts := healthOptions(next, target, l.log)
+		l.checker.SetOptions(target, opts)
+		l.checkOpts.Store(&opts)
+	}
 	if slices.Contains(inPlace, "log.level") {
 		l.log.SetLevel(hclog.LevelFromString(next.Log.Level))
 	}
@@ -206,6 +215,19 @@ func hasAny(names []string, prefixes ...string) bool {
 		}
 	}
 	return false
+}
+
+// healthOptions are the health check settings of cfg for upstream u.
+func healthOptions(cfg *config.Config, u *url.URL, log hclog.Logger) health.Options {
+	return health.Options{
+		Upstream:           u,
+		Path:               cfg.HealthCheck.Path,
+		Interval:           cfg.HealthCheck.Interval,
+		Timeout:            cfg.HealthCheck.Timeout,
+		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
+		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
+		Logger:             log.Named("health"),
+	}
 }
 
 // buildProxy builds the proxy as cfg says, sending requests to target.

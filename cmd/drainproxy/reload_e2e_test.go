@@ -154,3 +154,43 @@ func TestReloadWithABadConfigKeepsServing(t *testing.T) {
 		t.Fatalf("exit code %d, want 0", code)
 	}
 }
+
+// Issue 16.1: health check settings change in place: a reload that points the check at a
+// path the upstream answers 404 on makes /readyz say 503 (no restart), and one that
+// points it back makes it ready again.
+func TestReloadChangesTheHealthCheckInPlace(t *testing.T) {
+	up := startCountingUpstream(t)
+	cfgPath := filepath.Join(t.TempDir(), "drainproxy.hcl")
+	check := func(path string) string {
+		return "health_check {\n  path = \"" + path + "\"\n  interval = \"100ms\"\n  unhealthy_threshold = 1\n  healthy_threshold = 1\n}\n"
+	}
+	writeConfig(t, cfgPath, upstreamConfig(up.addr, "", check("/")))
+	p := startProxy(t, "-config", cfgPath)
+	readyz := func() int {
+		resp, err := http.Get("http://" + p.Admin + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := readyz(); code != 200 {
+		t.Fatalf("/readyz = %d at start, want 200", code)
+	}
+	writeConfig(t, cfgPath, upstreamConfig(up.addr, "", check("/no-such-path")))
+	p.Signal(syscall.SIGHUP)
+	m := p.WaitLog("configuration reloaded", 10*time.Second)
+	if changed, _ := m["changed"].(string); changed != "health_check" {
+		t.Fatalf("the reload line says changed=%q, want health_check", changed)
+	}
+	waitFor(t, 10*time.Second, func() bool { return readyz() == http.StatusServiceUnavailable })
+
+	time.Sleep(sigtrap.Coalesce) // else the next SIGHUP counts as the same delivery
+	writeConfig(t, cfgPath, upstreamConfig(up.addr, "", check("/")))
+	p.Signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, func() bool { return readyz() == 200 })
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -79,16 +80,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg.Upstream.URL = u
 	}
 
-	healthOpts := health.Options{
-		Upstream:           cfg.Upstream.URL,
-		Path:               cfg.HealthCheck.Path,
-		Interval:           cfg.HealthCheck.Interval,
-		Timeout:            cfg.HealthCheck.Timeout,
-		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
-		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
-		Logger:             log.Named("health"),
-	}
+	healthOpts := healthOptions(cfg, cfg.Upstream.URL, log)
 	checker := health.New(healthOpts)
+	var checkOpts atomic.Pointer[health.Options] // a reload may change them
+	checkOpts.Store(&healthOpts)
 	// Supervised mode (-- COMMAND): drainproxy runs the app, is ready once it answers, and
 	// stops it only after the proxy has drained.
 	gate, stopApp := checker.WaitHealthy, (func(context.Context) error)(nil)
@@ -106,7 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			// Zero-downtime restart (SIGHUP, POST /restart): the new instance is checked
 			// as the upstream is, then the proxy and the health checker move to it.
 			CheckAt: func(u *url.URL) func(context.Context) error {
-				o := healthOpts
+				o := *checkOpts.Load()
 				o.Upstream = u
 				return health.New(o).CheckNow
 			},
@@ -246,7 +241,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// SIGHUP reloads the configuration (reload.go), SIGUSR2 upgrades (upgrade.go).
 	lv := &live{
 		args: args, stdout: stdout, stderr: stderr, log: log, started: cfg, running: cfg,
-		proxies: proxies, logs: logs, checker: checker, front: front, sup: sup, adm: adm,
+		proxies: proxies, logs: logs, checker: checker, checkOpts: &checkOpts, front: front, sup: sup, adm: adm,
 		d: d, notify: notify,
 	}
 	stopReload := lv.trapReload()
