@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/drainproxy/drainproxy/internal/testenv"
 )
 
 // upgradable is a drainproxy started for an upgrade test. The process an upgrade starts
@@ -31,6 +34,12 @@ type upgradable struct {
 
 func startUpgradable(t *testing.T, args ...string) *upgradable {
 	t.Helper()
+	return startUpgradableEnv(t, nil, args...)
+}
+
+// startUpgradableEnv is startUpgradable with env added to the process's environment.
+func startUpgradableEnv(t *testing.T, env []string, args ...string) *upgradable {
+	t.Helper()
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		t.Fatalf("become a subreaper: %v", err)
 	}
@@ -42,7 +51,7 @@ func startUpgradable(t *testing.T, args ...string) *upgradable {
 	defer stderr.Close()
 	full := append([]string{"-log-format", "json", "-access-log", "off", "-listen", u.listen, "-admin", u.admin}, args...)
 	u.cmd = exec.Command(binary, full...)
-	u.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1")
+	u.cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1"), env...)
 	u.cmd.Stderr = stderr
 	if err := u.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -90,8 +99,10 @@ func (u *upgradable) servingPID() int {
 // drain, and the new one serves.
 func TestUpgradeUnderLoadLosesNothing(t *testing.T) {
 	up, arrived := drainUpstream(t)
-	u := startUpgradable(t, "-upstream", up, "-grace", "20s")
+	notify := newNotifySocket(t)
+	u := startUpgradableEnv(t, []string{"NOTIFY_SOCKET=" + notify.path}, "-upstream", up, "-grace", "20s")
 	oldPid := u.cmd.Process.Pid
+	notify.await(t, 10*time.Second, "READY=1")
 
 	stop := make(chan struct{})
 	var res loadResult
@@ -142,6 +153,15 @@ func TestUpgradeUnderLoadLosesNothing(t *testing.T) {
 	}
 	atExit := res.ok.Load()
 	waitFor(t, 10*time.Second, func() bool { return res.ok.Load() > atExit+500 }) // the new process serves the load
+	// systemd hears of the new main pid, and not STOPPING=1 from the old one.
+	if m := notify.await(t, 5*time.Second, "MAINPID="+strconv.Itoa(newPid), "READY=1"); strings.Contains(m, "STOPPING=1") {
+		t.Errorf("notification %q", m)
+	}
+	for len(notify.msgs) > 0 {
+		if m := <-notify.msgs; strings.Contains(m, "STOPPING=1") {
+			t.Errorf("the old process told systemd STOPPING=1 after the handover: %q", m)
+		}
+	}
 
 	close(stop)
 	clients.Wait()
@@ -289,5 +309,53 @@ func TestSupervisedUpgradeStartsItsOwnApp(t *testing.T) {
 	var ws syscall.WaitStatus
 	if _, err := syscall.Wait4(newPid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
 		t.Fatalf("the new process on SIGTERM: exit %d, %v; want 0", ws.ExitStatus(), err)
+	}
+}
+
+// Issue 16.2: drainproxy as PID 1 (here of a PID namespace, as in a container) refuses to
+// upgrade in one log line, and keeps serving.
+func TestUpgradeRefusedAsPID1(t *testing.T) {
+	testenv.NeedRoot(t, "a PID namespace, so that drainproxy is PID 1")
+	unshare := testenv.NeedProgram(t, "unshare", "util-linux")
+	up := startCountingUpstream(t)
+	listen, admin := freeAddr(t), freeAddr(t)
+	cmd := exec.Command(unshare, "--pid", "--fork", "--kill-child", binary, "-log-format", "json",
+		"-access-log", "off", "-upstream", "http://"+up.addr, "-listen", listen, "-admin", admin)
+	logs := filepath.Join(t.TempDir(), "stderr")
+	stderr, err := os.Create(logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	u := &upgradable{t: t, admin: admin, logs: logs}
+	waitFor(t, 20*time.Second, func() bool { return u.servingPID() == 1 })
+	// unshare's only child is drainproxy; signal it by its pid out here.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("children of unshare: %q", b)
+	}
+	if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	msg := "cannot upgrade: drainproxy is PID 1 (a container's init), and the container ends when it exits; replace the container with one of the new image instead"
+	waitFor(t, 10*time.Second, func() bool { m = u.logged(msg); return m != nil })
+	if got := u.servingPID(); got != 1 {
+		t.Fatalf("after the refused upgrade /status says pid %d serves, want 1", got)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("drainproxy as PID 1 on SIGTERM: %v", err)
 	}
 }
