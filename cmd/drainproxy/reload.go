@@ -149,7 +149,9 @@ func (l *live) reload(reason string) {
 		}
 	}
 	var newLog *accesslog.Log
-	accessLogChanged := hasAny(inPlace, "log.access_log")
+	// A new upstream is written on every JSON access log line: open the log again too.
+	accessLogChanged := hasAny(inPlace, "log.access_log") ||
+		(slices.Contains(inPlace, "upstream.url") && next.Log.AccessLog != accesslog.Off)
 	if accessLogChanged {
 		upstream := l.proxies.current().Upstream()
 		if newProxy != nil {
