@@ -214,7 +214,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.Admin.Address != "" {
 		m := newMetrics(d, checker, logs, sup, log.Named("metrics"))
 		d.Observe(m)
-		ln, err := upg.socket(ctx, cfg.Admin.Address, "admin") // FileDescriptorName=admin
+		ln, err := upg.socket(cfg.Admin.Address, "admin", admin.Listen) // or FileDescriptorName=admin
 		if err != nil {
 			log.Error("cannot start the admin listener", "error", err.Error())
 			return exitFailure

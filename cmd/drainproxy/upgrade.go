@@ -104,22 +104,27 @@ func newUpgrader(log hclog.Logger, notify *notifier, timeout time.Duration) *upg
 func (u *upgrader) upgraded() bool { return u.tf != nil && u.tf.HasParent() }
 
 // socket returns the socket for addr: inherited, from systemd (named name with
-// FileDescriptorName=, or bound to addr), or bound now. It is registered for the next
-// upgrade.
-func (u *upgrader) socket(ctx context.Context, addr, name string) (*net.TCPListener, error) {
+// FileDescriptorName=, or bound to addr), or bound now with listen. It is registered for
+// the next upgrade.
+func (u *upgrader) socket(addr, name string, listen func(addr string) (net.Listener, error)) (*net.TCPListener, error) {
 	bind := func(_, addr string) (net.Listener, error) {
 		if tcp := u.takeActivated(addr, name); tcp != nil {
 			u.fromSystemd[addr] = true
 			return tcp, nil
 		}
-		return listener.Bind(ctx, addr)
+		return listen(addr)
 	}
 	if u.tf == nil {
 		ln, err := bind("tcp", addr)
 		if err != nil {
 			return nil, err
 		}
-		return ln.(*net.TCPListener), nil
+		tcp, ok := ln.(*net.TCPListener)
+		if !ok {
+			ln.Close()
+			return nil, fmt.Errorf("listen %s: got a %T, not a TCP listener", addr, ln)
+		}
+		return tcp, nil
 	}
 	ln, err := u.tf.Fds.ListenWithCallback("tcp", addr, bind)
 	if err != nil {
@@ -147,7 +152,7 @@ func trimPrefix(s, p string) string {
 
 // listen is socket wrapped as a public listener.
 func (u *upgrader) listen(ctx context.Context, addr string, maxConns int) (*listener.Listener, error) {
-	tcp, err := u.socket(ctx, addr, "")
+	tcp, err := u.socket(addr, "", func(addr string) (net.Listener, error) { return listener.Bind(ctx, addr) })
 	if err != nil {
 		return nil, err
 	}
