@@ -49,11 +49,10 @@ type upgrader struct {
 	// next start: a drain must leave them as they are (listener.HandOver).
 	fromSystemd map[string]bool
 
-	mu        sync.Mutex
-	public    []*listener.Listener // handed over when an upgrade succeeds
-	admin     func()               // closes the admin listener once the next process has it
-	d         *drain.Drainer
-	upgrading bool
+	mu     sync.Mutex
+	public []*listener.Listener // handed over when an upgrade succeeds
+	admin  func()               // closes the admin listener once the next process has it
+	d      *drain.Drainer
 }
 
 // envSystemdSockets passes fromSystemd to the process an upgrade starts, one address a line.
