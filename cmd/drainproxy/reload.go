@@ -168,7 +168,11 @@ func (l *live) reload(reason string) {
 
 	// Then switch, each in one step that no request sees half done.
 	if newProxy != nil {
-		l.proxies.swap(newProxy)
+		builtFor := ""
+		if l.sup != nil {
+			builtFor = newProxy.Upstream()
+		}
+		l.proxies.swap(newProxy, builtFor)
 		if slices.Contains(inPlace, "upstream.url") {
 			l.checker.SetUpstream(next.Upstream.URL)
 		}
@@ -253,6 +257,7 @@ func buildProxy(cfg *config.Config, target *url.URL, log hclog.Logger) (*proxy.P
 // connections are closed once the last of them is done.
 type proxySwitch struct {
 	cur atomic.Pointer[proxyGen]
+	mu  sync.Mutex // orders swap with switchUpstream
 }
 
 // proxyGen is one proxy and the count of requests on it, in one word with retiredBit once
@@ -293,8 +298,25 @@ func (s *proxySwitch) acquire() *proxyGen {
 	}
 }
 
-// swap sends every request from now on to p.
-func (s *proxySwitch) swap(p *proxy.Proxy) {
+// switchUpstream moves the current proxy to u: a supervised app's zero-downtime restart.
+func (s *proxySwitch) switchUpstream(u *url.URL) (*proxy.Backend, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current().Switch(u)
+}
+
+// swap sends every request from now on to p. builtFor, when not empty, is the upstream
+// p was built for: if a restart moved the current proxy meanwhile, p follows it.
+func (s *proxySwitch) swap(p *proxy.Proxy, builtFor string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now := s.current().Upstream(); builtFor != "" && now != builtFor {
+		if u, err := url.Parse(now); err == nil {
+			if unused, err := p.Switch(u); err == nil {
+				unused.Close() // built a moment ago, never served
+			}
+		}
+	}
 	old := s.cur.Swap(&proxyGen{p: p})
 	if old.state.Add(retiredBit) == retiredBit {
 		old.retire()

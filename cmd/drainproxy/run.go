@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				return health.New(o).CheckNow
 			},
 			Switch: func(u *url.URL) (supervise.Retired, error) {
-				old, err := proxies.current().Switch(u)
+				old, err := proxies.switchUpstream(u)
 				if err != nil {
 					return nil, err
 				}
