@@ -127,7 +127,8 @@ func (l *live) reload(reason string) {
 	default:
 	}
 	l.notify.reloading()
-	defer l.notify.ready("serving; configuration reloaded")
+	status := "serving; the last reload failed, see the log"
+	defer func() { l.notify.ready(status) }()
 	next, err := config.Parse(l.args, io.Discard)
 	if err != nil {
 		log.Error("the new configuration is invalid: still serving the running one (drainproxy -check shows the same)",
@@ -194,6 +195,7 @@ func (l *live) reload(reason string) {
 	}
 	l.front.ReloadStatic() // certificate files are read again whether or not their paths changed; logs its outcome
 	l.running = next
+	status = "serving; configuration reloaded"
 
 	changed := "nothing"
 	if len(inPlace) > 0 {
