@@ -5,9 +5,15 @@ package main
 // by an upgrade, STATUS= lines, and WATCHDOG=1 keep-alives when the unit sets WatchdogSec.
 // Without NOTIFY_SOCKET in the environment (not under systemd, or Type= is not notify)
 // every call does nothing.
+//
+// NOTIFY_SOCKET and WATCHDOG_* are taken out of the environment at start: a supervised app
+// inherits drainproxy's environment, and with NotifyAccess=all (which upgrades need) its own
+// READY=1 or STOPPING=1 would count as the service's. Only the process an upgrade starts
+// gets them back.
 
 import (
 	"context"
+	"net"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -20,6 +26,7 @@ import (
 // notifier sends drainproxy's state to systemd. A nil *notifier is valid and silent.
 type notifier struct {
 	log      hclog.Logger
+	socket   string        // NOTIFY_SOCKET; "" when systemd does not listen
 	watchdog time.Duration // WATCHDOG_USEC, when systemd watches this process
 	// quiet is set once an upgrade handed the service to a new process: from then on this
 	// one tells systemd nothing (its STOPPING=1 would stop the service).
@@ -31,7 +38,8 @@ type notifier struct {
 // take them for its own; an upgrade passes WATCHDOG_USEC on to the process that takes
 // over (see forUpgrade).
 func newNotifier(log hclog.Logger) *notifier {
-	n := &notifier{log: log}
+	n := &notifier{log: log, socket: os.Getenv("NOTIFY_SOCKET")}
+	os.Unsetenv("NOTIFY_SOCKET")
 	d, err := daemon.SdWatchdogEnabled(true)
 	if err != nil {
 		log.Warn("ignoring systemd's watchdog settings", "error", err.Error())
@@ -40,13 +48,19 @@ func newNotifier(log hclog.Logger) *notifier {
 	return n
 }
 
+// send is sd_notify(3): one datagram to NOTIFY_SOCKET (daemon.SdNotify does the same,
+// but reads the socket from the environment, which this process has cleared).
 func (n *notifier) send(state string) {
-	if n == nil || n.quiet.Load() {
+	if n == nil || n.socket == "" || n.quiet.Load() {
 		return
 	}
-	// false: NOTIFY_SOCKET stays set for a process an upgrade starts.
-	if _, err := daemon.SdNotify(false, state); err != nil {
-		n.log.Debug("cannot notify systemd", "error", err.Error())
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: n.socket, Net: "unixgram"})
+	if err == nil {
+		_, err = conn.Write([]byte(state))
+		conn.Close()
+	}
+	if err != nil {
+		n.log.Debug("cannot notify systemd", "socket", n.socket, "error", err.Error())
 	}
 }
 
@@ -96,13 +110,23 @@ func (n *notifier) runWatchdog(ctx context.Context) {
 	}
 }
 
-// forUpgrade puts WATCHDOG_USEC back in the environment for the process an upgrade starts
-// (it inherits this process's environment), without WATCHDOG_PID: that process becomes
-// the watched one.
+// forUpgrade puts NOTIFY_SOCKET and WATCHDOG_USEC back in the environment for the
+// process an upgrade starts (it inherits this process's environment), without
+// WATCHDOG_PID: that process becomes the watched one. afterUpgrade takes them out again.
 func (n *notifier) forUpgrade() {
-	if n == nil || n.watchdog <= 0 {
+	if n == nil {
 		return
 	}
-	os.Setenv("WATCHDOG_USEC", strconv.FormatInt(n.watchdog.Microseconds(), 10))
-	os.Unsetenv("WATCHDOG_PID")
+	if n.socket != "" {
+		os.Setenv("NOTIFY_SOCKET", n.socket)
+	}
+	if n.watchdog > 0 {
+		os.Setenv("WATCHDOG_USEC", strconv.FormatInt(n.watchdog.Microseconds(), 10))
+	}
+}
+
+// afterUpgrade undoes forUpgrade once the new process has started (or failed to).
+func (n *notifier) afterUpgrade() {
+	os.Unsetenv("NOTIFY_SOCKET")
+	os.Unsetenv("WATCHDOG_USEC")
 }

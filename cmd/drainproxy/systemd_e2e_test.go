@@ -227,3 +227,28 @@ func TestSystemdSocketActivateProgram(t *testing.T) {
 		t.Fatalf("drainproxy under systemd-socket-activate on SIGTERM: %v", err)
 	}
 }
+
+// A supervised app does not inherit NOTIFY_SOCKET: with NotifyAccess=all (which upgrades
+// need) its own READY=1 or STOPPING=1 would count as the service's. drainproxy itself
+// still notifies.
+func TestSupervisedAppDoesNotSeeNotifySocket(t *testing.T) {
+	_, testappBin := supApps(t)
+	notify := newNotifySocket(t)
+	u := startUpgradableEnv(t, []string{"NOTIFY_SOCKET=" + notify.path},
+		supArgs(nil, supPort(t), "/bin/sh", "-c", `echo "app sees NOTIFY_SOCKET=[$NOTIFY_SOCKET]" >&2; exec "$0"`, testappBin)...)
+	notify.await(t, 10*time.Second, "READY=1")
+	var logs string
+	waitFor(t, 10*time.Second, func() bool {
+		b, _ := os.ReadFile(u.logs)
+		logs = string(b)
+		return strings.Contains(logs, "app sees NOTIFY_SOCKET=[]") || strings.Contains(logs, "app sees NOTIFY_SOCKET=[/")
+	})
+	if !strings.Contains(logs, "app sees NOTIFY_SOCKET=[]") {
+		t.Fatalf("the app inherited NOTIFY_SOCKET:\n%s", logs)
+	}
+	supKillOnCleanup(t, appPid(t, u.listen))
+	u.cmd.Process.Signal(syscall.SIGTERM)
+	if code := <-u.exited; code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+}

@@ -267,7 +267,10 @@ func (u *upgrader) upgrade() {
 		held = append(held, a)
 	}
 	os.Setenv(envSystemdSockets, strings.Join(held, "\n"))
-	if err := u.tf.Upgrade(); err != nil {
+	err := u.tf.Upgrade() // the new process has its copy of the environment by now
+	u.notify.afterUpgrade()
+	os.Unsetenv(envSystemdSockets)
+	if err != nil {
 		log.Error("upgrade failed: this process keeps serving", "error", err.Error(),
 			"hint", "the new process logs why on the same stderr (exit status 2: its configuration or command line is invalid; try drainproxy -check)")
 		u.notify.status("serving; the last upgrade failed: " + err.Error())
