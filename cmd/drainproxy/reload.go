@@ -44,7 +44,8 @@ type setting struct {
 // the template for it.
 func settings(supervised bool) []setting {
 	return []setting{
-		{"listener", false, func(c *config.Config) any { return c.Listeners }},
+		{"listener", false, func(c *config.Config) any { return withoutCertFiles(c.Listeners) }},
+		{"listener.tls.cert_file", true, func(c *config.Config) any { return certFiles(c.Listeners) }},
 		{"upstream.url", !supervised, func(c *config.Config) any { return c.Upstream.URL.String() }},
 		{"upstream.command", false, func(c *config.Config) any { return c.Upstream.Command }},
 		{"upstream.dial_timeout", true, func(c *config.Config) any { return c.Upstream.DialTimeout }},
@@ -71,6 +72,32 @@ func settings(supervised bool) []setting {
 			return l
 		}},
 	}
+}
+
+// certFiles is each listener's certificate and key file ("" for none), by address.
+func certFiles(ls []config.Listener) map[string][2]string {
+	m := map[string][2]string{}
+	for _, l := range ls {
+		if l.TLS != nil && l.TLS.ACME == nil {
+			m[l.Address] = [2]string{l.TLS.CertFile, l.TLS.KeyFile}
+		}
+	}
+	return m
+}
+
+// withoutCertFiles is ls with the certificate file paths blanked: what a reload cannot
+// change about the listeners.
+func withoutCertFiles(ls []config.Listener) []config.Listener {
+	out := make([]config.Listener, len(ls))
+	for i, l := range ls {
+		out[i] = l
+		if l.TLS != nil {
+			t := *l.TLS
+			t.CertFile, t.KeyFile = "", ""
+			out[i].TLS = &t
+		}
+	}
+	return out
 }
 
 // changes compares two configurations: the in-place settings that differ, and the others
@@ -192,6 +219,16 @@ func (l *live) reload(reason string) {
 	}
 	if slices.Contains(inPlace, "admin.token") && l.adm != nil {
 		l.adm.SetToken(next.Admin.Token)
+	}
+	if slices.Contains(inPlace, "listener.tls.cert_file") {
+		running, served := certFiles(l.running.Listeners), certFiles(l.started.Listeners)
+		for addr, files := range certFiles(next.Listeners) {
+			if _, ok := served[addr]; ok && running[addr] != files { // a new listener needs an upgrade
+				if err := l.front.SetCertFiles(addr, files[0], files[1]); err != nil {
+					log.Error("cannot use the new certificate files; still serving the previous ones", "error", err.Error())
+				}
+			}
+		}
 	}
 	l.front.ReloadStatic() // certificate files are read again whether or not their paths changed; logs its outcome
 	l.running = next

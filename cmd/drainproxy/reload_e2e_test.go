@@ -194,3 +194,44 @@ func TestReloadChangesTheHealthCheckInPlace(t *testing.T) {
 		t.Fatalf("exit code %d, want 0", code)
 	}
 }
+
+// Issue 16.1: a reload that moves an HTTPS listener's certificate files serves the pair
+// from the new paths from the next handshake on.
+func TestReloadMovesTheCertificateFiles(t *testing.T) {
+	p, _, tlsPort, ca, dir := tlsStaticProxy(t, startUpstream(t))
+	cfgPath, _ := p.WaitLog("drainproxy starting", time.Second)["config"].(string)
+	serial := func() int64 {
+		t.Helper()
+		return tlsGet(t, tlsPort, ca.Pool, false, "/").TLS.PeerCertificates[0].SerialNumber.Int64()
+	}
+	if s := serial(); s != 100 {
+		t.Fatalf("serving serial %d, want 100", s)
+	}
+	moved := t.TempDir()
+	certFile, keyFile := ca.issue(t, moved, 200, tlsDomain)
+	conf, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.ReplaceAll(string(conf), filepath.Join(dir, "cert.pem"), certFile)
+	edited = strings.ReplaceAll(edited, filepath.Join(dir, "key.pem"), keyFile)
+	if edited == string(conf) {
+		t.Fatalf("the config file does not name %s:\n%s", dir, conf)
+	}
+	writeConfig(t, cfgPath, edited)
+	p.Signal(syscall.SIGHUP)
+	m := p.WaitLog("configuration reloaded", 10*time.Second)
+	if changed, _ := m["changed"].(string); changed != "listener.tls.cert_file" {
+		t.Fatalf("the reload line says changed=%q, want listener.tls.cert_file", changed)
+	}
+	if p.FindLog("these settings changed but a reload cannot apply them: they need an upgrade (SIGUSR2) or a restart", 0) != nil {
+		t.Fatal("the reload says the certificate paths need an upgrade")
+	}
+	if s := serial(); s != 200 {
+		t.Fatalf("after the reload serving serial %d, want 200 from the new files", s)
+	}
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+}
