@@ -37,6 +37,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -73,6 +74,9 @@ type Restarter interface {
 type Options struct {
 	// Address is host:port to listen on; port 0 picks a free one.
 	Address string
+	// Listener, when set, is the socket to serve, already bound to Address (one handed
+	// over by the process this one upgrades); nil listens on Address.
+	Listener net.Listener
 	// Token, when not empty, is the bearer token every endpoint but the probes requires.
 	Token string
 	// AllowedHosts are host names (lower case, no port) accepted in Host besides loopback
@@ -104,18 +108,19 @@ type Options struct {
 
 // Server is the running admin listener.
 type Server struct {
-	opts     Options
-	log      hclog.Logger
-	http     *http.Server
-	ln       net.Listener
-	tokenSum [sha256.Size]byte
-	served   chan struct{} // closed when Serve has returned
+	opts   Options
+	log    hclog.Logger
+	http   *http.Server
+	ln     net.Listener
+	token  atomic.Pointer[tokenCheck] // SetToken replaces it (token.go)
+	served chan struct{}              // closed when Serve has returned
 
 	allowed     map[string]bool // Options.AllowedHosts
 	crossOrigin *http.CrossOriginProtection
 
-	// localOnly: no token and not on loopback, so authorized endpoints need a loopback client.
-	localOnly bool
+	// offLoopback: the listener is reachable from elsewhere, so without a token the
+	// authorized endpoints need a loopback client.
+	offLoopback bool
 }
 
 // Start listens on opts.Address and serves the admin endpoints until Stop.
@@ -129,9 +134,12 @@ func Start(opts Options) (*Server, error) {
 	if opts.Started.IsZero() {
 		opts.Started = time.Now()
 	}
-	ln, err := net.Listen("tcp", opts.Address)
-	if err != nil {
-		return nil, listenError(opts.Address, err)
+	ln := opts.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", opts.Address); err != nil {
+			return nil, listenError(opts.Address, err)
+		}
 	}
 	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{}),
 		allowed: make(map[string]bool), crossOrigin: http.NewCrossOriginProtection()}
@@ -140,13 +148,11 @@ func Start(opts Options) (*Server, error) {
 	}
 	// Without a token, the detailed and state-changing endpoints of a listener reachable
 	// from elsewhere (0.0.0.0 in a pod, so that kubelet can probe it) answer local clients only.
-	s.localOnly = opts.Token == "" && !isLoopback(ln.Addr())
+	s.offLoopback = !isLoopback(ln.Addr())
 	if host, _, err := net.SplitHostPort(opts.Address); err == nil && host != "" {
 		s.allowed[strings.ToLower(host)] = true // the name it was told to listen on
 	}
-	if opts.Token != "" {
-		s.tokenSum = sha256.Sum256([]byte(opts.Token))
-	}
+	s.SetToken(opts.Token)
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -234,16 +240,20 @@ func (s *Server) Handler() http.Handler {
 // authorized requires the bearer token, when there is one. Both sides are hashed first,
 // so that the comparison takes the same time whatever the length of the guess.
 func (s *Server) authorized(next http.Handler) http.Handler {
-	if s.opts.Token == "" && s.localOnly {
-		return loopbackOnly(next)
-	}
-	if s.opts.Token == "" {
-		return next
-	}
+	local := loopbackOnly(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := s.token.Load()
+		if !token.set {
+			if s.offLoopback {
+				local.ServeHTTP(w, r)
+			} else {
+				next.ServeHTTP(w, r)
+			}
+			return
+		}
 		got, err := bearerToken(r.Header.Get("Authorization"))
 		sum := sha256.Sum256([]byte(got))
-		if err != nil || subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+		if err != nil || subtle.ConstantTimeCompare(sum[:], token.sum[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="drainproxy admin"`)
 			plain(w, http.StatusUnauthorized, "unauthorized: send Authorization: Bearer <admin token>")
 			return

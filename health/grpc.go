@@ -41,9 +41,10 @@ type grpcProbe struct {
 
 // probeFor builds the probe of upstream u with c's options.
 func (c *Checker) probeFor(u *url.URL) *probe {
-	pr := newProbe(u, c.opts.Path)
-	if c.opts.GRPC {
-		pr.grpc = newGRPCProbe(u, pr.dial, c.opts.GRPCService)
+	o := c.o()
+	pr := newProbe(u, o.Path)
+	if o.GRPC {
+		pr.grpc = newGRPCProbe(u, pr.dial, o.GRPCService)
 	}
 	return pr
 }

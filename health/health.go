@@ -67,7 +67,7 @@ const startupInterval = 100 * time.Millisecond
 // Checker tracks the upstream's health. Build it with New and keep Run running; the other
 // methods are safe from any goroutine.
 type Checker struct {
-	opts  Options
+	opts  atomic.Pointer[Options] // SetOptions replaces it (reload.go)
 	log   hclog.Logger
 	probe atomic.Pointer[probe] // how the upstream is checked; SetUpstream replaces it
 
@@ -87,6 +87,15 @@ type Checker struct {
 
 // New returns a Checker that considers the upstream unhealthy until it has answered.
 func New(opts Options) *Checker {
+	opts = withDefaults(opts)
+	c := &Checker{log: opts.Logger, changed: make(chan struct{})}
+	c.opts.Store(&opts)
+	c.probe.Store(c.probeFor(opts.Upstream))
+	return c
+}
+
+// withDefaults fills in the zero values of opts as New documents them.
+func withDefaults(opts Options) Options {
 	if opts.Interval <= 0 {
 		opts.Interval = 5 * time.Second
 	}
@@ -105,10 +114,11 @@ func New(opts Options) *Checker {
 	if opts.Path != "" && !strings.HasPrefix(opts.Path, "/") {
 		opts.Path = "/" + opts.Path
 	}
-	c := &Checker{opts: opts, log: opts.Logger, changed: make(chan struct{})}
-	c.probe.Store(c.probeFor(opts.Upstream))
-	return c
+	return opts
 }
+
+// o is the options in force.
+func (c *Checker) o() *Options { return c.opts.Load() }
 
 // probe is how one upstream is checked.
 type probe struct {
@@ -207,7 +217,7 @@ func (c *Checker) reasonLocked() string {
 			return fmt.Sprintf("upstream %s: has not answered yet", c.Address())
 		}
 		return fmt.Sprintf("upstream %s: recovering (%d of %d checks passed)",
-			c.Address(), c.successes, c.opts.HealthyThreshold)
+			c.Address(), c.successes, c.o().HealthyThreshold)
 	}
 	return fmt.Sprintf("upstream %s: %s (%s in a row)", c.Address(), c.lastFailure, c.countFailures())
 }
@@ -257,7 +267,7 @@ func (c *Checker) Run(ctx context.Context) {
 		how = "GET " + pr.target
 	}
 	c.log.Info("checking the upstream", "upstream", c.Address(), "check", how,
-		"interval", c.opts.Interval.String(), "timeout", c.opts.Timeout.String())
+		"interval", c.o().Interval.String(), "timeout", c.o().Timeout.String())
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -273,9 +283,9 @@ func (c *Checker) Run(ctx context.Context) {
 		}
 		c.recordFor(pr, err)
 		c.mu.Lock()
-		next := c.opts.Interval
+		next := c.o().Interval
 		if !c.answered {
-			next = min(startupInterval, c.opts.Interval)
+			next = min(startupInterval, c.o().Interval)
 		}
 		c.mu.Unlock()
 		timer.Reset(next)
@@ -301,7 +311,7 @@ func (c *Checker) recordFor(pr *probe, err error) {
 
 // check runs one active check and returns why it failed, in a few words.
 func (c *Checker) check(ctx context.Context, pr *probe) error {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, c.o().Timeout)
 	defer cancel()
 	if pr.grpc != nil {
 		return c.checkGRPC(ctx, pr.grpc)
@@ -326,7 +336,7 @@ func (c *Checker) check(ctx context.Context, pr *probe) error {
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 399 {
-		return fmt.Errorf("GET %s answered %d", c.opts.Path, resp.StatusCode)
+		return fmt.Errorf("GET %s answered %d", c.o().Path, resp.StatusCode)
 	}
 	return nil
 }
@@ -340,7 +350,7 @@ func (c *Checker) describe(err error) error {
 	case errors.Is(err, os.ErrNotExist):
 		return errors.New("no socket at that path")
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return fmt.Errorf("no answer within %v", c.opts.Timeout)
+		return fmt.Errorf("no answer within %v", c.o().Timeout)
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return errors.New("connection reset")
 	}
@@ -396,7 +406,7 @@ func (c *Checker) record(err error, active bool) {
 			return
 		}
 		c.successes++
-		if !was && (!c.answered || c.successes >= c.opts.HealthyThreshold) {
+		if !was && (!c.answered || c.successes >= c.o().HealthyThreshold) {
 			first := !c.answered
 			c.answered = true
 			c.setHealthy(true)
@@ -415,7 +425,7 @@ func (c *Checker) record(err error, active bool) {
 	}
 	c.failing.Store(true)
 	c.lastFailure = err.Error()
-	if was && c.failures >= c.opts.UnhealthyThreshold {
+	if was && c.failures >= c.o().UnhealthyThreshold {
 		c.setHealthy(false)
 		c.log.Warn("upstream unhealthy", "upstream", c.Address(), "reason", c.reasonLocked())
 	} else if !c.answered && c.failures == 1 {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -29,6 +30,8 @@ type Listener struct {
 	mu       sync.Mutex
 	stopping bool // StopAccepting has begun; Close and later StopAccepting calls do nothing
 	closed   bool // Close has closed the socket
+
+	handedOver atomic.Bool // another process accepts on the socket too (handover.go)
 }
 
 // Listen binds addr ("host:port", tcp; IPv4 or IPv6) and returns a listener
@@ -102,6 +105,10 @@ func (l *Listener) beginStop() (bool, error) {
 	case l.closed:
 		l.stopping = true
 		return false, fmt.Errorf("stop accepting on %s: the listener was already closed with Close, so its accept queue was not drained: %w", l.addr, net.ErrClosed)
+	case l.handedOver.Load():
+		// The hook for upgrades: StopAccepting does nothing more than this.
+		l.stopping = true
+		return false, l.stopHandedOver()
 	}
 	l.stopping = true
 	return true, nil

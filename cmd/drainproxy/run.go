@@ -10,8 +10,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -22,9 +25,7 @@ import (
 	"github.com/drainproxy/drainproxy/gcfloor"
 	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/health"
-	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
-	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/sigtrap"
 	"github.com/drainproxy/drainproxy/supervise"
 	"github.com/drainproxy/drainproxy/tlsfront"
@@ -66,23 +67,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer startGCFloor(cfg.Limits.GCHeapFloorBytes, log)()
 
-	healthOpts := health.Options{
-		Upstream:           cfg.Upstream.URL,
-		Path:               cfg.HealthCheck.Path,
-		Interval:           cfg.HealthCheck.Interval,
-		Timeout:            cfg.HealthCheck.Timeout,
-		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
-		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
-		GRPC:               cfg.HealthCheck.GRPC,
-		GRPCService:        cfg.HealthCheck.GRPCService,
-		Logger:             log.Named("health"),
+	// Sockets from systemd or from the process this one upgrades, and SIGUSR2 (upgrade.go).
+	notify := newNotifier(log.Named("systemd"))
+	upgradeTimeout := 30 * time.Second
+	if len(cfg.Upstream.Command) > 0 {
+		upgradeTimeout += cfg.App.StartTimeout
 	}
+	upg := newUpgrader(log, notify, upgradeTimeout)
+	defer upg.stop()
+	if upg.upgraded() && len(cfg.Upstream.Command) > 0 {
+		// The previous process's app still serves on the configured port: start this
+		// one's instance on a fresh port, as a zero-downtime restart does.
+		u, err := withFreshPort(cfg.Upstream.URL)
+		if err != nil {
+			log.Error("cannot start the app", "error", err.Error())
+			return exitFailure
+		}
+		cfg.Upstream.URL = u
+	}
+
+	healthOpts := healthOptions(cfg, cfg.Upstream.URL, log)
 	checker := health.New(healthOpts)
+	var checkOpts atomic.Pointer[health.Options] // a reload may change them
+	checkOpts.Store(&healthOpts)
 	// Supervised mode (-- COMMAND): drainproxy runs the app, is ready once it answers, and
 	// stops it only after the proxy has drained.
 	gate, stopApp := checker.WaitHealthy, (func(context.Context) error)(nil)
 	var sup *supervise.App
-	var p *proxy.Proxy // built below; a restart switches it to the new instance
+	var proxies *proxySwitch // built below; a restart switches its proxy to the new instance
 	if len(cfg.Upstream.Command) > 0 {
 		sup, err = supervise.NewApp(supervise.AppOptions{Options: supervise.Options{
 			Command: cfg.Upstream.Command, Upstream: cfg.Upstream.URL, Stdout: stdout, Stderr: stderr,
@@ -95,12 +107,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			// Zero-downtime restart (SIGHUP, POST /restart): the new instance is checked
 			// as the upstream is, then the proxy and the health checker move to it.
 			CheckAt: func(u *url.URL) func(context.Context) error {
-				o := healthOpts
+				o := *checkOpts.Load()
 				o.Upstream = u
 				return health.New(o).CheckNow
 			},
 			Switch: func(u *url.URL) (supervise.Retired, error) {
-				old, err := p.Switch(u)
+				old, err := proxies.switchUpstream(u)
 				if err != nil {
 					return nil, err
 				}
@@ -128,14 +140,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer front.Close()
 	gate = front.Gate(gate) // and ready only once every ACME domain has a certificate
-	d := drain.New(drain.Options{
+	var adm *admin.Server   // started below, once the listeners are
+	var d *drain.Drainer
+	d = drain.New(drain.Options{
 		Delay:        cfg.Drain.Delay,
 		Grace:        cfg.Drain.Grace,
 		IdleClose:    cfg.Drain.IdleClose,
 		FlushTimeout: cfg.Drain.FlushTimeout,
 		Logger:       log.Named("drain"),
-		Gate:         gate, // ready only once the upstream has answered
-		StopApp:      stopApp,
+		// Ready only once the upstream has answered; then a process this one upgrades
+		// may drain, and systemd hears READY=1.
+		Gate: func(ctx context.Context) error {
+			if err := gate(ctx); err != nil {
+				return err
+			}
+			closeAdmin := func() {}
+			if adm != nil {
+				closeAdmin = adm.Close
+			}
+			upg.ready(d, closeAdmin)
+			return nil
+		},
+		StopApp: stopApp,
 	})
 	d.OnDrainStart(h2.Drain)
 	d.OnStopAccepting(func(context.Context) { h2.StopAccepting() })
@@ -147,44 +173,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stopSignals := d.TrapSignals()
 	defer stopSignals()
 
-	p, err = proxy.New(proxy.Options{
-		Upstream:              cfg.Upstream.URL,
-		HostHeader:            cfg.Proxy.HostHeader,
-		TrustedProxies:        cfg.Proxy.TrustedProxies,
-		DialTimeout:           cfg.Upstream.DialTimeout,
-		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout,
-		IdleConns:             cfg.Upstream.IdleConns,
-		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout,
-		MaxRequestBodyBytes:   cfg.Limits.MaxRequestBodyBytes,
-		SendTimeout:           cfg.Limits.SendTimeout,
-		ClientBodyTimeout:     cfg.Limits.ClientBodyTimeout,
-		ReadTimeout:           cfg.Upstream.ReadTimeout,
-		UpstreamSendTimeout:   cfg.Upstream.SendTimeout,
-		UpgradeIdleTimeout:    cfg.Limits.UpgradeIdleTimeout,
-		Logger:                log.Named("proxy"),
-	})
+	p, err := buildProxy(cfg, cfg.Upstream.URL, log)
 	if err != nil {
 		log.Error("cannot build the proxy", "error", err.Error())
 		return exitUsage
 	}
-	defer p.CloseIdleConnections()
+	proxies = newProxySwitch(p)
+	defer func() { proxies.current().CloseIdleConnections() }()
 
 	// Opened before the listeners: a path we cannot write stops us before we serve.
-	accessLog, err := newAccessLog(cfg.Log, p.Upstream, stdout, stderr, log.Named("access-log"))
+	accessLog, err := newAccessLog(cfg.Log, proxies.upstream, stdout, stderr, log.Named("access-log"))
 	if err != nil {
 		log.Error("cannot open the access log", "error", err.Error())
 		return exitFailure
 	}
-	stopLogSignals := trapLogSignals(accessLog)
+	logs := &logSwitch{} // a reload may open another access log
+	stopLogSignals := trapLogSignals(logs)
 	defer stopLogSignals()
 
-	var upstream http.Handler = p
+	var upstream http.Handler = proxies
 	if sup != nil {
-		upstream = sup.Guard(p) // 503 + Retry-After while the app is down
+		upstream = sup.Guard(proxies) // 503 + Retry-After while the app is down
 	}
 	addrs := make([]string, 0, len(cfg.Listeners))
 	for _, l := range cfg.Listeners {
-		ln, err := listener.Listen(ctx, l.Address, cfg.Limits.MaxConnections)
+		ln, err := upg.listen(ctx, l.Address, cfg.Limits.MaxConnections)
 		if err != nil {
 			log.Error("cannot listen", "error", err.Error())
 			return exitFailure
@@ -207,19 +220,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot manage certificates", "error", err.Error())
 		return exitFailure
 	}
-	stopReload := trapReload(front, sup, log) // SIGHUP: certificate files, app restart
-	defer stopReload()
 
 	// The admin listener is not added to the drain: it answers until the drain is over
-	// (so /readyz says 503 and /metrics can be scraped throughout) and closes after it.
+	// (so /readyz says 503 and /metrics can be scraped throughout) and closes after it,
+	// or once an upgrade handed it to the next process.
 	adminAddr := "off"
 	if cfg.Admin.Address != "" {
-		m := newMetrics(d, checker, accessLog, sup, log.Named("metrics"))
+		m := newMetrics(d, checker, logs, sup, log.Named("metrics"))
 		d.Observe(m)
-		adm, err := admin.Start(admin.Options{
-			Address: cfg.Admin.Address, Token: cfg.Admin.Token, AllowedHosts: cfg.Admin.AllowedHosts,
+		ln, err := upg.socket(cfg.Admin.Address, "admin", admin.Listen) // or FileDescriptorName=admin
+		if err != nil {
+			log.Error("cannot start the admin listener", "error", err.Error())
+			return exitFailure
+		}
+		adm, err = admin.Start(admin.Options{
+			Address: cfg.Admin.Address, Listener: ln, Token: cfg.Admin.Token, AllowedHosts: cfg.Admin.AllowedHosts,
 			Drainer: d, Health: checker, Metrics: m.Handler(), Restarter: restarter(sup), App: supervisedApp(sup),
-			Upstream: p.Upstream(), CurrentUpstream: p.Upstream, ConfigSource: cfg.Source, Version: version,
+			Upstream: p.Upstream(), CurrentUpstream: proxies.upstream, ConfigSource: cfg.Source, Version: version,
 			Logger: log.Named("admin"),
 		})
 		if err != nil {
@@ -229,11 +246,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer adm.Close()
 		adminAddr = adm.Addr()
 	}
+	upg.closeUnused()
 	d.Workers.Go("health", checker.Run)
-	if accessLog != nil {
-		d.Observe(accessLog)
-		d.Workers.Go("access-log", accessLog.Run)
+	d.Observe(logs)
+	logs.swap(accessLog, d.Workers)
+	d.Workers.Go("watchdog", notify.runWatchdog)
+
+	// SIGHUP reloads the configuration (reload.go), SIGUSR2 upgrades (upgrade.go).
+	lv := &live{
+		args: args, stdout: stdout, stderr: stderr, log: log, started: cfg, running: cfg,
+		proxies: proxies, logs: logs, checker: checker, checkOpts: &checkOpts, front: front, sup: sup, adm: adm,
+		d: d, notify: notify,
 	}
+	stopReload := lv.trapReload()
+	defer stopReload()
+	if slices.Contains(cfg.App.ForwardSignals, syscall.SIGUSR2) {
+		log.Info("SIGUSR2 goes to the app (app.forward_signals), so it does not upgrade drainproxy")
+	} else {
+		stopUpgrade := upg.trap()
+		defer stopUpgrade()
+	}
+	go func() { // ends with the drain, which Run always reaches
+		<-d.Requested()
+		notify.stopping("draining")
+	}()
 
 	log.Info("drainproxy starting", "version", version, "listen", strings.Join(addrs, ","),
 		"admin", adminAddr, "upstream", p.Upstream(), "access_log", cfg.Log.AccessLog, "config", cfg.Source, "pid", os.Getpid())
@@ -272,9 +308,9 @@ func newAccessLog(c config.Log, upstream func() string, stdout, stderr io.Writer
 // EPIPE, which the access log counts, instead of killing the process. Both are trapped even
 // without an access log file, since by default either signal would end the process. stop
 // undoes it and waits for the goroutine that reads the signals.
-func trapLogSignals(accessLog *accesslog.Log) (stop func()) {
+func trapLogSignals(accessLog *logSwitch) (stop func()) {
 	return sigtrap.Handle(func(s os.Signal) {
-		if s == syscall.SIGUSR1 && accessLog != nil {
+		if s == syscall.SIGUSR1 {
 			accessLog.Reopen()
 		}
 	}, syscall.SIGUSR1, syscall.SIGPIPE)
@@ -282,11 +318,9 @@ func trapLogSignals(accessLog *accesslog.Log) (stop func()) {
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
 // supervised app are nil here, and must stay nil interfaces in metrics.Options.
-func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *accesslog.Log, sup *supervise.App, log hclog.Logger) *metrics.Metrics {
+func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, log hclog.Logger) *metrics.Metrics {
 	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, Logger: log}
-	if accessLog != nil {
-		opts.AccessLog = accessLog
-	}
+	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
 		opts.Reloads = sup
@@ -308,23 +342,6 @@ func supervisedApp(sup *supervise.App) admin.App {
 		return nil
 	}
 	return sup
-}
-
-// trapReload gives SIGHUP its meanings through one handler: re-read the certificate files
-// (when there are some) and, in supervised mode, restart the app without downtime. A
-// SIGHUP during a restart is logged and ignored: the restart in progress already brings
-// up the app as it is now. Without a supervised app this is tlsfront's own trap. stop
-// undoes it and waits for the goroutine that reads the signals.
-func trapReload(front *tlsfront.Front, sup *supervise.App, log hclog.Logger) (stop func()) {
-	if sup == nil {
-		return front.TrapReload()
-	}
-	return sigtrap.Handle(func(os.Signal) {
-		front.ReloadStatic() // logs the outcome; nothing without certificate files
-		if err := sup.Restart("signal SIGHUP"); err != nil {
-			log.Warn("SIGHUP: not restarting the app", "reason", err.Error())
-		}
-	}, syscall.SIGHUP)
 }
 
 // newServer builds the public HTTP server. Read-header and idle timeouts bound what a slow

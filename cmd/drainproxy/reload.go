@@ -1,0 +1,456 @@
+package main
+
+// SIGHUP: reload the configuration in place. The file and the flags are read again as at
+// start; what can change without closing a connection does (the proxy and its upstream,
+// the access log, the log level, the admin token, certificate files), the rest is named in
+// one line as needing an upgrade (SIGUSR2). A configuration that does not parse or
+// validate changes nothing: the error says file:line:col, and the running one serves on.
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/accesslog"
+	"github.com/drainproxy/drainproxy/admin"
+	"github.com/drainproxy/drainproxy/config"
+	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/health"
+	"github.com/drainproxy/drainproxy/proxy"
+	"github.com/drainproxy/drainproxy/sigtrap"
+	"github.com/drainproxy/drainproxy/supervise"
+	"github.com/drainproxy/drainproxy/tlsfront"
+)
+
+// setting is one thing a reload compares between the running and the new configuration.
+type setting struct {
+	name    string // as written in the config file
+	inPlace bool   // a reload applies it; otherwise it needs an upgrade
+	get     func(*config.Config) any
+}
+
+// settings lists every setting a reload looks at. Supervised mode moves upstream.url out
+// of reach: the app runs on a port of its own choosing after a restart, and the URL is
+// the template for it.
+func settings(supervised bool) []setting {
+	return []setting{
+		{"listener", false, func(c *config.Config) any { return withoutCertFiles(c.Listeners) }},
+		{"listener.tls.cert_file", true, func(c *config.Config) any { return certFiles(c.Listeners) }},
+		{"upstream.url", !supervised, func(c *config.Config) any { return c.Upstream.URL.String() }},
+		{"upstream.command", false, func(c *config.Config) any { return c.Upstream.Command }},
+		{"upstream.dial_timeout", true, func(c *config.Config) any { return c.Upstream.DialTimeout }},
+		{"upstream.response_header_timeout", true, func(c *config.Config) any { return c.Upstream.ResponseHeaderTimeout }},
+		{"upstream.idle_conns", true, func(c *config.Config) any { return c.Upstream.IdleConns }},
+		{"upstream.idle_conn_timeout", true, func(c *config.Config) any { return c.Upstream.IdleConnTimeout }},
+		{"upstream.read_timeout", true, func(c *config.Config) any { return c.Upstream.ReadTimeout }},
+		{"upstream.send_timeout", true, func(c *config.Config) any { return c.Upstream.SendTimeout }},
+		{"proxy.host_header", true, func(c *config.Config) any { return c.Proxy.HostHeader }},
+		{"proxy.trusted_proxies", true, func(c *config.Config) any { return c.Proxy.TrustedProxies }},
+		{"limits.max_request_body_bytes", true, func(c *config.Config) any { return c.Limits.MaxRequestBodyBytes }},
+		{"limits.send_timeout", true, func(c *config.Config) any { return c.Limits.SendTimeout }},
+		{"limits.client_body_timeout", true, func(c *config.Config) any { return c.Limits.ClientBodyTimeout }},
+		{"limits.upgrade_idle_timeout", true, func(c *config.Config) any { return c.Limits.UpgradeIdleTimeout }},
+		{"log.level", true, func(c *config.Config) any { return c.Log.Level }},
+		{"log.access_log", true, func(c *config.Config) any { return c.Log.AccessLog }},
+		{"log.access_log_format", true, func(c *config.Config) any { return c.Log.AccessLogFormat }},
+		{"log.access_log_buffer", true, func(c *config.Config) any { return c.Log.AccessLogBuffer }},
+		{"log.access_log_when_full", true, func(c *config.Config) any { return c.Log.AccessLogWhenFull }},
+		{"admin.token", true, func(c *config.Config) any { return c.Admin.Token }},
+		{"log.format", false, func(c *config.Config) any { return c.Log.Format }},
+		{"admin.address", false, func(c *config.Config) any { return c.Admin.Address }},
+		{"admin.allowed_hosts", false, func(c *config.Config) any { return c.Admin.AllowedHosts }},
+		{"drain", false, func(c *config.Config) any { return c.Drain }},
+		{"health_check", true, func(c *config.Config) any { return c.HealthCheck }},
+		{"app", false, func(c *config.Config) any { return c.App }},
+		{"limits", false, func(c *config.Config) any {
+			l := c.Limits
+			// compared on their own above
+			l.MaxRequestBodyBytes, l.SendTimeout, l.ClientBodyTimeout, l.UpgradeIdleTimeout = 0, 0, 0, 0
+			return l
+		}},
+	}
+}
+
+// certFiles is each listener's certificate and key file ("" for none), by address.
+func certFiles(ls []config.Listener) map[string][2]string {
+	m := map[string][2]string{}
+	for _, l := range ls {
+		if l.TLS != nil && l.TLS.ACME == nil {
+			m[l.Address] = [2]string{l.TLS.CertFile, l.TLS.KeyFile}
+		}
+	}
+	return m
+}
+
+// withoutCertFiles is ls with the certificate file paths blanked: what a reload cannot
+// change about the listeners.
+func withoutCertFiles(ls []config.Listener) []config.Listener {
+	out := make([]config.Listener, len(ls))
+	for i, l := range ls {
+		out[i] = l
+		if l.TLS != nil {
+			t := *l.TLS
+			t.CertFile, t.KeyFile = "", ""
+			out[i].TLS = &t
+		}
+	}
+	return out
+}
+
+// changes compares two configurations: the in-place settings that differ, and the others
+// that differ (compared with what the process started with, since a reload never applies
+// them).
+func changes(supervised bool, running, started, next *config.Config) (inPlace, needUpgrade []string) {
+	for _, s := range settings(supervised) {
+		if s.inPlace && !reflect.DeepEqual(s.get(running), s.get(next)) {
+			inPlace = append(inPlace, s.name)
+		}
+		if !s.inPlace && !reflect.DeepEqual(s.get(started), s.get(next)) {
+			needUpgrade = append(needUpgrade, s.name)
+		}
+	}
+	return inPlace, needUpgrade
+}
+
+// live is what a reload can change in a running drainproxy, and how to build it again.
+type live struct {
+	args           []string // the command line as at start
+	stdout, stderr io.Writer
+	log            hclog.Logger // the root logger
+	started        *config.Config
+
+	proxies *proxySwitch
+	logs    *logSwitch
+	checker *health.Checker
+	// checkOpts are the health check settings a restarted app instance is checked with.
+	checkOpts *atomic.Pointer[health.Options]
+	front     *tlsfront.Front
+	sup       *supervise.App
+	adm       *admin.Server // nil without an admin listener
+	d         *drain.Drainer
+	notify    *notifier
+
+	mu      sync.Mutex // one reload at a time
+	running *config.Config
+}
+
+// trapReload makes SIGHUP reload; stop undoes it and waits for a reload in progress.
+func (l *live) trapReload() (stop func()) {
+	return sigtrap.Handle(func(os.Signal) { l.reload("signal SIGHUP") }, syscall.SIGHUP)
+}
+
+// reload reads the configuration again and applies what changed; see the file comment.
+func (l *live) reload(reason string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	log := l.log.Named("reload")
+	select {
+	case <-l.d.Requested():
+		log.Info("not reloading: the drain has begun", "reason", reason)
+		return
+	default:
+	}
+	l.notify.reloading()
+	status := "serving; the last reload failed, see the log"
+	defer func() { l.notify.ready(status) }()
+	next, err := config.Parse(l.args, io.Discard)
+	if err != nil {
+		log.Error("the new configuration is invalid: still serving the running one (drainproxy -check shows the same)",
+			"reason", reason, "error", err.Error())
+		return
+	}
+	inPlace, needUpgrade := changes(l.sup != nil, l.running, l.started, next)
+
+	// Build first what can fail, so that a failure changes nothing.
+	var newProxy *proxy.Proxy
+	if hasAny(inPlace, "upstream.", "proxy.", "limits.max_request_body_bytes", "limits.send_timeout",
+		"limits.client_body_timeout", "limits.upgrade_idle_timeout") {
+		target := next.Upstream.URL
+		if l.sup != nil {
+			target, _ = url.Parse(l.proxies.current().Upstream()) // the app instance serving now
+		}
+		if newProxy, err = buildProxy(next, target, l.log); err != nil {
+			log.Error("cannot build the proxy from the new configuration: still serving the running one", "error", err.Error())
+			return
+		}
+	}
+	var newLog *accesslog.Log
+	// Each line's upstream is read from the proxy in service when it is written, so a new
+	// upstream needs no new log.
+	accessLogChanged := hasAny(inPlace, "log.access_log")
+	if accessLogChanged {
+		if newLog, err = newAccessLog(next.Log, l.proxies.upstream, l.stdout, l.stderr, l.log.Named("access-log")); err != nil {
+			if newProxy != nil {
+				newProxy.CloseIdleConnections()
+			}
+			log.Error("cannot open the new access log: still serving the running configuration", "error", err.Error())
+			return
+		}
+	}
+
+	// Then switch, each in one step that no request sees half done.
+	if newProxy != nil {
+		builtFor := ""
+		if l.sup != nil {
+			builtFor = newProxy.Upstream()
+		}
+		l.proxies.swap(newProxy, builtFor)
+		if slices.Contains(inPlace, "upstream.url") {
+			l.checker.SetUpstream(next.Upstream.URL)
+		}
+	}
+	if accessLogChanged {
+		l.logs.swap(newLog, l.d.Workers)
+	}
+	if slices.Contains(inPlace, "health_check") {
+		target, _ := url.Parse(l.proxies.current().Upstream())
+		opts := healthOptions(next, target, l.log)
+		l.checker.SetOptions(target, opts)
+		l.checkOpts.Store(&opts)
+	}
+	if slices.Contains(inPlace, "log.level") {
+		l.log.SetLevel(hclog.LevelFromString(next.Log.Level))
+	}
+	if slices.Contains(inPlace, "admin.token") && l.adm != nil {
+		l.adm.SetToken(next.Admin.Token)
+	}
+	if slices.Contains(inPlace, "listener.tls.cert_file") {
+		running, served := certFiles(l.running.Listeners), certFiles(l.started.Listeners)
+		for addr, files := range certFiles(next.Listeners) {
+			if _, ok := served[addr]; ok && running[addr] != files { // a new listener needs an upgrade
+				if err := l.front.SetCertFiles(addr, files[0], files[1]); err != nil {
+					log.Error("cannot use the new certificate files; still serving the previous ones", "error", err.Error())
+				}
+			}
+		}
+	}
+	l.front.ReloadStatic() // certificate files are read again whether or not their paths changed; logs its outcome
+	l.running = next
+	status = "serving; configuration reloaded"
+
+	changed := "nothing"
+	if len(inPlace) > 0 {
+		changed = strings.Join(inPlace, ", ")
+	}
+	log.Info("configuration reloaded", "reason", reason, "source", next.Source, "changed", changed,
+		"upstream", l.proxies.current().Upstream())
+	if len(needUpgrade) > 0 {
+		log.Warn("these settings changed but a reload cannot apply them: they need an upgrade (SIGUSR2) or a restart",
+			"settings", strings.Join(needUpgrade, ", "))
+	}
+	if l.sup != nil {
+		if err := l.sup.Restart(reason); err != nil {
+			log.Warn("not restarting the app", "reason", err.Error())
+		}
+	}
+}
+
+func hasAny(names []string, prefixes ...string) bool {
+	for _, n := range names {
+		for _, p := range prefixes {
+			if strings.HasPrefix(n, p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// healthOptions are the health check settings of cfg for upstream u.
+func healthOptions(cfg *config.Config, u *url.URL, log hclog.Logger) health.Options {
+	return health.Options{
+		Upstream:           u,
+		Path:               cfg.HealthCheck.Path,
+		Interval:           cfg.HealthCheck.Interval,
+		Timeout:            cfg.HealthCheck.Timeout,
+		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
+		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
+		GRPC:               cfg.HealthCheck.GRPC,
+		GRPCService:        cfg.HealthCheck.GRPCService,
+		Logger:             log.Named("health"),
+	}
+}
+
+// buildProxy builds the proxy as cfg says, sending requests to target.
+func buildProxy(cfg *config.Config, target *url.URL, log hclog.Logger) (*proxy.Proxy, error) {
+	return proxy.New(proxy.Options{
+		Upstream:              target,
+		HostHeader:            cfg.Proxy.HostHeader,
+		TrustedProxies:        cfg.Proxy.TrustedProxies,
+		DialTimeout:           cfg.Upstream.DialTimeout,
+		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout,
+		IdleConns:             cfg.Upstream.IdleConns,
+		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout,
+		MaxRequestBodyBytes:   cfg.Limits.MaxRequestBodyBytes,
+		SendTimeout:           cfg.Limits.SendTimeout,
+		ClientBodyTimeout:     cfg.Limits.ClientBodyTimeout,
+		ReadTimeout:           cfg.Upstream.ReadTimeout,
+		UpstreamSendTimeout:   cfg.Upstream.SendTimeout,
+		UpgradeIdleTimeout:    cfg.Limits.UpgradeIdleTimeout,
+		Logger:                log.Named("proxy"),
+	})
+}
+
+// proxySwitch is the public handler's way to the proxy. A reload that changes how requests
+// are proxied builds a new proxy.Proxy and swaps it in: requests that start from then on
+// use it, requests in flight finish on the one they started on, whose idle upstream
+// connections are closed once the last of them is done.
+type proxySwitch struct {
+	cur atomic.Pointer[proxyGen]
+	mu  sync.Mutex // orders swap with switchUpstream
+}
+
+// proxyGen is one proxy and the count of requests on it, in one word with retiredBit once
+// the proxy was replaced (the pattern of proxy.Backend), so that "count a request unless
+// retired" is a single atomic add.
+type proxyGen struct {
+	p     *proxy.Proxy
+	state atomic.Int64
+	once  sync.Once
+}
+
+const retiredBit = int64(1) << 62
+
+func newProxySwitch(p *proxy.Proxy) *proxySwitch {
+	s := &proxySwitch{}
+	s.cur.Store(&proxyGen{p: p})
+	return s
+}
+
+// current is the proxy new requests go to.
+func (s *proxySwitch) current() *proxy.Proxy { return s.cur.Load().p }
+
+// upstream is the current proxy's upstream address, which follows restarts and reloads.
+func (s *proxySwitch) upstream() string { return s.current().Upstream() }
+
+func (s *proxySwitch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g := s.acquire()
+	defer g.release()
+	g.p.ServeHTTP(w, r)
+}
+
+// acquire counts a request on the current proxy and returns it. A swap between the load
+// and the count makes it look again; the proxy that replaced it is stored by then.
+func (s *proxySwitch) acquire() *proxyGen {
+	for {
+		g := s.cur.Load()
+		if g.state.Add(1)&retiredBit == 0 {
+			return g
+		}
+		g.release()
+	}
+}
+
+// switchUpstream moves the current proxy to u: a supervised app's zero-downtime restart.
+func (s *proxySwitch) switchUpstream(u *url.URL) (*proxy.Backend, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current().Switch(u)
+}
+
+// swap sends every request from now on to p. builtFor, when not empty, is the upstream
+// p was built for: if a restart moved the current proxy meanwhile, p follows it.
+func (s *proxySwitch) swap(p *proxy.Proxy, builtFor string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now := s.current().Upstream(); builtFor != "" && now != builtFor {
+		if u, err := url.Parse(now); err == nil {
+			if unused, err := p.Switch(u); err == nil {
+				unused.Close() // built a moment ago, never served
+			}
+		}
+	}
+	old := s.cur.Swap(&proxyGen{p: p})
+	if old.state.Add(retiredBit) == retiredBit {
+		old.retire()
+	}
+}
+
+func (g *proxyGen) release() {
+	if g.state.Add(-1) == retiredBit {
+		g.retire()
+	}
+}
+
+func (g *proxyGen) retire() { g.once.Do(g.p.CloseIdleConnections) }
+
+// logSwitch is the access log as the drain observes it: the log a reload opened last, or
+// none. A swap waits for the Observe calls that hold the old log, then ends the old log's
+// worker, which writes what is queued and closes its file.
+type logSwitch struct {
+	mu   sync.RWMutex
+	cur  *accesslog.Log
+	stop context.CancelFunc // ends cur's worker
+
+	// Counters of the logs swapped out, so that the totals never go down.
+	dropped, writeErrors atomic.Uint64
+}
+
+// swap makes l (nil: none) the log and runs its worker in workers.
+func (s *logSwitch) swap(l *accesslog.Log, workers *drain.Group) {
+	var stop context.CancelFunc = func() {}
+	if l != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		stop = cancel
+		workers.Go("access-log", func(group context.Context) {
+			defer context.AfterFunc(group, cancel)()
+			l.Run(ctx)
+		})
+	}
+	s.mu.Lock()
+	old, oldStop := s.cur, s.stop
+	s.cur, s.stop = l, stop
+	s.mu.Unlock()
+	if old != nil {
+		oldStop()
+		s.dropped.Add(old.Dropped())
+		s.writeErrors.Add(old.WriteErrors())
+	}
+}
+
+func (s *logSwitch) Observe(x *drain.Exchange) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.cur != nil {
+		s.cur.Observe(x)
+	}
+}
+
+// Reopen reopens the current log's file (SIGUSR1).
+func (s *logSwitch) Reopen() {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.cur != nil {
+		s.cur.Reopen()
+	}
+}
+
+func (s *logSwitch) Dropped() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := s.dropped.Load()
+	if s.cur != nil {
+		n += s.cur.Dropped()
+	}
+	return n
+}
+
+func (s *logSwitch) WriteErrors() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := s.writeErrors.Load()
+	if s.cur != nil {
+		n += s.cur.WriteErrors()
+	}
+	return n
+}
