@@ -152,6 +152,9 @@ type upgradedConn struct {
 	t         *tracker
 	closeOnce sync.Once
 	in, out   atomic.Int64 // bytes, counted apart from the exchange: a copy goroutine may outlive the handler
+	// busy counts reads and writes in progress: their bytes are counted when the call
+	// returns, which can be after the peer saw them and after the handler returned.
+	busy atomic.Int32
 }
 
 func (t *tracker) addUpgrade(c net.Conn) *upgradedConn {
@@ -162,15 +165,28 @@ func (t *tracker) addUpgrade(c net.Conn) *upgradedConn {
 }
 
 func (u *upgradedConn) Read(p []byte) (int, error) {
+	u.busy.Add(1)
+	defer u.busy.Add(-1)
 	n, err := u.Conn.Read(p)
 	u.in.Add(int64(n))
 	return n, err
 }
 
 func (u *upgradedConn) Write(p []byte) (int, error) {
+	u.busy.Add(1)
+	defer u.busy.Add(-1)
 	n, err := u.Conn.Write(p)
 	u.out.Add(int64(n))
 	return n, err
+}
+
+// settle waits, briefly, for reads and writes still returning on the closed connection,
+// so that the byte counts include them: the copy goroutine of the direction that did not
+// end the connection can still be between its last write and counting it.
+func (u *upgradedConn) settle() {
+	for deadline := time.Now().Add(100 * time.Millisecond); u.busy.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Microsecond)
+	}
 }
 
 func (u *upgradedConn) Close() error {
@@ -282,6 +298,7 @@ func (x *exchange) finish() {
 	x.Duration = time.Since(x.Start)
 	x.BytesIn = x.body.n.Load()
 	if u := x.upgraded; u != nil {
+		u.settle()
 		x.BytesIn += u.in.Load()
 		x.BytesOut += u.out.Load()
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-
-	"golang.org/x/net/netutil"
 )
 
 // Bind binds addr as Listen does (plain TCP, errors that say what to fix) and returns the
@@ -24,7 +22,8 @@ func Bind(ctx context.Context, addr string) (*net.TCPListener, error) {
 func FromTCP(tcp *net.TCPListener, maxConns int) *Listener {
 	l := &Listener{inner: tcp, tcp: tcp, addr: tcp.Addr().String()}
 	if maxConns > 0 {
-		l.inner = netutil.LimitListener(tcp, maxConns)
+		l.limit = newLimitListener(tcp, maxConns)
+		l.inner = l.limit
 	}
 	return l
 }

@@ -63,12 +63,7 @@ func Listen(ctx context.Context, addr string, maxConns int) (*Listener, error) {
 		_ = ln.Close()
 		return nil, fmt.Errorf("listen %s: got a %T, want a *net.TCPListener", addr, ln)
 	}
-	l := &Listener{inner: ln, tcp: tcp, addr: ln.Addr().String()}
-	if maxConns > 0 {
-		l.limit = newLimitListener(tcp, maxConns)
-		l.inner = l.limit
-	}
-	return l, nil
+	return FromTCP(tcp, maxConns), nil
 }
 
 // Accept waits for and returns the next connection. After StopAccepting or

@@ -35,6 +35,7 @@ import (
 	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/standin"
 
+	"github.com/drainproxy/drainproxy/internal/testenv"
 	"github.com/drainproxy/drainproxy/internal/testlog"
 )
 
@@ -185,13 +186,7 @@ func captureLog(t testing.TB) (hclog.Logger, *testlog.Buffer) {
 // closedAddr returns a 127.0.0.1 address nothing listens on.
 func closedAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return testenv.FreeAddr(t)
 }
 
 // release returns a channel closed at cleanup at the latest, for upstream handlers that

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drainproxy/drainproxy/internal/testenv"
 	"github.com/drainproxy/drainproxy/standin"
 )
 
@@ -70,15 +71,11 @@ func serveUpstream(t testing.TB, h http.Handler) string {
 	return ln.Addr().String()
 }
 
-// freeAddr returns a 127.0.0.1 address that was free a moment ago (nothing listens on it).
+// freeAddr returns a 127.0.0.1 address that was free a moment ago (nothing listens on it),
+// and that no other call in this test binary returned.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testenv.FreeAddr(t)
 }
 
 // proc is a running drainproxy.

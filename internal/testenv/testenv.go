@@ -7,8 +7,13 @@
 package testenv
 
 import (
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -55,4 +60,43 @@ func NeedDocker(t testing.TB) {
 	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
 		Unavailable(t, "no Docker engine answers (docker info: %v: %s): these tests run real containers", err, out)
 	}
+}
+
+var (
+	portsMu sync.Mutex
+	ports   = map[int]bool{}
+)
+
+// FreeAddr returns a 127.0.0.1 address with a port that nothing listens on now, for a
+// server that a test starts later (a child process, say). The port is below the kernel's
+// ephemeral range, so no listener on port 0 and no outgoing connection takes it
+// meanwhile, and this process never hands out the same one twice: on a busy machine a
+// port closed a moment ago is the next one the kernel gives to a listener on port 0.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	low := 32768 // Linux's default start of the ephemeral range
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				low = n
+			}
+		}
+	}
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 10000 + rand.IntN(low-10000)
+		if ports[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue // in use
+		}
+		ln.Close()
+		ports[port] = true
+		return ln.Addr().String()
+	}
+	t.Fatalf("no free port found below %d on 127.0.0.1", low)
+	return ""
 }
