@@ -56,6 +56,9 @@ type Options struct {
 	IdleConns int
 	// IdleConnTimeout closes pooled upstream connections unused this long (zero: 90s).
 	IdleConnTimeout time.Duration
+	// MaxResponseHeaderBytes bounds an upstream response head (status line and header
+	// fields, 1xx heads included); a longer one answers 502 (zero: DefaultMaxResponseHeaderBytes).
+	MaxResponseHeaderBytes int64
 
 	// MaxRequestBodyBytes answers 413 to a request body larger than this (zero: no limit).
 	MaxRequestBodyBytes int64
@@ -115,6 +118,9 @@ func New(opts Options) (*Proxy, error) {
 	if opts.IdleConnTimeout <= 0 {
 		opts.IdleConnTimeout = 90 * time.Second
 	}
+	if opts.MaxResponseHeaderBytes <= 0 {
+		opts.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	}
 	log := opts.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
@@ -161,19 +167,26 @@ func (p *Proxy) CloseIdleConnections() { p.cur.Load().closeIdle() }
 // Upstream is the upstream address as shown in logs.
 func (p *Proxy) Upstream() string { return p.cur.Load().target }
 
+// DefaultMaxResponseHeaderBytes is Options.MaxResponseHeaderBytes's default, 64 KiB: more
+// than Envoy's 60 KiB and eight times nginx's 8 KiB proxy_buffer_size, so that large
+// cookie and security headers pass, yet a thousand responses in flight hold at most
+// 64 MiB of heads instead of the http.Transport's 10 MB each.
+const DefaultMaxResponseHeaderBytes = 64 << 10
+
 // newTransport builds the upstream transport and the URL requests are rewritten to. For a
 // unix socket the URL becomes http://<socket name> and every dial goes to the socket.
 func newTransport(opts Options) (*url.URL, *http.Transport, error) {
 	u := opts.Upstream
 	dialer := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
-		Proxy:                 nil, // a sidecar talks to its app directly, whatever HTTP_PROXY says
-		DialContext:           dialer.DialContext,
-		MaxIdleConns:          opts.IdleConns,
-		MaxIdleConnsPerHost:   opts.IdleConns,
-		IdleConnTimeout:       opts.IdleConnTimeout,
-		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
+		Proxy:                  nil, // a sidecar talks to its app directly, whatever HTTP_PROXY says
+		DialContext:            dialer.DialContext,
+		MaxIdleConns:           opts.IdleConns,
+		MaxIdleConnsPerHost:    opts.IdleConns,
+		IdleConnTimeout:        opts.IdleConnTimeout,
+		ResponseHeaderTimeout:  opts.ResponseHeaderTimeout,
+		MaxResponseHeaderBytes: opts.MaxResponseHeaderBytes,
+		ExpectContinueTimeout:  time.Second,
 		// Pass bodies through as the app encoded them; the client negotiated that.
 		DisableCompression: true,
 	}
