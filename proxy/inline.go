@@ -67,7 +67,15 @@ func newInlineTransport(opts Options, fallback *http.Transport, bufs *connBuffer
 	t.pool.max = opts.IdleConns
 	t.pool.timeout = opts.IdleConnTimeout
 	u := opts.Upstream
-	dial := fallback.DialContext
+	guarded := fallback.DialContext
+	// The inline path guards its connections itself.
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := guarded(ctx, network, addr)
+		if g, ok := c.(*guardedConn); ok {
+			return g.Conn, nil
+		}
+		return c, err
+	}
 	switch u.Scheme {
 	case "http":
 		port := u.Port()
@@ -99,7 +107,7 @@ func (t *inlineTransport) inlinable(r *http.Request) bool {
 
 func (t *inlineTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if !t.inlinable(r) {
-		return fallbackRoundTrip(t.fallback, r)
+		return t.fallbackRoundTrip(r)
 	}
 	uc := t.takeIdle()
 	res, err := t.try(r, uc)
@@ -107,18 +115,6 @@ func (t *inlineTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		// The upstream closed the kept connection while it sat idle: nothing came back, and
 		// the request is idempotent and bodiless. Once more on a fresh connection.
 		res, err = t.try(r, nil)
-	}
-	return res, err
-}
-
-// fallbackRoundTrip is the http.Transport's round trip with the checks the inline path
-// makes on its own responses.
-func fallbackRoundTrip(rt http.RoundTripper, r *http.Request) (*http.Response, error) {
-	res, err := rt.RoundTrip(r)
-	if err == nil && (res.StatusCode < 100 || res.StatusCode > 999) {
-		// ReverseProxy would panic in WriteHeader; the connection goes with the body.
-		res.Body.Close()
-		return nil, &BadStatusError{res.StatusCode}
 	}
 	return res, err
 }
@@ -353,7 +349,7 @@ type upConn struct {
 	// raw peeks at an idle socket (quiet); nil when c is no socket. peekFn is peek bound
 	// once per connection, so that a check does not allocate.
 	raw       syscall.RawConn
-	peekFn    func(fd uintptr) bool
+	peekFn    func(fd uintptr)
 	peekBuf   [1]byte
 	peekQuiet bool
 
@@ -387,17 +383,16 @@ func (uc *upConn) quiet() bool {
 		return true
 	}
 	uc.peekQuiet = false
-	if err := uc.raw.Read(uc.peekFn); err != nil {
+	if err := uc.raw.Control(uc.peekFn); err != nil {
 		return false
 	}
 	return uc.peekQuiet
 }
 
-func (uc *upConn) peek(fd uintptr) bool {
+func (uc *upConn) peek(fd uintptr) {
 	_, _, err := syscall.Recvfrom(int(fd), uc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	// Nothing to read and no FIN: EAGAIN. n > 0 (bytes) or n == 0 (EOF) mean drop it.
 	uc.peekQuiet = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-	return true // never wait for readiness
 }
 
 // startHead bounds and records what is read from now until endHead: the response head.

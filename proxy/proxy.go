@@ -193,6 +193,7 @@ func newTransport(opts Options) (*url.URL, *http.Transport, error) {
 	target := &url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
 	switch u.Scheme {
 	case "http":
+		t.DialContext = guardDial(t.DialContext)
 	case "https":
 		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		t.ForceAttemptHTTP2 = true
@@ -201,9 +202,9 @@ func newTransport(opts Options) (*url.URL, *http.Transport, error) {
 		if socket == "" {
 			return nil, nil, fmt.Errorf("proxy: upstream %s: no socket path; write unix:///path/to.sock", u)
 		}
-		t.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		t.DialContext = guardDial(func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dialer.DialContext(ctx, "unix", socket)
-		}
+		})
 		// The Host the app sees when the policy is "upstream"; the path is the socket's.
 		target = &url.URL{Scheme: "http", Host: "localhost"}
 	default:
