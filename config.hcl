@@ -71,6 +71,9 @@ upstream {
   idle_conns = 1024
   # Unused pooled connections are closed after this, before the app's own idle timeout closes them under us.
   idle_conn_timeout = "90s"
+  # A longer response head (status line and headers, 1xx included) answers 502 with one log line: it bounds the memory one
+  # bad response can take. More than Envoy's 60 KiB and nginx's 8 KiB buffer; at least 1024.
+  max_response_header_bytes = 65536
 }
 
 proxy {

@@ -122,6 +122,9 @@ type Upstream struct {
 	IdleConns int
 	// IdleConnTimeout is how long an unused pooled upstream connection is kept.
 	IdleConnTimeout time.Duration
+	// MaxResponseHeaderBytes caps an upstream response head (status line and header
+	// fields, 1xx heads included); a longer one answers 502 and logs one line.
+	MaxResponseHeaderBytes int64
 }
 
 // Host header policies for Proxy.HostHeader.
@@ -260,6 +263,8 @@ func Default() *Config {
 			ResponseHeaderTimeout: 60 * time.Second,
 			IdleConns:             1024,
 			IdleConnTimeout:       90 * time.Second,
+			// Above Envoy's 60 KiB and 8x nginx's 8 KiB buffer; see proxy.DefaultMaxResponseHeaderBytes.
+			MaxResponseHeaderBytes: 64 << 10,
 		},
 		Proxy: Proxy{HostHeader: HostHeaderClient},
 		Drain: Drain{

@@ -58,6 +58,7 @@ upstream {
   response_header_timeout = "2m"
   idle_conns = 16
   idle_conn_timeout = "30s"
+  max_response_header_bytes = 8192
 }
 proxy {
   host_header = "upstream"
@@ -114,12 +115,13 @@ limits {
 		c.Source = fullPath
 		c.Listeners = []Listener{{Address: ":80"}, {Address: "[::1]:8443"}}
 		c.Upstream = Upstream{
-			URL:                   mustURL(t, "unix:///run/app.sock"),
-			Command:               []string{"./app", "--port", "3000"},
-			DialTimeout:           time.Second,
-			ResponseHeaderTimeout: 2 * time.Minute,
-			IdleConns:             16,
-			IdleConnTimeout:       30 * time.Second,
+			URL:                    mustURL(t, "unix:///run/app.sock"),
+			Command:                []string{"./app", "--port", "3000"},
+			DialTimeout:            time.Second,
+			ResponseHeaderTimeout:  2 * time.Minute,
+			IdleConns:              16,
+			IdleConnTimeout:        30 * time.Second,
+			MaxResponseHeaderBytes: 8192,
 		}
 		c.Proxy = Proxy{HostHeader: "upstream", TrustedProxies: []netip.Prefix{
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"),
@@ -350,6 +352,11 @@ func TestFileErrors(t *testing.T) {
 				"config.hcl:3:16: upstream.idle_conns: 0 is too small; write 1 or more",
 				"config.hcl:6:21: limits.max_connections: -1 is too small; write 0 or more",
 			},
+		},
+		{
+			name: "response head cap too small",
+			src:  "upstream {\n  url = \"http://a:1\"\n  max_response_header_bytes = 100\n}\n",
+			want: []string{"config.hcl:3:31: upstream.max_response_header_bytes: 100 is too small; write 1024 or more"},
 		},
 		{
 			name: "wrong type",

@@ -61,12 +61,13 @@ type acmeBlock struct {
 }
 
 type upstreamBlock struct {
-	URL                   *string   `hcl:"url,optional"`
-	Command               *[]string `hcl:"command,optional"`
-	DialTimeout           *string   `hcl:"dial_timeout,optional"`
-	ResponseHeaderTimeout *string   `hcl:"response_header_timeout,optional"`
-	IdleConns             *int      `hcl:"idle_conns,optional"`
-	IdleConnTimeout       *string   `hcl:"idle_conn_timeout,optional"`
+	URL                    *string   `hcl:"url,optional"`
+	Command                *[]string `hcl:"command,optional"`
+	DialTimeout            *string   `hcl:"dial_timeout,optional"`
+	ResponseHeaderTimeout  *string   `hcl:"response_header_timeout,optional"`
+	IdleConns              *int      `hcl:"idle_conns,optional"`
+	IdleConnTimeout        *string   `hcl:"idle_conn_timeout,optional"`
+	MaxResponseHeaderBytes *int64    `hcl:"max_response_header_bytes,optional"`
 }
 
 type proxyBlock struct {
@@ -184,6 +185,7 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "response_header_timeout", b.ResponseHeaderTimeout, parseDuration, &u.ResponseHeaderTimeout)
 		apply(s, "idle_conns", b.IdleConns, atLeast(1), &u.IdleConns)
 		apply(s, "idle_conn_timeout", b.IdleConnTimeout, parseDuration, &u.IdleConnTimeout)
+		apply(s, "max_response_header_bytes", b.MaxResponseHeaderBytes, atLeast[int64](1024), &u.MaxResponseHeaderBytes)
 	}
 	if b := fc.Proxy; b != nil {
 		s, p := sec("proxy"), &cfg.Proxy

@@ -68,7 +68,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer b.release()
-	b.rp.ServeHTTP(w, r)
+	g := &headerGuard{ResponseWriter: w}
+	defer p.recoverRequest(b.target, g, r)
+	b.rp.ServeHTTP(g, r)
 }
 
 // acquire counts a request on the current backend and returns it; nil only when Switch

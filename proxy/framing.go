@@ -21,83 +21,90 @@ import (
 // plainly that its connection may carry another request afterwards. why names the doubt.
 // method is the request's.
 func reusableHead(raw []byte, method string) (ok bool, why string) {
+	_, why = finalFraming(raw, method)
+	return why == "", why
+}
+
+// framing is how the body of a plainly framed response ends.
+type framing struct {
+	status  int   // the final status code
+	noBody  bool  // none follows (HEAD, 1xx, 204, 304)
+	chunked bool  // chunked transfer coding
+	length  int64 // Content-Length, or -1: none (then the body runs to the close)
+}
+
+// finalFraming finds the final head in raw and how its body ends; why is not empty when
+// that is doubtful.
+func finalFraming(raw []byte, method string) (f framing, why string) {
 	for {
-		status, rest, why := headStatus(raw)
+		status, http10, rest, why := headStatus(raw)
 		if why != "" {
-			return false, why
+			return f, why
 		}
 		final := status < 100 || status > 199 || status == http.StatusSwitchingProtocols
-		next, why := checkFields(rest, status, method, final)
-		if why != "" {
-			return false, why
-		}
-		if final {
-			return true, ""
+		var next []byte
+		next, f, why = checkFields(rest, status, http10, method, final)
+		if why != "" || final {
+			return f, why
 		}
 		raw = next
 	}
 }
 
-// headStatus reads the status line at the start of raw: the status code and what follows
-// the line.
-func headStatus(raw []byte) (status int, rest []byte, why string) {
+// headStatus reads the status line at the start of raw: the status code, whether the
+// version is HTTP/1.0, and what follows the line.
+func headStatus(raw []byte) (status int, http10 bool, rest []byte, why string) {
 	line, rest, ok := cutLine(raw)
 	if !ok {
-		return 0, nil, "incomplete status line"
+		return 0, false, nil, "incomplete status line"
 	}
 	// "HTTP/1.1 200 OK": the version, one space, three digits, then a space or the end.
 	if len(line) < 12 || string(line[:7]) != "HTTP/1." || (line[7] != '0' && line[7] != '1') ||
 		line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
-		return 0, nil, "unusual status line"
+		return 0, false, nil, "unusual status line"
 	}
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return 0, nil, "unusual status line"
+			return 0, false, nil, "unusual status line"
 		}
 		status = status*10 + int(c-'0')
 	}
 	if hasCTL(line) {
-		return 0, nil, "control character in the status line"
+		return 0, false, nil, "control character in the status line"
 	}
-	if line[7] == '0' {
-		status = -status // HTTP/1.0: marked for checkFields
-	}
-	return status, rest, ""
+	return status, line[7] == '0', rest, ""
 }
 
 // checkFields checks the header lines at the start of raw, up to the empty line that ends
-// the head, and returns what follows it. A negative status is an HTTP/1.0 response's.
-func checkFields(raw []byte, status int, method string, final bool) (rest []byte, why string) {
-	http10 := status < 0
-	if http10 {
-		status = -status
-	}
+// the head, and returns what follows it.
+func checkFields(raw []byte, status int, http10 bool, method string, final bool) (rest []byte, f framing, why string) {
+	f.status, f.length = status, -1
 	var lengths, encodings int
 	var length []byte
 	chunked := false
 	for {
 		line, next, ok := cutLine(raw)
 		if !ok {
-			return nil, "incomplete head"
+			return nil, f, "incomplete head"
 		}
 		raw = next
 		if len(line) == 0 {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			return nil, "folded header line"
+			return nil, f, "folded header line"
 		}
 		if hasCTL(line) {
-			return nil, "control character in a header line"
+			return nil, f, "control character in a header line"
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
-			return nil, "header line without a name and colon"
+			return nil, f, "header line without a name and colon"
 		}
 		name := line[:colon]
 		for _, c := range name {
 			if !isTokenByte(c) {
-				return nil, "invalid header name"
+				return nil, f, "invalid header name"
 			}
 		}
 		value := bytes.Trim(line[colon+1:], " \t")
@@ -111,30 +118,43 @@ func checkFields(raw []byte, status int, method string, final bool) (rest []byte
 		}
 	}
 	if !final {
-		return raw, ""
+		return raw, f, ""
 	}
 	switch {
 	case lengths > 1:
-		return nil, "more than one Content-Length"
+		return nil, f, "more than one Content-Length"
 	case encodings > 1:
-		return nil, "more than one Transfer-Encoding"
+		return nil, f, "more than one Transfer-Encoding"
 	case encodings == 1 && lengths == 1:
-		return nil, "both Content-Length and Transfer-Encoding"
+		return nil, f, "both Content-Length and Transfer-Encoding"
 	case encodings == 1 && !chunked:
-		return nil, "a Transfer-Encoding other than chunked"
+		return nil, f, "a Transfer-Encoding other than chunked"
 	case encodings == 1 && http10:
-		return nil, "Transfer-Encoding in an HTTP/1.0 response"
+		return nil, f, "Transfer-Encoding in an HTTP/1.0 response"
 	case lengths == 1 && !validLength(length):
-		return nil, "invalid Content-Length"
+		return nil, f, "invalid Content-Length"
 	}
 	// Where no body may follow (RFC 9110, 6.4.1), one announced means the upstream may
 	// send it anyway: a HEAD answered like a GET, a 204 or 304 with a body.
-	noBody := method == http.MethodHead || status == http.StatusNoContent ||
+	f.noBody = method == http.MethodHead || status == http.StatusNoContent ||
 		status == http.StatusNotModified || (status >= 100 && status <= 199)
-	if noBody && (chunked || (lengths == 1 && !isZero(length))) {
-		return nil, "a body announced where none may follow"
+	if f.noBody && (chunked || (lengths == 1 && !isZero(length))) {
+		return nil, f, "a body announced where none may follow"
 	}
-	return raw, ""
+	f.chunked = chunked
+	if lengths == 1 {
+		f.length = parseLength(length)
+	}
+	return raw, f, ""
+}
+
+// parseLength is the value of a Content-Length that validLength accepted.
+func parseLength(v []byte) int64 {
+	var n int64
+	for _, c := range v {
+		n = n*10 + int64(c-'0')
+	}
+	return n
 }
 
 // cutLine returns the line at the start of b without its LF (or CRLF) and the rest; ok is
