@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -52,6 +53,9 @@ func sendBoth(t *testing.T, c *http.Client, base string) (statuses [2]int) {
 // the upstream connection closed at once rather than by a finalizer.
 func TestStatusOutsideRangeIs502(t *testing.T) {
 	up, accepted := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		// A connection the proxy leaks would otherwise keep this goroutine, and the
+		// test's cleanup, waiting for good.
+		c.SetReadDeadline(time.Now().Add(inlineWait))
 		for {
 			req, err := http.ReadRequest(br)
 			if err != nil {
