@@ -11,7 +11,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
+
+// reuseWait bounds how long a request waits for the Transport's read loop to reach an idle
+// connection it was handed.
+const reuseWait = time.Second
 
 // The http.Transport path (request bodies, upgrades, Expect) has the same duty as the
 // inline one: a response must never reach a client it was not for. The Transport drops an
@@ -91,12 +96,24 @@ func (g *guardedConn) Close() error {
 func (g *guardedConn) gotConn(reused bool, maxHead int64) {
 	g.mu.Lock()
 	if reused && !g.closed {
-		g.waiting.Add(1)
-		for !g.reading && !g.closed {
-			g.cond.Wait()
+		timedOut := false
+		if !g.reading {
+			// The read loop gets there in microseconds; a bound all the same, after
+			// which the connection is given up (the request goes to a new one).
+			g.waiting.Add(1)
+			timer := time.AfterFunc(reuseWait, func() {
+				g.mu.Lock()
+				timedOut = true
+				g.cond.Broadcast()
+				g.mu.Unlock()
+			})
+			for !g.reading && !g.closed && !timedOut {
+				g.cond.Wait()
+			}
+			timer.Stop()
+			g.waiting.Add(-1)
 		}
-		g.waiting.Add(-1)
-		if !g.closed && (g.doomed || !socketQuiet(g.raw)) {
+		if !g.closed && (timedOut || g.doomed || !socketQuiet(g.raw)) {
 			g.mu.Unlock()
 			g.Close()
 			g.mu.Lock()
