@@ -115,12 +115,13 @@ limits {
 		c.Source = fullPath
 		c.Listeners = []Listener{{Address: ":80"}, {Address: "[::1]:8443"}}
 		c.Upstream = Upstream{
-			URL:                    mustURL(t, "unix:///run/app.sock"),
-			Command:                []string{"./app", "--port", "3000"},
-			DialTimeout:            time.Second,
-			ResponseHeaderTimeout:  2 * time.Minute,
-			IdleConns:              16,
-			IdleConnTimeout:        30 * time.Second,
+			URL:                   mustURL(t, "unix:///run/app.sock"),
+			Command:               []string{"./app", "--port", "3000"},
+			DialTimeout:           time.Second,
+			ResponseHeaderTimeout: 2 * time.Minute,
+			IdleConns:             16,
+			IdleConnTimeout:       30 * time.Second,
+
 			MaxResponseHeaderBytes: 8192,
 		}
 		c.Proxy = Proxy{HostHeader: "upstream", TrustedProxies: []netip.Prefix{

@@ -61,13 +61,14 @@ type acmeBlock struct {
 }
 
 type upstreamBlock struct {
-	URL                    *string   `hcl:"url,optional"`
-	Command                *[]string `hcl:"command,optional"`
-	DialTimeout            *string   `hcl:"dial_timeout,optional"`
-	ResponseHeaderTimeout  *string   `hcl:"response_header_timeout,optional"`
-	IdleConns              *int      `hcl:"idle_conns,optional"`
-	IdleConnTimeout        *string   `hcl:"idle_conn_timeout,optional"`
-	MaxResponseHeaderBytes *int64    `hcl:"max_response_header_bytes,optional"`
+	URL                   *string   `hcl:"url,optional"`
+	Command               *[]string `hcl:"command,optional"`
+	DialTimeout           *string   `hcl:"dial_timeout,optional"`
+	ResponseHeaderTimeout *string   `hcl:"response_header_timeout,optional"`
+	IdleConns             *int      `hcl:"idle_conns,optional"`
+	IdleConnTimeout       *string   `hcl:"idle_conn_timeout,optional"`
+
+	MaxResponseHeaderBytes *int64 `hcl:"max_response_header_bytes,optional"`
 }
 
 type proxyBlock struct {

@@ -179,17 +179,17 @@ func newTransport(opts Options) (*url.URL, *http.Transport, error) {
 	u := opts.Upstream
 	dialer := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
-		Proxy:                  nil, // a sidecar talks to its app directly, whatever HTTP_PROXY says
-		DialContext:            dialer.DialContext,
-		MaxIdleConns:           opts.IdleConns,
-		MaxIdleConnsPerHost:    opts.IdleConns,
-		IdleConnTimeout:        opts.IdleConnTimeout,
-		ResponseHeaderTimeout:  opts.ResponseHeaderTimeout,
-		MaxResponseHeaderBytes: opts.MaxResponseHeaderBytes,
-		ExpectContinueTimeout:  time.Second,
+		Proxy:                 nil, // a sidecar talks to its app directly, whatever HTTP_PROXY says
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          opts.IdleConns,
+		MaxIdleConnsPerHost:   opts.IdleConns,
+		IdleConnTimeout:       opts.IdleConnTimeout,
+		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
 		// Pass bodies through as the app encoded them; the client negotiated that.
 		DisableCompression: true,
 	}
+	t.MaxResponseHeaderBytes = opts.MaxResponseHeaderBytes // the inline path's bound too
 	target := &url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
 	switch u.Scheme {
 	case "http":

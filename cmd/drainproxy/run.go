@@ -136,16 +136,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer stopSignals()
 
 	p, err = proxy.New(proxy.Options{
-		Upstream:               cfg.Upstream.URL,
-		HostHeader:             cfg.Proxy.HostHeader,
-		TrustedProxies:         cfg.Proxy.TrustedProxies,
-		DialTimeout:            cfg.Upstream.DialTimeout,
-		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout,
-		IdleConns:              cfg.Upstream.IdleConns,
-		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout,
+		Upstream:              cfg.Upstream.URL,
+		HostHeader:            cfg.Proxy.HostHeader,
+		TrustedProxies:        cfg.Proxy.TrustedProxies,
+		DialTimeout:           cfg.Upstream.DialTimeout,
+		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout,
+		IdleConns:             cfg.Upstream.IdleConns,
+		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout,
+		MaxRequestBodyBytes:   cfg.Limits.MaxRequestBodyBytes,
+		Logger:                log.Named("proxy"),
+
 		MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
-		MaxRequestBodyBytes:    cfg.Limits.MaxRequestBodyBytes,
-		Logger:                 log.Named("proxy"),
 	})
 	if err != nil {
 		log.Error("cannot build the proxy", "error", err.Error())
