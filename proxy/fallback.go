@@ -43,6 +43,7 @@ type guardedConn struct {
 	waiting atomic.Int32
 
 	// The response head being read for the current request, recorded for reusableHead.
+	written   bool // a byte of the current request went out (since gotConn)
 	recording bool
 	headLeft  int64
 	head      []byte
@@ -82,6 +83,23 @@ func (g *guardedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+func (g *guardedConn) Write(p []byte) (int, error) {
+	n, err := g.Conn.Write(p)
+	if n > 0 {
+		g.mu.Lock()
+		g.written = true
+		g.mu.Unlock()
+	}
+	return n, err
+}
+
+// unsent reports whether nothing of the current request was written.
+func (g *guardedConn) unsent() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !g.written
+}
+
 func (g *guardedConn) Close() error {
 	g.mu.Lock()
 	g.closed = true
@@ -119,6 +137,7 @@ func (g *guardedConn) gotConn(reused bool, maxHead int64) {
 			g.mu.Lock()
 		}
 	}
+	g.written = false
 	g.recording, g.headLeft, g.head = true, maxHead, g.head[:0]
 	g.mu.Unlock()
 }
@@ -277,9 +296,27 @@ func (t *inlineTransport) fallbackRoundTrip(r *http.Request) (*http.Response, er
 		rb := &replayBody{src: out.Body, length: out.ContentLength}
 		out.Body, out.GetBody = rb, rb.again
 	}
-	res, err := t.fallback.RoundTrip(out)
-	if g != nil {
-		g.endHead(r.Method)
+	var res *http.Response
+	var err error
+	for attempt := 0; ; attempt++ {
+		g = nil
+		res, err = t.fallback.RoundTrip(out)
+		if g != nil {
+			g.endHead(r.Method)
+		}
+		// A kept connection that the app closed (or that the guard closed) while the
+		// request was handed to it, before a byte went out: the Transport gives up on a
+		// POST ("server closed idle connection"); nothing reached the app, so once more.
+		if err == nil || g == nil || !g.unsent() || attempt > 0 || ctx.Err() != nil {
+			break
+		}
+		if out.GetBody != nil {
+			body, gerr := out.GetBody()
+			if gerr != nil {
+				break
+			}
+			out.Body = body
+		}
 	}
 	if context.Cause(ctx) == errTooMany1xx {
 		// The final response may have been read before the cancel took effect.
