@@ -232,8 +232,11 @@ type Server struct {
 }
 
 // Start listens on 127.0.0.1 (a free port) and serves the corpus until Close.
-func Start() (*Server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func Start() (*Server, error) { return StartOn("127.0.0.1:0") }
+
+// StartOn is Start on addr (host:port).
+func StartOn(addr string) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("badupstream: listen: %w", err)
 	}
