@@ -81,6 +81,9 @@ upstream {
   # Longest the app may go without taking a byte of a request, e.g. an upload it stopped reading (nginx's
   # proxy_send_timeout); the client gets a 504. 0 is none.
   send_timeout = "60s"
+  # A longer response head (status line and headers, 1xx included) answers 502 with one log line: it bounds the memory one
+  # bad response can take. More than Envoy's 60 KiB and nginx's 8 KiB buffer; at least 1024.
+  max_response_header_bytes = 65536
 }
 
 proxy {

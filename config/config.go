@@ -135,6 +135,9 @@ type Upstream struct {
 	// SendTimeout is the longest the upstream may go without taking a byte of a request
 	// (nginx's proxy_send_timeout); 504 then. 0 is none.
 	SendTimeout time.Duration
+	// MaxResponseHeaderBytes caps an upstream response head (status line and header
+	// fields, 1xx heads included); a longer one answers 502 and logs one line.
+	MaxResponseHeaderBytes int64
 }
 
 // Host header policies for Proxy.HostHeader.
@@ -294,6 +297,8 @@ func Default() *Config {
 			IdleConnTimeout:       90 * time.Second,
 			ReadTimeout:           60 * time.Second,
 			SendTimeout:           60 * time.Second,
+			// Above Envoy's 60 KiB and 8x nginx's 8 KiB buffer; see proxy.DefaultMaxResponseHeaderBytes.
+			MaxResponseHeaderBytes: 64 << 10,
 		},
 		Proxy: Proxy{HostHeader: HostHeaderClient},
 		Drain: Drain{

@@ -61,6 +61,7 @@ upstream {
   idle_conn_timeout = "30s"
   read_timeout = "45s"
   send_timeout = "15s"
+  max_response_header_bytes = 8192
 }
 proxy {
   host_header = "upstream"
@@ -128,6 +129,8 @@ limits {
 			IdleConnTimeout:       30 * time.Second,
 			ReadTimeout:           45 * time.Second,
 			SendTimeout:           15 * time.Second,
+
+			MaxResponseHeaderBytes: 8192,
 		}
 		c.Proxy = Proxy{HostHeader: "upstream", TrustedProxies: []netip.Prefix{
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"),
@@ -358,6 +361,11 @@ func TestFileErrors(t *testing.T) {
 				"config.hcl:3:16: upstream.idle_conns: 0 is too small; write 1 or more",
 				"config.hcl:6:21: limits.max_connections: -1 is too small; write 0 or more",
 			},
+		},
+		{
+			name: "response head cap too small",
+			src:  "upstream {\n  url = \"http://a:1\"\n  max_response_header_bytes = 100\n}\n",
+			want: []string{"config.hcl:3:31: upstream.max_response_header_bytes: 100 is too small; write 1024 or more"},
 		},
 		{
 			name: "wrong type",

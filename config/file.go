@@ -70,6 +70,8 @@ type upstreamBlock struct {
 	IdleConnTimeout       *string   `hcl:"idle_conn_timeout,optional"`
 	ReadTimeout           *string   `hcl:"read_timeout,optional"`
 	SendTimeout           *string   `hcl:"send_timeout,optional"`
+
+	MaxResponseHeaderBytes *int64 `hcl:"max_response_header_bytes,optional"`
 }
 
 type proxyBlock struct {
@@ -196,6 +198,7 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "idle_conn_timeout", b.IdleConnTimeout, parseDuration, &u.IdleConnTimeout)
 		apply(s, "read_timeout", b.ReadTimeout, parseDuration, &u.ReadTimeout)
 		apply(s, "send_timeout", b.SendTimeout, parseDuration, &u.SendTimeout)
+		apply(s, "max_response_header_bytes", b.MaxResponseHeaderBytes, atLeast[int64](1024), &u.MaxResponseHeaderBytes)
 	}
 	if b := fc.Proxy; b != nil {
 		s, p := sec("proxy"), &cfg.Proxy

@@ -90,7 +90,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	if pw, ok := w.(*progressWriter); ok {
 		defer pw.finish()
 	}
-	b.rp.ServeHTTP(w, r)
+	g := &headerGuard{ResponseWriter: w}
+	if rp, ok := r.Context().Value(replyKey{}).(*reply); ok {
+		rp.w = g // the cut-short watch flushes through the guard's lock
+	}
+	defer p.recoverRequest(b.target, g, r)
+	b.rp.ServeHTTP(g, r)
 }
 
 // acquire counts a request on the current backend and returns it; nil only when Switch

@@ -31,6 +31,7 @@ type inlineTransport struct {
 	dial          func(ctx context.Context) (net.Conn, error) // nil: never inline (https)
 	headerTimeout time.Duration
 	readTimeout   time.Duration // between two reads of a response body (progress.go)
+	maxHead       int64         // bytes a response head may take, 1xx heads included
 	pool          idlePool
 }
 
@@ -44,13 +45,38 @@ var (
 	errBodyClosed     = errors.New("proxy: read on closed upstream response body")
 )
 
+// HeadTooLargeError is the round-trip error for an upstream response head (status line and
+// header fields, 1xx heads included) longer than Options.MaxResponseHeaderBytes.
+type HeadTooLargeError struct{ Limit int64 }
+
+func (e *HeadTooLargeError) Error() string {
+	return fmt.Sprintf("upstream response headers over the limit of %d bytes", e.Limit)
+}
+
+// BadStatusError is the round-trip error for a response whose status code is outside
+// 100-999, which no client could be answered with.
+type BadStatusError struct{ Code int }
+
+func (e *BadStatusError) Error() string {
+	return fmt.Sprintf("upstream sent status code %03d, outside 100-999", e.Code)
+}
+
 // newInlineTransport wraps fallback, built by newTransport from opts, for upstream u.
 func newInlineTransport(opts Options, fallback *http.Transport, bufs *connBuffers) *inlineTransport {
-	t := &inlineTransport{fallback: fallback, bufs: bufs, headerTimeout: opts.ResponseHeaderTimeout, readTimeout: opts.ReadTimeout}
+	t := &inlineTransport{fallback: fallback, bufs: bufs, headerTimeout: opts.ResponseHeaderTimeout,
+		readTimeout: opts.ReadTimeout, maxHead: opts.MaxResponseHeaderBytes}
 	t.pool.max = opts.IdleConns
 	t.pool.timeout = opts.IdleConnTimeout
 	u := opts.Upstream
-	dial := fallback.DialContext
+	guarded := fallback.DialContext
+	// The inline path guards its connections itself.
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := guarded(ctx, network, addr)
+		if g, ok := c.(*guardedConn); ok {
+			return g.Conn, nil
+		}
+		return c, err
+	}
 	switch u.Scheme {
 	case "http":
 		port := u.Port()
@@ -82,9 +108,9 @@ func (t *inlineTransport) inlinable(r *http.Request) bool {
 
 func (t *inlineTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if !t.inlinable(r) {
-		return t.fallback.RoundTrip(r)
+		return t.fallbackRoundTrip(r)
 	}
-	uc := t.pool.take()
+	uc := t.takeIdle()
 	res, err := t.try(r, uc)
 	if uc != nil && err != nil && errors.Is(err, errStale) && r.Context().Err() == nil {
 		// The upstream closed the kept connection while it sat idle: nothing came back, and
@@ -92,6 +118,21 @@ func (t *inlineTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		res, err = t.try(r, nil)
 	}
 	return res, err
+}
+
+// takeIdle takes the most recently used idle connection that is still quiet: one the
+// upstream closed meanwhile, or that received bytes nobody asked for (a late response, a
+// 408 before closing), is closed instead. Whatever such bytes are, they must not be read
+// as the answer to the request about to be sent.
+func (t *inlineTransport) takeIdle() *upConn {
+	for {
+		uc := t.pool.take()
+		if uc == nil || uc.quiet() {
+			return uc
+		}
+		uc.c.Close()
+		t.pool.dropped.Add(1)
+	}
 }
 
 // CloseIdleConnections closes the idle connections of both paths.
@@ -134,15 +175,17 @@ func (t *inlineTransport) try(r *http.Request, uc *upConn) (*http.Response, erro
 			}
 			return nil, err
 		}
-		uc = &upConn{c: c}
+		uc = newUpConn(c)
 	}
-	uc.br = t.bufs.reader(uc.c)
+	uc.br = t.bufs.reader(uc)
 	// A canceled request (client gone, drain deadline) unblocks reads and writes at once;
 	// its connection is never reused after that.
 	stop := context.AfterFunc(ctx, uc.poison)
 	fail := func(err error, gotBytes bool) (*http.Response, error) {
 		stop()
 		uc.c.Close()
+		_, hb := uc.endHead()
+		t.bufs.putHead(hb)
 		uc.releaseReader(t.bufs)
 		if ce := ctx.Err(); ce != nil {
 			// Whatever the poisoned deadline made the read or write return, the cause
@@ -167,6 +210,7 @@ func (t *inlineTransport) try(r *http.Request, uc *upConn) (*http.Response, erro
 		uc.c.SetReadDeadline(time.Now().Add(t.headerTimeout))
 	}
 	var res *http.Response
+	uc.startHead(t.maxHead, t.bufs.head())
 	for n1xx := 0; ; n1xx++ {
 		if _, err := uc.br.Peek(1); err != nil {
 			return fail(headerErr(err), n1xx > 0)
@@ -174,6 +218,10 @@ func (t *inlineTransport) try(r *http.Request, uc *upConn) (*http.Response, erro
 		var err error
 		if res, err = http.ReadResponse(uc.br, r); err != nil {
 			return fail(headerErr(err), true)
+		}
+		if res.StatusCode < 100 || res.StatusCode > 999 {
+			res.Body.Close()
+			return fail(&BadStatusError{res.StatusCode}, true)
 		}
 		if res.StatusCode >= 200 {
 			break
@@ -195,8 +243,11 @@ func (t *inlineTransport) try(r *http.Request, uc *upConn) (*http.Response, erro
 		// deadline under the same lock.
 		uc.clearReadDeadline()
 	}
+	head, hb := uc.endHead()
+	plain, _ := reusableHead(head, r.Method)
+	t.bufs.putHead(hb)
 	res.Body = &inlineBody{rc: res.Body, uc: uc, t: t, ctx: ctx, stop: stop,
-		keep: !res.Close, eof: res.Body == http.NoBody}
+		keep: !res.Close && plain, eof: res.Body == http.NoBody}
 	return res, nil
 }
 
@@ -281,6 +332,10 @@ func headerErr(err error) error {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return fmt.Errorf("timeout awaiting response headers: %w", err)
 	}
+	var tooLarge *HeadTooLargeError
+	if errors.As(err, &tooLarge) {
+		return tooLarge // ReadResponse wraps it in a "malformed" error that hides the cause
+	}
 	return err
 }
 
@@ -292,8 +347,90 @@ type upConn struct {
 	br       *bufio.Reader // from readers while a request is on the connection; else nil
 	lastUsed time.Time
 
+	// raw peeks at an idle socket (quiet); nil when c is no socket. peekFn is peek bound
+	// once per connection, so that a check does not allocate.
+	raw       syscall.RawConn
+	peekFn    func(fd uintptr)
+	peekBuf   [1]byte
+	peekQuiet bool
+
+	// While a response head is read (inHead): how many more bytes may be read, and a copy
+	// of them for reusableHead.
+	inHead   bool
+	headLeft int64
+	headMax  int64
+	head     []byte
+	headBuf  *[]byte
+
 	mu       sync.Mutex
 	poisoned bool // the request's context ended: deadline in the past, never reuse
+}
+
+func newUpConn(c net.Conn) *upConn {
+	uc := &upConn{c: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			uc.raw = raw
+			uc.peekFn = uc.peek
+		}
+	}
+	return uc
+}
+
+// quiet reports whether an idle connection is still open and has received nothing: a
+// non-blocking MSG_PEEK of one byte, which finds both unread bytes and the peer's FIN.
+func (uc *upConn) quiet() bool {
+	if uc.raw == nil {
+		return true
+	}
+	uc.peekQuiet = false
+	if err := uc.raw.Control(uc.peekFn); err != nil {
+		return false
+	}
+	return uc.peekQuiet
+}
+
+func (uc *upConn) peek(fd uintptr) {
+	_, _, err := syscall.Recvfrom(int(fd), uc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	// Nothing to read and no FIN: EAGAIN. n > 0 (bytes) or n == 0 (EOF) mean drop it.
+	uc.peekQuiet = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+}
+
+// startHead bounds and records what is read from now until endHead: the response head.
+// max <= 0 is no bound.
+func (uc *upConn) startHead(max int64, buf *[]byte) {
+	uc.inHead, uc.headMax, uc.headLeft = true, max, max
+	uc.headBuf, uc.head = buf, (*buf)[:0]
+}
+
+// endHead ends the head and returns the bytes read during it (the head, perhaps the start
+// of the body), and their pooled holder for connBuffers.putHead; both nil outside a head.
+func (uc *upConn) endHead() ([]byte, *[]byte) {
+	head, buf := uc.head, uc.headBuf
+	if buf != nil {
+		*buf = head
+	}
+	uc.inHead, uc.head, uc.headBuf = false, nil, nil
+	return head, buf
+}
+
+// Read is the bufio.Reader's source: the connection, bounded and recorded during a head.
+func (uc *upConn) Read(p []byte) (int, error) {
+	if !uc.inHead {
+		return uc.c.Read(p)
+	}
+	if uc.headMax > 0 {
+		if uc.headLeft <= 0 {
+			return 0, &HeadTooLargeError{uc.headMax}
+		}
+		if int64(len(p)) > uc.headLeft {
+			p = p[:uc.headLeft]
+		}
+	}
+	n, err := uc.c.Read(p)
+	uc.headLeft -= int64(n)
+	uc.head = append(uc.head, p[:n]...)
+	return n, err
 }
 
 // releaseReader gives the read buffer back to bufs. Only for a connection that is closed
@@ -311,9 +448,29 @@ func (uc *upConn) releaseReader(bufs *connBuffers) {
 type connBuffers struct {
 	readers sync.Pool // *bufio.Reader
 	writers sync.Pool // *bufio.Writer
+	heads   sync.Pool // *[]byte: copies of response heads
 }
 
-func (p *connBuffers) reader(c net.Conn) *bufio.Reader {
+// maxPooledHead is the largest head copy kept for reuse; a rare larger head's goes to
+// the garbage collector.
+const maxPooledHead = 16 << 10
+
+func (p *connBuffers) head() *[]byte {
+	if b, ok := p.heads.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, 0, 1024)
+	return &b
+}
+
+func (p *connBuffers) putHead(b *[]byte) {
+	if b != nil && cap(*b) <= maxPooledHead {
+		*b = (*b)[:0]
+		p.heads.Put(b)
+	}
+}
+
+func (p *connBuffers) reader(c io.Reader) *bufio.Reader {
 	if br, ok := p.readers.Get().(*bufio.Reader); ok {
 		br.Reset(c)
 		return br
@@ -339,11 +496,15 @@ func (p *connBuffers) putWriter(bw *bufio.Writer) {
 	p.writers.Put(bw)
 }
 
+// poison runs when the request's context ends first. The deadline unblocks a read or
+// write at once; the close frees the socket even if nobody closes the response body (a
+// panic between the round trip and the copy), instead of when a finalizer runs.
 func (uc *upConn) poison() {
 	uc.mu.Lock()
 	uc.poisoned = true
 	uc.c.SetDeadline(time.Unix(1, 0))
 	uc.mu.Unlock()
+	uc.c.Close()
 }
 
 func (uc *upConn) clearReadDeadline() {
@@ -424,6 +585,8 @@ type idlePool struct {
 	timer   *time.Timer // armed while idle is not empty
 	armed   bool
 	closed  bool // the backend is retired: keep nothing
+
+	dropped atomic.Int64 // idle connections closed by takeIdle (for tests)
 }
 
 func (p *idlePool) take() *upConn {

@@ -158,8 +158,10 @@ func TestInlineSequentialGETsReuseOneConnection(t *testing.T) {
 			t.Fatalf("%s: %d %q, want 200 %q", method, status, body, want)
 		}
 	}
-	if n := cc.opened.Load(); n != 1 {
-		t.Errorf("30 sequential requests opened %d upstream connections, want 1", n)
+	// A HEAD answered with a Content-Length may be followed by the body anyway (an app
+	// that answers HEAD like GET), so its connection is not reused: one more each.
+	if n := cc.opened.Load(); n != 1+10 {
+		t.Errorf("30 sequential requests (10 HEAD) opened %d upstream connections, want 11", n)
 	}
 	// The connection sits in the inline pool, not the Transport's, and holds no buffer
 	// while idle.

@@ -231,15 +231,18 @@ func (b *clientBody) Read(p []byte) (int, error) {
 // "canceled", not why.)
 func (p *Proxy) answerProgressError(w http.ResponseWriter) bool {
 	pw, ok := w.(*progressWriter)
+	if g, guarded := w.(*headerGuard); guarded {
+		pw, ok = g.ResponseWriter.(*progressWriter)
+	}
 	if !ok || !pw.bodyTimedOut.Load() {
 		return false
 	}
-	h := pw.Header()
+	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Connection", "close")
-	pw.WriteHeader(http.StatusRequestTimeout)
-	io.WriteString(pw, "408 Request Timeout: the request body stopped arriving\n")
+	w.WriteHeader(http.StatusRequestTimeout)
+	io.WriteString(w, "408 Request Timeout: the request body stopped arriving\n")
 	return true
 }
 

@@ -58,6 +58,9 @@ type Options struct {
 	IdleConns int
 	// IdleConnTimeout closes pooled upstream connections unused this long (zero: 90s).
 	IdleConnTimeout time.Duration
+	// MaxResponseHeaderBytes bounds an upstream response head (status line and header
+	// fields, 1xx heads included); a longer one answers 502 (zero: DefaultMaxResponseHeaderBytes).
+	MaxResponseHeaderBytes int64
 
 	// MaxRequestBodyBytes answers 413 to a request body larger than this (zero: no limit).
 	MaxRequestBodyBytes int64
@@ -146,6 +149,9 @@ func New(opts Options) (*Proxy, error) {
 	if opts.IdleConnTimeout <= 0 {
 		opts.IdleConnTimeout = 90 * time.Second
 	}
+	if opts.MaxResponseHeaderBytes <= 0 {
+		opts.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	}
 	log := opts.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
@@ -211,6 +217,12 @@ func (p *Proxy) CloseIdleConnections() { p.cur.Load().closeIdle() }
 // Upstream is the upstream address as shown in logs.
 func (p *Proxy) Upstream() string { return p.cur.Load().target }
 
+// DefaultMaxResponseHeaderBytes is Options.MaxResponseHeaderBytes's default, 64 KiB: more
+// than Envoy's 60 KiB and eight times nginx's 8 KiB proxy_buffer_size, so that large
+// cookie and security headers pass, yet a thousand responses in flight hold at most
+// 64 MiB of heads instead of the http.Transport's 10 MB each.
+const DefaultMaxResponseHeaderBytes = 64 << 10
+
 // newTransport builds the upstream transport and the URL requests are rewritten to. For a
 // unix socket the URL becomes http://<socket name> and every dial goes to the socket.
 func newTransport(opts Options) (*url.URL, *http.Transport, error) {
@@ -227,9 +239,11 @@ func newTransport(opts Options) (*url.URL, *http.Transport, error) {
 		// Pass bodies through as the app encoded them; the client negotiated that.
 		DisableCompression: true,
 	}
+	t.MaxResponseHeaderBytes = opts.MaxResponseHeaderBytes // the inline path's bound too
 	target := &url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
 	switch u.Scheme {
 	case "http":
+		t.DialContext = guardDial(t.DialContext)
 	case "https":
 		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		t.ForceAttemptHTTP2 = true
@@ -238,9 +252,9 @@ func newTransport(opts Options) (*url.URL, *http.Transport, error) {
 		if socket == "" {
 			return nil, nil, fmt.Errorf("proxy: upstream %s: no socket path; write unix:///path/to.sock", u)
 		}
-		t.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		t.DialContext = guardDial(func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dialer.DialContext(ctx, "unix", socket)
-		}
+		})
 		// The Host the app sees when the policy is "upstream"; the path is the socket's.
 		target = &url.URL{Scheme: "http", Host: "localhost"}
 	case SchemeH2C, SchemeUnixH2C:

@@ -54,6 +54,7 @@ func settings(supervised bool) []setting {
 		{"upstream.idle_conn_timeout", true, func(c *config.Config) any { return c.Upstream.IdleConnTimeout }},
 		{"upstream.read_timeout", true, func(c *config.Config) any { return c.Upstream.ReadTimeout }},
 		{"upstream.send_timeout", true, func(c *config.Config) any { return c.Upstream.SendTimeout }},
+		{"upstream.max_response_header_bytes", true, func(c *config.Config) any { return c.Upstream.MaxResponseHeaderBytes }},
 		{"proxy.host_header", true, func(c *config.Config) any { return c.Proxy.HostHeader }},
 		{"proxy.trusted_proxies", true, func(c *config.Config) any { return c.Proxy.TrustedProxies }},
 		{"limits.max_request_body_bytes", true, func(c *config.Config) any { return c.Limits.MaxRequestBodyBytes }},
@@ -284,20 +285,21 @@ func healthOptions(cfg *config.Config, u *url.URL, log hclog.Logger) health.Opti
 // buildProxy builds the proxy as cfg says, sending requests to target.
 func buildProxy(cfg *config.Config, target *url.URL, log hclog.Logger) (*proxy.Proxy, error) {
 	return proxy.New(proxy.Options{
-		Upstream:              target,
-		HostHeader:            cfg.Proxy.HostHeader,
-		TrustedProxies:        cfg.Proxy.TrustedProxies,
-		DialTimeout:           cfg.Upstream.DialTimeout,
-		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout,
-		IdleConns:             cfg.Upstream.IdleConns,
-		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout,
-		MaxRequestBodyBytes:   cfg.Limits.MaxRequestBodyBytes,
-		SendTimeout:           cfg.Limits.SendTimeout,
-		ClientBodyTimeout:     cfg.Limits.ClientBodyTimeout,
-		ReadTimeout:           cfg.Upstream.ReadTimeout,
-		UpstreamSendTimeout:   cfg.Upstream.SendTimeout,
-		UpgradeIdleTimeout:    cfg.Limits.UpgradeIdleTimeout,
-		Logger:                log.Named("proxy"),
+		Upstream:               target,
+		HostHeader:             cfg.Proxy.HostHeader,
+		TrustedProxies:         cfg.Proxy.TrustedProxies,
+		DialTimeout:            cfg.Upstream.DialTimeout,
+		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout,
+		IdleConns:              cfg.Upstream.IdleConns,
+		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout,
+		MaxRequestBodyBytes:    cfg.Limits.MaxRequestBodyBytes,
+		SendTimeout:            cfg.Limits.SendTimeout,
+		ClientBodyTimeout:      cfg.Limits.ClientBodyTimeout,
+		ReadTimeout:            cfg.Upstream.ReadTimeout,
+		UpstreamSendTimeout:    cfg.Upstream.SendTimeout,
+		UpgradeIdleTimeout:     cfg.Limits.UpgradeIdleTimeout,
+		MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
+		Logger:                 log.Named("proxy"),
 	})
 }
 

@@ -1,0 +1,48 @@
+package proxy
+
+import (
+	"net"
+	"testing"
+)
+
+// BenchmarkIdleConnQuiet is the check an idle pooled connection passes before reuse: one
+// non-blocking MSG_PEEK on a loopback socket.
+func BenchmarkIdleConnQuiet(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if peer := <-accepted; peer != nil {
+		defer peer.Close()
+	}
+	uc := newUpConn(c)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !uc.quiet() {
+			b.Fatal("an idle connection is not quiet")
+		}
+	}
+}
+
+// BenchmarkReusableHead is the framing check of a typical response head.
+func BenchmarkReusableHead(b *testing.B) {
+	head := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 1234\r\n" +
+		"Date: Wed, 02 Dec 2026 15:00:00 GMT\r\nCache-Control: no-cache\r\nX-Request-Id: 0123456789abcdef\r\n\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, why := reusableHead(head, "GET"); !ok {
+			b.Fatal(why)
+		}
+	}
+}
