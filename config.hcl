@@ -87,6 +87,8 @@ drain {
   grace = "30s"
   # During a drain, a keep-alive connection idle this long is closed; closing sooner races a client's next request.
   idle_close = "500ms"
+  # Once new connections are refused, keep the listeners open this long at most for handshakes under way (a far client's request is one round trip behind); "0s" resets them at close.
+  handshake_wait = "2s"
   # Bound on waiting for the access log and other background workers to flush at exit.
   flush_timeout = "5s"
 }

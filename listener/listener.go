@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/net/netutil"
@@ -26,6 +27,8 @@ type Listener struct {
 	inner net.Listener     // used by Accept, Addr and Close: tcp itself, or netutil's limit wrapper around it
 	tcp   *net.TCPListener // the socket underneath, for the SYN filter and TCP_INFO
 	addr  string           // the bound address, for messages
+
+	handshakeWaitNs atomic.Int64 // SetHandshakeWait; zero: DefaultHandshakeWait
 
 	mu       sync.Mutex
 	stopping bool // StopAccepting has begun; Close and later StopAccepting calls do nothing

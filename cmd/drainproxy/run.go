@@ -173,6 +173,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitFailure
 		}
 		defer ln.Close()
+		ln.SetHandshakeWait(cfg.Drain.HandshakeWait)
 		srv := newServer(d.Handler(front.Handler(l, upstream)), cfg.Limits, log)
 		public, err := front.Serve(l, ln, srv, d)
 		if err != nil {
