@@ -269,7 +269,7 @@ func Default() *Config {
 		Drain: Drain{
 			Delay:         0,
 			Grace:         30 * time.Second,
-			IdleClose:     500 * time.Millisecond,
+			IdleClose:     time.Second,
 			HandshakeWait: 2 * time.Second,
 			FlushTimeout:  5 * time.Second,
 		},

@@ -48,7 +48,7 @@ type Options struct {
 	// Grace bounds the wait for in-flight requests after listeners close (zero: 30s).
 	Grace time.Duration
 	// IdleClose is how long a keep-alive connection must stay idle during a drain before
-	// it is closed (zero: 500ms). The window starts when the connection's last response
+	// it is closed (zero: 1s). The window starts when the connection's last response
 	// was written, or at the drain request if that is later, and is stretched by a margin
 	// of the connection's round trip (TCP_INFO), so that a request its client sends
 	// within IdleClose of reading our last response is here before we would close.
@@ -132,7 +132,7 @@ func New(opts Options) *Drainer {
 		opts.Grace = 30 * time.Second
 	}
 	if opts.IdleClose <= 0 {
-		opts.IdleClose = 500 * time.Millisecond
+		opts.IdleClose = time.Second
 	}
 	if opts.FlushTimeout <= 0 {
 		opts.FlushTimeout = 5 * time.Second

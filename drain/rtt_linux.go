@@ -4,6 +4,7 @@ package drain
 
 import (
 	"net"
+	"reflect"
 	"syscall"
 	"time"
 
@@ -11,8 +12,9 @@ import (
 )
 
 // readTCPInfo reads the kernel's TCP_INFO for a client connection. It unwraps TLS
-// connections; a connection that exposes no socket (a wrapper without NetConn or
-// SyscallConn) yields ok == false.
+// connections and wrappers that embed the connection (netutil.LimitListener's, which
+// max_connections puts around every connection); one that exposes no socket yields
+// ok == false.
 func readTCPInfo(c net.Conn) tcpInfo {
 	for {
 		switch v := c.(type) {
@@ -38,7 +40,28 @@ func readTCPInfo(c net.Conn) tcpInfo {
 		case interface{ NetConn() net.Conn }: // *tls.Conn
 			c = v.NetConn()
 		default:
-			return tcpInfo{}
+			if c = embeddedConn(c); c == nil {
+				return tcpInfo{}
+			}
 		}
 	}
+}
+
+// embeddedConn returns the net.Conn a wrapper struct embeds (an exported field named
+// Conn, as golang.org/x/net/netutil's limitListenerConn has), or nil. The wrapper's type
+// is unexported, so only reflection reaches it; the field itself is exported.
+func embeddedConn(c net.Conn) net.Conn {
+	v := reflect.ValueOf(c)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	f := v.Elem().FieldByName("Conn")
+	if !f.IsValid() || !f.CanInterface() || f.IsNil() {
+		return nil
+	}
+	inner, ok := f.Interface().(net.Conn)
+	if !ok || inner == c {
+		return nil
+	}
+	return inner
 }
