@@ -5,7 +5,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -23,7 +23,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/drainproxy/drainproxy/internal/netrig"
+	"github.com/drainproxy/drainproxy/internal/testenv"
 	"github.com/drainproxy/drainproxy/standin"
 )
 
@@ -36,9 +39,10 @@ import (
 // before it sent again (a real keep-alive client, Go's or a browser's, notices that too).
 
 var (
-	rttMatrix = flag.Bool("rtt-matrix", false, "TestRTTMatrix: run the whole matrix (links x drain delays x loads), DRAINPROXY_RTT_RUNS runs each (default 5)")
-	rttIdle   = flag.Duration("rtt-idle-close", 0, "drain.idle_close for the round-trip tests (0: the default)")
-	rttOnly   = flag.String("rtt-only", "", "TestRTTMatrix: run only the cases whose name contains this")
+	rttMatrix    = flag.Bool("rtt-matrix", false, "TestRTTMatrix: run the whole matrix (links x drain delays x loads), DRAINPROXY_RTT_RUNS runs each (default 5)")
+	rttIdle      = flag.Duration("rtt-idle-close", 0, "drain.idle_close for the round-trip tests (0: the default)")
+	rttOnly      = flag.String("rtt-only", "", "TestRTTMatrix: run only the cases whose name contains this")
+	rttCaddyFlag = flag.Bool("rtt-caddy", false, "TestRTTMatrixCaddy: the delay-0 matrix against Caddy")
 )
 
 // rttLoad is one of the client mixes.
@@ -117,7 +121,7 @@ func rttClient(rig *netrig.Rig, addr string, l rttLoad, stop <-chan struct{}, re
 			return false
 		}
 	}
-	if l.newConn && !pause(rand.N(500*time.Millisecond)) { // start jitter
+	if !pause(rand.N(500 * time.Millisecond)) { // start jitter: clients out of step
 		return
 	}
 	var c net.Conn
@@ -194,14 +198,29 @@ func rttClient(rig *netrig.Rig, addr string, l rttLoad, stop <-chan struct{}, re
 	}
 }
 
-// serverClosed reports whether the peer closed c (EOF or reset already here) without
-// blocking: what a keep-alive client's pool checks before it reuses a connection.
+// serverClosed reports whether the peer closed c (its FIN or a reset is here), without
+// blocking: what a keep-alive client's pool checks before it reuses a connection. (A Go
+// read with a deadline already past returns before it looks at the socket, hence the
+// raw non-blocking peek.)
 func serverClosed(c net.Conn, br *bufio.Reader) bool {
-	c.SetReadDeadline(time.Now())
-	_, err := br.Peek(1)
-	c.SetReadDeadline(time.Time{})
-	var ne net.Error
-	return !(errors.As(err, &ne) && ne.Timeout())
+	if br.Buffered() > 0 {
+		return true // bytes after a complete response: the connection is unusable
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	closed := false
+	rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		closed = n == 0 && err == nil || err != nil && err != unix.EAGAIN || n > 0
+	})
+	return closed
 }
 
 // rttRun is one drain under one load over one link.
@@ -245,28 +264,10 @@ func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun
 	}
 	p.WaitLog("ready", 30*time.Second)
 
-	stop := make(chan struct{})
-	var res rttCounts
-	var clients sync.WaitGroup
-	for range l.clients {
-		clients.Go(func() { rttClient(rig, p.Addr, l, stop, &res) })
-	}
-	defer func() { // also on t.Fatal: no client outlives the run
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		clients.Wait()
-	}()
-	// Let the load settle (every client past its first connect, the think-time clients
-	// spread out), then signal at a moment unrelated to the clients' rhythm.
-	time.Sleep(2*time.Second + rand.N(time.Second))
-	p.Signal(syscall.SIGTERM)
-	code := p.Wait(60 * time.Second)
-	close(stop)
-	clients.Wait()
-
+	res, code := rttLoadThenSignal(rig, link.opts.RTT, p.Addr, l, func() int {
+		p.Signal(syscall.SIGTERM)
+		return p.Wait(60 * time.Second)
+	})
 	r := rttRun{exitCode: code, answered: res.answered.Load(), lost: res.lost.Load(), bad: res.bad.Load(),
 		refused: res.refused.Load(), closedIdle: res.closedIdle.Load()}
 	if s, ok := res.firstLost.Load().(string); ok {
@@ -286,6 +287,30 @@ func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun
 		}
 	}
 	return r
+}
+
+// rttLoadThenSignal runs load l against addr, lets it settle, then calls stop (signal the
+// proxy and wait for its exit code). The clients go on for a while after the exit: one
+// whose connection the proxy closed may send before our FIN reaches it (half a round trip
+// later), or wake from its think time after it, and either loses that request or sees the
+// close; stopping the clients at the exit would hide both.
+func rttLoadThenSignal(rig *netrig.Rig, rtt time.Duration, addr string, l rttLoad, stop func() int) (*rttCounts, int) {
+	done := make(chan struct{})
+	var res rttCounts
+	var clients sync.WaitGroup
+	for range l.clients {
+		clients.Go(func() { rttClient(rig, addr, l, done, &res) })
+	}
+	defer func() { // also when stop fails the test: no client outlives the run
+		close(done)
+		clients.Wait()
+	}()
+	// Let the load settle (every client past its first connect, the think-time clients
+	// spread out), then signal at a moment unrelated to the clients' rhythm.
+	time.Sleep(2*time.Second + rand.N(time.Second))
+	code := stop()
+	time.Sleep(rtt + 1200*time.Millisecond) // longer than the longest think time
+	return &res, code
 }
 
 func (r rttRun) String() string {
@@ -380,4 +405,122 @@ func rttRow(link string, delay time.Duration, load string, rs []rttRun) string {
 	return fmt.Sprintf("| %s | %v | %s | %d | %d | %s | %d | %d | %v | %v | %v |", link, delay, load, len(rs),
 		answered, strings.Join(lost, " "), refused, closedIdle, med(idle).Round(time.Millisecond),
 		slices.Max(append(exit, 0)).Round(100*time.Microsecond), med(took).Round(time.Millisecond))
+}
+
+// rttCaddy is the same drain with Caddy (Debian's caddy package) as the reverse proxy in
+// the server namespace, stopped by SIGTERM, its graceful stop (grace_period 30s). Caddy
+// 2.6 has no drain delay, so only delay 0 compares.
+func rttCaddy(t *testing.T, link rttLink, l rttLoad) rttRun {
+	t.Helper()
+	caddy := testenv.NeedProgram(t, "caddy", "caddy")
+	rig := netrig.New(t, link.opts)
+	appLn, err := rig.Listen(rig.Server, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &http.Server{Handler: standin.Handler()}
+	go app.Serve(appLn)
+	t.Cleanup(func() { app.Close() })
+	// A port free in the server namespace: nothing else runs there.
+	probe, err := rig.Listen(rig.Server, netrig.ServerIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.Addr().String()
+	probe.Close()
+
+	dir := t.TempDir()
+	caddyfile := filepath.Join(dir, "Caddyfile")
+	conf := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tgrace_period 30s\n}\nhttp://%s {\n\treverse_proxy %s\n}\n", addr, appLn.Addr())
+	if err := os.WriteFile(caddyfile, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(caddy, "run", "--adapter", "caddyfile", "--config", caddyfile)
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := rig.Do(rig.Server, cmd.Start); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var exitedAt time.Time
+	go func() { cmd.Wait(); exitedAt = time.Now(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("caddy output:\n%s", logs.String())
+		}
+	})
+	// Ready once its listener answers (polled: Caddy logs no ready line we could wait on).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := rig.Dial(ctx, addr)
+		cancel()
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("caddy exited before listening on %s", addr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy does not listen on %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var signaled time.Time
+	res, code := rttLoadThenSignal(rig, link.opts.RTT, addr, l, func() int {
+		signaled = time.Now()
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(60 * time.Second):
+			t.Fatal("caddy still running 60s after SIGTERM")
+		}
+		return cmd.ProcessState.ExitCode()
+	})
+	r := rttRun{exitCode: code, answered: res.answered.Load(), lost: res.lost.Load(), bad: res.bad.Load(),
+		refused: res.refused.Load(), closedIdle: res.closedIdle.Load(), drainTook: exitedAt.Sub(signaled)}
+	if s, ok := res.firstLost.Load().(string); ok {
+		r.firstLost = s
+	}
+	// Caddy says nothing about its wait; measure from its last response to its exit.
+	r.exitAfter = exitedAt.Sub(time.Unix(0, res.lastResp.Load()).Add(-link.opts.RTT / 2))
+	return r
+}
+
+// TestRTTMatrixCaddy is TestRTTMatrix's delay-0 half against Caddy, for the README's
+// comparison (scripts/rttmatrix -rtt-caddy).
+func TestRTTMatrixCaddy(t *testing.T) {
+	if !*rttCaddyFlag {
+		t.Skip("runs with -rtt-caddy (scripts/rttmatrix -rtt-caddy)")
+	}
+	runs := 5
+	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
+	var table []string
+	for _, link := range rttLinks {
+		for _, l := range rttLoads {
+			name := fmt.Sprintf("%s/delay=0s/%s", link.name, l.name)
+			if *rttOnly != "" && !strings.Contains(name, *rttOnly) {
+				continue
+			}
+			var rs []rttRun
+			t.Run(name, func(t *testing.T) {
+				for i := range runs {
+					var r rttRun
+					t.Run(strconv.Itoa(i+1), func(t *testing.T) { r = rttCaddy(t, link, l) })
+					t.Logf("run %d: %s", i+1, r)
+					rs = append(rs, r)
+				}
+			})
+			table = append(table, rttRow(link.name, 0, l.name, rs))
+		}
+	}
+	t.Logf("caddy\n| link | drain.delay | load | runs | answered | lost (per run) | refused | closed idle | idle cost (median) | exit after the last response (max) | drain took (median) |\n|---|---|---|---|---|---|---|---|---|---|---|\n%s", strings.Join(table, "\n"))
 }
