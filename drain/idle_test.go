@@ -92,8 +92,9 @@ func TestRTTMargin(t *testing.T) {
 		want time.Duration
 	}{
 		{"unknown", tcpInfo{}, fallbackRTTMargin},
-		{"loopback", tcpInfo{ok: true, rtt: 30 * time.Microsecond, rttVar: 10 * time.Microsecond}, 70 * time.Microsecond},
-		{"150ms path", tcpInfo{ok: true, rtt: 150 * time.Millisecond, rttVar: 5 * time.Millisecond}, 170 * time.Millisecond},
+		{"loopback", tcpInfo{ok: true, rtt: 30 * time.Microsecond, rttVar: 10 * time.Microsecond, rto: 200 * time.Millisecond}, 200*time.Millisecond + 30*time.Microsecond},
+		{"150ms path", tcpInfo{ok: true, rtt: 150 * time.Millisecond, rttVar: 40 * time.Millisecond, rto: 350 * time.Millisecond}, 500 * time.Millisecond},
+		{"no rto", tcpInfo{ok: true, rtt: 150 * time.Millisecond, rttVar: 40 * time.Millisecond}, 310 * time.Millisecond},
 	} {
 		if got := tc.info.margin(); got != tc.want {
 			t.Errorf("%s: margin %v, want %v", tc.name, got, tc.want)

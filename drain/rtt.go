@@ -5,8 +5,8 @@ import "time"
 const (
 	// fallbackRTTMargin is the idle window's margin for a connection whose round trip
 	// the kernel cannot tell us (not Linux, or a connection wrapper that hides its
-	// socket): about a wide-area round trip.
-	fallbackRTTMargin = 250 * time.Millisecond
+	// socket): a wide-area round trip plus Linux's minimum retransmission timeout.
+	fallbackRTTMargin = 500 * time.Millisecond
 	// minRecheck spaces the re-checks of a connection whose next request has arrived
 	// but is not parsed yet.
 	minRecheck = 10 * time.Millisecond
@@ -19,19 +19,21 @@ const (
 type tcpInfo struct {
 	ok           bool
 	rtt, rttVar  time.Duration // smoothed round trip and its mean deviation
+	rto          time.Duration // retransmission timeout
 	lastDataRecv time.Duration // how long ago data last arrived, as of readAt
 	readAt       time.Time
 }
 
 // margin is how much longer than the idle window we wait before closing an idle
-// connection: one smoothed round trip plus four deviations (the retransmission timeout's
-// estimate, without its 200 ms floor). A request the client sends just before the window
-// ends reaches us one round trip after our last response did, plus jitter.
+// connection: one smoothed round trip plus one retransmission timeout (at least four
+// deviations of the round trip, at least 200 ms). A request the client sends just before
+// the window ends reaches us one round trip after our last response did, plus jitter; if
+// its first segment is lost, one retransmission timeout later.
 func (i tcpInfo) margin() time.Duration {
 	if !i.ok {
 		return fallbackRTTMargin
 	}
-	return i.rtt + 4*i.rttVar
+	return i.rtt + max(i.rto, 4*i.rttVar)
 }
 
 // receivedSince reports whether the kernel saw data from the client after t.

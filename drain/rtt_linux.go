@@ -34,6 +34,7 @@ func readTCPInfo(c net.Conn) tcpInfo {
 				ok:           true,
 				rtt:          time.Duration(info.Rtt) * time.Microsecond,
 				rttVar:       time.Duration(info.Rttvar) * time.Microsecond,
+				rto:          time.Duration(info.Rto) * time.Microsecond,
 				lastDataRecv: time.Duration(info.Last_data_recv) * time.Millisecond,
 				readAt:       time.Now(),
 			}

@@ -101,9 +101,10 @@ func (t *tracker) beginClosing() {
 
 // closeWhenIdleLongEnough closes c if it is still idle when its idle window ends. The
 // window starts when c turned idle (just after its last response byte was written) or
-// when the drain began, whichever is later, and lasts idleClose plus rttMargin: a request
-// the client writes just inside idleClose after reading our last response is then
-// already here when we would close. A request that did arrive (the kernel saw data after
+// when the drain began, whichever is later, and lasts idleClose plus a margin of one
+// round trip and one retransmission timeout (tcpInfo.margin): a request the client writes
+// just inside idleClose after reading our last response is then already here when we
+// would close, even if its first segment was lost. A request that did arrive (the kernel saw data after
 // the connection turned idle) but is not parsed yet postpones the close: the server
 // turns the connection active as soon as it has read the headers.
 func (t *tracker) closeWhenIdleLongEnough(c net.Conn, ci *connInfo) {
