@@ -376,7 +376,7 @@ func TestRTTMatrix(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("\n| link | drain.delay | load | runs | answered | lost (per run) | refused | closed idle | idle cost (median) | exit after the wait (max) | drain took (median) |\n|---|---|---|---|---|---|---|---|---|---|---|\n%s", strings.Join(table, "\n"))
+	t.Logf("\n| link | drain.delay | load | runs | answered | lost (per run) | refused | closed idle | idle cost (median) | exit after the wait (median / max) | drain took (median) |\n|---|---|---|---|---|---|---|---|---|---|---|\n%s", strings.Join(table, "\n"))
 }
 
 func rttRow(link string, delay time.Duration, load string, rs []rttRun) string {
@@ -402,9 +402,10 @@ func rttRow(link string, delay time.Duration, load string, rs []rttRun) string {
 		slices.Sort(ds)
 		return ds[len(ds)/2]
 	}
-	return fmt.Sprintf("| %s | %v | %s | %d | %d | %s | %d | %d | %v | %v | %v |", link, delay, load, len(rs),
+	return fmt.Sprintf("| %s | %v | %s | %d | %d | %s | %d | %d | %v | %v / %v | %v |", link, delay, load, len(rs),
 		answered, strings.Join(lost, " "), refused, closedIdle, med(idle).Round(time.Millisecond),
-		slices.Max(append(exit, 0)).Round(100*time.Microsecond), med(took).Round(time.Millisecond))
+		med(exit).Round(100*time.Microsecond), slices.Max(append(exit, 0)).Round(100*time.Microsecond),
+		med(took).Round(time.Millisecond))
 }
 
 // rttCaddy is the same drain with Caddy (Debian's caddy package) as the reverse proxy in
@@ -522,5 +523,5 @@ func TestRTTMatrixCaddy(t *testing.T) {
 			table = append(table, rttRow(link.name, 0, l.name, rs))
 		}
 	}
-	t.Logf("caddy\n| link | drain.delay | load | runs | answered | lost (per run) | refused | closed idle | idle cost (median) | exit after the last response (max) | drain took (median) |\n|---|---|---|---|---|---|---|---|---|---|---|\n%s", strings.Join(table, "\n"))
+	t.Logf("caddy\n| link | drain.delay | load | runs | answered | lost (per run) | refused | closed idle | idle cost (median) | exit after the last response (median / max) | drain took (median) |\n|---|---|---|---|---|---|---|---|---|---|---|\n%s", strings.Join(table, "\n"))
 }
