@@ -409,8 +409,10 @@ func rttRow(link string, delay time.Duration, load string, rs []rttRun) string {
 }
 
 // rttCaddy is the same drain with Caddy (Debian's caddy package) as the reverse proxy in
-// the server namespace, stopped by SIGTERM, its graceful stop (grace_period 30s). Caddy
-// 2.6 has no drain delay, so only delay 0 compares.
+// the server namespace, stopped by SIGTERM, which its documentation calls a graceful exit
+// (grace_period 30s). Caddy 2.6 has no drain delay, so only delay 0 compares. (Caddy
+// 2.6.2 logs "exiting" within a millisecond of SIGTERM or SIGINT here, with or without
+// its admin endpoint, and cuts requests in flight.)
 func rttCaddy(t *testing.T, link rttLink, l rttLoad) rttRun {
 	t.Helper()
 	caddy := testenv.NeedProgram(t, "caddy", "caddy")
@@ -449,7 +451,7 @@ func rttCaddy(t *testing.T, link rttLink, l rttLoad) rttRun {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		<-exited
-		if t.Failed() {
+		if t.Failed() || testing.Verbose() && os.Getenv("DRAINPROXY_RTT_LOGS") != "" {
 			t.Logf("caddy output:\n%s", logs.String())
 		}
 	})
