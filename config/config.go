@@ -150,7 +150,9 @@ type Drain struct {
 	// listeners close; what is left then is closed by force.
 	Grace time.Duration
 	// IdleClose is how long a keep-alive connection may sit idle during a drain before it
-	// is closed. Closing sooner races a client that is about to send its next request.
+	// is closed, counted from the later of its last response and the signal and stretched
+	// by the connection's round trip. Closing sooner races a client that is about to send
+	// its next request.
 	IdleClose time.Duration
 	// HandshakeWait bounds how long, once new connections are refused, the listeners stay
 	// open for handshakes already under way (SYN-ACK sent, the client's final ACK, usually
