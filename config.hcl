@@ -98,8 +98,10 @@ drain {
   delay = "0s"
   # How long in-flight requests may take after the listeners close; keep it below the orchestrator's kill timeout.
   grace = "30s"
-  # During a drain, a keep-alive connection idle this long is closed; closing sooner races a client's next request.
-  idle_close = "500ms"
+  # During a drain, a keep-alive connection idle this long (plus a margin of its round trip, counted from the later of its last response and the signal) is closed; a client idle longer that sends just as we close can lose that request.
+  idle_close = "1s"
+  # Once new connections are refused, keep the listeners open this long at most for handshakes under way (a far client's request is one round trip behind); "0s" resets them at close.
+  handshake_wait = "2s"
   # Bound on waiting for the access log and other background workers to flush at exit.
   flush_timeout = "5s"
 }

@@ -166,8 +166,14 @@ type Drain struct {
 	// listeners close; what is left then is closed by force.
 	Grace time.Duration
 	// IdleClose is how long a keep-alive connection may sit idle during a drain before it
-	// is closed. Closing sooner races a client that is about to send its next request.
+	// is closed, counted from the later of its last response and the signal and stretched
+	// by the connection's round trip. Closing sooner races a client that is about to send
+	// its next request.
 	IdleClose time.Duration
+	// HandshakeWait bounds how long, once new connections are refused, the listeners stay
+	// open for handshakes already under way (SYN-ACK sent, the client's final ACK, usually
+	// carrying its request, one round trip away). The wait ends when none is left.
+	HandshakeWait time.Duration
 	// FlushTimeout bounds the wait for background workers (access log, metrics) at exit.
 	FlushTimeout time.Duration
 }
@@ -302,10 +308,11 @@ func Default() *Config {
 		},
 		Proxy: Proxy{HostHeader: HostHeaderClient},
 		Drain: Drain{
-			Delay:        0,
-			Grace:        30 * time.Second,
-			IdleClose:    500 * time.Millisecond,
-			FlushTimeout: 5 * time.Second,
+			Delay:         0,
+			Grace:         30 * time.Second,
+			IdleClose:     time.Second,
+			HandshakeWait: 2 * time.Second,
+			FlushTimeout:  5 * time.Second,
 		},
 		Admin: Admin{Address: "127.0.0.1:9901"},
 		HealthCheck: HealthCheck{

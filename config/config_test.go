@@ -71,6 +71,7 @@ drain {
   delay = "5s"
   grace = "1m"
   idle_close = "250ms"
+  handshake_wait = "1s"
   flush_timeout = "2s"
 }
 admin {
@@ -136,7 +137,7 @@ limits {
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"),
 			netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("::1/128"),
 		}}
-		c.Drain = Drain{Delay: 5 * time.Second, Grace: time.Minute, IdleClose: 250 * time.Millisecond, FlushTimeout: 2 * time.Second}
+		c.Drain = Drain{Delay: 5 * time.Second, Grace: time.Minute, IdleClose: 250 * time.Millisecond, HandshakeWait: time.Second, FlushTimeout: 2 * time.Second}
 		c.Admin = Admin{Address: "", Token: "s3cret-token"}
 		c.HealthCheck = HealthCheck{Path: "/healthz", Interval: time.Second, Timeout: 500 * time.Millisecond,
 			HealthyThreshold: 1, UnhealthyThreshold: 5}
@@ -271,7 +272,7 @@ func TestFileErrors(t *testing.T) {
 		{
 			name: "unknown attribute",
 			src:  "upstream {\n  url = \"http://a:1\"\n}\ndrain {\n  grase = \"5s\"\n}\n",
-			want: []string{"config.hcl:5:3: drain.grase: unknown setting; drain takes delay, flush_timeout, grace, idle_close"},
+			want: []string{"config.hcl:5:3: drain.grase: unknown setting; drain takes delay, flush_timeout, grace, handshake_wait, idle_close"},
 		},
 		{
 			name: "attribute in the wrong block",

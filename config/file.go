@@ -80,10 +80,11 @@ type proxyBlock struct {
 }
 
 type drainBlock struct {
-	Delay        *string `hcl:"delay,optional"`
-	Grace        *string `hcl:"grace,optional"`
-	IdleClose    *string `hcl:"idle_close,optional"`
-	FlushTimeout *string `hcl:"flush_timeout,optional"`
+	Delay         *string `hcl:"delay,optional"`
+	Grace         *string `hcl:"grace,optional"`
+	IdleClose     *string `hcl:"idle_close,optional"`
+	HandshakeWait *string `hcl:"handshake_wait,optional"`
+	FlushTimeout  *string `hcl:"flush_timeout,optional"`
 }
 
 type adminBlock struct {
@@ -219,6 +220,7 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "delay", b.Delay, parseDuration, &d.Delay)
 		apply(s, "grace", b.Grace, parseDuration, &d.Grace)
 		apply(s, "idle_close", b.IdleClose, parseDuration, &d.IdleClose)
+		apply(s, "handshake_wait", b.HandshakeWait, parseDuration, &d.HandshakeWait)
 		apply(s, "flush_timeout", b.FlushTimeout, parseDuration, &d.FlushTimeout)
 	}
 	if b := fc.Admin; b != nil {

@@ -6,10 +6,12 @@
 //  2. signal: SIGTERM/SIGINT or Drain(); readiness turns false at once.
 //  3. delay: keep accepting and serving so load balancers notice; every response asks the
 //     client to close its connection.
-//  4. stop accepting: new handshakes are refused, connections already in the kernel's accept
-//     queue are accepted and served, then the listeners close.
+//  4. stop accepting: new handshakes are refused, handshakes under way may finish (package
+//     listener), connections already in the kernel's accept queue are accepted and served,
+//     then the listeners close.
 //  5. wait: for every request and upgraded connection; the wait ends the moment the count
-//     reaches zero. Idle keep-alive connections close after a short idle window.
+//     reaches zero. Idle keep-alive connections close after a short idle window (counted
+//     from the drain request, stretched by each connection's round trip).
 //  6. deadline: whatever is still open when the grace period ends (or at a second signal)
 //     is closed and counted as aborted.
 //  7. stop the app (supervised mode).
@@ -46,8 +48,11 @@ type Options struct {
 	Delay time.Duration
 	// Grace bounds the wait for in-flight requests after listeners close (zero: 30s).
 	Grace time.Duration
-	// IdleClose is how long a keep-alive connection must stay idle during the stop phase
-	// before it is closed (zero: 500ms).
+	// IdleClose is how long a keep-alive connection must stay idle during a drain before
+	// it is closed (zero: 1s). The window starts when the connection's last response
+	// was written, or at the drain request if that is later, and is stretched by a margin
+	// of the connection's round trip (TCP_INFO), so that a request its client sends
+	// within IdleClose of reading our last response is here before we would close.
 	IdleClose time.Duration
 	// FlushTimeout bounds the wait for background workers at exit (zero: 5s).
 	FlushTimeout time.Duration
@@ -139,7 +144,7 @@ func New(opts Options) *Drainer {
 		opts.Grace = 30 * time.Second
 	}
 	if opts.IdleClose <= 0 {
-		opts.IdleClose = 500 * time.Millisecond
+		opts.IdleClose = time.Second
 	}
 	if opts.FlushTimeout <= 0 {
 		opts.FlushTimeout = 5 * time.Second
@@ -266,7 +271,7 @@ func (d *Drainer) Stats() Stats {
 func (d *Drainer) Drain(reason string) {
 	d.reqOnce.Do(func() {
 		d.reason.Store(reason)
-		d.t.closing.Store(true)
+		d.t.beginClosing()
 		close(d.requested)
 	})
 }
@@ -366,7 +371,6 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		case <-grace.Done():
 		}
 	}()
-	d.t.beginStopping()
 	var hooks sync.WaitGroup
 	for _, fn := range d.onStop {
 		hooks.Go(func() { fn(grace) })

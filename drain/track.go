@@ -25,12 +25,12 @@ type tracker struct {
 	watching atomic.Bool   // a drain waits: report zeros on wake
 	wake     chan struct{} // capacity 1: a pending wake-up is never lost
 
-	// closing is set when responses must ask clients to close their connections (from
-	// the drain request on), stopping when idle keep-alive connections are to be closed
-	// (from the moment listeners close).
-	closing   atomic.Bool
-	stopping  atomic.Bool
-	idleClose time.Duration
+	// closing is set when responses must ask clients to close their connections, and
+	// idle keep-alive connections are to be closed (both from the drain request on);
+	// closingSince is when (unix nanoseconds), the earliest start of any idle window.
+	closing      atomic.Bool
+	closingSince atomic.Int64
+	idleClose    time.Duration
 
 	conn     sync.Map // net.Conn -> *connInfo, for the connections http.Server tracks
 	upgraded sync.Map // *upgradedConn -> struct{}, for force-closing at the deadline
@@ -67,7 +67,7 @@ func (t *tracker) connState(c net.Conn, state http.ConnState) {
 			ci.idleEpoch.Add(1)
 		}
 		ci.state.Store(int32(state))
-		if state == http.StateIdle && t.stopping.Load() {
+		if state == http.StateIdle && t.closing.Load() {
 			t.closeWhenIdleLongEnough(c, ci)
 		}
 	case http.StateHijacked, http.StateClosed:
@@ -77,15 +77,19 @@ func (t *tracker) connState(c net.Conn, state http.ConnState) {
 	}
 }
 
-// beginStopping makes idle keep-alive connections close once they have been idle for
-// idleClose. Closing a connection the moment it turns idle would race its client sending
-// the next request, and reset that request; a client that keeps sending instead gets its
-// next answer with "Connection: close" and leaves by itself.
+// beginClosing starts the drain's connection handling: every response from now on asks
+// its client to close the connection, and a keep-alive connection is closed once it has
+// been idle for the idle window (idleClose plus a margin of its round trip, see
+// closeWhenIdleLongEnough). Closing a connection the moment it turns idle would race its
+// client sending the next request, and reset that request; a client that keeps sending
+// instead gets its next answer with "Connection: close" and leaves by itself. A
+// connection already idle now gets the whole window from now, not an instant close.
 //
 // Connections that have not sent a complete first request (StateNew) are left to the
 // server's read-header timeout and to the grace deadline: one may be sending slowly.
-func (t *tracker) beginStopping() {
-	t.stopping.Store(true)
+func (t *tracker) beginClosing() {
+	t.closingSince.Store(time.Now().UnixNano())
+	t.closing.Store(true)
 	t.conn.Range(func(k, v any) bool {
 		ci := v.(*connInfo)
 		if http.ConnState(ci.state.Load()) == http.StateIdle {
@@ -95,19 +99,32 @@ func (t *tracker) beginStopping() {
 	})
 }
 
+// closeWhenIdleLongEnough closes c if it is still idle when its idle window ends. The
+// window starts when c turned idle (just after its last response byte was written) or
+// when the drain began, whichever is later, and lasts idleClose plus a margin of one
+// round trip and one retransmission timeout (tcpInfo.margin): a request the client writes
+// just inside idleClose after reading our last response is then already here when we
+// would close, even if its first segment was lost. A request that did arrive (the kernel saw data after
+// the connection turned idle) but is not parsed yet postpones the close: the server
+// turns the connection active as soon as it has read the headers.
 func (t *tracker) closeWhenIdleLongEnough(c net.Conn, ci *connInfo) {
 	epoch := ci.idleEpoch.Load()
-	closeIfStillIdle := func() {
-		if http.ConnState(ci.state.Load()) == http.StateIdle && ci.idleEpoch.Load() == epoch {
-			c.Close() // the server's read fails and it reports StateClosed
+	since := time.Unix(0, max(ci.idleSince.Load(), t.closingSince.Load()))
+	idleAt := time.Unix(0, ci.idleSince.Load())
+	info := readTCPInfo(c)
+	margin := info.margin()
+	var closeIfStillIdle func()
+	closeIfStillIdle = func() {
+		if http.ConnState(ci.state.Load()) != http.StateIdle || ci.idleEpoch.Load() != epoch {
+			return
 		}
+		if now := readTCPInfo(c); now.ok && now.receivedSince(idleAt) {
+			time.AfterFunc(max(margin, minRecheck), closeIfStillIdle)
+			return
+		}
+		c.Close() // the server's read fails and it reports StateClosed
 	}
-	wait := t.idleClose - time.Since(time.Unix(0, ci.idleSince.Load()))
-	if wait <= 0 {
-		closeIfStillIdle()
-		return
-	}
-	time.AfterFunc(wait, closeIfStillIdle)
+	time.AfterFunc(time.Until(since.Add(t.idleClose+margin)), closeIfStillIdle)
 }
 
 // done decrements a count and wakes the drain if it reached zero.

@@ -19,11 +19,9 @@ const (
 	// "queue became empty", so this is a short poll.
 	queuePollInterval = 2 * time.Millisecond
 	// quietReads is how many consecutive empty reads, queuePollInterval
-	// apart, count as "empty". A handshake whose final ACK was on its way
-	// when the filter went on is not in the accept queue yet (TCP_INFO does
-	// not count half-open handshakes); it lands there within a couple of
-	// milliseconds on loopback or a LAN. One whose ACK takes longer than
-	// that (a client with a long round trip) can still be reset at close.
+	// apart, count as "empty": a handshake that completes between reading
+	// the half-done handshakes and reading the queue is caught by the next
+	// pair of reads.
 	quietReads = 2
 )
 
@@ -105,14 +103,19 @@ func acceptQueueLen(rc syscall.RawConn) (int, error) {
 }
 
 // StopAccepting drains the listener and closes it without resetting any
-// connection that the kernel has already accepted:
+// connection that the kernel has already accepted, or whose handshake it has
+// already answered:
 //
 //  1. it attaches a classic-BPF socket filter that drops incoming SYNs
-//     (SYN set, ACK clear), so the kernel completes no new handshakes, while
+//     (SYN set, ACK clear), so the kernel starts no new handshakes, while
 //     handshakes under way and established connections are untouched;
-//  2. it waits, while the caller's Serve loop keeps calling Accept, until
-//     the kernel's accept queue reads empty on two consecutive reads a couple
-//     of milliseconds apart;
+//  2. it waits, while the caller's Serve loop keeps calling Accept, until no
+//     handshake to the listener is half done (sock_diag reports none in
+//     SYN_RECV) and the kernel's accept queue is empty, on two consecutive
+//     reads a couple of milliseconds apart. A client whose SYN-ACK is on its
+//     way believes it is connected and sends its request one round trip
+//     later; closing before its final ACK arrives would reset that request.
+//     The wait for half-done handshakes is bounded by SetHandshakeWait;
 //  3. it closes the listener. New connection attempts are refused from then
 //     on (the port is unbound), so clients retry elsewhere.
 //
@@ -120,12 +123,14 @@ func acceptQueueLen(rc syscall.RawConn) (int, error) {
 // closes anyway and returns how many connections were still queued (they are
 // reset by the close) with an error wrapping ctx.Err(). That happens, for
 // example, when nothing calls Accept, or when the maxConns limit is reached
-// and Accept blocks.
+// and Accept blocks. Handshakes still half done when the handshake wait ends
+// are reported in err too (the close resets them).
 //
-// If the filter cannot be attached it still drains and closes, and reports
-// the failure in err. Only the first call does anything: later calls return
-// (0, nil), and Close is a no-op from the moment StopAccepting starts. If
-// Close came first, StopAccepting returns an error wrapping net.ErrClosed.
+// If the filter cannot be attached, or the half-done handshakes cannot be
+// counted, it still drains and closes, and reports the failure in err. Only
+// the first call does anything: later calls return (0, nil), and Close is a
+// no-op from the moment StopAccepting starts. If Close came first,
+// StopAccepting returns an error wrapping net.ErrClosed.
 func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err error) {
 	if ok, err := l.beginStop(); !ok {
 		return 0, err
@@ -140,9 +145,19 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 		// connections keep arriving, so the wait may end only with ctx.
 		errs = append(errs, fmt.Errorf("stop accepting on %s: new connections were not blocked: %w", l.addr, err))
 	}
-	left, err := waitQueueEmpty(ctx, rc)
+	halfOpen, err := newHalfOpenCounter(l.tcp.Addr())
+	if err != nil {
+		errs = append(errs, fmt.Errorf("stop accepting on %s: not waiting for handshakes under way (they may be reset at close): %w", l.addr, err))
+	} else {
+		defer halfOpen.Close()
+	}
+	w := drainWait{rc: rc, halfOpen: halfOpen, handshakeWait: l.handshakeWait()}
+	left, leftHalfOpen, err := w.wait(ctx)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("stop accepting on %s: %d connection(s) still in the accept queue were reset at close: %w", l.addr, left, err))
+	}
+	if leftHalfOpen > 0 {
+		errs = append(errs, fmt.Errorf("stop accepting on %s: %d handshake(s) still half done after the handshake wait (%v, drain.handshake_wait) were reset at close", l.addr, leftHalfOpen, w.handshakeWait))
 	}
 	if err := l.closeInner(); err != nil {
 		errs = append(errs, err)
@@ -157,36 +172,67 @@ func (l *Listener) closeInner() error {
 	return nil
 }
 
-// waitQueueEmpty polls the accept-queue length until it reads zero quietReads
-// times in a row, or ctx ends. On ctx's end it returns the current length and,
-// if that is not zero, ctx.Err().
-func waitQueueEmpty(ctx context.Context, rc syscall.RawConn) (int, error) {
+// drainWait is step 2 of StopAccepting.
+type drainWait struct {
+	rc            syscall.RawConn
+	halfOpen      *halfOpenCounter // nil: accept queue only
+	handshakeWait time.Duration
+}
+
+// wait polls the accept-queue length and the half-done handshakes until both
+// read zero quietReads times in a row, or ctx ends. Half-done handshakes stop
+// counting once handshakeWait has passed (a client that never completes its
+// handshake, or a SYN flood, must not hold the drain). On ctx's end it returns
+// the current queue length and, if that is not zero, ctx.Err(). leftHalfOpen
+// is how many handshakes were still half done when it gave up on them.
+func (w drainWait) wait(ctx context.Context) (left, leftHalfOpen int, err error) {
 	ticker := time.NewTicker(queuePollInterval)
 	defer ticker.Stop()
+	handshakesUntil := time.Now().Add(w.handshakeWait)
+	halfOpen := w.halfOpen
 	empty := 0
 	for {
-		n, err := acceptQueueLen(rc)
-		if err != nil {
-			return 0, err
+		// Count the handshakes first: one that completes between the two reads
+		// is then seen in the queue instead of being missed by both.
+		h := 0
+		if halfOpen != nil {
+			if !time.Now().Before(handshakesUntil) {
+				h, err = halfOpen.count()
+				if err == nil {
+					leftHalfOpen = h
+				}
+				halfOpen, h = nil, 0
+			} else if h, err = halfOpen.count(); err != nil {
+				return 0, 0, err
+			}
 		}
-		if n == 0 {
+		n, err := acceptQueueLen(w.rc)
+		if err != nil {
+			return 0, leftHalfOpen, err
+		}
+		if n == 0 && h == 0 {
 			empty++
 			if empty >= quietReads {
-				return 0, nil
+				return 0, leftHalfOpen, nil
 			}
 		} else {
 			empty = 0
 		}
 		select {
 		case <-ctx.Done():
-			n, err := acceptQueueLen(rc)
+			n, err := acceptQueueLen(w.rc)
 			if err != nil {
-				return 0, err
+				return 0, leftHalfOpen, err
+			}
+			if halfOpen != nil {
+				if h, err := halfOpen.count(); err == nil {
+					leftHalfOpen = h
+				}
 			}
 			if n == 0 {
-				return 0, nil
+				return 0, leftHalfOpen, nil
 			}
-			return n, ctx.Err()
+			return n, leftHalfOpen, ctx.Err()
 		case <-ticker.C:
 		}
 	}

@@ -27,6 +27,8 @@ type Listener struct {
 	limit *limitListener   // inner when maxConns > 0, else nil
 	addr  string           // the bound address, for messages
 
+	handshakeWaitNs atomic.Int64 // SetHandshakeWait; zero: DefaultHandshakeWait
+
 	mu       sync.Mutex
 	stopping bool // StopAccepting has begun; Close and later StopAccepting calls do nothing
 	closed   bool // Close has closed the socket

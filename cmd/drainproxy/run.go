@@ -203,6 +203,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitFailure
 		}
 		defer ln.Close()
+		ln.SetHandshakeWait(cfg.Drain.HandshakeWait)
 		srv := newServer(d.Handler(front.Handler(l, upstream)), cfg.Limits, log)
 		if l.TLS == nil {
 			h2.Configure(srv, !l.DisableH2C)

@@ -1,0 +1,529 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/drainproxy/drainproxy/internal/netrig"
+	"github.com/drainproxy/drainproxy/internal/testenv"
+	"github.com/drainproxy/drainproxy/standin"
+)
+
+// The drain over real round trips (issue 14): drainproxy and its app run in one network
+// namespace, raw clients in another, 50-150 ms away through internal/netrig's delaying
+// link. A client never retries; "lost" is a request written on a connection the proxy had
+// accepted (its connect succeeded, so its handshake reached the proxy) that got no
+// complete response. Connections refused once the listeners closed are counted apart, as
+// are keep-alive connections the proxy closed while idle that the client saw closed
+// before it sent again (a real keep-alive client, Go's or a browser's, notices that too).
+
+var (
+	rttMatrix    = flag.Bool("rtt-matrix", false, "TestRTTMatrix: run the whole matrix (links x drain delays x loads), DRAINPROXY_RTT_RUNS runs each (default 5)")
+	rttIdle      = flag.Duration("rtt-idle-close", 0, "drain.idle_close for the round-trip tests (0: the default)")
+	rttOnly      = flag.String("rtt-only", "", "TestRTTMatrix: run only the cases whose name contains this")
+	rttCaddyFlag = flag.Bool("rtt-caddy", false, "TestRTTMatrixCaddy: the delay-0 matrix against Caddy")
+)
+
+// rttLoad is one of the issue's client mixes.
+type rttLoad struct {
+	name    string
+	clients int
+	path    string
+	think   func() time.Duration // pause after each response; nil: none
+	newConn bool                 // a new connection per request (Connection: close)
+}
+
+var rttLoads = []rttLoad{
+	{name: "back-to-back", clients: 50, path: "/"},
+	{name: "new-conn", clients: 20, path: "/", newConn: true},
+	{name: "paced-400ms", clients: 50, path: "/", think: func() time.Duration { return 400 * time.Millisecond }},
+	{name: "think-0-1s", clients: 50, path: "/", think: func() time.Duration { return rand.N(time.Second) }},
+	{name: "slow-2s", clients: 10, path: "/slow?d=2s"},
+}
+
+func rttLoadNamed(name string) rttLoad {
+	for _, l := range rttLoads {
+		if l.name == name {
+			return l
+		}
+	}
+	panic("no load " + name)
+}
+
+type rttLink struct {
+	name string
+	opts netrig.Options
+}
+
+var rttLinks = []rttLink{
+	{"50ms", netrig.Options{RTT: 50 * time.Millisecond}},
+	{"150ms", netrig.Options{RTT: 150 * time.Millisecond}},
+	{"50ms+1%loss", netrig.Options{RTT: 50 * time.Millisecond, Loss: 0.01}},
+}
+
+// rttCounts is one run's outcome, as the clients saw it.
+type rttCounts struct {
+	answered   atomic.Int64
+	lost       atomic.Int64
+	bad        atomic.Int64 // answered with a status other than 200
+	refused    atomic.Int64 // connects that failed (listeners stopping or closed)
+	closedIdle atomic.Int64 // keep-alive connections found closed before a request was sent
+	lastResp   atomic.Int64 // unix nanoseconds of the latest complete response
+	firstLost  atomic.Value // string
+}
+
+func (c *rttCounts) loss(err error) {
+	c.lost.Add(1)
+	c.firstLost.CompareAndSwap(nil, err.Error())
+}
+
+// rttClient is one raw HTTP/1.1 client: it sends GETs, never retries, and opens a new
+// connection when the last answer said Connection: close or the server closed the idle
+// connection.
+func rttClient(rig *netrig.Rig, addr string, l rttLoad, stop <-chan struct{}, res *rttCounts) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	pause := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-stop:
+			return false
+		}
+	}
+	if !pause(rand.N(500 * time.Millisecond)) { // start jitter: clients out of step
+		return
+	}
+	var c net.Conn
+	var br *bufio.Reader
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	header := "GET " + l.path + " HTTP/1.1\r\nHost: rtt.test\r\n"
+	if l.newConn {
+		header += "Connection: close\r\n"
+	}
+	req := []byte(header + "\r\n")
+	for range 1_000_000 { // bounded; stop ends it long before
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if c == nil {
+			dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+			conn, err := rig.Dial(dctx, addr)
+			dcancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				res.refused.Add(1)
+				if !pause(200 * time.Millisecond) {
+					return
+				}
+				continue
+			}
+			c, br = conn, bufio.NewReader(conn)
+		} else if serverClosed(c, br) {
+			res.closedIdle.Add(1)
+			c.Close()
+			c = nil
+			continue
+		}
+		if _, err := c.Write(req); err != nil {
+			res.loss(fmt.Errorf("write: %w", err))
+			c.Close()
+			c = nil
+			continue
+		}
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		if err != nil {
+			res.loss(fmt.Errorf("read response: %w", err))
+			c.Close()
+			c = nil
+			continue
+		}
+		res.answered.Add(1)
+		if now := time.Now().UnixNano(); now > res.lastResp.Load() {
+			res.lastResp.Store(now) // a race between clients only moves it by nanoseconds
+		}
+		if resp.StatusCode != http.StatusOK {
+			res.bad.Add(1)
+		}
+		if resp.Close || l.newConn {
+			c.Close()
+			c = nil
+		}
+		if l.think != nil && !pause(l.think()) {
+			return
+		}
+	}
+}
+
+// serverClosed reports whether the peer closed c (its FIN or a reset is here), without
+// blocking: what a keep-alive client's pool checks before it reuses a connection. (A Go
+// read with a deadline already past returns before it looks at the socket, hence the
+// raw non-blocking peek.)
+func serverClosed(c net.Conn, br *bufio.Reader) bool {
+	if br.Buffered() > 0 {
+		return true // bytes after a complete response: the connection is unusable
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	closed := false
+	rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		closed = n == 0 && err == nil || err != nil && err != unix.EAGAIN || n > 0
+	})
+	return closed
+}
+
+// rttRun is one drain under one load over one link.
+type rttRun struct {
+	exitCode   int
+	answered   int64
+	lost       int64
+	bad        int64
+	refused    int64
+	closedIdle int64
+	firstLost  string
+	drainTook  time.Duration // signal to "drain complete"
+	idleCost   time.Duration // last response written to the end of the wait: what idle windows cost
+	exitAfter  time.Duration // end of the wait ("in-flight requests finished") to the process's exit
+}
+
+func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun {
+	t.Helper()
+	rig := netrig.New(t, link.opts)
+	ln, err := rig.Listen(rig.Server, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &http.Server{Handler: standin.Handler()}
+	go app.Serve(ln)
+	t.Cleanup(func() { app.Close() })
+
+	args := []string{"-listen", netrig.ServerIP + ":0", "-admin", "127.0.0.1:0",
+		"-upstream", "http://" + ln.Addr().String(), "-grace", "30s",
+		"-drain-delay", delay.String(), "-access-log", "off", "-log-level", "info"}
+	if *rttIdle > 0 {
+		cfg := filepath.Join(t.TempDir(), "config.hcl")
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("drain {\n  idle_close = %q\n}\n", rttIdle.String())), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"-config", cfg}, args...)
+	}
+	var p *proc
+	if err := rig.Do(rig.Server, func() error { p = launch(t, args...); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	p.WaitLog("ready", 30*time.Second)
+
+	res, code := rttLoadThenSignal(rig, link.opts.RTT, p.Addr, l, func() int {
+		p.Signal(syscall.SIGTERM)
+		return p.Wait(60 * time.Second)
+	})
+	r := rttRun{exitCode: code, answered: res.answered.Load(), lost: res.lost.Load(), bad: res.bad.Load(),
+		refused: res.refused.Load(), closedIdle: res.closedIdle.Load()}
+	if s, ok := res.firstLost.Load().(string); ok {
+		r.firstLost = s
+	}
+	sum := p.WaitLog("drain complete", time.Second)
+	if testing.Verbose() && os.Getenv("DRAINPROXY_RTT_LOGS") != "" {
+		t.Logf("drainproxy log:\n%s", p.Logs())
+	}
+	r.drainTook, _ = time.ParseDuration(fmt.Sprint(sum["took"]))
+	if m := p.FindLog("in-flight requests finished", time.Second); m != nil {
+		if waitEnd, err := time.Parse(time.RFC3339Nano, fmt.Sprint(m["@timestamp"])); err == nil {
+			r.exitAfter = p.exitedAt.Sub(waitEnd)
+			// The server wrote the last response half a round trip before the
+			// client had it.
+			r.idleCost = waitEnd.Sub(time.Unix(0, res.lastResp.Load()).Add(-link.opts.RTT / 2))
+		}
+	}
+	return r
+}
+
+// rttLoadThenSignal runs load l against addr, lets it settle, then calls stop (signal the
+// proxy and wait for its exit code). The clients go on for a while after the exit: one
+// whose connection the proxy closed may send before our FIN reaches it (half a round trip
+// later), or wake from its think time after it, and either loses that request or sees the
+// close; stopping the clients at the exit would hide both.
+func rttLoadThenSignal(rig *netrig.Rig, rtt time.Duration, addr string, l rttLoad, stop func() int) (*rttCounts, int) {
+	done := make(chan struct{})
+	var res rttCounts
+	var clients sync.WaitGroup
+	for range l.clients {
+		clients.Go(func() { rttClient(rig, addr, l, done, &res) })
+	}
+	defer func() { // also when stop fails the test: no client outlives the run
+		close(done)
+		clients.Wait()
+	}()
+	// Let the load settle (every client past its first connect, the think-time clients
+	// spread out), then signal at a moment unrelated to the clients' rhythm.
+	time.Sleep(2*time.Second + rand.N(time.Second))
+	code := stop()
+	time.Sleep(rtt + 1200*time.Millisecond) // longer than the longest think time
+	return &res, code
+}
+
+func (r rttRun) String() string {
+	s := fmt.Sprintf("exit %d, answered %d, lost %d, non-200 %d, refused %d, closed idle %d, drain %v, idle cost %v, exit %v after the wait",
+		r.exitCode, r.answered, r.lost, r.bad, r.refused, r.closedIdle,
+		r.drainTook.Round(time.Millisecond), r.idleCost.Round(time.Millisecond), r.exitAfter.Round(100*time.Microsecond))
+	if r.firstLost != "" {
+		s += " (first lost: " + r.firstLost + ")"
+	}
+	return s
+}
+
+// TestRTTDrain is the part of the matrix the suite runs: 150 ms away, no delay and a short
+// one, the loads that lost most before (new connections per request: handshakes in
+// flight; keep-alive clients pacing or thinking: idle closes). Every run must lose nothing.
+func TestRTTDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("round-trip drain runs take a minute")
+	}
+	link := rttLinks[1]
+	for _, delay := range []time.Duration{0, time.Second} {
+		for _, name := range []string{"new-conn", "paced-400ms", "think-0-1s"} {
+			t.Run(fmt.Sprintf("%s/delay=%v/%s", link.name, delay, name), func(t *testing.T) {
+				r := rttDrain(t, link, delay, rttLoadNamed(name))
+				t.Log(r)
+				if r.exitCode != 0 || r.lost != 0 || r.bad != 0 || r.answered == 0 {
+					t.Fatalf("%s", r)
+				}
+			})
+		}
+	}
+}
+
+// TestRTTMatrix is issue 14's whole matrix, for the README's table (scripts/rttmatrix):
+// every link, drain.delay 0 and 5 s, every load, DRAINPROXY_RTT_RUNS runs each. It only
+// runs with -rtt-matrix: it takes about half an hour.
+func TestRTTMatrix(t *testing.T) {
+	if !*rttMatrix {
+		t.Skip("the whole matrix runs with -rtt-matrix (scripts/rttmatrix)")
+	}
+	runs := 5
+	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
+	var table []string
+	for _, link := range rttLinks {
+		for _, delay := range []time.Duration{0, 5 * time.Second} {
+			for _, l := range rttLoads {
+				name := fmt.Sprintf("%s/delay=%v/%s", link.name, delay, l.name)
+				if *rttOnly != "" && !strings.Contains(name, *rttOnly) {
+					continue
+				}
+				var rs []rttRun
+				t.Run(name, func(t *testing.T) {
+					for i := range runs {
+						var r rttRun
+						t.Run(strconv.Itoa(i+1), func(t *testing.T) { r = rttDrain(t, link, delay, l) })
+						t.Logf("run %d: %s", i+1, r)
+						rs = append(rs, r)
+					}
+				})
+				table = append(table, rttRow(link.name, delay, l.name, rs))
+			}
+		}
+	}
+	t.Logf("\n| link | drain.delay | load | runs | answered | lost (per run) | refused | closed idle | idle cost (median) | exit after the wait (median / max) | drain took (median) |\n|---|---|---|---|---|---|---|---|---|---|---|\n%s", strings.Join(table, "\n"))
+}
+
+func rttRow(link string, delay time.Duration, load string, rs []rttRun) string {
+	var answered, refused, closedIdle int64
+	var lost []string
+	var idle, exit, took []time.Duration
+	for _, r := range rs {
+		answered += r.answered
+		refused += r.refused
+		closedIdle += r.closedIdle
+		lost = append(lost, strconv.FormatInt(r.lost+r.bad, 10))
+		if r.exitCode != 0 {
+			lost[len(lost)-1] += fmt.Sprintf(" (exit %d)", r.exitCode)
+		}
+		idle = append(idle, r.idleCost)
+		exit = append(exit, r.exitAfter)
+		took = append(took, r.drainTook)
+	}
+	med := func(ds []time.Duration) time.Duration {
+		if len(ds) == 0 {
+			return 0
+		}
+		slices.Sort(ds)
+		return ds[len(ds)/2]
+	}
+	return fmt.Sprintf("| %s | %v | %s | %d | %d | %s | %d | %d | %v | %v / %v | %v |", link, delay, load, len(rs),
+		answered, strings.Join(lost, " "), refused, closedIdle, med(idle).Round(time.Millisecond),
+		med(exit).Round(100*time.Microsecond), slices.Max(append(exit, 0)).Round(100*time.Microsecond),
+		med(took).Round(time.Millisecond))
+}
+
+// rttCaddy is the same drain with Caddy (Debian's caddy package) as the reverse proxy in
+// the server namespace, stopped by SIGTERM, which its documentation calls a graceful exit
+// (grace_period 30s). Caddy 2.6 has no drain delay, so only delay 0 compares. (Caddy
+// 2.6.2 logs "exiting" within a millisecond of SIGTERM or SIGINT here, with or without
+// its admin endpoint, and cuts requests in flight.)
+func rttCaddy(t *testing.T, link rttLink, l rttLoad) rttRun {
+	t.Helper()
+	caddy := testenv.NeedProgram(t, "caddy", "caddy")
+	rig := netrig.New(t, link.opts)
+	appLn, err := rig.Listen(rig.Server, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &http.Server{Handler: standin.Handler()}
+	go app.Serve(appLn)
+	t.Cleanup(func() { app.Close() })
+	// A port free in the server namespace: nothing else runs there.
+	probe, err := rig.Listen(rig.Server, netrig.ServerIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.Addr().String()
+	probe.Close()
+
+	dir := t.TempDir()
+	caddyfile := filepath.Join(dir, "Caddyfile")
+	conf := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tgrace_period 30s\n}\nhttp://%s {\n\treverse_proxy %s\n}\n", addr, appLn.Addr())
+	if err := os.WriteFile(caddyfile, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(caddy, "run", "--adapter", "caddyfile", "--config", caddyfile)
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := rig.Do(rig.Server, cmd.Start); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var exitedAt time.Time
+	go func() { cmd.Wait(); exitedAt = time.Now(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() || testing.Verbose() && os.Getenv("DRAINPROXY_RTT_LOGS") != "" {
+			t.Logf("caddy output:\n%s", logs.String())
+		}
+	})
+	// Ready once its listener answers (polled: Caddy logs no ready line we could wait on).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := rig.Dial(ctx, addr)
+		cancel()
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("caddy exited before listening on %s", addr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy does not listen on %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var signaled time.Time
+	res, code := rttLoadThenSignal(rig, link.opts.RTT, addr, l, func() int {
+		signaled = time.Now()
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(60 * time.Second):
+			t.Fatal("caddy still running 60s after SIGTERM")
+		}
+		return cmd.ProcessState.ExitCode()
+	})
+	r := rttRun{exitCode: code, answered: res.answered.Load(), lost: res.lost.Load(), bad: res.bad.Load(),
+		refused: res.refused.Load(), closedIdle: res.closedIdle.Load(), drainTook: exitedAt.Sub(signaled)}
+	if s, ok := res.firstLost.Load().(string); ok {
+		r.firstLost = s
+	}
+	// Caddy says nothing about its wait; measure from its last response to its exit.
+	r.exitAfter = exitedAt.Sub(time.Unix(0, res.lastResp.Load()).Add(-link.opts.RTT / 2))
+	return r
+}
+
+// TestRTTMatrixCaddy is TestRTTMatrix's delay-0 half against Caddy, for the README's
+// comparison (scripts/rttmatrix -rtt-caddy).
+func TestRTTMatrixCaddy(t *testing.T) {
+	if !*rttCaddyFlag {
+		t.Skip("runs with -rtt-caddy (scripts/rttmatrix -rtt-caddy)")
+	}
+	runs := 5
+	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
+	var table []string
+	for _, link := range rttLinks {
+		for _, l := range rttLoads {
+			name := fmt.Sprintf("%s/delay=0s/%s", link.name, l.name)
+			if *rttOnly != "" && !strings.Contains(name, *rttOnly) {
+				continue
+			}
+			var rs []rttRun
+			t.Run(name, func(t *testing.T) {
+				for i := range runs {
+					var r rttRun
+					t.Run(strconv.Itoa(i+1), func(t *testing.T) { r = rttCaddy(t, link, l) })
+					t.Logf("run %d: %s", i+1, r)
+					rs = append(rs, r)
+				}
+			})
+			table = append(table, rttRow(link.name, 0, l.name, rs))
+		}
+	}
+	t.Logf("caddy\n| link | drain.delay | load | runs | answered | lost (per run) | refused | closed idle | idle cost (median) | exit after the last response (median / max) | drain took (median) |\n|---|---|---|---|---|---|---|---|---|---|---|\n%s", strings.Join(table, "\n"))
+}
