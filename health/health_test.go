@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/internal/testenv"
 	"github.com/drainproxy/drainproxy/proxy"
 )
 
@@ -237,9 +238,7 @@ func TestPassiveFailures(t *testing.T) {
 }
 
 func TestWaitHealthy(t *testing.T) {
-	ln := listen(t, "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testenv.FreeAddr(t) // outside the ephemeral range: no other listener takes it meanwhile
 	c := New(Options{Upstream: mustParse(t, "http://"+addr), Interval: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
