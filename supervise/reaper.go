@@ -129,7 +129,7 @@ func (r *Reaper) reapAll() {
 			continue
 		}
 		r.reaped.Add(1)
-		r.log.Debug("reaped an orphaned process", "pid", pid, "status", exitFromWaitStatus(ws).String())
+		r.log.Debug("reaped an orphaned process", "pid", pid, "exit", exitFromWaitStatus(ws).String())
 	}
 }
 
