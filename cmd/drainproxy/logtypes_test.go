@@ -37,6 +37,11 @@ func jsonType(v any) string {
 }
 
 func (k *keyTypes) record(line map[string]any) {
+	if m, _ := line["@module"].(string); strings.Contains(m, ".certmagic") {
+		// certmagic's and acmez's own lines (through tlsfront's zap bridge) carry their
+		// fields as those libraries type them (a string "status", say); the README says so.
+		return
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.types == nil {
