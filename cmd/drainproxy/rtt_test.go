@@ -240,29 +240,11 @@ type rttRun struct {
 func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun {
 	t.Helper()
 	rig := netrig.New(t, link.opts)
-	ln, err := rig.Listen(rig.Server, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := rttAppListener(t, rig)
 	app := &http.Server{Handler: standin.Handler()}
 	go app.Serve(ln)
 	t.Cleanup(func() { app.Close() })
-
-	args := []string{"-listen", netrig.ServerIP + ":0", "-admin", "127.0.0.1:0",
-		"-upstream", "http://" + ln.Addr().String(), "-grace", "30s",
-		"-drain-delay", delay.String(), "-access-log", "off", "-log-level", "info"}
-	if *rttIdle > 0 {
-		cfg := filepath.Join(t.TempDir(), "config.hcl")
-		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("drain {\n  idle_close = %q\n}\n", rttIdle.String())), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		args = append([]string{"-config", cfg}, args...)
-	}
-	var p *proc
-	if err := rig.Do(rig.Server, func() error { p = launch(t, args...); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	p.WaitLog("ready", 30*time.Second)
+	p := rttProxy(t, rig, "http://"+ln.Addr().String(), delay)
 
 	res, code := rttLoadThenSignal(rig, link.opts.RTT, p.Addr, l, func() int {
 		p.Signal(syscall.SIGTERM)
@@ -287,6 +269,40 @@ func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun
 		}
 	}
 	return r
+}
+
+// rttAppListener is a listener for the app, on loopback in rig's server namespace: the
+// app is as close to drainproxy as it is in a pod.
+func rttAppListener(t *testing.T, rig *netrig.Rig) net.Listener {
+	t.Helper()
+	ln, err := rig.Listen(rig.Server, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// rttProxy starts drainproxy in rig's server namespace, listening on the server's side of
+// the link, in front of upstream (a URL), with drain.delay delay and a 30 s grace period;
+// it returns once drainproxy is ready.
+func rttProxy(t *testing.T, rig *netrig.Rig, upstream string, delay time.Duration) *proc {
+	t.Helper()
+	args := []string{"-listen", netrig.ServerIP + ":0", "-admin", "127.0.0.1:0",
+		"-upstream", upstream, "-grace", "30s",
+		"-drain-delay", delay.String(), "-access-log", "off", "-log-level", "info"}
+	if *rttIdle > 0 {
+		cfg := filepath.Join(t.TempDir(), "config.hcl")
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("drain {\n  idle_close = %q\n}\n", rttIdle.String())), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"-config", cfg}, args...)
+	}
+	var p *proc
+	if err := rig.Do(rig.Server, func() error { p = launch(t, args...); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	p.WaitLog("ready", 30*time.Second)
+	return p
 }
 
 // rttLoadThenSignal runs load l against addr, lets it settle, then calls stop (signal the
