@@ -312,7 +312,7 @@ func grpcDrainRun(t *testing.T, upstream, delay string, overTLS bool) {
 		addr = p.Addr
 	}
 	grpcDrainLoad(t, p, grpcLoad{addr: addr, tls: conf, label: "delay " + delay,
-		slowMessages: 10, slowInterval: 100 * time.Millisecond, timeout: 30 * time.Second})
+		slowMessages: 10, slowInterval: 100 * time.Millisecond, timeout: 30 * time.Second, moved: delay != "0s"})
 }
 
 // grpcLoad shapes grpcDrainLoad's run.
@@ -331,6 +331,10 @@ type grpcLoad struct {
 	// enough for the clients to see the last GOAWAY and try to reconnect.
 	after   time.Duration
 	timeout time.Duration // bounds the whole run: RPCs, the drain, the exit
+	// moved: a drain delay long enough for every client to see the GOAWAY at drain
+	// start and move to a new connection (a pod's clients leave while it is still
+	// in the endpoints); each must have reconnected after the signal.
+	moved bool
 }
 
 // retryCounter counts the RPC attempts grpc-go makes again by itself, on another
@@ -483,6 +487,9 @@ func grpcDrainLoad(t *testing.T, p *proc, l grpcLoad) {
 	// served until the listener stops accepting.
 	if n := redials.Load(); n > 2*conns {
 		t.Errorf("%d connections made after the signal by %d clients; want at most %d (a reconnect storm)", n, conns, 2*conns)
+	}
+	if n := redials.Load(); l.moved && n < conns {
+		t.Errorf("%d connections made after the signal by %d clients; want each to reconnect (a GOAWAY at drain start)", n, conns)
 	}
 	if failed.Load() != 0 {
 		t.Errorf("%d RPCs failed; first: %v", failed.Load(), firstErr.Load())

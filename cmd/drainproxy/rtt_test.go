@@ -388,7 +388,7 @@ func TestRTTGRPCDrain(t *testing.T) {
 					p := rttProxy(t, rig, "h2c://"+ln.Addr().String(), delay)
 					grpcDrainLoad(t, p, grpcLoad{addr: p.Addr, dial: rig.Dial,
 						label:        fmt.Sprintf("%s, delay %v", link.name, delay),
-						slowMessages: 20, slowInterval: 150 * time.Millisecond, after: 2 * link.opts.RTT, timeout: 60 * time.Second})
+						slowMessages: 20, slowInterval: 150 * time.Millisecond, after: 2 * link.opts.RTT, timeout: 60 * time.Second, moved: delay > 0})
 				})
 			}
 		})
