@@ -341,13 +341,13 @@ type grpcLoad struct {
 // another connection, when the server did not process it (a GOAWAY with a last stream id
 // below it, or REFUSED_STREAM) or when it never left (its connection had just been told
 // to go away when it was about to open the stream: a race inside the client, harmless).
-// refused counts the first kind: attempts whose stream was opened on the connection
+// sentFailed counts the first kind: attempts whose stream was opened on the connection
 // (grpc-go reports OutHeader only then) that ended in an error. A graceful drain refuses
 // no stream the client sent, so that must stay 0; a refused stream would otherwise hide
 // as a "connection refused" (no listener for the retry) or as a success (a new one).
 type retryCounter struct {
-	retried atomic.Int64 // transparent retries of either kind
-	refused atomic.Int64 // attempts sent on a connection that ended in an error
+	retried    atomic.Int64 // transparent retries of either kind
+	sentFailed atomic.Int64 // attempts sent on a connection that ended in an error
 }
 
 type attemptKey struct{}
@@ -369,7 +369,7 @@ func (r *retryCounter) HandleRPC(ctx context.Context, s stats.RPCStats) {
 		}
 	case *stats.End:
 		if s.Error != nil && sent != nil && sent.Load() {
-			r.refused.Add(1)
+			r.sentFailed.Add(1)
 		}
 	}
 }
@@ -507,7 +507,7 @@ func grpcDrainLoad(t *testing.T, p *proc, l grpcLoad) {
 		t.Errorf("exit code %d; want 0", code)
 	}
 	t.Logf("%s: %d RPCs ok, %d refused after the listener closed, %d failed, %d sent attempts failed, %d retried by grpc-go; %d slow streams of %d messages; %d connections made after the signal",
-		l.label, ok.Load(), refused.Load(), failed.Load(), retries.refused.Load(), retries.retried.Load(), slow, l.slowMessages, redials.Load())
+		l.label, ok.Load(), refused.Load(), failed.Load(), retries.sentFailed.Load(), retries.retried.Load(), slow, l.slowMessages, redials.Load())
 	// Each client reconnects once after the GOAWAY at the signal; that connection is
 	// served until the listener stops accepting.
 	if n := redials.Load(); n > 2*conns {
@@ -519,7 +519,7 @@ func grpcDrainLoad(t *testing.T, p *proc, l grpcLoad) {
 	if failed.Load() != 0 {
 		t.Errorf("%d RPCs failed; first: %v", failed.Load(), firstErr.Load())
 	}
-	if n := retries.refused.Load(); n != 0 {
+	if n := retries.sentFailed.Load(); n != 0 {
 		t.Errorf("%d RPC attempts sent on a connection ended in an error (%d retried by grpc-go); want 0: the drain refused streams the client sent", n, retries.retried.Load())
 	}
 	if ok.Load() == 0 {
