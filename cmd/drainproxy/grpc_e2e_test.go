@@ -31,6 +31,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
@@ -92,6 +93,13 @@ func startGRPCUpstream(t testing.TB) (addr string, svc *echoService, srv *grpc.S
 	if err != nil {
 		t.Fatal(err)
 	}
+	svc, srv = serveGRPCUpstream(t, ln)
+	return ln.Addr().String(), svc, srv
+}
+
+// serveGRPCUpstream serves the echo and health services over h2c on ln.
+func serveGRPCUpstream(t testing.TB, ln net.Listener) (svc *echoService, srv *grpc.Server) {
+	t.Helper()
 	svc = &echoService{gate: make(chan struct{})}
 	srv = grpc.NewServer()
 	testpb.RegisterTestServiceServer(srv, svc)
@@ -100,7 +108,7 @@ func startGRPCUpstream(t testing.TB) (addr string, svc *echoService, srv *grpc.S
 	healthpb.RegisterHealthServer(srv, hs)
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
-	return ln.Addr().String(), svc, srv
+	return svc, srv
 }
 
 // grpcDial connects to drainproxy at addr: h2c, or TLS against roots.
@@ -303,24 +311,104 @@ func grpcDrainRun(t *testing.T, upstream, delay string, overTLS bool) {
 		p = startProxy(t, append([]string{"-upstream", "h2c://" + upstream}, args...)...)
 		addr = p.Addr
 	}
+	grpcDrainLoad(t, p, grpcLoad{addr: addr, tls: conf, label: "delay " + delay,
+		slowMessages: 10, slowInterval: 100 * time.Millisecond, timeout: 30 * time.Second, moved: delay != "0s"})
+}
+
+// grpcLoad shapes grpcDrainLoad's run.
+type grpcLoad struct {
+	addr  string      // drainproxy's listener
+	tls   *tls.Config // nil: h2c
+	label string      // names the run in the log line
+	// dial connects to addr (nil: a plain net.Dialer); it must fail with an error
+	// saying "connection refused" when nothing listens.
+	dial func(ctx context.Context, addr string) (net.Conn, error)
+	// The slow server-streaming RPCs, in flight at the signal: slowMessages messages
+	// slowInterval apart.
+	slowMessages int
+	slowInterval time.Duration
+	// after is how long the load goes on once the listener stopped accepting: long
+	// enough for the clients to see the last GOAWAY and try to reconnect.
+	after   time.Duration
+	timeout time.Duration // bounds the whole run: RPCs, the drain, the exit
+	// moved: a drain delay long enough for every client to see the GOAWAY at drain
+	// start and move to a new connection (a pod's clients leave while it is still
+	// in the endpoints); each must have reconnected after the signal.
+	moved bool
+}
+
+// retryCounter watches each RPC attempt. grpc-go retries an attempt by itself, on
+// another connection, when the server did not process it (a GOAWAY with a last stream id
+// below it, or REFUSED_STREAM) or when it never left (its connection had just been told
+// to go away when it was about to open the stream: a race inside the client, harmless).
+// sentFailed counts the first kind: attempts whose stream was opened on the connection
+// (grpc-go reports OutHeader only then) that ended in an error. A graceful drain refuses
+// no stream the client sent, so that must stay 0; a refused stream would otherwise hide
+// as a "connection refused" (no listener for the retry) or as a success (a new one).
+type retryCounter struct {
+	retried    atomic.Int64 // transparent retries of either kind
+	sentFailed atomic.Int64 // attempts sent on a connection that ended in an error
+}
+
+type attemptKey struct{}
+
+func (r *retryCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, attemptKey{}, new(atomic.Bool)) // once per attempt
+}
+
+func (r *retryCounter) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	sent, _ := ctx.Value(attemptKey{}).(*atomic.Bool)
+	switch s := s.(type) {
+	case *stats.Begin:
+		if s.IsTransparentRetryAttempt {
+			r.retried.Add(1)
+		}
+	case *stats.OutHeader:
+		if sent != nil {
+			sent.Store(true)
+		}
+	case *stats.End:
+		if s.Error != nil && sent != nil && sent.Load() {
+			r.sentFailed.Add(1)
+		}
+	}
+}
+
+func (r *retryCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (r *retryCounter) HandleConn(context.Context, stats.ConnStats) {}
+
+// grpcDrainLoad runs many unary RPCs on a few connections and a few slow streaming ones
+// through p, sends SIGTERM mid-run, and fails t unless every RPC the proxy accepted
+// succeeded, every slow one completed, and p exited 0.
+func grpcDrainLoad(t *testing.T, p *proc, l grpcLoad) {
+	t.Helper()
 	const conns, perConn, slow = 4, 8, 4
 	clients := make([]testpb.TestServiceClient, conns)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
 	defer cancel()
 	// Connections made, counted from the signal on: a connection told to go away as soon
 	// as it opens would make its client reconnect over and over during the delay.
 	var signalled atomic.Bool
 	var redials atomic.Int64
+	dial := l.dial
+	if dial == nil {
+		dial = func(ctx context.Context, a string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", a)
+		}
+	}
 	dialer := grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", a)
+		c, err := dial(ctx, a)
 		if err == nil && signalled.Load() {
 			redials.Add(1)
 		}
 		return c, err
 	})
+	var retries retryCounter
 	for i := range clients {
-		clients[i] = testpb.NewTestServiceClient(grpcDial(t, addr, conf, dialer))
+		clients[i] = testpb.NewTestServiceClient(grpcDial(t, l.addr, l.tls, dialer, grpc.WithStatsHandler(&retries)))
 		if _, err := clients[i].UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
 			t.Fatal(err)
 		}
@@ -360,11 +448,11 @@ func grpcDrainRun(t *testing.T, upstream, delay string, overTLS bool) {
 			})
 		}
 	}
-	// Slow server-streaming RPCs: 10 messages 100ms apart, in flight at the signal.
+	// Slow server-streaming RPCs, in flight at the signal.
 	slowDone := make(chan error, slow)
-	params := make([]*testpb.ResponseParameters, 10)
+	params := make([]*testpb.ResponseParameters, l.slowMessages)
 	for i := range params {
-		params[i] = &testpb.ResponseParameters{Size: 100, IntervalUs: 100_000}
+		params[i] = &testpb.ResponseParameters{Size: 100, IntervalUs: int32(l.slowInterval / time.Microsecond)}
 	}
 	var started sync.WaitGroup
 	for i := range slow {
@@ -406,7 +494,8 @@ func grpcDrainRun(t *testing.T, upstream, delay string, overTLS bool) {
 	}
 	signalled.Store(true)
 	p.Signal(syscall.SIGTERM)
-	p.WaitLog("stopped accepting", 20*time.Second)
+	p.WaitLog("stopped accepting", l.timeout)
+	time.Sleep(l.after) // the load goes on: what clients do once the listener is closed
 	close(stop)
 	load.Wait()
 	for range slow {
@@ -414,18 +503,24 @@ func grpcDrainRun(t *testing.T, upstream, delay string, overTLS bool) {
 			t.Errorf("slow streaming RPC: %v", err)
 		}
 	}
-	if code := p.Wait(20 * time.Second); code != 0 {
+	if code := p.Wait(l.timeout); code != 0 {
 		t.Errorf("exit code %d; want 0", code)
 	}
-	t.Logf("delay %s: %d RPCs ok, %d refused after the listener closed, %d failed; %d connections made after the signal",
-		delay, ok.Load(), refused.Load(), failed.Load(), redials.Load())
+	t.Logf("%s: %d RPCs ok, %d refused after the listener closed, %d failed, %d sent attempts failed, %d retried by grpc-go; %d slow streams of %d messages; %d connections made after the signal",
+		l.label, ok.Load(), refused.Load(), failed.Load(), retries.sentFailed.Load(), retries.retried.Load(), slow, l.slowMessages, redials.Load())
 	// Each client reconnects once after the GOAWAY at the signal; that connection is
 	// served until the listener stops accepting.
 	if n := redials.Load(); n > 2*conns {
 		t.Errorf("%d connections made after the signal by %d clients; want at most %d (a reconnect storm)", n, conns, 2*conns)
 	}
+	if n := redials.Load(); l.moved && n < conns {
+		t.Errorf("%d connections made after the signal by %d clients; want each to reconnect (a GOAWAY at drain start)", n, conns)
+	}
 	if failed.Load() != 0 {
 		t.Errorf("%d RPCs failed; first: %v", failed.Load(), firstErr.Load())
+	}
+	if n := retries.sentFailed.Load(); n != 0 {
+		t.Errorf("%d RPC attempts sent on a connection ended in an error (%d retried by grpc-go); want 0: the drain refused streams the client sent", n, retries.retried.Load())
 	}
 	if ok.Load() == 0 {
 		t.Error("no RPC succeeded: the load did not run")

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -240,29 +241,11 @@ type rttRun struct {
 func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun {
 	t.Helper()
 	rig := netrig.New(t, link.opts)
-	ln, err := rig.Listen(rig.Server, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := rttAppListener(t, rig)
 	app := &http.Server{Handler: standin.Handler()}
 	go app.Serve(ln)
 	t.Cleanup(func() { app.Close() })
-
-	args := []string{"-listen", netrig.ServerIP + ":0", "-admin", "127.0.0.1:0",
-		"-upstream", "http://" + ln.Addr().String(), "-grace", "30s",
-		"-drain-delay", delay.String(), "-access-log", "off", "-log-level", "info"}
-	if *rttIdle > 0 {
-		cfg := filepath.Join(t.TempDir(), "config.hcl")
-		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("drain {\n  idle_close = %q\n}\n", rttIdle.String())), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		args = append([]string{"-config", cfg}, args...)
-	}
-	var p *proc
-	if err := rig.Do(rig.Server, func() error { p = launch(t, args...); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	p.WaitLog("ready", 30*time.Second)
+	p := rttProxy(t, rig, "http://"+ln.Addr().String(), delay)
 
 	res, code := rttLoadThenSignal(rig, link.opts.RTT, p.Addr, l, func() int {
 		p.Signal(syscall.SIGTERM)
@@ -287,6 +270,40 @@ func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun
 		}
 	}
 	return r
+}
+
+// rttAppListener is a listener for the app, on loopback in rig's server namespace: the
+// app is as close to drainproxy as it is in a pod.
+func rttAppListener(t *testing.T, rig *netrig.Rig) net.Listener {
+	t.Helper()
+	ln, err := rig.Listen(rig.Server, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// rttProxy starts drainproxy in rig's server namespace, listening on the server's side of
+// the link, in front of upstream (a URL), with drain.delay delay and a 30 s grace period;
+// it returns once drainproxy is ready.
+func rttProxy(t *testing.T, rig *netrig.Rig, upstream string, delay time.Duration) *proc {
+	t.Helper()
+	args := []string{"-listen", netrig.ServerIP + ":0", "-admin", "127.0.0.1:0",
+		"-upstream", upstream, "-grace", "30s",
+		"-drain-delay", delay.String(), "-access-log", "off", "-log-level", "info"}
+	if *rttIdle > 0 {
+		cfg := filepath.Join(t.TempDir(), "config.hcl")
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("drain {\n  idle_close = %q\n}\n", rttIdle.String())), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"-config", cfg}, args...)
+	}
+	var p *proc
+	if err := rig.Do(rig.Server, func() error { p = launch(t, args...); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	p.WaitLog("ready", 30*time.Second)
+	return p
 }
 
 // rttLoadThenSignal runs load l against addr, lets it settle, then calls stop (signal the
@@ -341,6 +358,41 @@ func TestRTTDrain(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestRTTGRPCDrain is issue 17's drain under load over the rig (and issue 14's "HTTP/2
+// lost nothing at any RTT", gRPC being HTTP/2): grpc-go clients 150 ms away, many unary
+// RPCs on a few h2c connections and slow server-streaming RPCs (3 s, so they outlast the
+// delay) in flight at SIGTERM, drain.delay 0 and 1 s. Every RPC drainproxy accepted
+// succeeds, the slow ones complete, the exit code is 0; RPCs whose connect was refused
+// once the listener closed are counted apart. Here the first GOAWAY and the real last
+// stream id are a round trip apart, so streams the client opens in between, which
+// loopback hardly ever shows, are in every run. Two runs per case (DRAINPROXY_RTT_RUNS
+// for more).
+func TestRTTGRPCDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("round-trip drain runs take a minute")
+	}
+	runs := 2
+	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
+	link := rttLinks[1]
+	for _, delay := range []time.Duration{0, time.Second} {
+		t.Run(fmt.Sprintf("%s/delay=%v/grpc-h2c", link.name, delay), func(t *testing.T) {
+			for i := range runs {
+				t.Run(strconv.Itoa(i+1), func(t *testing.T) {
+					rig := netrig.New(t, link.opts)
+					ln := rttAppListener(t, rig)
+					serveGRPCUpstream(t, ln)
+					p := rttProxy(t, rig, "h2c://"+ln.Addr().String(), delay)
+					grpcDrainLoad(t, p, grpcLoad{addr: p.Addr, dial: rig.Dial,
+						label:        fmt.Sprintf("%s, delay %v", link.name, delay),
+						slowMessages: 20, slowInterval: 150 * time.Millisecond, after: 2 * link.opts.RTT, timeout: 60 * time.Second, moved: delay > 0})
+				})
+			}
+		})
 	}
 }
 
@@ -526,4 +578,142 @@ func TestRTTMatrixCaddy(t *testing.T) {
 		}
 	}
 	t.Logf("caddy\n| link | drain.delay | load | runs | answered | lost (per run) | refused | closed idle | idle cost (median) | exit after the last response (median / max) | drain took (median) |\n|---|---|---|---|---|---|---|---|---|---|---|\n%s", strings.Join(table, "\n"))
+}
+
+// TestRTTH2Drain is issue 14's "HTTP/2 (GOAWAY) lost nothing at any RTT" as a test: Go's
+// own HTTP/2 client (h2c with prior knowledge) 150 ms away, 4 clients of one connection
+// each with 8 GETs at a time and slow requests (3 s) in flight at SIGTERM, drain.delay 0
+// and 1 s. Every request on a connection drainproxy accepted is answered 200; requests
+// whose connect was refused once the listener closed are counted apart. Go's client
+// resends by itself a request the server's GOAWAY left unprocessed; that counts as a
+// loss too: the drain refused a stream the client had sent.
+func TestRTTH2Drain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("round-trip drain runs take a minute")
+	}
+	runs := 2
+	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
+	link := rttLinks[1]
+	for _, delay := range []time.Duration{0, time.Second} {
+		t.Run(fmt.Sprintf("%s/delay=%v/h2c", link.name, delay), func(t *testing.T) {
+			for i := range runs {
+				t.Run(strconv.Itoa(i+1), func(t *testing.T) { rttH2Drain(t, link, delay) })
+			}
+		})
+	}
+}
+
+func rttH2Drain(t *testing.T, link rttLink, delay time.Duration) {
+	rig := netrig.New(t, link.opts)
+	ln := rttAppListener(t, rig)
+	app := &http.Server{Handler: standin.Handler()}
+	go app.Serve(ln)
+	t.Cleanup(func() { app.Close() })
+	p := rttProxy(t, rig, "http://"+ln.Addr().String(), delay)
+
+	const conns, perConn, slow = 4, 8, 4
+	var signalled atomic.Bool
+	var redials atomic.Int64
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true) // prior knowledge, as a gRPC client
+	clients := make([]*http.Client, conns)
+	for i := range clients {
+		tr := &http.Transport{Protocols: &protos, DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			c, err := rig.Dial(ctx, addr)
+			if err == nil && signalled.Load() {
+				redials.Add(1)
+			}
+			return c, err
+		}}
+		t.Cleanup(tr.CloseIdleConnections)
+		clients[i] = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	}
+	var ok, refused, failed, resent atomic.Int64
+	var firstErr atomic.Value
+	get := func(c *http.Client, path string) {
+		// Written: the request's headers went out on a connection. Go's client also takes
+		// a connection again, before writing, when the one it had just got a GOAWAY (a race
+		// inside the client, harmless); only a request taken again after it was written
+		// is one the drain turned away.
+		var wrote, resentAfterWrite atomic.Bool // the hooks run on more than one goroutine
+		trace := &httptrace.ClientTrace{
+			GotConn: func(httptrace.GotConnInfo) {
+				if wrote.Load() {
+					resentAfterWrite.Store(true)
+				}
+			},
+			WroteHeaders: func() { wrote.Store(true) },
+		}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", "http://"+p.Addr+path, nil)
+		res, err := c.Do(req)
+		if err == nil {
+			_, err = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if err == nil && (res.StatusCode != http.StatusOK || res.ProtoMajor != 2) {
+				err = fmt.Errorf("%s %s", res.Proto, res.Status)
+			}
+		}
+		switch {
+		case err != nil && !wrote.Load() && strings.Contains(err.Error(), "connection refused"):
+			refused.Add(1) // the listener had closed: never reached the proxy
+		case err != nil:
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, fmt.Sprintf("%s: %v", path, err))
+		case resentAfterWrite.Load():
+			resent.Add(1)
+			firstErr.CompareAndSwap(nil, path+": sent again on another connection")
+		default:
+			ok.Add(1)
+		}
+	}
+	for _, c := range clients { // each client's connection, open before the load
+		get(c, "/")
+	}
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	for c := range conns {
+		for range perConn {
+			load.Go(func() {
+				for range 100_000 { // bounded; stop ends it long before
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					get(clients[c], "/")
+				}
+			})
+		}
+	}
+	var slowLoad sync.WaitGroup
+	for i := range slow {
+		slowLoad.Go(func() { get(clients[i%conns], "/slow?d=3s") })
+	}
+	// Mid-run: a second of load (the slow requests sent, seven round trips of fast
+	// ones), then the signal at a moment unrelated to the clients' rhythm.
+	time.Sleep(time.Second + rand.N(300*time.Millisecond))
+	signalled.Store(true)
+	p.Signal(syscall.SIGTERM)
+	p.WaitLog("stopped accepting", 30*time.Second)
+	time.Sleep(2 * link.opts.RTT) // the load goes on: what clients do once the listener is closed
+	close(stop)
+	load.Wait()
+	slowLoad.Wait()
+	code := p.Wait(30 * time.Second)
+	t.Logf("%s, delay %v: %d requests ok, %d refused after the listener closed, %d failed, %d resent by the client; %d connections made after the signal",
+		link.name, delay, ok.Load(), refused.Load(), failed.Load(), resent.Load(), redials.Load())
+	if code != 0 {
+		t.Errorf("exit code %d; want 0", code)
+	}
+	if n := failed.Load() + resent.Load(); n != 0 {
+		t.Errorf("%d requests failed and %d were resent by the client; want 0 (first: %v)", failed.Load(), resent.Load(), firstErr.Load())
+	}
+	if ok.Load() == 0 {
+		t.Error("no request succeeded: the load did not run")
+	}
+	if n := redials.Load(); delay > 0 && n < conns {
+		t.Errorf("%d connections made after the signal by %d clients; want each to reconnect (a GOAWAY at drain start)", n, conns)
+	}
 }
