@@ -167,6 +167,6 @@ limits {
   # How long a keep-alive client connection may wait for its next request.
   idle_timeout = "120s"
   # Under load (16 MB/s of allocation or more) the heap may grow to this many bytes before Go's garbage collector
-  # runs, however little is alive: far fewer collections, for memory near this size. 0 leaves Go's own pacing; GOGC in the environment wins.
+  # runs, however little is alive: far fewer collections, for memory near this size. Never above half of the memory limit (GOMEMLIMIT, or 90% of the container's). 0 leaves Go's own pacing; GOGC in the environment wins.
   gc_heap_floor_bytes = 33554432
 }
