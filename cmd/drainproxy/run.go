@@ -60,6 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Info("configuration is valid", "source", cfg.Source)
 		return exitOK
 	}
+	setMemoryLimit(log) // before the floor, which stays under the limit
 	defer startGCFloor(cfg.Limits.GCHeapFloorBytes, log)()
 
 	healthOpts := health.Options{
