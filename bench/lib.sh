@@ -22,11 +22,17 @@ http_ok() (
 	[[ $line == "HTTP/1."?" 200"* ]]
 )
 
-# wait_ok PORT PID: until GET / answers 200 (at most 10 s), or the process died.
+# https_ok PORT: GET https://127.0.0.1:PORT/ answers 200 (the certificate is not checked).
+https_ok() {
+	[[ $(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "https://127.0.0.1:$1/") == 200 ]]
+}
+
+# wait_ok PORT PID [https]: until GET / answers 200 (at most 10 s), or the process died.
 wait_ok() {
-	local i
+	local i check=http_ok
+	[[ ${3:-} != https ]] || check=https_ok
 	for ((i = 0; i < 200; i++)); do
-		if http_ok "$1" 2>/dev/null; then return 0; fi
+		if $check "$1" 2>/dev/null; then return 0; fi
 		alive "$2" || return 1
 		sleep 0.05
 	done
@@ -40,7 +46,26 @@ start_standin() {
 	wait_ok "$port_up" "$standin_pid" || { echo "$prog: the stand-in app did not start" >&2; cat "$work/standin.log" >&2; exit 1; }
 }
 
-write_nginx_conf() { # $1: access_log line
+# write_cert: a self-signed ECDSA P-256 certificate for 127.0.0.1 and localhost, in
+# $work/tls/cert.pem and key.pem: the one certificate every TLS target serves.
+write_cert() {
+	mkdir -p "$work/tls"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+		-keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" -subj /CN=localhost \
+		-addext "subjectAltName=IP:127.0.0.1,DNS:localhost" 2>/dev/null
+}
+
+# write_nginx_conf ACCESS_LOG_LINE [tls]: nginx.conf; with tls, the listener is HTTPS (TLS
+# 1.2 and 1.3, HTTP/2 and HTTP/1.1 by ALPN) with write_cert's certificate.
+write_nginx_conf() {
+	local listen="listen 127.0.0.1:$port_proxy reuseport;" tls=""
+	if [[ ${2:-} == tls ]]; then
+		listen="listen 127.0.0.1:$port_proxy ssl http2 reuseport;"
+		# keepalive_requests: nginx closes a connection after 1000 requests by default
+		# (HTTP/2 streams included), which the load tools would see as errors.
+		tls="ssl_certificate $work/tls/cert.pem; ssl_certificate_key $work/tls/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3; keepalive_requests 1000000;"
+	fi
 	cat >"$work/nginx.conf" <<EOF
 worker_processes 2;
 daemon off;
@@ -56,7 +81,8 @@ http {
         keepalive 256;
     }
     server {
-        listen 127.0.0.1:$port_proxy reuseport;
+        $listen
+        $tls
         location / {
             proxy_pass http://app;
             proxy_http_version 1.1;
@@ -67,7 +93,19 @@ http {
 EOF
 }
 
+# write_caddyfile: Caddyfile (plain HTTP) and Caddyfile-tls (HTTPS with write_cert's
+# certificate; HTTP/2 and HTTP/1.1 by ALPN, Caddy's defaults).
 write_caddyfile() {
+	cat >"$work/Caddyfile-tls" <<EOF
+{
+	admin off
+	auto_https off
+}
+https://127.0.0.1:$port_proxy {
+	tls $work/tls/cert.pem $work/tls/key.pem
+	reverse_proxy 127.0.0.1:$port_up
+}
+EOF
 cat >"$work/Caddyfile" <<EOF
 {
 	admin off
@@ -79,13 +117,13 @@ http://127.0.0.1:$port_proxy {
 EOF
 }
 
-# start_target TARGET: starts it; sets proxy_pid (empty for direct), measured_pid (the
+# start_target TARGET: starts it (drainproxy-tls, nginx-tls and caddy-tls need write_cert); sets proxy_pid (empty for direct), measured_pid (the
 # process whose CPU and RSS are measured: the proxy, or the stand-in for direct) and url.
 start_target() {
 	proxy_pid=""
 	url="http://127.0.0.1:$port_proxy/"
 	local dp_args=(-listen "127.0.0.1:$port_proxy" -upstream "http://127.0.0.1:$port_up")
-	local bin=$dp_bin envs=$dp_env
+	local bin=$dp_bin envs=$dp_env scheme=http
 	case $1 in
 	direct)
 		url="http://127.0.0.1:$port_up/"
@@ -107,18 +145,40 @@ start_target() {
 	dp-nolog) dp_args+=(-admin "127.0.0.1:$port_admin" -access-log off) ;;
 	dp-noadmin) dp_args+=(-admin off -access-log "$work/access.log") ;;
 	dp-bare) dp_args+=(-admin off -access-log off) ;;
-	nginx | nginx-log)
-		if [[ $1 == nginx ]]; then
-			write_nginx_conf "access_log off;"
-		else
-			write_nginx_conf "access_log $work/nginx-access.log combined;"
-		fi
+	drainproxy-tls)
+		# The listener with its tls block comes from a file; -listen would replace it.
+		cat >"$work/dp-tls.hcl" <<EOF
+listener {
+  address = "127.0.0.1:$port_proxy"
+  tls {
+    cert_file = "$work/tls/cert.pem"
+    key_file  = "$work/tls/key.pem"
+  }
+}
+EOF
+		dp_args=(-config "$work/dp-tls.hcl" -upstream "http://127.0.0.1:$port_up"
+			-admin "127.0.0.1:$port_admin" -access-log "$work/access.log")
+		url="https://127.0.0.1:$port_proxy/" scheme=https
+		;;
+	nginx | nginx-log | nginx-tls)
+		case $1 in
+		nginx) write_nginx_conf "access_log off;" ;;
+		nginx-log) write_nginx_conf "access_log $work/nginx-access.log combined;" ;;
+		nginx-tls)
+			write_nginx_conf "access_log off;" tls
+			url="https://127.0.0.1:$port_proxy/" scheme=https
+			;;
+		esac
 		nginx -p "$work" -c "$work/nginx.conf" -e "$work/nginx-error.log" 2>>"$work/nginx-error.log" &
 		proxy_pid=$!
 		;;
-	caddy)
+	caddy | caddy-tls)
+		local caddyfile=$work/Caddyfile
+		if [[ $1 == caddy-tls ]]; then
+			caddyfile=$work/Caddyfile-tls url="https://127.0.0.1:$port_proxy/" scheme=https
+		fi
 		XDG_DATA_HOME=$work/caddy-data XDG_CONFIG_HOME=$work/caddy-config HOME=$work \
-			caddy run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
+			caddy run --config "$caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
 		proxy_pid=$!
 		;;
 	esac
@@ -127,7 +187,7 @@ start_target() {
 		env $envs "$bin" "${dp_args[@]}" -log-format json 2>"$work/drainproxy.log" &
 		proxy_pid=$!
 	fi
-	if ! wait_ok "$port_proxy" "$proxy_pid"; then
+	if ! wait_ok "$port_proxy" "$proxy_pid" "$scheme"; then
 		echo "$prog: $1 did not start; its log:" >&2
 		cat "$work"/*.log >&2 || true
 		exit 1
