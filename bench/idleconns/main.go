@@ -5,12 +5,13 @@
 //	idleconns -addr 127.0.0.1:8080 -n 10000 [-tls] [-h2] [-hold 60s]
 //
 // It prints "open N errors E" once every connection has had its answer, then holds them
-// until its standard input closes or -hold passes, and exits. Only loopback addresses are
+// until SIGTERM or SIGINT, or until -hold passes, and exits. Only loopback addresses are
 // accepted.
 package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -18,8 +19,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -73,13 +76,10 @@ func main() {
 	if first != nil {
 		fmt.Fprintf(os.Stderr, "idleconns: first error: %v\n", first)
 	}
-	done := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, os.Stdin)
-		close(done)
-	}()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
 	select {
-	case <-done:
+	case <-ctx.Done():
 	case <-time.After(*hold):
 	}
 	for _, c := range conns {
