@@ -24,8 +24,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 func main() {
@@ -87,25 +85,29 @@ func main() {
 	}
 }
 
+// h2 makes the HTTP/2 connections: TLS 1.3, h2 only, one connection per NewClientConn.
+var h2 = func() *http.Transport {
+	t := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}}
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetHTTP2(true)
+	return t
+}()
+
 // open dials addr, sends GET / and reads the answer, and returns the open connection.
 func open(addr string, useTLS, useH2 bool) (io.Closer, error) {
+	if useH2 {
+		return openH2(addr)
+	}
 	raw, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	conn := raw
 	if useTLS {
-		proto := "http/1.1"
-		if useH2 {
-			proto = "h2"
-		}
-		tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{proto}})
+		tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{"http/1.1"}})
 		if err := tc.Handshake(); err != nil {
 			raw.Close()
 			return nil, err
-		}
-		if useH2 {
-			return openH2(tc)
 		}
 		conn = tc
 	}
@@ -132,18 +134,15 @@ func open(addr string, useTLS, useH2 bool) (io.Closer, error) {
 	return conn, nil
 }
 
-// openH2 runs one request over an HTTP/2 connection of its own and keeps it.
-func openH2(tc *tls.Conn) (io.Closer, error) {
-	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
-		tc.Close()
-		return nil, fmt.Errorf("the server chose %q, not h2", p)
-	}
-	cc, err := (&http2.Transport{}).NewClientConn(tc)
+// openH2 opens an HTTP/2 connection of its own, runs one request over it and keeps it.
+func openH2(addr string) (io.Closer, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cc, err := h2.NewClientConn(ctx, "https", addr)
 	if err != nil {
-		tc.Close()
 		return nil, err
 	}
-	req, _ := http.NewRequest("GET", "https://127.0.0.1/", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+addr+"/", nil)
 	resp, err := cc.RoundTrip(req)
 	if err != nil {
 		cc.Close()
@@ -151,9 +150,9 @@ func openH2(tc *tls.Conn) (io.Closer, error) {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
 		cc.Close()
-		return nil, fmt.Errorf("status %s", resp.Status)
+		return nil, fmt.Errorf("status %s over %s, want 200 over HTTP/2", resp.Status, resp.Proto)
 	}
 	return cc, nil
 }
