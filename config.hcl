@@ -197,6 +197,6 @@ limits {
   # tunnel). Longer than the others: an open but quiet WebSocket is normal. Pings count as traffic. 0 is none.
   upgrade_idle_timeout = "1h"
   # Under load (16 MB/s of allocation or more) the heap may grow to this many bytes before Go's garbage collector
-  # runs, however little is alive: far fewer collections, for memory near this size. 0 leaves Go's own pacing; GOGC in the environment wins.
+  # runs, however little is alive: far fewer collections, for memory near this size. Never above half of the memory limit (GOMEMLIMIT, or 90% of the container's). 0 leaves Go's own pacing; GOGC in the environment wins.
   gc_heap_floor_bytes = 33554432
 }

@@ -11,6 +11,12 @@
 // The floor applies only while the program allocates fast (16 MB/s): a lightly loaded
 // sidecar collects rarely anyway, and keeps the small heap of Go's own pacing.
 //
+// The floor gives way to the memory limit (GOMEMLIMIT, or debug.SetMemoryLimit): it never
+// raises the heap goal above half of the limit, so that the other half is left for what the
+// heap goal does not count (goroutine stacks, memory the runtime has not yet returned,
+// fragmentation) and for a burst of live memory. In a container whose limit is small, the
+// floor shrinks; the collector then runs more often instead of the process being killed.
+//
 // It changes a process-wide setting, so only the program's main path should start it.
 package gcfloor
 
@@ -57,7 +63,7 @@ type Floor struct {
 // The runtime metrics read after each cycle. Go's heap goal is
 // live + (live + stacks + globals) * GOGC / 100, and at least heapMinimum * GOGC / 100.
 var sampleNames = []string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes",
-	"/gc/heap/allocs:bytes"}
+	"/gc/heap/allocs:bytes", "/gc/gomemlimit:bytes"}
 
 // Start keeps the heap goal at floor bytes at least, on top of the GC percent in force (100
 // unless GOGC or debug.SetGCPercent said otherwise). It does nothing (nil) for a floor of 0
@@ -111,7 +117,7 @@ func (f *Floor) adjust() {
 	now := time.Now()
 	metrics.Read(f.samples)
 	live, stacks, globals := f.samples[0].Value.Uint64(), f.samples[1].Value.Uint64(), f.samples[2].Value.Uint64()
-	allocs := f.samples[3].Value.Uint64()
+	allocs, limit := f.samples[3].Value.Uint64(), f.samples[4].Value.Uint64()
 	// The rate is taken over rateWindow at least: cycles close together (a forced GC right
 	// after another) say little about it.
 	if elapsed := now.Sub(f.lastTime); f.lastTime.IsZero() || elapsed >= rateWindow {
@@ -122,7 +128,7 @@ func (f *Floor) adjust() {
 	}
 	p := f.base
 	if f.busy {
-		p = percentFor(f.floor, f.base, live, stacks+globals)
+		p = percentFor(floorUnder(f.floor, limit), f.base, live, stacks+globals)
 	}
 	f.setMu.Lock()
 	defer f.setMu.Unlock()
@@ -143,6 +149,12 @@ func nextBusy(busy bool, allocated uint64, elapsed time.Duration) bool {
 		return rate >= idleRate
 	}
 	return rate >= busyRate
+}
+
+// floorUnder is the floor that a memory limit of limit bytes leaves: at most half of it.
+// With no limit set the runtime reports math.MaxInt64, which leaves any floor as it is.
+func floorUnder(floor, limit uint64) uint64 {
+	return min(floor, limit/2)
 }
 
 // percentFor is the smallest GC percent, not below base, whose heap goal reaches floor.

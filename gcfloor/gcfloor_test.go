@@ -1,6 +1,7 @@
 package gcfloor
 
 import (
+	"math"
 	"runtime"
 	"runtime/debug"
 	"testing"
@@ -131,4 +132,48 @@ func TestStartOff(t *testing.T) {
 	}
 	var f *Floor
 	f.Stop() // a nil Floor is a valid "off"
+}
+
+func TestFloorUnder(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		floor, limit, want uint64
+	}{
+		{32 * mib, math.MaxInt64, 32 * mib}, // no limit: the runtime reports MaxInt64
+		{32 * mib, 256 * mib, 32 * mib},     // a roomy limit leaves the floor alone
+		{32 * mib, 64 * mib, 32 * mib},      // exactly half
+		{32 * mib, 57 * mib, 57 * mib / 2},  // a 64 MiB container at a 0.9 ratio
+		{32 * mib, 0, 0},                    // a limit of 0: no floor at all
+	} {
+		if got := floorUnder(tc.floor, tc.limit); got != tc.want {
+			t.Errorf("floorUnder(%d, %d) = %d, want %d", tc.floor, tc.limit, got, tc.want)
+		}
+	}
+}
+
+// TestFloorGivesWayToMemoryLimit runs the real collector under a memory limit below the
+// floor: the floor must still apply, but never set a heap goal above half of the limit.
+func TestFloorGivesWayToMemoryLimit(t *testing.T) {
+	const mib = 1 << 20
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(48 * mib))
+	runtime.GC()
+	f := Start(64 << 20)
+	if f == nil {
+		t.Fatal("Start returned nil for a 64 MiB floor")
+	}
+	defer f.Stop()
+	for deadline := time.Now().Add(10 * time.Second); int(f.percent.Load()) <= 100; {
+		if time.Now().After(deadline) {
+			t.Fatalf("percent still %d after 10 s of allocating fast under a 48 MiB limit: the floor should still apply, up to 24 MiB", int(f.percent.Load()))
+		}
+		collections()
+	}
+	collections() // a few more cycles at the floor
+	p := uint64(f.percent.Load())
+	// Whatever the live heap, the goal is at least heapMinimum*p/100.
+	if minGoal := heapMinimum * p / 100; minGoal > 24*mib {
+		t.Fatalf("under a 48 MiB memory limit the floor set GC percent %d: a heap goal of at least %d MiB, above half the limit (24 MiB)", p, minGoal/mib)
+	}
+	t.Logf("GC percent under a 48 MiB limit with a 64 MiB floor: %d", p)
 }

@@ -65,6 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Info("configuration is valid", "source", cfg.Source)
 		return exitOK
 	}
+	setMemoryLimit(log) // before the floor, which stays under the limit
 	defer startGCFloor(cfg.Limits.GCHeapFloorBytes, log)()
 
 	// Sockets from systemd or from the process this one upgrades, and SIGUSR2 (upgrade.go).
