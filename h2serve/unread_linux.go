@@ -1,9 +1,7 @@
 package h2serve
 
 import (
-	"crypto/tls"
 	"net"
-	"reflect"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -30,34 +28,18 @@ func unreadBytes(c net.Conn) int {
 	return n
 }
 
-// socketOf finds the socket under c: through TLS, and through wrappers that embed the
-// connection they wrap as a field Conn (x/net/netutil's LimitListener does, with an
-// unexported type, hence reflection).
+// socketOf finds the socket under c, through TLS and any wrapper with a NetConn method
+// (max_connections' connections expose their socket themselves).
 func socketOf(c net.Conn) (syscall.Conn, bool) {
 	for range 4 {
 		switch x := c.(type) {
 		case syscall.Conn:
 			return x, true
-		case *tls.Conn:
+		case interface{ NetConn() net.Conn }: // *tls.Conn
 			c = x.NetConn()
-			continue
-		}
-		v := reflect.ValueOf(c)
-		if v.Kind() == reflect.Pointer {
-			v = v.Elem()
-		}
-		if v.Kind() != reflect.Struct {
+		default:
 			return nil, false
 		}
-		f := v.FieldByName("Conn")
-		if !f.IsValid() || !f.CanInterface() {
-			return nil, false
-		}
-		inner, ok := f.Interface().(net.Conn)
-		if !ok || inner == nil {
-			return nil, false
-		}
-		c = inner
 	}
 	return nil, false
 }

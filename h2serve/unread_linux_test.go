@@ -1,15 +1,18 @@
 package h2serve
 
 import (
+	"context"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/drainproxy/drainproxy/listener"
 )
 
-// The unread-bytes check reaches the socket through TLS and through wrappers that embed
-// the connection, as x/net/netutil's LimitListener does.
-func TestSocketOfWrappedConn(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// The unread-bytes check reaches the socket of a connection as the server sees it: here
+// one accepted by a listener with max_connections, which wraps every connection.
+func TestSocketOfLimitedConn(t *testing.T) {
+	ln, err := listener.Listen(context.Background(), "127.0.0.1:0", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,14 +25,18 @@ func TestSocketOfWrappedConn(t *testing.T) {
 	}
 	defer client.Close()
 	server := <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
 	defer server.Close()
-	type wrapper struct{ net.Conn }
-	w := &wrapper{Conn: server}
-	if _, ok := socketOf(w); !ok {
-		t.Fatal("socketOf did not find the socket under a wrapper")
+	if _, ok := server.(*net.TCPConn); ok {
+		t.Fatal("max_connections accepted a bare *net.TCPConn: this test no longer covers a wrapper")
+	}
+	if _, ok := socketOf(server); !ok {
+		t.Fatal("socketOf did not find the socket under max_connections' wrapper")
 	}
 	client.Write([]byte("12345"))
-	for unreadBytes(w) != 5 {
+	for unreadBytes(server) != 5 {
 		time.Sleep(time.Millisecond) // the bytes cross loopback
 	}
 }
