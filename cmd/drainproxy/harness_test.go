@@ -139,14 +139,22 @@ func launchWith(t testing.TB, o launchOptions, args ...string) *proc {
 	if o.ownGroup {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
-	if o.stdout == nil {
-		o.stdout = os.Stdout
+	return startProc(t, cmd, o.stdout)
+}
+
+// startProc starts cmd, a drainproxy (perhaps behind a program that execs it), with its
+// stdout to stdout (nil: the test's) and its stderr read as the log; at cleanup it is
+// killed if still running, and its log shown if the test failed.
+func startProc(t testing.TB, cmd *exec.Cmd, stdout io.Writer) *proc {
+	t.Helper()
+	if stdout == nil {
+		stdout = os.Stdout
 	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = o.stdout
+	cmd.Stdout = stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -160,9 +168,7 @@ func launchWith(t testing.TB, o launchOptions, args ...string) *proc {
 			<-p.exited
 		}
 		if t.Failed() {
-			p.mu.Lock()
-			t.Logf("drainproxy stderr:\n%s", strings.Join(p.raw, "\n"))
-			p.mu.Unlock()
+			t.Logf("drainproxy stderr:\n%s", p.Logs())
 		}
 	})
 	return p

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"net"
 	"net/http"
@@ -113,27 +112,7 @@ func launchActivated(t *testing.T, files []*os.File, names string, env []string,
 // does, and returns once it logged "ready".
 func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
 	t.Helper()
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout = os.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{t: t, cmd: cmd, grew: make(chan struct{}), exited: make(chan struct{})}
-	go p.read(bufio.NewScanner(stderr))
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("drainproxy stderr:\n%s", p.Logs())
-		}
-	})
+	p := startProc(t, cmd, nil)
 	p.WaitLog("ready", 20*time.Second)
 	return p
 }
