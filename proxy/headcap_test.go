@@ -8,12 +8,12 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/drainproxy/drainproxy/internal/badupstream"
+	"github.com/drainproxy/drainproxy/internal/testenv"
 	"github.com/drainproxy/drainproxy/internal/testlog"
 	"github.com/drainproxy/drainproxy/proxy"
 )
@@ -22,37 +22,21 @@ import (
 // one small buffer, until the peer goes away.
 func hugeHeadUpstream(t *testing.T, size int64) *url.URL {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
+	addr, _ := testenv.ServeRaw(t, func(c net.Conn, br *bufio.Reader) {
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Huge: ")
-					if badupstream.WriteFill(c, size) != nil {
-						return
-					}
-					io.WriteString(c, "\r\nContent-Length: 2\r\n\r\nok")
-				}
-			})
+			io.Copy(io.Discard, req.Body)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Huge: ")
+			if badupstream.WriteFill(c, size) != nil {
+				return
+			}
+			io.WriteString(c, "\r\nContent-Length: 2\r\n\r\nok")
 		}
 	})
-	return &url.URL{Scheme: "http", Host: ln.Addr().String()}
+	return &url.URL{Scheme: "http", Host: addr}
 }
 
 // TestHugeResponseHeadIsBounded sends a 256 MiB header line through both paths: the

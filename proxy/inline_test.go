@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/drainproxy/drainproxy/internal/testenv"
 )
 
 const inlineWait = 10 * time.Second
@@ -271,27 +273,8 @@ func TestInlineFallbackForOtherRequests(t *testing.T) {
 // rawUpstream serves every connection with fn on a bare listener.
 func rawUpstream(t *testing.T, fn func(c net.Conn, br *bufio.Reader)) (*url.URL, *atomic.Int64) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var accepted atomic.Int64
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			wg.Go(func() {
-				defer c.Close()
-				fn(c, bufio.NewReader(c))
-			})
-		}
-	})
-	return &url.URL{Scheme: "http", Host: ln.Addr().String()}, &accepted
+	addr, accepted := testenv.ServeRaw(t, fn)
+	return &url.URL{Scheme: "http", Host: addr}, accepted
 }
 
 func TestInlineStaleConnectionIsRetried(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/internal/testenv"
 	"github.com/drainproxy/drainproxy/proxy"
 )
 
@@ -30,38 +31,23 @@ type scriptedUpstream struct {
 
 func newScriptedUpstream(t *testing.T, answer func(c net.Conn, req *http.Request) (keep bool)) *scriptedUpstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &scriptedUpstream{URL: &url.URL{Scheme: "http", Host: ln.Addr().String()}}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
+	u := &scriptedUpstream{}
+	addr, _ := testenv.ServeRaw(t, func(c net.Conn, br *bufio.Reader) {
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					u.mu.Lock()
-					u.got = append(u.got, req.Method+" "+req.RequestURI)
-					u.mu.Unlock()
-					if !answer(c, req) {
-						return
-					}
-				}
-			})
+			io.Copy(io.Discard, req.Body)
+			u.mu.Lock()
+			u.got = append(u.got, req.Method+" "+req.RequestURI)
+			u.mu.Unlock()
+			if !answer(c, req) {
+				return
+			}
 		}
 	})
+	u.URL = &url.URL{Scheme: "http", Host: addr}
 	return u
 }
 

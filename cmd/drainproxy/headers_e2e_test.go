@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drainproxy/drainproxy/internal/testenv"
 	"github.com/drainproxy/drainproxy/internal/testlog"
 )
 
@@ -106,33 +107,18 @@ func TestNoContentTypeInventedOverTLS(t *testing.T) {
 // What net/http's Transport writes with the standard log package reaches stderr through
 // hclog, as JSON when the logs are JSON: not as a plain-text line in the JSON stream.
 func TestTransportLogLinesAreJSON(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, req.Body)
-				// The answer, then bytes nobody asked for on the now idle connection.
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"+
-					"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsneaky")
-				io.Copy(io.Discard, c)
-			})
+	addr, _ := testenv.ServeRaw(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
+		io.Copy(io.Discard, req.Body)
+		// The answer, then bytes nobody asked for on the now idle connection.
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"+
+			"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsneaky")
+		io.Copy(io.Discard, c)
 	})
-	p := startProxy(t, "-upstream", "http://"+ln.Addr().String())
+	p := startProxy(t, "-upstream", "http://"+addr)
 	// A POST goes through the http.Transport, whose idle connection then gets the rest.
 	resp, err := http.Post(p.URL()+"/", "text/plain", strings.NewReader("hi"))
 	if err != nil {
@@ -179,29 +165,14 @@ func (p *proc) waitRaw(t *testing.T, s string, timeout time.Duration) string {
 // bytes the client got.
 func TestAccessLogLineOfAResponseCutShort(t *testing.T) {
 	const sent = 20 << 10
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("x", sent))
-			})
+	addr, _ := testenv.ServeRaw(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
 		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("x", sent))
 	})
 	path := filepath.Join(t.TempDir(), "access.log")
-	p := startProxy(t, "-upstream", "http://"+ln.Addr().String(), "-access-log", path)
+	p := startProxy(t, "-upstream", "http://"+addr, "-access-log", path)
 	got := rawRequest(t, p.Addr, "GET /file HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
 	_, body, _ := strings.Cut(got, "\r\n\r\n")
 	if len(body) != sent {

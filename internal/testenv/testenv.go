@@ -7,6 +7,7 @@
 package testenv
 
 import (
+	"bufio"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -99,4 +101,34 @@ func FreeAddr(t testing.TB) string {
 	}
 	t.Fatalf("no free port found below %d on 127.0.0.1", low)
 	return ""
+}
+
+// ServeRaw accepts connections on a fresh 127.0.0.1 listener and serves each with fn on
+// a goroutine of its own (the connection is closed when fn returns): a bare peer that
+// writes whatever bytes a test wants, such as a broken upstream. It returns the address
+// and the count of connections accepted so far. At cleanup the listener closes and
+// ServeRaw waits for every fn to return.
+func ServeRaw(t testing.TB, fn func(c net.Conn, br *bufio.Reader)) (addr string, accepted *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = new(atomic.Int64)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			wg.Go(func() {
+				defer c.Close()
+				fn(c, bufio.NewReader(c))
+			})
+		}
+	})
+	return ln.Addr().String(), accepted
 }
