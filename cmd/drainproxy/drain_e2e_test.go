@@ -171,34 +171,15 @@ func TestDrainLosesNothingUnderLoad(t *testing.T) {
 	clients := keepAliveClients(p.Addr, 20, "/", stop, &res)
 	t.Cleanup(func() { close(stop); clients.Wait() })
 
-	var long sync.WaitGroup
-	longStatus := make(chan error, 10)
-	for range 10 {
-		rc, err := dialRaw(p.Addr, time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rc.Close()
-		long.Add(1)
-		go func() {
-			defer long.Done()
-			resp, _, err := rc.do("POST", "/slow?d=2s")
-			if err == nil && resp.StatusCode != 200 {
-				err = fmt.Errorf("status %d", resp.StatusCode)
-			}
-			longStatus <- err
-		}()
-	}
+	longStatus := slowPosts(t, p.Addr, 10, 2*time.Second)
 	// Let the load run and every long request reach the upstream before the signal.
 	awaitArrivals(t, arrived, 10)
 	waitFor(t, 5*time.Second, func() bool { return res.ok.Load() > 500 })
 
 	p.Signal(syscall.SIGTERM)
 	code := p.Wait(15 * time.Second)
-	long.Wait()
-	close(longStatus)
-	for err := range longStatus {
-		if err != nil {
+	for range 10 {
+		if err := <-longStatus; err != nil {
 			t.Errorf("long request: %v", err)
 		}
 	}

@@ -63,13 +63,13 @@ func restartReloads(t *testing.T, p *proc, result string) int {
 	return n
 }
 
-// restartSlowPosts sends n POST /slow?d= on connections of their own, never retrying,
+// slowPosts sends n POST /slow?d= to addr on connections of their own, never retrying,
 // and returns a channel with each outcome (nil for a 200).
-func restartSlowPosts(t *testing.T, p *proc, n int, d time.Duration) <-chan error {
+func slowPosts(t *testing.T, addr string, n int, d time.Duration) <-chan error {
 	t.Helper()
 	out := make(chan error, n)
 	for range n {
-		rc, err := dialRaw(p.Addr, time.Second)
+		rc, err := dialRaw(addr, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +156,7 @@ func TestRestartLetsOldInstanceFinishSlowRequests(t *testing.T) {
 	first := supAppPid(t, p)
 	supKillOnCleanup(t, first)
 
-	slow := restartSlowPosts(t, p, 3, 2*time.Second)
+	slow := slowPosts(t, p.Addr, 3, 2*time.Second)
 	supWaitInflight(t, p, 3)
 	p.Signal(syscall.SIGHUP)
 	switched := p.WaitLog("app restart: switched", 20*time.Second)
@@ -245,7 +245,7 @@ func TestRestartAdminEndpoint(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 
-	slow := restartSlowPosts(t, p, 1, 1500*time.Millisecond) // keeps the restart busy
+	slow := slowPosts(t, p.Addr, 1, 1500*time.Millisecond) // keeps the restart busy
 	supWaitInflight(t, p, 1)
 	if code, body := post(); code != http.StatusAccepted {
 		t.Fatalf("POST /restart = %d %q, want 202", code, body)
@@ -291,7 +291,7 @@ func TestRestartDrainDuringRestart(t *testing.T) {
 	p.Signal(syscall.SIGHUP)
 	next := restartLogPid(t, p, "app restart: new instance started", "pid", 20*time.Second)
 	supKillOnCleanup(t, next)
-	slow := restartSlowPosts(t, p, 1, time.Second)
+	slow := slowPosts(t, p.Addr, 1, time.Second)
 	supWaitInflight(t, p, 1)
 	p.Signal(syscall.SIGTERM)
 	if err := <-slow; err != nil {

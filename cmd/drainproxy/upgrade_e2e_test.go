@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -114,24 +113,7 @@ func TestUpgradeUnderLoadLosesNothing(t *testing.T) {
 			clients.Wait()
 		}
 	})
-	var long sync.WaitGroup
-	longStatus := make(chan error, 10)
-	for range 10 {
-		rc, err := dialRaw(u.listen, time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rc.Close()
-		long.Add(1)
-		go func() {
-			defer long.Done()
-			resp, _, err := rc.do("POST", "/slow?d=2s")
-			if err == nil && resp.StatusCode != 200 {
-				err = fmt.Errorf("status %d", resp.StatusCode)
-			}
-			longStatus <- err
-		}()
-	}
+	longStatus := slowPosts(t, u.listen, 10, 2*time.Second)
 	awaitArrivals(t, arrived, 10)
 	waitFor(t, 10*time.Second, func() bool { return res.ok.Load() > 500 })
 
@@ -166,10 +148,8 @@ func TestUpgradeUnderLoadLosesNothing(t *testing.T) {
 	close(stop)
 	clients.Wait()
 	stopped = true
-	long.Wait()
-	close(longStatus)
-	for err := range longStatus {
-		if err != nil {
+	for range 10 {
+		if err := <-longStatus; err != nil {
 			t.Errorf("a slow request in flight at SIGUSR2 failed: %v", err)
 		}
 	}
