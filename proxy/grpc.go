@@ -17,9 +17,13 @@ const (
 	grpcUnavailable       = 14
 )
 
-// isGRPC reports whether r is a gRPC call (application/grpc, application/grpc+proto, ...,
+// GRPCUnavailable is gRPC's UNAVAILABLE, the code for "try again" (clients with a retry
+// policy retry it), for answers drainproxy gives in front of a down app.
+const GRPCUnavailable = grpcUnavailable
+
+// IsGRPC reports whether r is a gRPC call (application/grpc, application/grpc+proto, ...,
 // and gRPC-Web, whose clients read a trailers-only answer the same way).
-func isGRPC(r *http.Request) bool {
+func IsGRPC(r *http.Request) bool {
 	ct := r.Header.Get("Content-Type")
 	return strings.HasPrefix(ct, "application/grpc") &&
 		(len(ct) == len("application/grpc") || strings.ContainsRune("+;-", rune(ct[len("application/grpc")])))
@@ -124,7 +128,7 @@ func encodeGRPCMessage(s string) string {
 // the messages it has, as a gRPC server would send, instead of a stream reset that gRPC
 // clients report as INTERNAL.
 func (p *Proxy) endGRPCStreams(res *http.Response) error {
-	if res.Request == nil || !isGRPC(res.Request) || !strings.HasPrefix(res.Header.Get("Content-Type"), "application/grpc") {
+	if res.Request == nil || !IsGRPC(res.Request) || !strings.HasPrefix(res.Header.Get("Content-Type"), "application/grpc") {
 		return nil
 	}
 	res.Body = &grpcBody{ReadCloser: res.Body, res: res, p: p}

@@ -48,8 +48,8 @@ func TestIsGRPCAndMessageEncoding(t *testing.T) {
 	} {
 		r := httptest.NewRequest("POST", "/", nil)
 		r.Header.Set("Content-Type", ct)
-		if got := isGRPC(r); got != want {
-			t.Errorf("isGRPC(%q) = %v; want %v", ct, got, want)
+		if got := IsGRPC(r); got != want {
+			t.Errorf("IsGRPC(%q) = %v; want %v", ct, got, want)
 		}
 	}
 	if got := encodeGRPCMessage("50% off\n–"); got != "50%25 off%0A%E2%80%93" {

@@ -181,7 +181,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.refuse(w, r, status, why)
 		return
 	}
-	if isGRPC(r) {
+	if IsGRPC(r) {
 		var cancel context.CancelFunc
 		r, cancel = withGRPCDeadline(r)
 		defer cancel()
@@ -391,7 +391,7 @@ func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *htt
 		p.log.Error("upstream request failed", "upstream", target, "reason", reason,
 			"error", err.Error(), "method", r.Method, "path", r.URL.Path)
 	}
-	if isGRPC(r) {
+	if IsGRPC(r) {
 		code, msg := grpcCode(reason)
 		WriteGRPCError(w, code, msg)
 		return

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -30,5 +31,26 @@ func TestGuardRecordsItsAnswer(t *testing.T) {
 	s.Guard(http.NotFoundHandler()).ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
 	if w.Code != http.StatusServiceUnavailable || w.reason != ReasonAppNotRunning || w.status != http.StatusServiceUnavailable {
 		t.Fatalf("guard answered %d and recorded %q %d; want 503 recorded as %q", w.Code, w.reason, w.status, ReasonAppNotRunning)
+	}
+}
+
+// A gRPC call gets a gRPC answer while the app is down: UNAVAILABLE in trailers-only form,
+// which gRPC clients report (and retry by policy), not a text 503.
+func TestGuardAnswersGRPCInKind(t *testing.T) {
+	s, err := New(Options{Command: []string{testApp}, Upstream: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &recordingWriter{ResponseRecorder: httptest.NewRecorder()}
+	r := httptest.NewRequest("POST", "/pkg.Service/Method", nil)
+	r.Header.Set("Content-Type", "application/grpc+proto")
+	s.Guard(http.NotFoundHandler()).ServeHTTP(w, r)
+	h := w.Header()
+	if w.Code != http.StatusOK || h.Get("Content-Type") != "application/grpc" || h.Get("Grpc-Status") != "14" ||
+		!strings.Contains(h.Get("Grpc-Message"), "not running") || w.Body.Len() != 0 {
+		t.Fatalf("guard answered a gRPC call with %d %v %q; want 200 application/grpc, grpc-status 14, no body", w.Code, h, w.Body)
+	}
+	if w.reason != ReasonAppNotRunning {
+		t.Fatalf("recorded %q, want %q", w.reason, ReasonAppNotRunning)
 	}
 }

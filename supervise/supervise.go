@@ -37,6 +37,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/proxy"
 )
 
 // Options configures a Supervisor. The zero value of every field but Command is usable.
@@ -526,14 +528,20 @@ func (s *Supervisor) markAnswering(c *child) {
 func (s *Supervisor) pollUntilAnswers(ctx context.Context) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	var last error
 	for {
 		err := s.checkOnce(ctx)
 		if err == nil {
 			return nil
 		}
+		// A check that the deadline cut short says only "i/o timeout": keep the one before.
+		var ne net.Error
+		if last == nil || !errors.As(err, &ne) || !ne.Timeout() {
+			last = err
+		}
 		select {
 		case <-ctx.Done():
-			return err
+			return last
 		case <-tick.C:
 		}
 	}
@@ -600,8 +608,8 @@ func (s *Supervisor) Gate(ctx context.Context) error {
 		if s.port != "" {
 			hint = " (it gets PORT=" + s.port + ")"
 		}
-		return fmt.Errorf("the app did not answer on %s within %v (start_timeout): make it listen there%s, or raise start_timeout if it starts slowly",
-			s.address(), s.opts.StartTimeout, hint)
+		return fmt.Errorf("the app did not answer on %s within %v (start_timeout): make it listen there%s, or raise start_timeout if it starts slowly (last check: %v)",
+			s.address(), s.opts.StartTimeout, hint, err)
 	}
 	s.log.Info("app answers", "pid", c.proc.Pid, "address", s.address(), "took", time.Since(start).Round(time.Millisecond).String())
 	s.markAnswering(c)
@@ -669,7 +677,13 @@ func (s *Supervisor) guard(next http.Handler, w http.ResponseWriter, r *http.Req
 		rec.RecordUpstreamError(ReasonAppNotRunning, http.StatusServiceUnavailable, errAppNotRunning)
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(s.retryAfter()))
-	http.Error(w, "the app behind this proxy is not running right now; retry shortly", http.StatusServiceUnavailable)
+	const msg = "the app behind this proxy is not running right now; retry shortly"
+	if proxy.IsGRPC(r) {
+		// A text 503 would reach a gRPC client as "unexpected HTTP status code".
+		proxy.WriteGRPCError(w, proxy.GRPCUnavailable, "drainproxy: "+msg)
+		return
+	}
+	http.Error(w, msg, http.StatusServiceUnavailable)
 }
 
 // ReasonAppNotRunning is the Guard's upstream error reason (proxy.ErrorRecorder): the

@@ -360,7 +360,8 @@ func TestGivesUpAfterMaxRestarts(t *testing.T) {
 	}
 }
 
-// An app that never listens fails the gate after the start timeout, with the address.
+// An app that never listens fails the gate after the start timeout, with the address and
+// the last check's error.
 func TestStartTimeoutNamesTheAddress(t *testing.T) {
 	ts := newTestSup(t, newReaper(t, false), func(o *Options) { o.StartTimeout = 300 * time.Millisecond }, "-no-listen")
 	pid := ts.Pid()
@@ -368,6 +369,10 @@ func TestStartTimeoutNamesTheAddress(t *testing.T) {
 	want := "did not answer on 127.0.0.1:" + ts.port + " within 300ms (start_timeout)"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Gate = %v, want it to contain %q", err, want)
+	}
+	// And why the last check failed, so that a wrong address and a slow app read apart.
+	if !strings.Contains(err.Error(), "(last check: dial tcp 127.0.0.1:"+ts.port+": connect: connection refused)") {
+		t.Fatalf("Gate = %v, want the last check's error in it", err)
 	}
 	if err := ts.Stop(context.Background()); err != nil {
 		t.Fatal(err)
