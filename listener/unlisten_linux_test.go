@@ -1,0 +1,65 @@
+//go:build linux
+
+package listener
+
+import (
+	"context"
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/drainproxy/drainproxy/internal/testenv"
+)
+
+// What a reload that removes a listener relies on: tableflip keeps a second descriptor of
+// every socket it was given and cannot drop it, so closing ours leaves the port bound and
+// queueing connections nobody accepts. Unlisten on our descriptor must stop the socket
+// for the copy too: connects are refused, not queued; the copy no longer listens (what an
+// upgrade's child checks before using an inherited socket); and the address binds again.
+func TestUnlistenStopsEveryDescriptorOfTheSocket(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr := testenv.FreeAddr(t)
+	tcp, err := Bind(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := tcp.File() // the copy tableflip keeps
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	copyLn, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer copyLn.Close()
+	copyTCP := copyLn.(*net.TCPListener)
+	if ok, err := Listening(copyTCP); err != nil || !ok {
+		t.Fatalf("Listening on the copy before Unlisten = %v, %v; want true", ok, err)
+	}
+
+	if err := Unlisten(tcp); err != nil {
+		t.Fatal(err)
+	}
+	tcp.Close()
+
+	if ok, err := Listening(copyTCP); err != nil || ok {
+		t.Fatalf("Listening on the copy after Unlisten = %v, %v; want false", ok, err)
+	}
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatalf("a connect to %s succeeded after Unlisten, although one descriptor is still open", addr)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("a connect after Unlisten failed with %v, want connection refused (not a hang)", err)
+	}
+	again, err := Bind(ctx, addr)
+	if err != nil {
+		t.Fatalf("binding %s again after Unlisten: %v", addr, err)
+	}
+	again.Close()
+}
