@@ -166,6 +166,11 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 }
 
 func (l *Listener) closeInner() error {
+	if l.retire.Load() {
+		if err := Unlisten(l.tcp); err != nil {
+			return err
+		}
+	}
 	if err := l.inner.Close(); err != nil {
 		return fmt.Errorf("close listener %s: %w", l.addr, err)
 	}

@@ -63,3 +63,37 @@ func TestUnlistenStopsEveryDescriptorOfTheSocket(t *testing.T) {
 	}
 	again.Close()
 }
+
+// Remove drains and then stops the socket for its copy too; a handed-over socket (systemd
+// holds it) stays listening for its other holder.
+func TestRemoveStopsTheCopyUnlessHandedOver(t *testing.T) {
+	for _, handedOver := range []bool{false, true} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		tcp, err := Bind(ctx, testenv.FreeAddr(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := tcp.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		copyLn, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := FromTCP(tcp, 0)
+		if handedOver {
+			l.HandOver()
+		}
+		if _, err := l.Remove(ctx); err != nil {
+			t.Fatalf("handedOver=%v: Remove: %v", handedOver, err)
+		}
+		ok, err := Listening(copyLn.(*net.TCPListener))
+		if err != nil || ok != handedOver {
+			t.Errorf("handedOver=%v: the copy listens = %v, %v after Remove; want %v", handedOver, ok, err, handedOver)
+		}
+		copyLn.Close()
+		cancel()
+	}
+}
