@@ -26,17 +26,7 @@ func TestUnlistenStopsEveryDescriptorOfTheSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := tcp.File() // the copy tableflip keeps
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	copyLn, err := net.FileListener(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer copyLn.Close()
-	copyTCP := copyLn.(*net.TCPListener)
+	copyTCP := secondDescriptor(t, tcp) // the copy tableflip keeps
 	if ok, err := Listening(copyTCP); err != nil || !ok {
 		t.Fatalf("Listening on the copy before Unlisten = %v, %v; want true", ok, err)
 	}
@@ -73,15 +63,7 @@ func TestRemoveStopsTheCopyUnlessHandedOver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f, err := tcp.File()
-		if err != nil {
-			t.Fatal(err)
-		}
-		copyLn, err := net.FileListener(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		copyTCP := secondDescriptor(t, tcp)
 		l := FromTCP(tcp, 0)
 		if handedOver {
 			l.HandOver()
@@ -89,11 +71,10 @@ func TestRemoveStopsTheCopyUnlessHandedOver(t *testing.T) {
 		if _, err := l.Remove(ctx); err != nil {
 			t.Fatalf("handedOver=%v: Remove: %v", handedOver, err)
 		}
-		ok, err := Listening(copyLn.(*net.TCPListener))
+		ok, err := Listening(copyTCP)
 		if err != nil || ok != handedOver {
 			t.Errorf("handedOver=%v: the copy listens = %v, %v after Remove; want %v", handedOver, ok, err, handedOver)
 		}
-		copyLn.Close()
 		cancel()
 	}
 }
