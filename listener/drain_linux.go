@@ -166,13 +166,15 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 }
 
 func (l *Listener) closeInner() error {
+	var unlisten error
 	if l.retire.Load() {
-		if err := Unlisten(l.tcp); err != nil {
-			return err
-		}
+		unlisten = Unlisten(l.tcp) // still closed below
 	}
 	if err := l.inner.Close(); err != nil {
-		return fmt.Errorf("close listener %s: %w", l.addr, err)
+		return errors.Join(unlisten, fmt.Errorf("close listener %s: %w", l.addr, err))
+	}
+	if unlisten != nil {
+		return unlisten
 	}
 	return nil
 }

@@ -184,6 +184,13 @@ func (u *upgrader) listen(ctx context.Context, addr string, maxConns int) (*list
 	return ln, nil
 }
 
+// forget drops ln, which a reload removed, from the listeners an upgrade hands over.
+func (u *upgrader) forget(ln *listener.Listener) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.public = slices.DeleteFunc(u.public, func(l *listener.Listener) bool { return l == ln })
+}
+
 // takeActivated returns the systemd socket meant for addr, if there is one: the one named
 // name (FileDescriptorName=; "" matches none), else the one bound to addr. (A name cannot
 // be an address: systemd separates names with colons.)
