@@ -29,6 +29,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -99,10 +100,45 @@ type StopAccepter interface {
 	StopAccepting(ctx context.Context) (leftInQueue int, err error)
 }
 
+// Remover is a listener that can also stop for good, every copy of its socket included
+// (package listener), for Drainer.Remove. Other listeners are drained as at shutdown.
+type Remover interface {
+	Remove(ctx context.Context) (leftInQueue int, err error)
+}
+
 type server struct {
 	name string
 	http *http.Server
 	ln   net.Listener
+
+	// For Remove: the server's own connections, and whether it is being removed.
+	removing atomic.Bool
+	removeAt atomic.Int64  // unix nanoseconds: when Remove began, the earliest start of an idle window
+	conns    sync.Map      // net.Conn -> struct{}
+	open     atomic.Int64  // len(conns)
+	gone     chan struct{} // capacity 1: woken when open reaches zero while removing
+}
+
+// connState follows the server's own connections, after the tracker's hook.
+func (s *server) connState(t *tracker, c net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		s.conns.Store(c, struct{}{})
+		s.open.Add(1)
+	case http.StateIdle:
+		if s.removing.Load() && !t.closing.Load() { // the drain closes idle ones itself
+			if v, ok := t.conn.Load(c); ok {
+				t.closeWhenIdleLongEnough(c, v.(*connInfo), s.removeAt.Load())
+			}
+		}
+	case http.StateHijacked, http.StateClosed:
+		if _, ok := s.conns.LoadAndDelete(c); ok && s.open.Add(-1) == 0 && s.removing.Load() {
+			select {
+			case s.gone <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 // Drainer runs one process's serve-and-drain sequence. Build it with New, add servers
@@ -132,7 +168,10 @@ type Drainer struct {
 
 	upstreamFailed atomic.Int64 // requests after the drain began that drainproxy answered for the app
 
-	servers   []server
+	mu        sync.Mutex // servers, running
+	servers   []*server
+	running   bool // Run has started serving: AddServer's servers start at once
+	serving   sync.WaitGroup
 	observers []Observer
 	onStop    []func(context.Context)
 	onDrain   []func()
@@ -164,14 +203,94 @@ func New(opts Options) *Drainer {
 }
 
 // AddServer registers a server and the listener it will serve on. It takes over
-// srv.ConnState (calling any hook already set). Call before Run.
-func (d *Drainer) AddServer(name string, srv *http.Server, ln net.Listener) {
-	if prev := srv.ConnState; prev != nil {
-		srv.ConnState = func(c net.Conn, s http.ConnState) { d.t.connState(c, s); prev(c, s) }
-	} else {
-		srv.ConnState = d.t.connState
+// srv.ConnState (calling any hook already set). Before Run, Run starts serving it; while
+// Run serves (a reload's new listener), it starts serving at once and drains with the
+// others. Once the listeners have begun to stop it is refused.
+func (d *Drainer) AddServer(name string, srv *http.Server, ln net.Listener) error {
+	s := &server{name: name, http: srv, ln: ln, gone: make(chan struct{}, 1)}
+	prev := srv.ConnState
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		d.t.connState(c, st)
+		s.connState(d.t, c, st)
+		if prev != nil {
+			prev(c, st)
+		}
 	}
-	d.servers = append(d.servers, server{name: name, http: srv, ln: ln})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Phase() >= PhaseStopping {
+		return fmt.Errorf("not serving %s on %s: the drain has begun", name, ln.Addr())
+	}
+	d.servers = append(d.servers, s)
+	if d.running {
+		d.serve(s)
+	}
+	return nil
+}
+
+// serve runs Serve for s until the drain or Remove closes it. d.mu is held.
+func (d *Drainer) serve(s *server) {
+	d.serving.Go(func() {
+		err := s.http.Serve(s.ln)
+		if d.Phase() < PhaseStopping && !s.removing.Load() && !errors.Is(err, http.ErrServerClosed) {
+			d.fail(fmt.Errorf("serve %s on %s: %w", s.name, s.ln.Addr(), err))
+		}
+	})
+}
+
+// Remove drains the server serving on ln, alone, as a shutdown drains them all: its
+// listener stops accepting once no handshake to it is under way and its accept queue is
+// empty, and stops for good (a Remover); its responses ask their clients to close; its
+// keep-alive connections close once idle for the idle window plus their round trip. It
+// returns once the last of its connections has closed, or at the grace period, when
+// what is left on it is closed (and reported in the error). Upgraded connections
+// (WebSockets) it served are tracked by the drain and go on until they end. Nothing
+// happens if the drain has begun: it drains the server anyway.
+func (d *Drainer) Remove(ln net.Listener) error {
+	d.mu.Lock()
+	i := slices.IndexFunc(d.servers, func(s *server) bool { return s.ln == ln })
+	if i < 0 || d.Phase() >= PhaseStopping {
+		d.mu.Unlock()
+		return nil
+	}
+	s := d.servers[i]
+	d.servers = slices.Delete(d.servers, i, i+1)
+	d.mu.Unlock()
+
+	s.removeAt.Store(time.Now().UnixNano())
+	s.removing.Store(true)
+	d.t.removing.Add(1)
+	defer d.t.removing.Add(-1)
+	d.t.closingServers.Store(s.http, true)
+	defer d.t.closingServers.Delete(s.http)
+	grace, cancel := context.WithTimeout(context.Background(), d.opts.Grace)
+	defer cancel()
+	var errs []error
+	if _, err := stopListener(grace, s.ln, true); err != nil {
+		errs = append(errs, err)
+	}
+	// Connections idle now get the whole window from now; later ones from their idle turn.
+	s.conns.Range(func(k, _ any) bool {
+		if v, ok := d.t.conn.Load(k); ok {
+			if ci := v.(*connInfo); http.ConnState(ci.state.Load()) == http.StateIdle {
+				d.t.closeWhenIdleLongEnough(k.(net.Conn), ci, s.removeAt.Load())
+			}
+		}
+		return true
+	})
+	for s.open.Load() > 0 {
+		select {
+		case <-s.gone:
+		case <-grace.Done():
+			if n := s.open.Load(); n > 0 {
+				errs = append(errs, fmt.Errorf("%d connection(s) still open on %s after the grace period (%v) were closed", n, s.ln.Addr(), d.opts.Grace))
+			}
+			s.http.Close()
+			return errors.Join(errs...)
+		}
+	}
+	s.http.Close() // ends its Serve
+	return errors.Join(errs...)
 }
 
 // OnStopAccepting adds fn to the stop-accepting step: it runs, in its own goroutine, when
@@ -321,17 +440,12 @@ func (d *Drainer) setPhase(p Phase) { d.phase.Store(int32(p)) }
 // Run serves on every added server and returns after the whole drain sequence. Canceling
 // ctx requests a drain, like SIGTERM.
 func (d *Drainer) Run(ctx context.Context) Summary {
-	var serving sync.WaitGroup
+	d.mu.Lock()
+	d.running = true
 	for _, s := range d.servers {
-		serving.Add(1)
-		go func() {
-			defer serving.Done()
-			err := s.http.Serve(s.ln)
-			if d.Phase() < PhaseStopping && !errors.Is(err, http.ErrServerClosed) {
-				d.fail(fmt.Errorf("serve %s on %s: %w", s.name, s.ln.Addr(), err))
-			}
-		}()
+		d.serve(s)
 	}
+	d.mu.Unlock()
 	stopOnCancel := context.AfterFunc(ctx, func() { d.Drain("context canceled") })
 	defer stopOnCancel()
 
@@ -398,10 +512,10 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		d.t.waitIdle(settle.Done())
 		cancel()
 	}
-	for _, s := range d.servers {
+	for _, s := range d.currentServers() {
 		s.http.Close() // nothing is left on them; this ends Serve
 	}
-	serving.Wait()
+	d.serving.Wait()
 	cancelGrace() // everything is closed: stop-accepting hooks may return now
 	hooks.Wait()
 	d.setPhase(PhaseStopped)
@@ -482,34 +596,46 @@ func (d *Drainer) sleep(dur time.Duration) {
 	}
 }
 
+// currentServers is the servers serving now.
+func (d *Drainer) currentServers() []*server {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.servers)
+}
+
 // stopAccepting stops every listener in parallel and returns how many connections were
 // left in accept queues when ctx ended.
 func (d *Drainer) stopAccepting(ctx context.Context) int {
 	var wg sync.WaitGroup
 	var left atomic.Int64
-	for _, s := range d.servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sa, ok := s.ln.(StopAccepter)
-			if !ok {
-				s.ln.Close()
-				return
-			}
-			n, err := sa.StopAccepting(ctx)
+	for _, s := range d.currentServers() {
+		wg.Go(func() {
+			n, err := stopListener(ctx, s.ln, false)
 			left.Add(int64(n))
 			if err != nil {
 				d.log.Warn("stopping the listener", "listener", s.name, "address", s.ln.Addr().String(), "error", err.Error())
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return int(left.Load())
 }
 
+// stopListener stops ln as well as it can: for good when remove is set and ln is a
+// Remover, else by StopAccepting, else by closing it.
+func stopListener(ctx context.Context, ln net.Listener, remove bool) (int, error) {
+	if r, ok := ln.(Remover); ok && remove {
+		return r.Remove(ctx)
+	}
+	if sa, ok := ln.(StopAccepter); ok {
+		return sa.StopAccepting(ctx)
+	}
+	return 0, ln.Close()
+}
+
 // closeAll ends everything still open: the deadline step.
 func (d *Drainer) closeAll() {
-	for _, s := range d.servers {
+	for _, s := range d.currentServers() {
 		s.http.Close()
 	}
 	d.t.closeUpgraded()

@@ -32,6 +32,11 @@ type tracker struct {
 	closingSince atomic.Int64
 	idleClose    time.Duration
 
+	// removing counts servers being removed (Drainer.Remove), closingServers holds them
+	// (*http.Server -> true): their responses ask clients to close too.
+	removing       atomic.Int32
+	closingServers sync.Map
+
 	conn     sync.Map // net.Conn -> *connInfo, for the connections http.Server tracks
 	upgraded sync.Map // *upgradedConn -> struct{}, for force-closing at the deadline
 }
@@ -68,7 +73,7 @@ func (t *tracker) connState(c net.Conn, state http.ConnState) {
 		}
 		ci.state.Store(int32(state))
 		if state == http.StateIdle && t.closing.Load() {
-			t.closeWhenIdleLongEnough(c, ci)
+			t.closeWhenIdleLongEnough(c, ci, t.closingSince.Load())
 		}
 	case http.StateHijacked, http.StateClosed:
 		if _, ok := t.conn.LoadAndDelete(c); ok {
@@ -93,7 +98,7 @@ func (t *tracker) beginClosing() {
 	t.conn.Range(func(k, v any) bool {
 		ci := v.(*connInfo)
 		if http.ConnState(ci.state.Load()) == http.StateIdle {
-			t.closeWhenIdleLongEnough(k.(net.Conn), ci)
+			t.closeWhenIdleLongEnough(k.(net.Conn), ci, t.closingSince.Load())
 		}
 		return true
 	})
@@ -101,15 +106,15 @@ func (t *tracker) beginClosing() {
 
 // closeWhenIdleLongEnough closes c if it is still idle when its idle window ends. The
 // window starts when c turned idle (just after its last response byte was written) or
-// when the drain began, whichever is later, and lasts idleClose plus a margin of one
+// when the drain began (from: unix nanoseconds), whichever is later, and lasts idleClose plus a margin of one
 // round trip and one retransmission timeout (tcpInfo.margin): a request the client writes
 // just inside idleClose after reading our last response is then already here when we
 // would close, even if its first segment was lost. A request that did arrive (the kernel saw data after
 // the connection turned idle) but is not parsed yet postpones the close: the server
 // turns the connection active as soon as it has read the headers.
-func (t *tracker) closeWhenIdleLongEnough(c net.Conn, ci *connInfo) {
+func (t *tracker) closeWhenIdleLongEnough(c net.Conn, ci *connInfo, from int64) {
 	epoch := ci.idleEpoch.Load()
-	since := time.Unix(0, max(ci.idleSince.Load(), t.closingSince.Load()))
+	since := time.Unix(0, max(ci.idleSince.Load(), from))
 	idleAt := time.Unix(0, ci.idleSince.Load())
 	info := readTCPInfo(c)
 	margin := info.margin()
@@ -125,6 +130,15 @@ func (t *tracker) closeWhenIdleLongEnough(c net.Conn, ci *connInfo) {
 		c.Close() // the server's read fails and it reports StateClosed
 	}
 	time.AfterFunc(time.Until(since.Add(t.idleClose+margin)), closeIfStillIdle)
+}
+
+// serverClosing reports whether r came in on a server being removed.
+func (t *tracker) serverClosing(r *http.Request) bool {
+	if t.removing.Load() == 0 {
+		return false
+	}
+	_, ok := t.closingServers.Load(r.Context().Value(http.ServerContextKey))
+	return ok
 }
 
 // done decrements a count and wakes the drain if it reached zero.
@@ -259,7 +273,7 @@ func (x *exchange) WriteHeader(code int) {
 	if code >= 200 {
 		x.wroteHeader = true
 		x.Status = code
-		if x.t.closing.Load() && x.Request.ProtoMajor == 1 {
+		if (x.t.closing.Load() || x.t.serverClosing(x.Request)) && x.Request.ProtoMajor == 1 {
 			// The client leaves after this response instead of sending another request
 			// on a connection we are about to close.
 			x.ResponseWriter.Header().Set("Connection", "close")

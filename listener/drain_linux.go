@@ -166,8 +166,15 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 }
 
 func (l *Listener) closeInner() error {
+	var unlisten error
+	if l.retire.Load() {
+		unlisten = Unlisten(l.tcp) // still closed below
+	}
 	if err := l.inner.Close(); err != nil {
-		return fmt.Errorf("close listener %s: %w", l.addr, err)
+		return errors.Join(unlisten, fmt.Errorf("close listener %s: %w", l.addr, err))
+	}
+	if unlisten != nil {
+		return unlisten
 	}
 	return nil
 }

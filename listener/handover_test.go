@@ -19,16 +19,7 @@ func TestHandedOverStopAcceptingLeavesTheSocketToTheOtherHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := tcp.File() // a second descriptor of the same socket
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := secondDescriptor(t, tcp)
 
 	old := FromTCP(tcp, 0)
 	old.HandOver()
@@ -60,4 +51,21 @@ func TestHandedOverStopAcceptingLeavesTheSocketToTheOtherHolder(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the other holder never accepted the new connection (SYNs dropped?)")
 	}
+}
+
+// secondDescriptor is another descriptor of tcp's socket, as the other process of an
+// upgrade (or tableflip's copy) holds; it is closed at the end of the test.
+func secondDescriptor(t *testing.T, tcp *net.TCPListener) *net.TCPListener {
+	t.Helper()
+	f, err := tcp.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln.(*net.TCPListener)
 }

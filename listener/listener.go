@@ -34,6 +34,7 @@ type Listener struct {
 	closed   bool // Close has closed the socket
 
 	handedOver atomic.Bool // another process accepts on the socket too (handover.go)
+	retire     atomic.Bool // Remove: the socket stops listening for every descriptor of it
 }
 
 // Listen binds addr ("host:port", tcp; IPv4 or IPv6) and returns a listener

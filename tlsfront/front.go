@@ -395,6 +395,9 @@ func (l *Listener) StopAccepting(ctx context.Context) (int, error) {
 	return l.tcp.StopAccepting(ctx)
 }
 
+// Remove implements drain.Remover.
+func (l *Listener) Remove(ctx context.Context) (int, error) { return l.tcp.Remove(ctx) }
+
 func portOf(a net.Addr) int {
 	if t, ok := a.(*net.TCPAddr); ok {
 		return t.Port

@@ -2,7 +2,8 @@ package main
 
 // SIGHUP: reload the configuration in place. The file and the flags are read again as at
 // start; what can change without closing a connection does (the proxy and its upstream,
-// the access log, the log level, the admin token, certificate files), the rest is named in
+// the access log, the log level, the admin token, certificate files, plain listeners
+// added or removed), the rest is named in
 // one line as needing an upgrade (SIGUSR2). A configuration that does not parse or
 // validate changes nothing: the error says file:line:col, and the running one serves on.
 
@@ -18,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -44,7 +46,6 @@ type setting struct {
 // the template for it.
 func settings(supervised bool) []setting {
 	return []setting{
-		{"listener", false, func(c *config.Config) any { return withoutCertFiles(c.Listeners) }},
 		{"listener.tls.cert_file", true, func(c *config.Config) any { return certFiles(c.Listeners) }},
 		{"upstream.url", !supervised, func(c *config.Config) any { return c.Upstream.URL.String() }},
 		{"upstream.command", false, func(c *config.Config) any { return c.Upstream.Command }},
@@ -108,6 +109,40 @@ func withoutCertFiles(ls []config.Listener) []config.Listener {
 	return out
 }
 
+// listenerChanges compares the listeners by address: those only in next are to be
+// opened, those only in running to be removed; one in both whose settings differ (other
+// than its certificate files) needs an upgrade, as does a new HTTPS listener (tlsfront
+// sets certificates up at start). served is what serves once the reload is done.
+func listenerChanges(running, next []config.Listener) (add []config.Listener, remove, needUpgrade []string, served []config.Listener) {
+	was := map[string]config.Listener{}
+	for _, l := range running {
+		was[l.Address] = l
+	}
+	now := map[string]bool{}
+	for _, l := range next {
+		now[l.Address] = true
+		old, ok := was[l.Address]
+		switch {
+		case !ok && l.TLS != nil:
+			needUpgrade = append(needUpgrade, "listener "+l.Address+" (a new HTTPS listener)")
+		case !ok:
+			add = append(add, l)
+			served = append(served, l)
+		case !reflect.DeepEqual(withoutCertFiles([]config.Listener{old}), withoutCertFiles([]config.Listener{l})):
+			needUpgrade = append(needUpgrade, "listener "+l.Address)
+			served = append(served, old)
+		default:
+			served = append(served, l)
+		}
+	}
+	for _, l := range running {
+		if !now[l.Address] {
+			remove = append(remove, l.Address)
+		}
+	}
+	return add, remove, needUpgrade, served
+}
+
 // changes compares two configurations: the in-place settings that differ, and the others
 // that differ (compared with what the process started with, since a reload never applies
 // them).
@@ -140,6 +175,7 @@ type live struct {
 	adm       *admin.Server // nil without an admin listener
 	d         *drain.Drainer
 	notify    *notifier
+	publics   *publicListeners
 
 	mu      sync.Mutex // one reload at a time
 	running *config.Config
@@ -171,6 +207,8 @@ func (l *live) reload(reason string) {
 		return
 	}
 	inPlace, needUpgrade := changes(l.sup != nil, l.running, l.started, next)
+	addListeners, removeListeners, listenersNeedUpgrade, served := listenerChanges(l.running.Listeners, next.Listeners)
+	needUpgrade = append(needUpgrade, listenersNeedUpgrade...)
 
 	// Build first what can fail, so that a failure changes nothing.
 	var newProxy *proxy.Proxy
@@ -196,6 +234,31 @@ func (l *live) reload(reason string) {
 			}
 			log.Error("cannot open the new access log: still serving the running configuration", "error", err.Error())
 			return
+		}
+	}
+
+	// New listeners last of what can fail: a port in use changes nothing.
+	var opened []string
+	for i, nl := range addListeners {
+		bound, err := l.publics.open(context.Background(), nl)
+		if err != nil {
+			for _, a := range addListeners[:i] {
+				l.publics.remove(a.Address) // new, so next to nothing to drain
+			}
+			if newProxy != nil {
+				newProxy.CloseIdleConnections()
+			}
+			if newLog != nil { // Run with its context over closes it
+				ctx, cancel := context.WithCancel(context.Background())
+				cancel()
+				newLog.Run(ctx)
+			}
+			log.Error("cannot open a new listener: still serving the running configuration", "error", err.Error())
+			return
+		}
+		opened = append(opened, nl.Address)
+		if bound != nl.Address {
+			opened[len(opened)-1] += " (" + bound + ")"
 		}
 	}
 
@@ -236,9 +299,26 @@ func (l *live) reload(reason string) {
 		}
 	}
 	l.front.ReloadStatic() // certificate files are read again whether or not their paths changed; logs its outcome
+	// Removed listeners drain as at shutdown, each on its own: the reload does not wait.
+	for _, addr := range removeListeners {
+		l.d.Workers.Go("remove listener "+addr, func(context.Context) {
+			start := time.Now()
+			if err := l.publics.remove(addr); err != nil {
+				log.Warn("removing the listener", "address", addr, "error", err.Error())
+			}
+			log.Info("listener removed", "address", addr, "took", time.Since(start).String())
+		})
+	}
 	l.running = next
+	l.running.Listeners = served
 	status = "serving; configuration reloaded"
 
+	if len(opened) > 0 {
+		inPlace = append(inPlace, "listener added: "+strings.Join(opened, ", "))
+	}
+	if len(removeListeners) > 0 {
+		inPlace = append(inPlace, "listener removed: "+strings.Join(removeListeners, ", "))
+	}
 	changed := "nothing"
 	if len(inPlace) > 0 {
 		changed = strings.Join(inPlace, ", ")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	stdlog "log"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/drainproxy/drainproxy/gcfloor"
 	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/health"
+	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
 	"github.com/drainproxy/drainproxy/sigtrap"
 	"github.com/drainproxy/drainproxy/supervise"
@@ -196,27 +198,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if sup != nil {
 		upstream = sup.Guard(proxies) // 503 + Retry-After while the app is down
 	}
+	publics := &publicListeners{upg: upg, d: d, front: front, h2: h2, handler: upstream, limits: cfg.Limits,
+		drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
 	addrs := make([]string, 0, len(cfg.Listeners))
 	for _, l := range cfg.Listeners {
-		ln, err := upg.listen(ctx, l.Address, cfg.Limits.MaxConnections)
+		addr, err := publics.open(ctx, l)
 		if err != nil {
 			log.Error("cannot listen", "error", err.Error())
 			return exitFailure
 		}
-		defer ln.Close()
-		ln.SetHandshakeWait(cfg.Drain.HandshakeWait)
-		srv := newServer(d.Handler(front.Handler(l, upstream)), cfg.Limits, log)
-		if l.TLS == nil {
-			h2.Configure(srv, !l.DisableH2C)
-		}
-		srv.ConnState = ln.ConnState // max_connections closes idle keep-alive connections to make room
-		public, err := front.Serve(l, ln, srv, d)
-		if err != nil {
-			log.Error("cannot serve HTTPS", "error", err.Error())
-			return exitFailure
-		}
-		d.AddServer("public", srv, public)
-		addrs = append(addrs, ln.Addr().String())
+		addrs = append(addrs, addr)
 	}
 	if err := front.Start(ctx); err != nil {
 		log.Error("cannot manage certificates", "error", err.Error())
@@ -258,7 +249,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	lv := &live{
 		args: args, stdout: stdout, stderr: stderr, log: log, started: cfg, running: cfg,
 		proxies: proxies, logs: logs, checker: checker, checkOpts: &checkOpts, front: front, sup: sup, adm: adm,
-		d: d, notify: notify,
+		d: d, notify: notify, publics: publics,
 	}
 	stopReload := lv.trapReload()
 	defer stopReload()

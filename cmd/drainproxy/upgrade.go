@@ -139,6 +139,23 @@ func (u *upgrader) socket(addr, name string, listen func(addr string) (net.Liste
 		ln.Close()
 		return nil, fmt.Errorf("listen %s: the socket handed over is a %T, not a TCP listener", addr, ln)
 	}
+	if listening, err := listener.Listening(tcp); err == nil && !listening {
+		// A reload of the process before removed this listener and stopped its socket,
+		// whose copy tableflip handed over anyway: bind the address afresh.
+		tcp.Close()
+		fresh, err := bind("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		if tcp, ok = fresh.(*net.TCPListener); !ok {
+			fresh.Close()
+			return nil, fmt.Errorf("listen %s: got a %T, not a TCP listener", addr, fresh)
+		}
+		if err := u.tf.Fds.AddListener("tcp", addr, tcp); err != nil { // the next upgrade hands this one over
+			tcp.Close()
+			return nil, fmt.Errorf("listen %s: %w", addr, err)
+		}
+	}
 	return tcp, nil
 }
 
@@ -165,6 +182,13 @@ func (u *upgrader) listen(ctx context.Context, addr string, maxConns int) (*list
 	u.public = append(u.public, ln)
 	u.mu.Unlock()
 	return ln, nil
+}
+
+// forget drops ln, which a reload removed, from the listeners an upgrade hands over.
+func (u *upgrader) forget(ln *listener.Listener) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.public = slices.DeleteFunc(u.public, func(l *listener.Listener) bool { return l == ln })
 }
 
 // takeActivated returns the systemd socket meant for addr, if there is one: the one named

@@ -39,6 +39,13 @@ func startUpgradable(t *testing.T, args ...string) *upgradable {
 // startUpgradableEnv is startUpgradable with env added to the process's environment.
 func startUpgradableEnv(t *testing.T, env []string, args ...string) *upgradable {
 	t.Helper()
+	return startUpgradableListening(t, env, true, args...)
+}
+
+// startUpgradableListening is startUpgradableEnv; without listen, the listeners are the
+// config file's (a reload may change them) and u.listen is not served.
+func startUpgradableListening(t *testing.T, env []string, listen bool, args ...string) *upgradable {
+	t.Helper()
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		t.Fatalf("become a subreaper: %v", err)
 	}
@@ -48,7 +55,11 @@ func startUpgradableEnv(t *testing.T, env []string, args ...string) *upgradable 
 		t.Fatal(err)
 	}
 	defer stderr.Close()
-	full := append([]string{"-log-format", "json", "-access-log", "off", "-listen", u.listen, "-admin", u.admin}, args...)
+	full := []string{"-log-format", "json", "-access-log", "off", "-admin", u.admin}
+	if listen {
+		full = append(full, "-listen", u.listen)
+	}
+	full = append(full, args...)
 	u.cmd = exec.Command(binary, full...)
 	u.cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1"), env...)
 	u.cmd.Stderr = stderr

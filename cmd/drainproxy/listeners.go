@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/config"
+	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/h2serve"
+	"github.com/drainproxy/drainproxy/listener"
+	"github.com/drainproxy/drainproxy/tlsfront"
+)
+
+// publicListeners opens the public listeners, at start and when a reload adds one, and
+// removes those a reload drops (drained as at shutdown).
+type publicListeners struct {
+	upg     *upgrader
+	d       *drain.Drainer
+	front   *tlsfront.Front
+	h2      *h2serve.Server
+	handler http.Handler // the upstream side, behind each listener's front
+	limits  config.Limits
+	drain   config.Drain
+	log     hclog.Logger
+
+	mu     sync.Mutex
+	byAddr map[string]*listener.Listener // by the address as configured
+	served map[string]net.Listener       // what the drain serves each on (for Remove)
+}
+
+// open binds l's address and serves it; it returns the bound address.
+func (p *publicListeners) open(ctx context.Context, l config.Listener) (string, error) {
+	ln, err := p.upg.listen(ctx, l.Address, p.limits.MaxConnections)
+	if err != nil {
+		return "", err
+	}
+	ln.SetHandshakeWait(p.drain.HandshakeWait)
+	srv := newServer(p.d.Handler(p.front.Handler(l, p.handler)), p.limits, p.log)
+	if l.TLS == nil {
+		p.h2.Configure(srv, !l.DisableH2C)
+	}
+	srv.ConnState = ln.ConnState // max_connections closes idle keep-alive connections to make room
+	public, err := p.front.Serve(l, ln, srv, p.d)
+	if err != nil {
+		ln.Close()
+		return "", fmt.Errorf("cannot serve HTTPS on %s: %w", l.Address, err)
+	}
+	if err := p.d.AddServer("public", srv, public); err != nil {
+		ln.Close()
+		return "", err
+	}
+	p.mu.Lock()
+	p.byAddr[l.Address], p.served[l.Address] = ln, public
+	p.mu.Unlock()
+	return ln.Addr().String(), nil
+}
+
+// remove drains the listener opened for addr and stops it for good.
+func (p *publicListeners) remove(addr string) error {
+	p.mu.Lock()
+	ln, public := p.byAddr[addr], p.served[addr]
+	delete(p.byAddr, addr)
+	delete(p.served, addr)
+	p.mu.Unlock()
+	if ln == nil {
+		return nil
+	}
+	p.upg.forget(ln)
+	return p.d.Remove(public)
+}
