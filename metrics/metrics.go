@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +49,16 @@ type ReloadCounter interface {
 	Reloads() (ok, failed uint64)
 }
 
+// ConfigReloadCounter is what configuration reloads (SIGHUP) report.
+type ConfigReloadCounter interface {
+	// ConfigReloads is how many reloads applied a new configuration (ok), and how many
+	// left the running one in service (failed: invalid, or a part could not be built).
+	ConfigReloads() (ok, failed uint64)
+	// LastConfigReload is whether the last reload succeeded (true before any), and when
+	// the configuration in service was loaded (at start, or by the last good reload).
+	LastConfigReload() (ok bool, loaded time.Time)
+}
+
 // Options configures New. Only Stats is required.
 type Options struct {
 	// Version is drainproxy's version, exported as drainproxy_build_info{version}.
@@ -63,6 +74,10 @@ type Options struct {
 	// Reloads, when set, exports drainproxy_app_reloads_total{result="ok|failed"} (nil: not
 	// exported, since no app is supervised).
 	Reloads ReloadCounter
+	// ConfigReloads, when set, exports drainproxy_config_reloads_total{result="ok|failed"},
+	// drainproxy_config_last_reload_successful and
+	// drainproxy_config_last_reload_success_timestamp_seconds.
+	ConfigReloads ConfigReloadCounter
 	// UpstreamHealthy, when set, exports drainproxy_upstream_healthy (nil: not exported).
 	UpstreamHealthy func() bool
 	// Logger receives errors met while serving a scrape (zero: discard).
@@ -228,6 +243,42 @@ func New(opts Options) *Metrics {
 				return float64(failed)
 			}))
 		}
+	}
+	if cr := opts.ConfigReloads; cr != nil {
+		for _, result := range []string{"ok", "failed"} {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Namespace:   Namespace,
+				Name:        "config_reloads_total",
+				Help:        "Configuration reloads (SIGHUP), by result: ok applied the new configuration, failed left the running one in service (see the log).",
+				ConstLabels: prometheus.Labels{"result": result},
+			}, func() float64 {
+				ok, failed := cr.ConfigReloads()
+				if result == "ok" {
+					return float64(ok)
+				}
+				return float64(failed)
+			}))
+		}
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: Namespace,
+				Name:      "config_last_reload_successful",
+				Help:      "1 if the last configuration reload succeeded (or none was tried), 0 if it failed and an older configuration serves.",
+			}, func() float64 {
+				if ok, _ := cr.LastConfigReload(); ok {
+					return 1
+				}
+				return 0
+			}),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: Namespace,
+				Name:      "config_last_reload_success_timestamp_seconds",
+				Help:      "When the configuration in service was loaded (start-up or the last successful reload), in Unix seconds.",
+			}, func() float64 {
+				_, at := cr.LastConfigReload()
+				return float64(at.UnixNano()) / 1e9
+			}),
+		)
 	}
 	if healthy := opts.UpstreamHealthy; healthy != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -175,10 +175,42 @@ type live struct {
 	adm       *admin.Server // nil without an admin listener
 	d         *drain.Drainer
 	notify    *notifier
+	stats     *reloadStats
 	publics   *publicListeners
 
 	mu      sync.Mutex // one reload at a time
 	running *config.Config
+}
+
+// reloadStats counts configuration reloads for the metrics (metrics.ConfigReloadCounter).
+type reloadStats struct {
+	ok, failed atomic.Uint64
+	lastFailed atomic.Bool
+	loaded     atomic.Int64 // unix nanoseconds: when the configuration in service was loaded
+}
+
+func newReloadStats() *reloadStats {
+	s := &reloadStats{}
+	s.loaded.Store(time.Now().UnixNano())
+	return s
+}
+
+func (s *reloadStats) record(ok bool) {
+	if ok {
+		s.ok.Add(1)
+		s.loaded.Store(time.Now().UnixNano())
+	} else {
+		s.failed.Add(1)
+	}
+	s.lastFailed.Store(!ok)
+}
+
+// ConfigReloads implements metrics.ConfigReloadCounter.
+func (s *reloadStats) ConfigReloads() (ok, failed uint64) { return s.ok.Load(), s.failed.Load() }
+
+// LastConfigReload implements metrics.ConfigReloadCounter.
+func (s *reloadStats) LastConfigReload() (bool, time.Time) {
+	return !s.lastFailed.Load(), time.Unix(0, s.loaded.Load())
 }
 
 // trapReload makes SIGHUP reload; stop undoes it and waits for a reload in progress.
@@ -198,8 +230,12 @@ func (l *live) reload(reason string) {
 	default:
 	}
 	l.notify.reloading()
+	const reloaded = "serving; configuration reloaded"
 	status := "serving; the last reload failed, see the log"
-	defer func() { l.notify.ready(status) }()
+	defer func() {
+		l.stats.record(status == reloaded)
+		l.notify.ready(status)
+	}()
 	next, err := config.Parse(l.args, io.Discard)
 	if err != nil {
 		log.Error("the new configuration is invalid: still serving the running one (drainproxy -check shows the same)",
@@ -311,7 +347,7 @@ func (l *live) reload(reason string) {
 	}
 	l.running = next
 	l.running.Listeners = served
-	status = "serving; configuration reloaded"
+	status = reloaded
 
 	if len(opened) > 0 {
 		inPlace = append(inPlace, "listener added: "+strings.Join(opened, ", "))

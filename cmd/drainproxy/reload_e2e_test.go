@@ -136,6 +136,11 @@ func TestReloadWithABadConfigKeepsServing(t *testing.T) {
 		t.Fatalf("not serving after a bad reload: %v %v", resp, err)
 	}
 	resp.Body.Close()
+	loadedAtStart := metricValue(t, p, "", "drainproxy_config_last_reload_success_timestamp_seconds")
+	if failed, last := metricValue(t, p, "", `drainproxy_config_reloads_total{result="failed"}`),
+		metricValue(t, p, "", "drainproxy_config_last_reload_successful"); failed != 1 || last != 0 {
+		t.Fatalf("after a bad reload: config_reloads_total{failed} %v, last_reload_successful %v; want 1 and 0", failed, last)
+	}
 
 	// A good configuration then applies: the admin token, in place. The same signal again
 	// within sigtrap.Coalesce would count as the same delivery.
@@ -148,6 +153,12 @@ func TestReloadWithABadConfigKeepsServing(t *testing.T) {
 	})
 	if code, _, body := adminDo(t, "GET", "http://"+p.Admin+"/status", "s3cret-token-of-16-chars"); code != 200 {
 		t.Fatalf("/status with the reloaded token = %d %q", code, body)
+	}
+	const tok = "s3cret-token-of-16-chars"
+	if ok, last, at := metricValue(t, p, tok, `drainproxy_config_reloads_total{result="ok"}`),
+		metricValue(t, p, tok, "drainproxy_config_last_reload_successful"),
+		metricValue(t, p, tok, "drainproxy_config_last_reload_success_timestamp_seconds"); ok != 1 || last != 1 || at <= loadedAtStart {
+		t.Fatalf("after a good reload: config_reloads_total{ok} %v, last_reload_successful %v, loaded at %v (start %v)", ok, last, at, loadedAtStart)
 	}
 	p.Signal(syscall.SIGTERM)
 	if code := p.Wait(15 * time.Second); code != 0 {

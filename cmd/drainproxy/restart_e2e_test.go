@@ -49,18 +49,25 @@ func restartLogPid(t *testing.T, p *proc, msg, key string, timeout time.Duration
 // restartReloads is drainproxy_app_reloads_total{result} from /metrics.
 func restartReloads(t *testing.T, p *proc, result string) int {
 	t.Helper()
-	resp, err := http.Get("http://" + p.Admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	return int(metricValue(t, p, "", `drainproxy_app_reloads_total{result="`+result+`"}`))
+}
+
+// metricValue is the value of series (name and labels as exposed) in p's /metrics.
+func metricValue(t *testing.T, p *proc, token, series string) float64 {
+	t.Helper()
+	code, _, body := adminDo(t, "GET", "http://"+p.Admin+"/metrics", token)
+	if code != http.StatusOK {
+		t.Fatalf("/metrics = %d", code)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`(?m)^drainproxy_app_reloads_total\{result="` + result + `"\} (\d+)$`).FindSubmatch(b)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
 	if m == nil {
-		t.Fatalf("no app_reloads_total{result=%q} in /metrics", result)
+		t.Fatalf("no %s in /metrics", series)
 	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatalf("%s: %v", series, err)
+	}
+	return v
 }
 
 // slowPosts sends n POST /slow?d= to addr on connections of their own, never retrying,

@@ -218,8 +218,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// (so /readyz says 503 and /metrics can be scraped throughout) and closes after it,
 	// or once an upgrade handed it to the next process.
 	adminAddr := "off"
+	reloads := newReloadStats()
 	if cfg.Admin.Address != "" {
-		m := newMetrics(d, checker, logs, sup, log.Named("metrics"))
+		m := newMetrics(d, checker, logs, sup, reloads, log.Named("metrics"))
 		d.Observe(m)
 		ln, err := upg.socket(cfg.Admin.Address, "admin", admin.Listen) // or FileDescriptorName=admin
 		if err != nil {
@@ -249,7 +250,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	lv := &live{
 		args: args, stdout: stdout, stderr: stderr, log: log, started: cfg, running: cfg,
 		proxies: proxies, logs: logs, checker: checker, checkOpts: &checkOpts, front: front, sup: sup, adm: adm,
-		d: d, notify: notify, publics: publics,
+		d: d, notify: notify, stats: reloads, publics: publics,
 	}
 	stopReload := lv.trapReload()
 	defer stopReload()
@@ -311,8 +312,8 @@ func trapLogSignals(accessLog *logSwitch) (stop func()) {
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
 // supervised app are nil here, and must stay nil interfaces in metrics.Options.
-func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, log hclog.Logger) *metrics.Metrics {
-	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, Logger: log}
+func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, log hclog.Logger) *metrics.Metrics {
+	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, ConfigReloads: reloads, Logger: log}
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
