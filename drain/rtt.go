@@ -21,6 +21,8 @@ type tcpInfo struct {
 	rtt, rttVar  time.Duration // smoothed round trip and its mean deviation
 	rto          time.Duration // retransmission timeout
 	lastDataRecv time.Duration // how long ago data last arrived, as of readAt
+	lastAckRecv  time.Duration // how long ago the client last acknowledged data, as of readAt
+	unacked      uint32        // segments sent that the client has not acknowledged
 	readAt       time.Time
 }
 
@@ -39,4 +41,22 @@ func (i tcpInfo) margin() time.Duration {
 // receivedSince reports whether the kernel saw data from the client after t.
 func (i tcpInfo) receivedSince(t time.Time) bool {
 	return i.readAt.Add(-i.lastDataRecv).After(t.Add(lastRecvSlack))
+}
+
+// delivered is the earliest time the idle window may count from, as far as the client
+// is concerned: about when it read our last response. The window is measured from our
+// write of it and its margin allows one round trip for the response to arrive and the
+// request to come back; a response the link lost and we retransmitted (at 1% loss,
+// several times, with the timeout doubling each time) reaches the client later, so the
+// window moves with its acknowledgement, which comes back a round trip after our send
+// that got through. ok is false while part of the response is still unacknowledged:
+// the client may not have it yet, and its window has not begun.
+func (i tcpInfo) delivered() (at time.Time, ok bool) {
+	if !i.ok {
+		return time.Time{}, true
+	}
+	if i.unacked > 0 {
+		return time.Time{}, false
+	}
+	return i.readAt.Add(-i.lastAckRecv - i.rtt), true
 }

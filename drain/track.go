@@ -100,13 +100,15 @@ func (t *tracker) beginClosing() {
 }
 
 // closeWhenIdleLongEnough closes c if it is still idle when its idle window ends. The
-// window starts when c turned idle (just after its last response byte was written) or
-// when the drain began, whichever is later, and lasts idleClose plus a margin of one
-// round trip and one retransmission timeout (tcpInfo.margin): a request the client writes
-// just inside idleClose after reading our last response is then already here when we
-// would close, even if its first segment was lost. A request that did arrive (the kernel saw data after
-// the connection turned idle) but is not parsed yet postpones the close: the server
-// turns the connection active as soon as it has read the headers.
+// window starts when c turned idle (just after its last response byte was written), when
+// the drain began, or when the client acknowledged that response less a round trip
+// (tcpInfo.delivered: a response the link lost arrives late), whichever is latest, and
+// lasts idleClose plus a margin of one round trip and one retransmission timeout
+// (tcpInfo.margin): a request the client writes just inside idleClose after reading our
+// last response is then already here when we would close, even if its first segment was
+// lost. While part of the response is unacknowledged, or a request did arrive (the kernel
+// saw data after the connection turned idle) but is not parsed yet, the close waits: the
+// server turns the connection active as soon as it has read the headers.
 func (t *tracker) closeWhenIdleLongEnough(c net.Conn, ci *connInfo) {
 	epoch := ci.idleEpoch.Load()
 	since := time.Unix(0, max(ci.idleSince.Load(), t.closingSince.Load()))
@@ -118,8 +120,19 @@ func (t *tracker) closeWhenIdleLongEnough(c net.Conn, ci *connInfo) {
 		if http.ConnState(ci.state.Load()) != http.StateIdle || ci.idleEpoch.Load() != epoch {
 			return
 		}
-		if now := readTCPInfo(c); now.ok && now.receivedSince(idleAt) {
+		now := readTCPInfo(c)
+		if now.ok && now.receivedSince(idleAt) {
 			time.AfterFunc(max(margin, minRecheck), closeIfStillIdle)
+			return
+		}
+		delivered, ok := now.delivered()
+		if !ok {
+			time.AfterFunc(max(now.rto, minRecheck), closeIfStillIdle)
+			return
+		}
+		if end := delivered.Add(t.idleClose + margin); delivered.After(since.Add(lastRecvSlack)) && time.Until(end) > minRecheck {
+			since = delivered
+			time.AfterFunc(time.Until(end), closeIfStillIdle)
 			return
 		}
 		c.Close() // the server's read fails and it reports StateClosed

@@ -44,6 +44,7 @@ var (
 	rttMatrix    = flag.Bool("rtt-matrix", false, "TestRTTMatrix: run the whole matrix (links x drain delays x loads), DRAINPROXY_RTT_RUNS runs each (default 5)")
 	rttIdle      = flag.Duration("rtt-idle-close", 0, "drain.idle_close for the round-trip tests (0: the default)")
 	rttOnly      = flag.String("rtt-only", "", "TestRTTMatrix: run only the cases whose name contains this")
+	rttLossFlag  = flag.Float64("rtt-loss", 0, "TestRTTMatrix: the lossy link's loss instead of 1% (more loss shows rare losses sooner)")
 	rttCaddyFlag = flag.Bool("rtt-caddy", false, "TestRTTMatrixCaddy: the delay-0 matrix against Caddy")
 )
 
@@ -497,7 +498,12 @@ func TestRTTMatrix(t *testing.T) {
 		runs = v
 	}
 	var table []string
-	for _, link := range rttLinks {
+	links := slices.Clone(rttLinks)
+	if *rttLossFlag > 0 {
+		links[2].opts.Loss = *rttLossFlag
+		links[2].name = fmt.Sprintf("50ms+%g%%loss", *rttLossFlag*100)
+	}
+	for _, link := range links {
 		for _, delay := range []time.Duration{0, 5 * time.Second} {
 			for _, l := range rttLoads {
 				name := fmt.Sprintf("%s/delay=%v/%s", link.name, delay, l.name)

@@ -58,6 +58,9 @@ type Options struct {
 	// forwarder's goroutine, before it is delayed: tests trace a lost request's
 	// connection with it (see TCPSegment). It must be quick and must not keep p.
 	Observe func(p []byte, dropped bool)
+	// Drop, if set, drops each packet for which it returns true, besides Loss: tests
+	// lose a chosen segment with it. Same goroutine and rules as Observe.
+	Drop func(p []byte) bool
 }
 
 // Rig is a pair of namespaces joined by a delaying link.
@@ -172,7 +175,7 @@ func (r *Rig) forward(in, out *os.File) {
 			if err != nil {
 				return // closed by stopLink
 			}
-			dropped := r.opts.Loss > 0 && mrand.Float64() < r.opts.Loss
+			dropped := r.opts.Loss > 0 && mrand.Float64() < r.opts.Loss || r.opts.Drop != nil && r.opts.Drop(buf[:n])
 			if r.opts.Observe != nil {
 				r.opts.Observe(buf[:n], dropped)
 			}
