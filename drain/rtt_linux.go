@@ -36,6 +36,7 @@ func readTCPInfo(c net.Conn) tcpInfo {
 				lastDataRecv: time.Duration(info.Last_data_recv) * time.Millisecond,
 				lastAckRecv:  time.Duration(info.Last_ack_recv) * time.Millisecond,
 				unacked:      info.Unacked,
+				totalRetrans: info.Total_retrans,
 				readAt:       time.Now(),
 			}
 		case interface{ NetConn() net.Conn }: // *tls.Conn

@@ -41,6 +41,8 @@ type connInfo struct {
 	state     atomic.Int32  // http.ConnState
 	idleSince atomic.Int64  // unix nanoseconds of the last move to idle
 	idleEpoch atomic.Uint64 // bumped on every move to idle, so a stale close is skipped
+	// synRetrans: our SYN-ACK was sent more than once (set at StateNew, before any data).
+	synRetrans bool
 }
 
 func newTracker(idleClose time.Duration) *tracker {
@@ -52,7 +54,7 @@ func newTracker(idleClose time.Duration) *tracker {
 func (t *tracker) connState(c net.Conn, state http.ConnState) {
 	switch state {
 	case http.StateNew:
-		ci := &connInfo{}
+		ci := &connInfo{synRetrans: readTCPInfo(c).totalRetrans > 0}
 		ci.state.Store(int32(state))
 		t.conn.Store(c, ci)
 		t.conns.Add(1)
@@ -114,7 +116,7 @@ func (t *tracker) closeWhenIdleLongEnough(c net.Conn, ci *connInfo) {
 	since := time.Unix(0, max(ci.idleSince.Load(), t.closingSince.Load()))
 	idleAt := time.Unix(0, ci.idleSince.Load())
 	info := readTCPInfo(c)
-	margin := info.margin()
+	margin := info.margin(ci.synRetrans)
 	var closeIfStillIdle func()
 	closeIfStillIdle = func() {
 		if http.ConnState(ci.state.Load()) != http.StateIdle || ci.idleEpoch.Load() != epoch {
