@@ -75,26 +75,7 @@ func TestIdleWindowWaitsForALateResponse(t *testing.T) {
 		}
 		return dropped.Load() <= 3
 	}})
-	ln, err := rig.Listen(rig.Server, netrig.ServerIP+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.AddServer("test", &http.Server{Handler: d.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))}, ln)
-	done := make(chan Summary, 1)
-	go func() { done <- d.Run(context.Background()) }()
-	t.Cleanup(func() { d.Force("test over"); <-done })
-	waitUntil(t, d.Ready)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := rig.Dial(ctx, ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	if _, err := get(t, c, br); err != nil {
-		t.Fatal(err)
-	}
+	c, br := rigClient(t, d, rig)
 	arm.Store(true)
 	start := time.Now()
 	if _, err := get(t, c, br); err != nil {
@@ -136,6 +117,25 @@ func TestIdleWindowAfterARetransmittedHandshake(t *testing.T) {
 		}
 		return false
 	}})
+	c, br := rigClient(t, d, rig)
+	d.Drain("test")
+	time.Sleep(window / 2) // a client well inside the window
+	armed.Store(true)
+	start := time.Now()
+	resp, err := get(t, c, br)
+	if err != nil {
+		t.Fatalf("request sent inside the idle window, its first transmission lost: %v after %v; want it answered (a client whose handshake was retransmitted resends late)", err, time.Since(start).Round(time.Millisecond))
+	}
+	if !resp.Close {
+		t.Error("response during the drain lacks Connection: close")
+	}
+	t.Logf("the request, resent by the client, was answered %v after it was first sent", time.Since(start).Round(time.Millisecond))
+}
+
+// rigClient serves d (an "ok" handler) on rig's server side and returns a keep-alive
+// connection from the client side that has had one answer.
+func rigClient(t *testing.T, d *Drainer, rig *netrig.Rig) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	ln, err := rig.Listen(rig.Server, netrig.ServerIP+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -151,21 +151,10 @@ func TestIdleWindowAfterARetransmittedHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	br := bufio.NewReader(c)
 	if _, err := get(t, c, br); err != nil {
 		t.Fatal(err)
 	}
-	d.Drain("test")
-	time.Sleep(window / 2) // a client well inside the window
-	armed.Store(true)
-	start := time.Now()
-	resp, err := get(t, c, br)
-	if err != nil {
-		t.Fatalf("request sent inside the idle window, its first transmission lost: %v after %v; want it answered (a client whose handshake was retransmitted resends late)", err, time.Since(start).Round(time.Millisecond))
-	}
-	if !resp.Close {
-		t.Error("response during the drain lacks Connection: close")
-	}
-	t.Logf("the request, resent by the client, was answered %v after it was first sent", time.Since(start).Round(time.Millisecond))
+	return c, br
 }

@@ -324,12 +324,7 @@ func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun
 	trace := newRTTTrace()
 	opts := link.opts
 	opts.Observe = trace.observe
-	rig := netrig.New(t, opts)
-	ln := rttAppListener(t, rig)
-	app := &http.Server{Handler: standin.Handler()}
-	go app.Serve(ln)
-	t.Cleanup(func() { app.Close() })
-	p := rttProxy(t, rig, "http://"+ln.Addr().String(), delay)
+	rig, p := rttStandinProxy(t, opts, delay)
 
 	var signaled time.Time
 	res, code := rttLoadThenSignal(rig, link.opts.RTT, p.Addr, l, func() int {
@@ -360,6 +355,43 @@ func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun
 		}
 	}
 	return r
+}
+
+// rttStandinProxy builds a rig, serves the stand-in app in its server namespace and
+// starts drainproxy in front of it (rttProxy).
+func rttStandinProxy(t *testing.T, opts netrig.Options, delay time.Duration) (*netrig.Rig, *proc) {
+	t.Helper()
+	rig := netrig.New(t, opts)
+	ln := rttAppListener(t, rig)
+	app := &http.Server{Handler: standin.Handler()}
+	go app.Serve(ln)
+	t.Cleanup(func() { app.Close() })
+	return rig, rttProxy(t, rig, "http://"+ln.Addr().String(), delay)
+}
+
+// rttRuns is DRAINPROXY_RTT_RUNS, or def.
+func rttRuns(def int) int {
+	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// rttEachDrain runs drain over the 150 ms link with drain.delay 0 and 1 s, twice each
+// (DRAINPROXY_RTT_RUNS for more), as subtests named after kind.
+func rttEachDrain(t *testing.T, kind string, drain func(t *testing.T, link rttLink, delay time.Duration)) {
+	if testing.Short() {
+		t.Skip("round-trip drain runs take a minute")
+	}
+	runs := rttRuns(2)
+	link := rttLinks[1]
+	for _, delay := range []time.Duration{0, time.Second} {
+		t.Run(fmt.Sprintf("%s/delay=%v/%s", link.name, delay, kind), func(t *testing.T) {
+			for i := range runs {
+				t.Run(strconv.Itoa(i+1), func(t *testing.T) { drain(t, link, delay) })
+			}
+		})
+	}
 }
 
 // rttAppListener is a listener for the app, on loopback in rig's server namespace: the
@@ -464,10 +496,7 @@ func TestRTTGRPCDrain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("round-trip drain runs take a minute")
 	}
-	runs := 2
-	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
+	runs := rttRuns(2)
 	link := rttLinks[1]
 	for _, delay := range []time.Duration{0, time.Second} {
 		t.Run(fmt.Sprintf("%s/delay=%v/grpc-h2c", link.name, delay), func(t *testing.T) {
@@ -493,10 +522,7 @@ func TestRTTMatrix(t *testing.T) {
 	if !*rttMatrix {
 		t.Skip("the whole matrix runs with -rtt-matrix (scripts/rttmatrix)")
 	}
-	runs := 5
-	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
+	runs := rttRuns(5)
 	var table []string
 	links := slices.Clone(rttLinks)
 	if *rttLossFlag > 0 {
@@ -649,10 +675,7 @@ func TestRTTMatrixCaddy(t *testing.T) {
 	if !*rttCaddyFlag {
 		t.Skip("runs with -rtt-caddy (scripts/rttmatrix -rtt-caddy)")
 	}
-	runs := 5
-	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
+	runs := rttRuns(5)
 	var table []string
 	for _, link := range rttLinks {
 		for _, l := range rttLoads {
@@ -683,30 +706,11 @@ func TestRTTMatrixCaddy(t *testing.T) {
 // resends by itself a request the server's GOAWAY left unprocessed; that counts as a
 // loss too: the drain refused a stream the client had sent.
 func TestRTTH2Drain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("round-trip drain runs take a minute")
-	}
-	runs := 2
-	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
-	link := rttLinks[1]
-	for _, delay := range []time.Duration{0, time.Second} {
-		t.Run(fmt.Sprintf("%s/delay=%v/h2c", link.name, delay), func(t *testing.T) {
-			for i := range runs {
-				t.Run(strconv.Itoa(i+1), func(t *testing.T) { rttH2Drain(t, link, delay) })
-			}
-		})
-	}
+	rttEachDrain(t, "h2c", rttH2Drain)
 }
 
 func rttH2Drain(t *testing.T, link rttLink, delay time.Duration) {
-	rig := netrig.New(t, link.opts)
-	ln := rttAppListener(t, rig)
-	app := &http.Server{Handler: standin.Handler()}
-	go app.Serve(ln)
-	t.Cleanup(func() { app.Close() })
-	p := rttProxy(t, rig, "http://"+ln.Addr().String(), delay)
+	rig, p := rttStandinProxy(t, link.opts, delay)
 
 	const conns, perConn, slow = 4, 8, 4
 	var signalled atomic.Bool
@@ -821,30 +825,11 @@ func rttH2Drain(t *testing.T, link rttLink, delay time.Duration) {
 // proxy: the log reports the exit's lag after the last close's arrival, which a drain
 // waiting for a close handshake it could end itself would stretch by a round trip.
 func TestRTTWebSocketDrain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("round-trip drain runs take a minute")
-	}
-	runs := 2
-	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
-	link := rttLinks[1]
-	for _, delay := range []time.Duration{0, time.Second} {
-		t.Run(fmt.Sprintf("%s/delay=%v/websocket", link.name, delay), func(t *testing.T) {
-			for i := range runs {
-				t.Run(strconv.Itoa(i+1), func(t *testing.T) { rttWSDrain(t, link, delay) })
-			}
-		})
-	}
+	rttEachDrain(t, "websocket", rttWSDrain)
 }
 
 func rttWSDrain(t *testing.T, link rttLink, delay time.Duration) {
-	rig := netrig.New(t, link.opts)
-	ln := rttAppListener(t, rig)
-	app := &http.Server{Handler: standin.Handler()}
-	go app.Serve(ln)
-	t.Cleanup(func() { app.Close() })
-	p := rttProxy(t, rig, "http://"+ln.Addr().String(), delay)
+	rig, p := rttStandinProxy(t, link.opts, delay)
 
 	const clients = 10
 	var conns []*websocket.Conn
