@@ -98,7 +98,7 @@ drain {
   delay = "0s"
   # How long in-flight requests may take after the listeners close; keep it below the orchestrator's kill timeout.
   grace = "30s"
-  # During a drain, a keep-alive connection idle this long (plus a margin of its round trip, counted from the later of its last response and the signal) is closed; a client idle longer that sends just as we close can lose that request.
+  # During a drain, a keep-alive connection idle this long (plus a margin of its round trip and retransmission timeout, 3 s if its handshake was retransmitted; counted from the latest of its last response, the client's acknowledgement of it, and the signal) is closed; a client idle longer that sends just as we close can lose that request.
   idle_close = "1s"
   # Once new connections are refused, keep the listeners open this long at most for handshakes under way (a far client's request is one round trip behind); "0s" resets them at close.
   handshake_wait = "2s"

@@ -51,9 +51,11 @@ type Options struct {
 	Grace time.Duration
 	// IdleClose is how long a keep-alive connection must stay idle during a drain before
 	// it is closed (zero: 1s). The window starts when the connection's last response
-	// was written, or at the drain request if that is later, and is stretched by a margin
-	// of the connection's round trip (TCP_INFO), so that a request its client sends
-	// within IdleClose of reading our last response is here before we would close.
+	// was written, when the client acknowledged it (less a round trip), or at the drain
+	// request, whichever is latest, and is stretched by a margin of the connection's
+	// round trip and retransmission timeout (TCP_INFO; 3 s for a retransmitted
+	// handshake), so that a request its client sends within IdleClose of reading our
+	// last response is here before we would close.
 	IdleClose time.Duration
 	// FlushTimeout bounds the wait for background workers at exit (zero: 5s).
 	FlushTimeout time.Duration

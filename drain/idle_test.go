@@ -96,9 +96,12 @@ func TestRTTMargin(t *testing.T) {
 		{"150ms path", tcpInfo{ok: true, rtt: 150 * time.Millisecond, rttVar: 40 * time.Millisecond, rto: 350 * time.Millisecond}, 500 * time.Millisecond},
 		{"no rto", tcpInfo{ok: true, rtt: 150 * time.Millisecond, rttVar: 40 * time.Millisecond}, 310 * time.Millisecond},
 	} {
-		if got := tc.info.margin(); got != tc.want {
+		if got := tc.info.margin(false); got != tc.want {
 			t.Errorf("%s: margin %v, want %v", tc.name, got, tc.want)
 		}
+	}
+	if got, want := (tcpInfo{ok: true, rtt: 50 * time.Millisecond, rto: 250 * time.Millisecond}).margin(true), 50*time.Millisecond+synFallbackRTO; got != want {
+		t.Errorf("handshake retransmitted: margin %v, want %v", got, want)
 	}
 	idle := now.Add(-time.Second)
 	if (tcpInfo{ok: true, readAt: now, lastDataRecv: 2 * time.Second}).receivedSince(idle) {

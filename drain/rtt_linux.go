@@ -34,6 +34,9 @@ func readTCPInfo(c net.Conn) tcpInfo {
 				rttVar:       time.Duration(info.Rttvar) * time.Microsecond,
 				rto:          time.Duration(info.Rto) * time.Microsecond,
 				lastDataRecv: time.Duration(info.Last_data_recv) * time.Millisecond,
+				lastAckRecv:  time.Duration(info.Last_ack_recv) * time.Millisecond,
+				unacked:      info.Unacked,
+				totalRetrans: info.Total_retrans,
 				readAt:       time.Now(),
 			}
 		case interface{ NetConn() net.Conn }: // *tls.Conn

@@ -46,6 +46,8 @@ type connInfo struct {
 	state     atomic.Int32  // http.ConnState
 	idleSince atomic.Int64  // unix nanoseconds of the last move to idle
 	idleEpoch atomic.Uint64 // bumped on every move to idle, so a stale close is skipped
+	// synRetrans: our SYN-ACK was sent more than once (set at StateNew, before any data).
+	synRetrans bool
 }
 
 func newTracker(idleClose time.Duration) *tracker {
@@ -57,7 +59,7 @@ func newTracker(idleClose time.Duration) *tracker {
 func (t *tracker) connState(c net.Conn, state http.ConnState) {
 	switch state {
 	case http.StateNew:
-		ci := &connInfo{}
+		ci := &connInfo{synRetrans: readTCPInfo(c).totalRetrans > 0}
 		ci.state.Store(int32(state))
 		t.conn.Store(c, ci)
 		t.conns.Add(1)
@@ -105,26 +107,39 @@ func (t *tracker) beginClosing() {
 }
 
 // closeWhenIdleLongEnough closes c if it is still idle when its idle window ends. The
-// window starts when c turned idle (just after its last response byte was written) or
-// when the drain began (from: unix nanoseconds), whichever is later, and lasts idleClose plus a margin of one
-// round trip and one retransmission timeout (tcpInfo.margin): a request the client writes
-// just inside idleClose after reading our last response is then already here when we
-// would close, even if its first segment was lost. A request that did arrive (the kernel saw data after
-// the connection turned idle) but is not parsed yet postpones the close: the server
-// turns the connection active as soon as it has read the headers.
+// window starts when c turned idle (just after its last response byte was written), when
+// the drain began (from: unix nanoseconds; or a removal of its listener), or when the client acknowledged that response less a round trip
+// (tcpInfo.delivered: a response the link lost arrives late), whichever is latest, and
+// lasts idleClose plus a margin of one round trip and one retransmission timeout
+// (tcpInfo.margin): a request the client writes just inside idleClose after reading our
+// last response is then already here when we would close, even if its first segment was
+// lost. While part of the response is unacknowledged, or a request did arrive (the kernel
+// saw data after the connection turned idle) but is not parsed yet, the close waits: the
+// server turns the connection active as soon as it has read the headers.
 func (t *tracker) closeWhenIdleLongEnough(c net.Conn, ci *connInfo, from int64) {
 	epoch := ci.idleEpoch.Load()
 	since := time.Unix(0, max(ci.idleSince.Load(), from))
 	idleAt := time.Unix(0, ci.idleSince.Load())
 	info := readTCPInfo(c)
-	margin := info.margin()
+	margin := info.margin(ci.synRetrans)
 	var closeIfStillIdle func()
 	closeIfStillIdle = func() {
 		if http.ConnState(ci.state.Load()) != http.StateIdle || ci.idleEpoch.Load() != epoch {
 			return
 		}
-		if now := readTCPInfo(c); now.ok && now.receivedSince(idleAt) {
+		now := readTCPInfo(c)
+		if now.ok && now.receivedSince(idleAt) {
 			time.AfterFunc(max(margin, minRecheck), closeIfStillIdle)
+			return
+		}
+		delivered, ok := now.delivered()
+		if !ok {
+			time.AfterFunc(max(now.rto, minRecheck), closeIfStillIdle)
+			return
+		}
+		if end := delivered.Add(t.idleClose + margin); delivered.After(since.Add(lastRecvSlack)) && time.Until(end) > minRecheck {
+			since = delivered
+			time.AfterFunc(time.Until(end), closeIfStillIdle)
 			return
 		}
 		c.Close() // the server's read fails and it reports StateClosed

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/websocket"
 	"golang.org/x/sys/unix"
 
 	"github.com/drainproxy/drainproxy/internal/netrig"
@@ -43,6 +44,7 @@ var (
 	rttMatrix    = flag.Bool("rtt-matrix", false, "TestRTTMatrix: run the whole matrix (links x drain delays x loads), DRAINPROXY_RTT_RUNS runs each (default 5)")
 	rttIdle      = flag.Duration("rtt-idle-close", 0, "drain.idle_close for the round-trip tests (0: the default)")
 	rttOnly      = flag.String("rtt-only", "", "TestRTTMatrix: run only the cases whose name contains this")
+	rttLossFlag  = flag.Float64("rtt-loss", 0, "TestRTTMatrix: the lossy link's loss instead of 1% (more loss shows rare losses sooner)")
 	rttCaddyFlag = flag.Bool("rtt-caddy", false, "TestRTTMatrixCaddy: the delay-0 matrix against Caddy")
 )
 
@@ -92,11 +94,90 @@ type rttCounts struct {
 	closedIdle atomic.Int64 // keep-alive connections found closed before a request was sent
 	lastResp   atomic.Int64 // unix nanoseconds of the latest complete response
 	firstLost  atomic.Value // string
+
+	mu     sync.Mutex
+	lostOn []rttLost // for the packet trace of each lost request's connection
 }
 
-func (c *rttCounts) loss(err error) {
+// rttLost is one lost request: the client's port and what it saw.
+type rttLost struct {
+	port uint16
+	at   time.Time
+	err  error
+}
+
+func (c *rttCounts) loss(conn net.Conn, err error) {
 	c.lost.Add(1)
 	c.firstLost.CompareAndSwap(nil, err.Error())
+	if conn == nil {
+		return
+	}
+	if a, ok := conn.LocalAddr().(*net.TCPAddr); ok {
+		c.mu.Lock()
+		c.lostOn = append(c.lostOn, rttLost{port: uint16(a.Port), at: time.Now(), err: err})
+		c.mu.Unlock()
+	}
+}
+
+// rttTrace keeps every segment the link carried, by client port, so that a lost
+// request's connection can be shown packet by packet: whether our FIN crossed the
+// request, an RST answered it, or a segment was dropped and retransmitted.
+type rttTrace struct {
+	mu     sync.Mutex
+	start  time.Time
+	byPort map[uint16][]rttPacket
+}
+
+type rttPacket struct {
+	at      time.Duration
+	seg     netrig.Segment
+	dropped bool
+}
+
+func newRTTTrace() *rttTrace {
+	return &rttTrace{start: time.Now(), byPort: map[uint16][]rttPacket{}}
+}
+
+func (tr *rttTrace) observe(p []byte, dropped bool) {
+	seg, ok := netrig.TCPSegment(p)
+	if !ok {
+		return
+	}
+	port := seg.Src.Port()
+	if seg.Src.Addr().String() != netrig.ClientIP {
+		port = seg.Dst.Port()
+	}
+	tr.mu.Lock()
+	tr.byPort[port] = append(tr.byPort[port], rttPacket{at: time.Since(tr.start), seg: seg, dropped: dropped})
+	tr.mu.Unlock()
+}
+
+// show is the trace of the connection from the client's port, times from the rig's
+// start, sequence numbers relative to each side's first.
+func (tr *rttTrace) show(port uint16, signaled time.Time) string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "signal at +%v\n", signaled.Sub(tr.start).Round(time.Millisecond))
+	base := map[string]uint32{}
+	for _, p := range tr.byPort[port] {
+		from := p.seg.Src.String()
+		if _, ok := base[from]; !ok {
+			base[from] = p.seg.Seq
+		}
+		to := p.seg.Dst.String()
+		seg := p.seg
+		seg.Seq -= base[from]
+		if b, ok := base[to]; ok {
+			seg.Ack -= b
+		}
+		mark := ""
+		if p.dropped {
+			mark = " DROPPED"
+		}
+		fmt.Fprintf(&b, "  +%v %v%s\n", p.at.Round(time.Millisecond), seg, mark)
+	}
+	return b.String()
 }
 
 // rttClient is one raw HTTP/1.1 client: it sends GETs, never retries, and opens a new
@@ -165,7 +246,7 @@ func rttClient(rig *netrig.Rig, addr string, l rttLoad, stop <-chan struct{}, re
 			continue
 		}
 		if _, err := c.Write(req); err != nil {
-			res.loss(fmt.Errorf("write: %w", err))
+			res.loss(c, fmt.Errorf("write: %w", err))
 			c.Close()
 			c = nil
 			continue
@@ -177,7 +258,7 @@ func rttClient(rig *netrig.Rig, addr string, l rttLoad, stop <-chan struct{}, re
 			resp.Body.Close()
 		}
 		if err != nil {
-			res.loss(fmt.Errorf("read response: %w", err))
+			res.loss(c, fmt.Errorf("read response: %w", err))
 			c.Close()
 			c = nil
 			continue
@@ -240,17 +321,21 @@ type rttRun struct {
 
 func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun {
 	t.Helper()
-	rig := netrig.New(t, link.opts)
-	ln := rttAppListener(t, rig)
-	app := &http.Server{Handler: standin.Handler()}
-	go app.Serve(ln)
-	t.Cleanup(func() { app.Close() })
-	p := rttProxy(t, rig, "http://"+ln.Addr().String(), delay)
+	trace := newRTTTrace()
+	opts := link.opts
+	opts.Observe = trace.observe
+	rig, p := rttStandinProxy(t, opts, delay)
 
+	var signaled time.Time
 	res, code := rttLoadThenSignal(rig, link.opts.RTT, p.Addr, l, func() int {
+		signaled = time.Now()
 		p.Signal(syscall.SIGTERM)
 		return p.Wait(60 * time.Second)
 	})
+	for _, lost := range res.lostOn {
+		t.Logf("lost on client port %d at +%v: %v; its packets:\n%s", lost.port,
+			lost.at.Sub(trace.start).Round(time.Millisecond), lost.err, trace.show(lost.port, signaled))
+	}
 	r := rttRun{exitCode: code, answered: res.answered.Load(), lost: res.lost.Load(), bad: res.bad.Load(),
 		refused: res.refused.Load(), closedIdle: res.closedIdle.Load()}
 	if s, ok := res.firstLost.Load().(string); ok {
@@ -270,6 +355,43 @@ func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun
 		}
 	}
 	return r
+}
+
+// rttStandinProxy builds a rig, serves the stand-in app in its server namespace and
+// starts drainproxy in front of it (rttProxy).
+func rttStandinProxy(t *testing.T, opts netrig.Options, delay time.Duration) (*netrig.Rig, *proc) {
+	t.Helper()
+	rig := netrig.New(t, opts)
+	ln := rttAppListener(t, rig)
+	app := &http.Server{Handler: standin.Handler()}
+	go app.Serve(ln)
+	t.Cleanup(func() { app.Close() })
+	return rig, rttProxy(t, rig, "http://"+ln.Addr().String(), delay)
+}
+
+// rttRuns is DRAINPROXY_RTT_RUNS, or def.
+func rttRuns(def int) int {
+	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// rttEachDrain runs drain over the 150 ms link with drain.delay 0 and 1 s, twice each
+// (DRAINPROXY_RTT_RUNS for more), as subtests named after kind.
+func rttEachDrain(t *testing.T, kind string, drain func(t *testing.T, link rttLink, delay time.Duration)) {
+	if testing.Short() {
+		t.Skip("round-trip drain runs take a minute")
+	}
+	runs := rttRuns(2)
+	link := rttLinks[1]
+	for _, delay := range []time.Duration{0, time.Second} {
+		t.Run(fmt.Sprintf("%s/delay=%v/%s", link.name, delay, kind), func(t *testing.T) {
+			for i := range runs {
+				t.Run(strconv.Itoa(i+1), func(t *testing.T) { drain(t, link, delay) })
+			}
+		})
+	}
 }
 
 // rttAppListener is a listener for the app, on loopback in rig's server namespace: the
@@ -374,10 +496,7 @@ func TestRTTGRPCDrain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("round-trip drain runs take a minute")
 	}
-	runs := 2
-	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
+	runs := rttRuns(2)
 	link := rttLinks[1]
 	for _, delay := range []time.Duration{0, time.Second} {
 		t.Run(fmt.Sprintf("%s/delay=%v/grpc-h2c", link.name, delay), func(t *testing.T) {
@@ -403,12 +522,14 @@ func TestRTTMatrix(t *testing.T) {
 	if !*rttMatrix {
 		t.Skip("the whole matrix runs with -rtt-matrix (scripts/rttmatrix)")
 	}
-	runs := 5
-	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
+	runs := rttRuns(5)
 	var table []string
-	for _, link := range rttLinks {
+	links := slices.Clone(rttLinks)
+	if *rttLossFlag > 0 {
+		links[2].opts.Loss = *rttLossFlag
+		links[2].name = fmt.Sprintf("50ms+%g%%loss", *rttLossFlag*100)
+	}
+	for _, link := range links {
 		for _, delay := range []time.Duration{0, 5 * time.Second} {
 			for _, l := range rttLoads {
 				name := fmt.Sprintf("%s/delay=%v/%s", link.name, delay, l.name)
@@ -554,10 +675,7 @@ func TestRTTMatrixCaddy(t *testing.T) {
 	if !*rttCaddyFlag {
 		t.Skip("runs with -rtt-caddy (scripts/rttmatrix -rtt-caddy)")
 	}
-	runs := 5
-	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
+	runs := rttRuns(5)
 	var table []string
 	for _, link := range rttLinks {
 		for _, l := range rttLoads {
@@ -588,30 +706,11 @@ func TestRTTMatrixCaddy(t *testing.T) {
 // resends by itself a request the server's GOAWAY left unprocessed; that counts as a
 // loss too: the drain refused a stream the client had sent.
 func TestRTTH2Drain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("round-trip drain runs take a minute")
-	}
-	runs := 2
-	if v, err := strconv.Atoi(os.Getenv("DRAINPROXY_RTT_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
-	link := rttLinks[1]
-	for _, delay := range []time.Duration{0, time.Second} {
-		t.Run(fmt.Sprintf("%s/delay=%v/h2c", link.name, delay), func(t *testing.T) {
-			for i := range runs {
-				t.Run(strconv.Itoa(i+1), func(t *testing.T) { rttH2Drain(t, link, delay) })
-			}
-		})
-	}
+	rttEachDrain(t, "h2c", rttH2Drain)
 }
 
 func rttH2Drain(t *testing.T, link rttLink, delay time.Duration) {
-	rig := netrig.New(t, link.opts)
-	ln := rttAppListener(t, rig)
-	app := &http.Server{Handler: standin.Handler()}
-	go app.Serve(ln)
-	t.Cleanup(func() { app.Close() })
-	p := rttProxy(t, rig, "http://"+ln.Addr().String(), delay)
+	rig, p := rttStandinProxy(t, link.opts, delay)
 
 	const conns, perConn, slow = 4, 8, 4
 	var signalled atomic.Bool
@@ -715,5 +814,102 @@ func rttH2Drain(t *testing.T, link rttLink, delay time.Duration) {
 	}
 	if n := redials.Load(); delay > 0 && n < conns {
 		t.Errorf("%d connections made after the signal by %d clients; want each to reconnect (a GOAWAY at drain start)", n, conns)
+	}
+}
+
+// TestRTTWebSocketDrain is the WebSocket half of issue 14's item 5: WebSocket clients
+// 150 ms away, each sending a message every 100 ms and reading its echo (the standin's
+// /ws), keep going for 0.5-1.5 s after SIGTERM, then close (close frame and FIN, as
+// x/net/websocket does). The drain must carry every message of every connection
+// accepted before it, cut none, exit 0, and end soon after the last close reaches the
+// proxy: the log reports the exit's lag after the last close's arrival, which a drain
+// waiting for a close handshake it could end itself would stretch by a round trip.
+func TestRTTWebSocketDrain(t *testing.T) {
+	rttEachDrain(t, "websocket", rttWSDrain)
+}
+
+func rttWSDrain(t *testing.T, link rttLink, delay time.Duration) {
+	rig, p := rttStandinProxy(t, link.opts, delay)
+
+	const clients = 10
+	var conns []*websocket.Conn
+	for range clients {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := rig.Dial(ctx, p.Addr)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := websocket.NewConfig("ws://"+p.Addr+"/ws", "http://rtt.test/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws, err := websocket.NewClient(cfg, c)
+		if err != nil {
+			t.Fatalf("WebSocket handshake through drainproxy: %v", err)
+		}
+		conns = append(conns, ws)
+	}
+	signaled := make(chan time.Time, 1)
+	var sent, echoed atomic.Int64
+	var lastClose atomic.Int64 // unix nanoseconds
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for i, ws := range conns {
+		wg.Go(func() {
+			defer func() {
+				ws.Close() // close frame, then FIN
+				if now := time.Now().UnixNano(); now > lastClose.Load() {
+					lastClose.Store(now) // a race between clients only moves it by nanoseconds
+				}
+			}()
+			var until time.Time
+			for n := range 1000 { // bounded; the clients stop 0.5-1.5 s after the signal
+				select {
+				case at := <-signaled:
+					signaled <- at // for the other clients
+					if until.IsZero() {
+						until = at.Add(500*time.Millisecond + rand.N(time.Second))
+					}
+				default:
+				}
+				if !until.IsZero() && time.Now().After(until) {
+					return
+				}
+				msg := fmt.Sprintf("client %d message %d", i, n)
+				ws.SetDeadline(time.Now().Add(10 * time.Second))
+				sent.Add(1)
+				var got string
+				err := websocket.Message.Send(ws, msg)
+				if err == nil {
+					err = websocket.Message.Receive(ws, &got)
+				}
+				if err == nil && got != msg {
+					err = fmt.Errorf("echo %q, want %q", got, msg)
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("client %d: %v", i, err))
+					return
+				}
+				echoed.Add(1)
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(time.Second + rand.N(300*time.Millisecond))
+	p.Signal(syscall.SIGTERM)
+	signaled <- time.Now()
+	wg.Wait()
+	code := p.Wait(30 * time.Second)
+	// The last close frame and FIN reach the proxy half a round trip after the client
+	// sent them.
+	lag := p.exitedAt.Sub(time.Unix(0, lastClose.Load()).Add(link.opts.RTT / 2))
+	t.Logf("%s, delay %v: %d connections, %d messages sent, %d echoed; exit %v after the last close reached the proxy",
+		link.name, delay, clients, sent.Load(), echoed.Load(), lag.Round(100*time.Microsecond))
+	if code != 0 {
+		t.Errorf("exit code %d; want 0", code)
+	}
+	if e := firstErr.Load(); e != nil || sent.Load() != echoed.Load() {
+		t.Errorf("%d of %d messages not echoed; want 0 lost (first: %v)", sent.Load()-echoed.Load(), sent.Load(), e)
 	}
 }

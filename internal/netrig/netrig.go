@@ -21,11 +21,13 @@ package netrig
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -52,6 +54,13 @@ type Options struct {
 	RTT time.Duration
 	// Loss is the fraction (0 to 1) of packets dropped, in each direction, at random.
 	Loss float64
+	// Observe, if set, sees every IPv4 packet the link carries or drops, on the
+	// forwarder's goroutine, before it is delayed: tests trace a lost request's
+	// connection with it (see TCPSegment). It must be quick and must not keep p.
+	Observe func(p []byte, dropped bool)
+	// Drop, if set, drops each packet for which it returns true, besides Loss: tests
+	// lose a chosen segment with it. Same goroutine and rules as Observe.
+	Drop func(p []byte) bool
 }
 
 // Rig is a pair of namespaces joined by a delaying link.
@@ -166,7 +175,11 @@ func (r *Rig) forward(in, out *os.File) {
 			if err != nil {
 				return // closed by stopLink
 			}
-			if r.opts.Loss > 0 && mrand.Float64() < r.opts.Loss {
+			dropped := r.opts.Loss > 0 && mrand.Float64() < r.opts.Loss || r.opts.Drop != nil && r.opts.Drop(buf[:n])
+			if r.opts.Observe != nil {
+				r.opts.Observe(buf[:n], dropped)
+			}
+			if dropped {
 				r.Dropped.Add(1)
 				continue
 			}
@@ -258,4 +271,50 @@ func (r *Rig) Listen(ns, addr string) (net.Listener, error) {
 		return err
 	})
 	return ln, err
+}
+
+// Segment is what a trace needs of one TCP segment over IPv4.
+type Segment struct {
+	Src, Dst netip.AddrPort
+	Seq, Ack uint32
+	Flags    byte // TCP flags: FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10
+	Payload  int  // bytes of data
+}
+
+// TCPSegment parses p as an IPv4 TCP segment; ok is false for anything else.
+func TCPSegment(p []byte) (s Segment, ok bool) {
+	if len(p) < 20 || p[0]>>4 != 4 || p[9] != unix.IPPROTO_TCP {
+		return s, false
+	}
+	ihl := int(p[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(p[2:4]))
+	if total > len(p) || len(p) < ihl+20 {
+		return s, false
+	}
+	tcp := p[ihl:total]
+	off := int(tcp[12]>>4) * 4
+	if off < 20 || off > len(tcp) {
+		return s, false
+	}
+	src, _ := netip.AddrFromSlice(p[12:16])
+	dst, _ := netip.AddrFromSlice(p[16:20])
+	return Segment{
+		Src:     netip.AddrPortFrom(src, binary.BigEndian.Uint16(tcp[0:2])),
+		Dst:     netip.AddrPortFrom(dst, binary.BigEndian.Uint16(tcp[2:4])),
+		Seq:     binary.BigEndian.Uint32(tcp[4:8]),
+		Ack:     binary.BigEndian.Uint32(tcp[8:12]),
+		Flags:   tcp[13],
+		Payload: len(tcp) - off,
+	}, true
+}
+
+// String is the segment as a trace line: flags, relative nothing, sizes.
+func (s Segment) String() string {
+	var f []byte
+	for i, c := range "FSRPA" {
+		if s.Flags&(1<<i) != 0 {
+			f = append(f, byte(c))
+		}
+	}
+	return fmt.Sprintf("%v > %v [%s] seq %d ack %d len %d", s.Src, s.Dst, f, s.Seq, s.Ack, s.Payload)
 }
