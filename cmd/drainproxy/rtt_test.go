@@ -53,6 +53,9 @@ type rttLoad struct {
 	path    string
 	think   func() time.Duration // pause after each response; nil: none
 	newConn bool                 // a new connection per request (Connection: close)
+	// wrap, when set, runs on each new connection before its first request (a TLS
+	// handshake); an error counts as a lost request: the proxy had accepted the connection.
+	wrap func(ctx context.Context, c net.Conn) (net.Conn, error)
 }
 
 var rttLoads = []rttLoad{
@@ -157,6 +160,18 @@ func rttClient(rig *netrig.Rig, addr string, l rttLoad, stop <-chan struct{}, re
 				}
 				continue
 			}
+			if l.wrap != nil {
+				wc, err := l.wrap(ctx, conn)
+				if err != nil {
+					conn.Close()
+					if ctx.Err() != nil {
+						return
+					}
+					res.loss(fmt.Errorf("handshake: %w", err))
+					continue
+				}
+				conn = wc
+			}
 			c, br = conn, bufio.NewReader(conn)
 		} else if serverClosed(c, br) {
 			res.closedIdle.Add(1)
@@ -207,6 +222,9 @@ func serverClosed(c net.Conn, br *bufio.Reader) bool {
 	if br.Buffered() > 0 {
 		return true // bytes after a complete response: the connection is unusable
 	}
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn() // TLS: a close_notify alert or the FIN is on the socket
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return false
@@ -251,6 +269,13 @@ func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun
 		p.Signal(syscall.SIGTERM)
 		return p.Wait(60 * time.Second)
 	})
+	return rttResult(t, p, res, code, link.opts.RTT)
+}
+
+// rttResult is a run's outcome: the clients' counts and, from drainproxy's log, how long
+// the drain took and what came after its wait.
+func rttResult(t *testing.T, p *proc, res *rttCounts, code int, rtt time.Duration) rttRun {
+	t.Helper()
 	r := rttRun{exitCode: code, answered: res.answered.Load(), lost: res.lost.Load(), bad: res.bad.Load(),
 		refused: res.refused.Load(), closedIdle: res.closedIdle.Load()}
 	if s, ok := res.firstLost.Load().(string); ok {
@@ -266,7 +291,7 @@ func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun
 			r.exitAfter = p.exitedAt.Sub(waitEnd)
 			// The server wrote the last response half a round trip before the
 			// client had it.
-			r.idleCost = waitEnd.Sub(time.Unix(0, res.lastResp.Load()).Add(-link.opts.RTT / 2))
+			r.idleCost = waitEnd.Sub(time.Unix(0, res.lastResp.Load()).Add(-rtt / 2))
 		}
 	}
 	return r
