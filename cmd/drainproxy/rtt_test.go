@@ -258,24 +258,26 @@ type rttRun struct {
 
 func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun {
 	t.Helper()
+	return rttDrainThrough(t, link, l, func(rig *netrig.Rig, upstream string) *proc {
+		return rttProxy(t, rig, upstream, delay)
+	})
+}
+
+// rttDrainThrough is one drain under load l over link, of the drainproxy that start
+// starts (ready) in rig's server namespace in front of the stand-in app at upstream.
+func rttDrainThrough(t *testing.T, link rttLink, l rttLoad, start func(rig *netrig.Rig, upstream string) *proc) rttRun {
+	t.Helper()
 	rig := netrig.New(t, link.opts)
 	ln := rttAppListener(t, rig)
 	app := &http.Server{Handler: standin.Handler()}
 	go app.Serve(ln)
 	t.Cleanup(func() { app.Close() })
-	p := rttProxy(t, rig, "http://"+ln.Addr().String(), delay)
+	p := start(rig, "http://"+ln.Addr().String())
 
 	res, code := rttLoadThenSignal(rig, link.opts.RTT, p.Addr, l, func() int {
 		p.Signal(syscall.SIGTERM)
 		return p.Wait(60 * time.Second)
 	})
-	return rttResult(t, p, res, code, link.opts.RTT)
-}
-
-// rttResult is a run's outcome: the clients' counts and, from drainproxy's log, how long
-// the drain took and what came after its wait.
-func rttResult(t *testing.T, p *proc, res *rttCounts, code int, rtt time.Duration) rttRun {
-	t.Helper()
 	r := rttRun{exitCode: code, answered: res.answered.Load(), lost: res.lost.Load(), bad: res.bad.Load(),
 		refused: res.refused.Load(), closedIdle: res.closedIdle.Load()}
 	if s, ok := res.firstLost.Load().(string); ok {
@@ -291,7 +293,7 @@ func rttResult(t *testing.T, p *proc, res *rttCounts, code int, rtt time.Duratio
 			r.exitAfter = p.exitedAt.Sub(waitEnd)
 			// The server wrote the last response half a round trip before the
 			// client had it.
-			r.idleCost = waitEnd.Sub(time.Unix(0, res.lastResp.Load()).Add(-rtt / 2))
+			r.idleCost = waitEnd.Sub(time.Unix(0, res.lastResp.Load()).Add(-link.opts.RTT / 2))
 		}
 	}
 	return r
@@ -369,14 +371,21 @@ func (r rttRun) String() string {
 // one, the loads that lost most before (new connections per request: handshakes in
 // flight; keep-alive clients pacing or thinking: idle closes). Every run must lose nothing.
 func TestRTTDrain(t *testing.T) {
+	rttSuite(t, "", rttDrain)
+}
+
+// rttSuite runs TestRTTDrain's cases through drain, the names of the loads prefixed with
+// prefix, and fails a run that lost anything.
+func rttSuite(t *testing.T, prefix string, drain func(*testing.T, rttLink, time.Duration, rttLoad) rttRun) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("round-trip drain runs take a minute")
 	}
 	link := rttLinks[1]
 	for _, delay := range []time.Duration{0, time.Second} {
 		for _, name := range []string{"new-conn", "paced-400ms", "think-0-1s"} {
-			t.Run(fmt.Sprintf("%s/delay=%v/%s", link.name, delay, name), func(t *testing.T) {
-				r := rttDrain(t, link, delay, rttLoadNamed(name))
+			t.Run(fmt.Sprintf("%s/delay=%v/%s%s", link.name, delay, prefix, name), func(t *testing.T) {
+				r := drain(t, link, delay, rttLoadNamed(name))
 				t.Log(r)
 				if r.exitCode != 0 || r.lost != 0 || r.bad != 0 || r.answered == 0 {
 					t.Fatalf("%s", r)
