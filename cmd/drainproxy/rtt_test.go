@@ -55,6 +55,9 @@ type rttLoad struct {
 	path    string
 	think   func() time.Duration // pause after each response; nil: none
 	newConn bool                 // a new connection per request (Connection: close)
+	// wrap, when set, runs on each new connection before its first request (a TLS
+	// handshake); an error counts as a lost request: the proxy had accepted the connection.
+	wrap func(ctx context.Context, c net.Conn) (net.Conn, error)
 }
 
 var rttLoads = []rttLoad{
@@ -238,6 +241,18 @@ func rttClient(rig *netrig.Rig, addr string, l rttLoad, stop <-chan struct{}, re
 				}
 				continue
 			}
+			if l.wrap != nil {
+				wc, err := l.wrap(ctx, conn)
+				if err != nil {
+					conn.Close()
+					if ctx.Err() != nil {
+						return
+					}
+					res.loss(conn, fmt.Errorf("handshake: %w", err))
+					continue
+				}
+				conn = wc
+			}
 			c, br = conn, bufio.NewReader(conn)
 		} else if serverClosed(c, br) {
 			res.closedIdle.Add(1)
@@ -288,6 +303,9 @@ func serverClosed(c net.Conn, br *bufio.Reader) bool {
 	if br.Buffered() > 0 {
 		return true // bytes after a complete response: the connection is unusable
 	}
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn() // TLS: a close_notify alert or the FIN is on the socket
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return false
@@ -321,10 +339,19 @@ type rttRun struct {
 
 func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun {
 	t.Helper()
+	return rttDrainThrough(t, link, l, func(rig *netrig.Rig, upstream string) *proc {
+		return rttProxy(t, rig, upstream, delay)
+	})
+}
+
+// rttDrainThrough is one drain under load l over link, of the drainproxy that start
+// starts (ready) in rig's server namespace in front of the stand-in app at upstream.
+func rttDrainThrough(t *testing.T, link rttLink, l rttLoad, start func(rig *netrig.Rig, upstream string) *proc) rttRun {
+	t.Helper()
 	trace := newRTTTrace()
 	opts := link.opts
 	opts.Observe = trace.observe
-	rig, p := rttStandinProxy(t, opts, delay)
+	rig, p := rttStandinThrough(t, opts, start)
 
 	var signaled time.Time
 	res, code := rttLoadThenSignal(rig, link.opts.RTT, p.Addr, l, func() int {
@@ -361,12 +388,20 @@ func rttDrain(t *testing.T, link rttLink, delay time.Duration, l rttLoad) rttRun
 // starts drainproxy in front of it (rttProxy).
 func rttStandinProxy(t *testing.T, opts netrig.Options, delay time.Duration) (*netrig.Rig, *proc) {
 	t.Helper()
+	return rttStandinThrough(t, opts, func(rig *netrig.Rig, upstream string) *proc {
+		return rttProxy(t, rig, upstream, delay)
+	})
+}
+
+// rttStandinThrough is rttStandinProxy with the drainproxy that start starts.
+func rttStandinThrough(t *testing.T, opts netrig.Options, start func(rig *netrig.Rig, upstream string) *proc) (*netrig.Rig, *proc) {
+	t.Helper()
 	rig := netrig.New(t, opts)
 	ln := rttAppListener(t, rig)
 	app := &http.Server{Handler: standin.Handler()}
 	go app.Serve(ln)
 	t.Cleanup(func() { app.Close() })
-	return rig, rttProxy(t, rig, "http://"+ln.Addr().String(), delay)
+	return rig, start(rig, "http://"+ln.Addr().String())
 }
 
 // rttRuns is DRAINPROXY_RTT_RUNS, or def.
@@ -466,14 +501,21 @@ func (r rttRun) String() string {
 // one, the loads that lost most before (new connections per request: handshakes in
 // flight; keep-alive clients pacing or thinking: idle closes). Every run must lose nothing.
 func TestRTTDrain(t *testing.T) {
+	rttSuite(t, "", rttDrain)
+}
+
+// rttSuite runs TestRTTDrain's cases through drain, the names of the loads prefixed with
+// prefix, and fails a run that lost anything.
+func rttSuite(t *testing.T, prefix string, drain func(*testing.T, rttLink, time.Duration, rttLoad) rttRun) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("round-trip drain runs take a minute")
 	}
 	link := rttLinks[1]
 	for _, delay := range []time.Duration{0, time.Second} {
 		for _, name := range []string{"new-conn", "paced-400ms", "think-0-1s"} {
-			t.Run(fmt.Sprintf("%s/delay=%v/%s", link.name, delay, name), func(t *testing.T) {
-				r := rttDrain(t, link, delay, rttLoadNamed(name))
+			t.Run(fmt.Sprintf("%s/delay=%v/%s%s", link.name, delay, prefix, name), func(t *testing.T) {
+				r := drain(t, link, delay, rttLoadNamed(name))
 				t.Log(r)
 				if r.exitCode != 0 || r.lost != 0 || r.bad != 0 || r.answered == 0 {
 					t.Fatalf("%s", r)
