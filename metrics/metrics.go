@@ -229,36 +229,14 @@ func New(opts Options) *Metrics {
 		}, func() float64 { return float64(child.Restarts()) }))
 	}
 	if reloads := opts.Reloads; reloads != nil {
-		for _, result := range []string{"ok", "failed"} {
-			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Namespace:   Namespace,
-				Name:        "app_reloads_total",
-				Help:        "Zero-downtime app restarts (SIGHUP or POST /restart), by result: ok switched to the new instance, failed left the old one serving.",
-				ConstLabels: prometheus.Labels{"result": result},
-			}, func() float64 {
-				ok, failed := reloads.Reloads()
-				if result == "ok" {
-					return float64(ok)
-				}
-				return float64(failed)
-			}))
-		}
+		m.registerResults("app_reloads_total",
+			"Zero-downtime app restarts (SIGHUP or POST /restart), by result: ok switched to the new instance, failed left the old one serving.",
+			reloads.Reloads)
 	}
 	if cr := opts.ConfigReloads; cr != nil {
-		for _, result := range []string{"ok", "failed"} {
-			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Namespace:   Namespace,
-				Name:        "config_reloads_total",
-				Help:        "Configuration reloads (SIGHUP), by result: ok applied the new configuration, failed left the running one in service (see the log).",
-				ConstLabels: prometheus.Labels{"result": result},
-			}, func() float64 {
-				ok, failed := cr.ConfigReloads()
-				if result == "ok" {
-					return float64(ok)
-				}
-				return float64(failed)
-			}))
-		}
+		m.registerResults("config_reloads_total",
+			"Configuration reloads (SIGHUP), by result: ok applied the new configuration, failed left the running one in service (see the log).",
+			cr.ConfigReloads)
 		m.reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Namespace: Namespace,
@@ -293,6 +271,21 @@ func New(opts Options) *Metrics {
 		}))
 	}
 	return m
+}
+
+// registerResults exports counts as the counter name{result="ok|failed"}.
+func (m *Metrics) registerResults(name, help string, counts func() (ok, failed uint64)) {
+	for _, result := range []string{"ok", "failed"} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: Namespace, Name: name, Help: help, ConstLabels: prometheus.Labels{"result": result},
+		}, func() float64 {
+			ok, failed := counts()
+			if result == "ok" {
+				return float64(ok)
+			}
+			return float64(failed)
+		}))
+	}
 }
 
 // Registry is the private registry, for tests and for adding collectors.
