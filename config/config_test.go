@@ -190,7 +190,7 @@ limits {
 				"-listen", "127.0.0.1:9000, 127.0.0.1:9001", "-listen", ":9002",
 				"-upstream", "https://app.internal:8443",
 				"-admin", "127.0.0.1:19901",
-				"-drain-delay", "0s", "-grace", "45s",
+				"-drain-delay", "0s", "-readiness-fail-delay", "0s", "-grace", "45s",
 				"-access-log", "off", "-log-format", "text", "-log-level", "warn",
 				"-check",
 			},
@@ -201,6 +201,7 @@ limits {
 				c.Upstream.URL = mustURL(t, "https://app.internal:8443")
 				c.Admin.Address = "127.0.0.1:19901"
 				c.Drain.Delay = 0
+				c.Drain.ReadinessFailDelay = 0
 				c.Drain.Grace = 45 * time.Second
 				c.Log.Level, c.Log.Format, c.Log.AccessLog = "warn", "text", "off"
 			}),
