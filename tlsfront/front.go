@@ -54,11 +54,11 @@ type Options struct {
 // Front is the TLS side of the public listeners. Build it with New, route each
 // listener's handler through Handler and its socket through Wrap, then Start it.
 type Front struct {
-	log         hclog.Logger
-	http2       *h2serve.Server
-	sites       map[string]*site // by configured listener address
-	order       []*site
-	issuers     []*certmagic.ACMEIssuer // answer HTTP-01 on the plain listeners
+	log     hclog.Logger
+	http2   *h2serve.Server
+	sites   map[string]*site // by configured listener address
+	order   []*site
+	issuers []*certmagic.ACMEIssuer // answer HTTP-01 on the plain listeners
 
 	httpAddr  net.Addr     // the first plain listener, bound
 	httpsPort atomic.Int32 // the first HTTPS listener's bound port, for redirects
