@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -20,7 +19,7 @@ import (
 // answers, switches new requests to it, lets the requests in flight to the old one finish,
 // and only then stops the old one. Both share one Reaper.
 //
-// App has the Supervisor's surface (Start, Gate, Guard, Stop, ExitCode, Close), so that
+// App has the Supervisor's surface (Start, Gate, Answering, RetryAfter, Stop, ExitCode, Close), so that
 // drainproxy wires it in the same places; they follow whichever instance is current.
 type App struct {
 	opts   AppOptions
@@ -151,12 +150,11 @@ func (a *App) Gate(ctx context.Context) error {
 	return nil
 }
 
-// Guard is Supervisor.Guard for whichever instance is current.
-func (a *App) Guard(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.cur.Load().guard(next, w, r)
-	})
-}
+// Answering is Supervisor.Answering for whichever instance is current.
+func (a *App) Answering() bool { return a.cur.Load().Answering() }
+
+// RetryAfter is Supervisor.RetryAfter for whichever instance is current.
+func (a *App) RetryAfter() int { return a.cur.Load().RetryAfter() }
 
 // Restart starts a zero-downtime restart in the background and returns at once; the
 // steps are logged. It refuses (with the reason) while another restart runs

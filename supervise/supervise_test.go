@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -168,12 +167,13 @@ func (ts *testSup) waitExit(t *testing.T) string {
 	}
 }
 
-// guardStatus is the status and Retry-After the Guard answers with (200 when it passes).
+// guardStatus is the status and Retry-After proxy.AppGuard answers with (200 when it
+// passes), from the state the Supervisor gives it.
 func (ts *testSup) guardStatus() (int, string) {
-	rec := httptest.NewRecorder()
-	ts.Guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})).
-		ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
-	return rec.Code, rec.Header().Get("Retry-After")
+	if ts.Answering() {
+		return http.StatusOK, ""
+	}
+	return http.StatusServiceUnavailable, strconv.Itoa(ts.RetryAfter())
 }
 
 // gone reports whether no process has pid any more (reaped, not a zombie).
