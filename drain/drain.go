@@ -3,7 +3,8 @@
 // bottom; every step is logged with its duration:
 //
 //  1. ready: listeners serve, the upstream gate (if any) passed; readiness is true.
-//  2. signal: SIGTERM/SIGINT or Drain(); readiness turns false at once.
+//  2. signal: SIGTERM/SIGINT or Drain(); readiness turns false at once (or after
+//     Options.ReadinessFailDelay).
 //  3. delay: keep accepting and serving so load balancers notice; every response asks the
 //     client to close its connection.
 //  4. stop accepting: new handshakes are refused, handshakes under way may finish (package
@@ -16,6 +17,8 @@
 //     is closed and counted as aborted.
 //  7. stop the app (supervised mode).
 //  8. flush: background workers finish; then the caller exits with Summary.ExitCode.
+//  9. hold (DrainAndHold only): Run returns only at a trapped signal or when its context
+//     ends, so that a native sidecar exits when kubelet tells it to, not before.
 //
 // Why not just http.Server.Shutdown: it closes idle keep-alive connections at once, which
 // resets a request a client is sending on one at that moment, and it polls for idle
