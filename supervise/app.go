@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/drain"
 )
 
 // App is the supervised app across zero-downtime restarts. One Supervisor (one instance of
@@ -167,7 +169,7 @@ func (a *App) Restart(reason string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
-	case a.stopping || isClosed(a.abort):
+	case a.stopping || drain.Closed(a.abort):
 		return errors.New("the app is being stopped: drainproxy is draining")
 	case !a.answered:
 		return errors.New("the app has not answered yet")
@@ -184,18 +186,6 @@ func (a *App) Restart(reason string) error {
 		a.mu.Unlock()
 	}()
 	return nil
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	if ch == nil {
-		return false
-	}
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }
 
 // restartURL is the upstream with port 0, to be replaced by a fresh port.
