@@ -5,14 +5,17 @@
 // it only after the proxy has drained (stop signal, then SIGKILL after a timeout), passes
 // chosen signals on to it, and reaps the orphans it leaves behind.
 //
-// The API is small on purpose:
+// drainproxy uses it through App, which adds zero-downtime restarts (a second instance on
+// a fresh port, then a switch) to one Supervisor per instance:
 //
-//	sup, err := supervise.New(opts) // validate, resolve the command
-//	drain.Options{Gate: sup.Gate, StopApp: sup.Stop}
-//	sup.Start(d.Drain)              // first child; the restart loop runs from here
-//	d.Handler(proxy.AppGuard(sup, p)) // 503 + Retry-After while the app is down
-//	code := sup.ExitCode(summary.ExitCode())
-//	sup.Close()
+//	app, err := supervise.NewApp(supervise.AppOptions{Options: opts, Switch: swapProxy})
+//	drain.Options{Gate: app.Gate, StopApp: app.Stop}
+//	app.AbortOn(d.Requested())           // a drain wins over a restart not yet switched
+//	d.Handler(proxy.AppGuard(app, p))    // 503 + Retry-After while the app is down
+//	app.Start(d.Drain)                   // first instance; the restart policy runs from here
+//	app.Restart("POST /restart")         // SIGHUP and POST /restart
+//	code := app.ExitCode(summary.ExitCode())
+//	app.Close()
 //
 // All waiting for child processes goes through one Reaper per process (reaper.go); the
 // supervisor never calls wait itself, so reaping orphans cannot steal the app's status.

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/drainproxy/drainproxy/internal/testenv"
 )
 
 var testApp string // path of the built test app, set by TestMain
@@ -91,15 +93,8 @@ func (o *output) wait(t *testing.T, re string, timeout time.Duration) []string {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
 	return port
 }
 
@@ -114,7 +109,7 @@ type testSup struct {
 
 func newTestSup(t *testing.T, r *Reaper, edit func(*Options), args ...string) *testSup {
 	t.Helper()
-	ts := &testSup{out: newOutput2(), port: freePort(t), exited: make(chan string, 1)}
+	ts := &testSup{out: newOutput2(), port: portOf(testenv.FreeAddr(t)), exited: make(chan string, 1)}
 	opts := Options{
 		Command:      append([]string{testApp}, args...),
 		Upstream:     &url.URL{Scheme: "http", Host: "127.0.0.1:" + ts.port},

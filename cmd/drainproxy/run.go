@@ -320,7 +320,7 @@ func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch,
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
-		opts.Reloads = sup
+		opts.RollingRestarts = sup
 	}
 	return metrics.New(opts)
 }
