@@ -616,7 +616,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 
 // holdUntilSignal waits for a trapped signal or ctx, after a drain DrainAndHold asked for.
 func (d *Drainer) holdUntilSignal(ctx context.Context, code int) {
-	if isClosed(d.signaled) {
+	if Closed(d.signaled) {
 		d.log.Info("the drain was asked to hold, but a signal has come already: exiting", "exit_code", code)
 		return
 	}
