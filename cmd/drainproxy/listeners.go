@@ -12,6 +12,7 @@ import (
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/h2serve"
+	"github.com/drainproxy/drainproxy/handover"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/tlsfront"
 )
@@ -19,7 +20,7 @@ import (
 // publicListeners opens the public listeners, at start and when a reload adds one, and
 // removes those a reload drops (drained as at shutdown).
 type publicListeners struct {
-	upg     *upgrader
+	upg     *handover.Handover
 	d       *drain.Drainer
 	front   *tlsfront.Front
 	h2      *h2serve.Server
@@ -35,7 +36,7 @@ type publicListeners struct {
 
 // open binds l's address and serves it; it returns the bound address.
 func (p *publicListeners) open(ctx context.Context, l config.Listener) (string, error) {
-	ln, err := p.upg.listen(ctx, l.Address, p.limits.MaxConnections)
+	ln, err := p.upg.Listen(ctx, l.Address, "", p.limits.MaxConnections)
 	if err != nil {
 		return "", err
 	}
@@ -70,6 +71,6 @@ func (p *publicListeners) remove(addr string) error {
 	if ln == nil {
 		return nil
 	}
-	p.upg.forget(ln)
+	p.upg.Forget(ln)
 	return p.d.Remove(public)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/drainproxy/drainproxy/admin"
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/handover"
 	"github.com/drainproxy/drainproxy/health"
 	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/sigtrap"
@@ -141,7 +142,7 @@ type live struct {
 	sup       *supervise.App
 	adm       *admin.Server // nil without an admin listener
 	d         *drain.Drainer
-	notify    *notifier
+	notify    *handover.Notifier
 	stats     *reloadStats
 	publics   *publicListeners
 
@@ -196,12 +197,12 @@ func (l *live) reload(reason string) {
 		return
 	default:
 	}
-	l.notify.reloading()
+	l.notify.Reloading()
 	const reloaded = "serving; configuration reloaded"
 	status := "serving; the last reload failed, see the log"
 	defer func() {
 		l.stats.record(status == reloaded)
-		l.notify.ready(status)
+		l.notify.Ready(status)
 	}()
 	next, err := config.Parse(l.args, io.Discard)
 	if err != nil {

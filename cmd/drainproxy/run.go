@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -25,6 +26,7 @@ import (
 	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/gcfloor"
 	"github.com/drainproxy/drainproxy/h2serve"
+	"github.com/drainproxy/drainproxy/handover"
 	"github.com/drainproxy/drainproxy/health"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
@@ -71,15 +73,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	setMemoryLimit(log) // before the floor, which stays under the limit
 	defer startGCFloor(cfg.Limits.GCHeapFloorBytes, log)()
 
-	// Sockets from systemd or from the process this one upgrades, and SIGUSR2 (upgrade.go).
-	notify := newNotifier(log.Named("systemd"))
+	// Sockets from systemd or from the process this one upgrades, SIGUSR2, sd_notify.
 	upgradeTimeout := 30 * time.Second
 	if len(cfg.Upstream.Command) > 0 {
 		upgradeTimeout += cfg.App.StartTimeout
 	}
-	upg := newUpgrader(log, notify, upgradeTimeout)
-	defer upg.stop()
-	if upg.upgraded() && len(cfg.Upstream.Command) > 0 {
+	upg := handover.New(handover.Options{Logger: log, UpgradeTimeout: upgradeTimeout})
+	defer upg.Stop()
+	notify := upg.Notifier()
+	if upg.Upgraded() && len(cfg.Upstream.Command) > 0 {
 		// The previous process's app still serves on the configured port: start this
 		// one's instance on a fresh port, as a zero-downtime restart does.
 		u, err := withFreshPort(cfg.Upstream.URL)
@@ -102,6 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(cfg.Upstream.Command) > 0 {
 		sup, err = supervise.NewApp(supervise.AppOptions{Options: supervise.Options{
 			Command: cfg.Upstream.Command, Upstream: cfg.Upstream.URL, Stdout: stdout, Stderr: stderr,
+			Env:          handover.Environ(os.Environ()), // not systemd's main process, nor upgraded
 			OutputPrefix: cfg.App.OutputPrefix, StopSignal: cfg.App.StopSignal,
 			StopTimeout: cfg.App.StopTimeout, StartTimeout: cfg.App.StartTimeout,
 			WaitReady: checker.WaitHealthy, Check: checker.CheckNow,
@@ -164,7 +167,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			if adm != nil {
 				closeAdmin = adm.Close
 			}
-			upg.ready(d, closeAdmin)
+			upg.Ready(d, closeAdmin)
 			return nil
 		},
 		StopApp: stopApp,
@@ -225,7 +228,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.Admin.Address != "" {
 		m := newMetrics(d, checker, logs, sup, reloads, log.Named("metrics"))
 		d.Observe(m)
-		ln, err := upg.socket(cfg.Admin.Address, "admin", admin.Listen) // or FileDescriptorName=admin
+		ln, err := upg.Socket(cfg.Admin.Address, "admin", admin.Listen) // or FileDescriptorName=admin
 		if err != nil {
 			log.Error("cannot start the admin listener", "error", err.Error())
 			return exitFailure
@@ -243,13 +246,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer adm.Close()
 		adminAddr = adm.Addr()
 	}
-	upg.closeUnused()
+	upg.CloseUnused()
 	d.Workers.Go("health", checker.Run)
 	d.Observe(logs)
 	logs.swap(accessLog, d.Workers)
-	d.Workers.Go("watchdog", notify.runWatchdog)
+	d.Workers.Go("watchdog", notify.RunWatchdog)
 
-	// SIGHUP reloads the configuration (reload.go), SIGUSR2 upgrades (upgrade.go).
+	// SIGHUP reloads the configuration (reload.go), SIGUSR2 upgrades (package handover).
 	lv := &live{
 		args: args, stdout: stdout, stderr: stderr, log: log, started: cfg, running: cfg,
 		proxies: proxies, logs: logs, checker: checker, checkOpts: &checkOpts, front: front, sup: sup, adm: adm,
@@ -260,12 +263,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if slices.Contains(cfg.App.ForwardSignals, syscall.SIGUSR2) {
 		log.Info("SIGUSR2 goes to the app (app.forward_signals), so it does not upgrade drainproxy")
 	} else {
-		stopUpgrade := upg.trap()
+		stopUpgrade := upg.TrapUpgrade()
 		defer stopUpgrade()
 	}
 	go func() { // ends with the drain, which Run always reaches
 		<-d.Requested()
-		notify.stopping("draining")
+		notify.Stopping("draining")
 	}()
 
 	log.Info("drainproxy starting", "version", version, "listen", strings.Join(addrs, ","),
@@ -410,4 +413,17 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// withFreshPort is u on a port free a moment ago, on the same host.
+func withFreshPort(u *url.URL) (*url.URL, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(u.Hostname(), "0"))
+	if err != nil {
+		return nil, fmt.Errorf("find a free port on %s for this process's app: %w", u.Hostname(), err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	fresh := *u
+	fresh.Host = net.JoinHostPort(u.Hostname(), port)
+	return &fresh, nil
 }
