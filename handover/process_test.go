@@ -168,23 +168,23 @@ func activatedFile(t *testing.T) (addr string, f *os.File) {
 // startService starts a helper as systemd starts a service's main process: files as fds
 // 3, 4, ... with LISTEN_FDS and LISTEN_FDNAMES, and LISTEN_PID and WATCHDOG_PID naming it
 // (set by a shell that then execs the helper, so that the pid is the helper's).
-func startService(t *testing.T, files []*os.File, names string, env ...string) (cmd *exec.Cmd, reports <-chan report) {
+func startService(t *testing.T, files []*os.File, names string, env ...string) (cmd *exec.Cmd, reports <-chan report, logs string) {
 	cmd = exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ WATCHDOG_PID=$$; export LISTEN_PID WATCHDOG_PID; exec "$0" "$@"`,
 		os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envHelper+"=1", "LISTEN_FDS="+strconv.Itoa(len(files)), "LISTEN_FDNAMES="+names)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.ExtraFiles = files
-	logs, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	stderr, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = logs // a file: the processes an upgrade starts write to it too
+	cmd.Stderr = stderr // a file: the processes an upgrade starts write to it too
 	t.Cleanup(func() {
 		if t.Failed() {
-			b, _ := os.ReadFile(logs.Name())
+			b, _ := os.ReadFile(stderr.Name())
 			t.Logf("the helpers' logs:\n%s", b)
 		}
-		logs.Close()
+		stderr.Close()
 	})
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -203,7 +203,7 @@ func startService(t *testing.T, files []*os.File, names string, env ...string) (
 			}
 		}
 	}()
-	return cmd, ch
+	return cmd, ch, stderr.Name()
 }
 
 func awaitReport(t *testing.T, reports <-chan report) report {
@@ -240,7 +240,7 @@ func TestUpgradeHandsOverSocketsAndSystemdState(t *testing.T) {
 	notify := newNotifySocket(t)
 	// The activated socket is matched by name, whatever address is configured for it; the
 	// second listener is bound by the helper.
-	cmd, reports := startService(t, []*os.File{f}, "web",
+	cmd, reports, _ := startService(t, []*os.File{f}, "web",
 		envListen+"=127.0.0.1:1=web,127.0.0.1:0=", "NOTIFY_SOCKET="+notify.path, "WATCHDOG_USEC=300000")
 	exited := make(chan error, 1)
 	go func() { // not cmd.Wait, which would wait for the new process too (it shares stdout)
@@ -289,4 +289,28 @@ func TestUpgradeHandsOverSocketsAndSystemdState(t *testing.T) {
 	}
 	notify.await(t, "WATCHDOG=1") // the first process is gone: only the new one sends these
 	syscall.Kill(next.PID, syscall.SIGTERM)
+}
+
+// Without a name, a socket systemd passed is matched by the address it is bound to; one
+// that no listener takes is closed with a warning that says how to match it.
+func TestSocketActivationByAddress(t *testing.T) {
+	byAddr, f1 := activatedFile(t)
+	_, f2 := activatedFile(t)
+	cmd, reports, logs := startService(t, []*os.File{f1, f2}, ":spare", envListen+"="+byAddr+"=")
+	r := awaitReport(t, reports)
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if !slices.Equal(r.Bound, []string{byAddr}) || !slices.Equal(r.Systemd, []string{byAddr}) || r.NotifySocket != "" || r.WatchdogUsec != 0 {
+		t.Fatalf("report %+v, want the socket bound to %s, held by systemd, and no notifications", r, byAddr)
+	}
+	if pid := servedBy(t, byAddr); pid != r.PID {
+		t.Fatalf("served by pid %d, want %d", pid, r.PID)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	b, _ := os.ReadFile(logs)
+	if !strings.Contains(string(b), "a socket systemd passed matches no listener") || !strings.Contains(string(b), "name=spare") {
+		t.Fatalf("no warning about the socket named spare:\n%s", b)
+	}
 }
