@@ -195,6 +195,7 @@ func startService(t *testing.T, files []*os.File, names string, env ...string) (
 	}
 	ch := make(chan report, 4)
 	go func() { // every helper of this service, upgraded ones too, writes here
+		defer close(ch) // all of them exited
 		s := bufio.NewScanner(out)
 		for s.Scan() {
 			var r report
@@ -209,7 +210,10 @@ func startService(t *testing.T, files []*os.File, names string, env ...string) (
 func awaitReport(t *testing.T, reports <-chan report) report {
 	t.Helper()
 	select {
-	case r := <-reports:
+	case r, ok := <-reports:
+		if !ok {
+			t.Fatal("the helper exited without becoming ready")
+		}
 		return r
 	case <-time.After(30 * time.Second):
 		t.Fatal("no helper became ready within 30s")
