@@ -105,3 +105,34 @@ func TestNotifier(t *testing.T) {
 	silent.Ready("x") // a nil Notifier does nothing
 	(&Notifier{log: hclog.NewNullLogger()}).Ready("x")
 }
+
+// An upgrade waits for Ready, never starts once a drain has begun, and is refused by a
+// second Handover in the process (tableflip allows one upgrader per process); each
+// refusal leaves the process as it was.
+func TestUpgradeRefusals(t *testing.T) {
+	h := New(Options{Getenv: func(string) string { return "" }})
+	defer h.Stop()
+	if h.Upgraded() || h.tf == nil {
+		t.Fatalf("a Handover in the test process: upgraded %v, tableflip error %v", h.Upgraded(), h.tfErr)
+	}
+	if err := h.Upgrade(); err == nil || err.Error() != "not ready yet" {
+		t.Errorf("Upgrade before Ready = %v, want not ready yet", err)
+	}
+	d := &testDrainer{requested: make(chan struct{})}
+	h.Ready(d, nil)
+	d.Drain("SIGTERM")
+	if err := h.Upgrade(); err == nil || err.Error() != "the drain has begun" {
+		t.Errorf("Upgrade during a drain = %v, want the drain has begun", err)
+	}
+	second := New(Options{Getenv: func(string) string { return "" }})
+	defer second.Stop()
+	second.Ready(&testDrainer{requested: make(chan struct{})}, nil)
+	if err := second.Upgrade(); err == nil || !strings.Contains(err.Error(), "cannot upgrade on this system") {
+		t.Errorf("Upgrade of a second Handover = %v, want cannot upgrade on this system", err)
+	}
+	ln, err := second.Listen(t.Context(), "127.0.0.1:0", "", 0) // sockets still work
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+}
