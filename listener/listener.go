@@ -34,8 +34,42 @@ type Listener struct {
 	closed   bool // Close has closed the socket
 
 	handedOver atomic.Bool // another process accepts on the socket too (handover.go)
-	retire     atomic.Bool // Remove: the socket stops listening for every descriptor of it
+
+	noFilter bool         // tests: StopAccepting behaves as if the SYN filter were refused
+	method   atomic.Value // stopMethod: how StopAccepting kept new connections out
+	unserved atomic.Int64 // connections StopAccepting could not serve (Unserved)
 }
+
+// How StopAccepting keeps new connections out while it drains the accept queue.
+const (
+	// MethodSYNFilter: a socket filter drops new SYNs while handshakes under way finish;
+	// nothing the kernel answered is reset. Needs CAP_NET_ADMIN on Linux 6.x.
+	MethodSYNFilter = "syn-filter"
+	// MethodShutdown: without a filter, the socket is shut down at the first moment no
+	// handshake is under way and the accept queue is empty; handshakes that begin in the
+	// microseconds before are reset and counted in Unserved.
+	MethodShutdown = "shutdown"
+	// MethodClose: the listener is only closed (not Linux).
+	MethodClose = "close"
+)
+
+type stopMethod struct{ name, why string }
+
+func (l *Listener) setMethod(name, why string) { l.method.Store(stopMethod{name, why}) }
+
+// StopMethod says how StopAccepting kept new connections out (MethodSYNFilter,
+// MethodShutdown or MethodClose) and, when it could not use the SYN filter, why not.
+// Both are empty before StopAccepting, and for a handed-over listener.
+func (l *Listener) StopMethod() (method, why string) {
+	m, _ := l.method.Load().(stopMethod)
+	return m.name, m.why
+}
+
+// Unserved is how many connections StopAccepting (or Remove) closed without serving:
+// still in the accept queue when its context ended, or with a handshake the kernel had
+// answered that was still half done when the socket stopped listening. Their clients
+// believed they were connected and see a reset.
+func (l *Listener) Unserved() int64 { return l.unserved.Load() }
 
 // Listen binds addr ("host:port", tcp; IPv4 or IPv6) and returns a listener
 // ready for http.Server.Serve. maxConns > 0 limits concurrently accepted
