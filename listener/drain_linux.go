@@ -74,6 +74,9 @@ func attachSYNFilter(rc syscall.RawConn) error {
 	if errors.Is(sockErr, unix.EOPNOTSUPP) {
 		return fmt.Errorf("setsockopt SO_ATTACH_FILTER: %w (an MPTCP socket refuses socket filters; the listener must be plain TCP)", sockErr)
 	}
+	if errors.Is(sockErr, unix.EPERM) {
+		return fmt.Errorf("setsockopt SO_ATTACH_FILTER: %w (Linux 6.x lets only a process with CAP_NET_ADMIN filter a TCP socket)", sockErr)
+	}
 	if sockErr != nil {
 		return fmt.Errorf("setsockopt SO_ATTACH_FILTER: %w", sockErr)
 	}
