@@ -81,7 +81,7 @@ func TestSummaryCountsUpstreamFailures(t *testing.T) {
 type unservedListener struct{ net.Listener }
 
 func (l unservedListener) StopAccepting(context.Context) (int, error) { return 0, l.Close() }
-func (l unservedListener) Unserved() int64                           { return 2 }
+func (l unservedListener) Unserved() int64                            { return 2 }
 func (l unservedListener) StopMethod() (string, string) {
 	return "shutdown", "setsockopt SO_ATTACH_FILTER: operation not permitted"
 }
