@@ -161,9 +161,17 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 	var errs []error
 	method, why := MethodSYNFilter, ""
 	if l.noFilter {
-		method, why = MethodShutdown, "the SYN filter is turned off"
+		method, why = MethodReuseport, "the SYN filter is turned off"
 	} else if err := attachSYNFilter(rc); err != nil {
-		method, why = MethodShutdown, err.Error()
+		method, why = MethodReuseport, err.Error()
+	}
+	var div *diversion
+	if method == MethodReuseport {
+		if l.noDivert {
+			method, why = MethodShutdown, why+"; the reuseport diversion is turned off"
+		} else if div, err = divert(rc); err != nil {
+			method, why = MethodShutdown, why+"; reuseport diversion: "+err.Error()
+		}
 	}
 	l.setMethod(method, why)
 	halfOpen, err := newHalfOpenCounter(l.tcp.Addr())
@@ -182,6 +190,12 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 	}
 	if err := l.closeInner(); err != nil {
 		errs = append(errs, err)
+	}
+	if div != nil {
+		if n := div.close(); n > 0 {
+			left += n
+			errs = append(errs, fmt.Errorf("stop accepting on %s: %d connection(s) reached the reuseport sink before it was plugged and were reset", l.addr, n))
+		}
 	}
 	// Handshakes half done now were answered and will be reset when their ACK
 	// comes. Counted after the stop: without the filter one may have begun

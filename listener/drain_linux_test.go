@@ -214,7 +214,7 @@ func fillQueue(t *testing.T, l *Listener, n int) []net.Conn {
 // Each runs with the SYN filter and without it (MethodShutdown, as in a container
 // without CAP_NET_ADMIN).
 func TestStopAcceptingLosesNoQueuedConnection(t *testing.T) {
-	for _, method := range []string{MethodSYNFilter, MethodShutdown} {
+	for _, method := range stopMethods {
 		for _, host := range loopbacks {
 			for _, serveDelay := range []time.Duration{0, 20 * time.Millisecond} {
 				name := method + "/" + host + "/concurrent"
@@ -229,7 +229,7 @@ func TestStopAcceptingLosesNoQueuedConnection(t *testing.T) {
 
 func testDrainQueue(t *testing.T, host string, serveDelay time.Duration, method string) {
 	l := newListener(t, host, 0)
-	l.noFilter = method == MethodShutdown
+	useMethod(l, method)
 	conns := fillQueue(t, l, clients)
 
 	srv := &http.Server{

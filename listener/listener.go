@@ -36,6 +36,7 @@ type Listener struct {
 	handedOver atomic.Bool // another process accepts on the socket too (handover.go)
 
 	noFilter bool         // tests: StopAccepting behaves as if the SYN filter were refused
+	noDivert bool         // tests: ... and as if the reuseport diversion failed
 	method   atomic.Value // stopMethod: how StopAccepting kept new connections out
 	unserved atomic.Int64 // connections StopAccepting could not serve (Unserved)
 }
@@ -45,7 +46,12 @@ const (
 	// MethodSYNFilter: a socket filter drops new SYNs while handshakes under way finish;
 	// nothing the kernel answered is reset. Needs CAP_NET_ADMIN on Linux 6.x.
 	MethodSYNFilter = "syn-filter"
-	// MethodShutdown: without a filter, the socket is shut down at the first moment no
+	// MethodReuseport: without a filter, a second socket joins the listener's port with
+	// SO_REUSEPORT and, through a reuseport selection program, takes every new SYN into an
+	// accept queue kept full, where the kernel drops them; handshakes under way finish on
+	// the listener. Nothing the kernel answered is reset. Needs no capability.
+	MethodReuseport = "reuseport"
+	// MethodShutdown: with neither, the socket is shut down at the first moment no
 	// handshake is under way and the accept queue is empty; handshakes that begin in the
 	// microseconds before are reset and counted in Unserved.
 	MethodShutdown = "shutdown"
@@ -105,7 +111,20 @@ func Listen(ctx context.Context, addr string, maxConns int) (*Listener, error) {
 
 // Accept waits for and returns the next connection. After StopAccepting or
 // Close has closed the listener it returns an error wrapping net.ErrClosed.
-func (l *Listener) Accept() (net.Conn, error) { return l.inner.Accept() }
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.inner.Accept()
+	if err != nil && errors.Is(err, syscall.EINVAL) && l.isStopping() {
+		// The socket stopped listening (Unlisten) just before it was closed.
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
+	}
+	return c, err
+}
+
+func (l *Listener) isStopping() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stopping
+}
 
 // Addr returns the bound address (with the real port when addr asked for :0).
 func (l *Listener) Addr() net.Addr { return l.inner.Addr() }

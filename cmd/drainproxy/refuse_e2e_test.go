@@ -22,18 +22,18 @@ import (
 // the socket kept for upgrades left it listening (with the SYN filter dropping SYNs), and
 // a client hung until the process exited. On the host (127.0.0.1) and in a network
 // namespace behind a 20 ms link; with the SYN filter (root) and without it (no
-// capabilities, as in our image), where the socket is shut down instead.
+// capabilities, as in our image), where a reuseport sink takes the new SYNs instead.
 //
 // The claim is "within 10 ms" of the server; the test asserts the refusal (never a
 // timeout or a hang) and logs the latency: wall-clock bounds are for measurements, not for
 // a loaded test machine.
 func TestNewConnectionsRefusedDuringTheWait(t *testing.T) {
-	testenv.NeedRoot(t, "the SYN filter needs CAP_NET_ADMIN; the shutdown case drops it with setpriv")
-	for _, method := range []string{"syn-filter", "shutdown"} {
+	testenv.NeedRoot(t, "the SYN filter needs CAP_NET_ADMIN; the reuseport case drops it with setpriv")
+	for _, method := range []string{"syn-filter", "reuseport"} {
 		t.Run("host/"+method, func(t *testing.T) {
 			app, arrived := slowApp(t)
 			up := serveUpstream(t, app)
-			p := launchWith(t, launchOptions{noCaps: method == "shutdown"},
+			p := launchWith(t, launchOptions{noCaps: method == "reuseport"},
 				"-upstream", "http://"+up, "-drain-delay", "0", "-grace", "30s", "-access-log", "off")
 			p.WaitLog("ready", 20*time.Second)
 			var d net.Dialer
@@ -49,7 +49,7 @@ func TestNewConnectionsRefusedDuringTheWait(t *testing.T) {
 			t.Cleanup(func() { srv.Close() })
 			var p *proc
 			if err := rig.Do(rig.Server, func() error {
-				p = launchWith(t, launchOptions{noCaps: method == "shutdown"},
+				p = launchWith(t, launchOptions{noCaps: method == "reuseport"},
 					"-listen", netrig.ServerIP+":0", "-upstream", "http://"+ln.Addr().String(),
 					"-drain-delay", "0", "-grace", "30s", "-access-log", "off")
 				return nil

@@ -283,7 +283,7 @@ func TestDockerStopNewConnections(t *testing.T) {
 	}
 	logs, _ := dockerErr("logs", name)
 	checkDrainLog(t, logs)
-	if !strings.Contains(logs, `"method":"shutdown"`) {
-		t.Errorf("without capabilities the listener should stop by shutdown:\n%s", logs)
+	if !strings.Contains(logs, `"method":"reuseport"`) {
+		t.Errorf("without capabilities the listener should stop with the reuseport sink:\n%s", logs)
 	}
 }
