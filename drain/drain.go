@@ -6,9 +6,12 @@
 //  2. signal: SIGTERM/SIGINT or Drain(); readiness turns false at once.
 //  3. delay: keep accepting and serving so load balancers notice; every response asks the
 //     client to close its connection.
-//  4. stop accepting: new handshakes are refused, handshakes under way may finish (package
-//     listener), connections already in the kernel's accept queue are accepted and served,
-//     then the listeners close.
+//  4. stop accepting: new connections are kept out (their SYNs get no answer), handshakes
+//     under way may finish (package listener), connections already in the kernel's accept
+//     queue are accepted and served, then the listeners stop for every descriptor of their
+//     sockets: from then on a new connect is refused at once. Connections the kernel had
+//     accepted that could not be served are counted (Summary.Unserved). A socket handed
+//     over (an upgrade's next process, systemd) is only closed here: it keeps listening.
 //  5. wait: for every request and upgraded connection; the wait ends the moment the count
 //     reaches zero. Idle keep-alive connections close after a short idle window (counted
 //     from the drain request, stretched by each connection's round trip).

@@ -115,16 +115,18 @@ func acceptQueueLen(rc syscall.RawConn) (int, error) {
 //     under way and established connections are untouched. Linux 6.x
 //     (commit 5d39580f68e6) lets only a process with CAP_NET_ADMIN attach a
 //     filter to a TCP socket, so a non-root process, or a container with the
-//     default capabilities, cannot: it then uses MethodShutdown, below;
+//     default capabilities, cannot: it then diverts new SYNs into a plugged
+//     SO_REUSEPORT sink, which needs no capability (MethodReuseport, see
+//     divert_linux.go), and only if that fails too uses MethodShutdown, below;
 //  2. it waits, while the caller's Serve loop keeps calling Accept, until no
 //     handshake to the listener is half done (sock_diag reports none in
 //     SYN_RECV) and the kernel's accept queue is empty. A client whose SYN-ACK
 //     is on its way believes it is connected and sends its request one round
 //     trip later; stopping before its final ACK arrives would reset that
 //     request. The wait for half-done handshakes is bounded by
-//     SetHandshakeWait. With the filter the state holds once reached, and it
-//     is read twice a couple of milliseconds apart. Without it
-//     (MethodShutdown) new handshakes keep starting, so an idle moment is only
+//     SetHandshakeWait. With the filter or the sink the state holds once
+//     reached, and it is read twice a couple of milliseconds apart. With
+//     neither (MethodShutdown) new handshakes keep starting, so an idle moment is only
 //     a moment: the socket is shut down the instant one is seen;
 //  3. it stops the socket listening (shutdown(SHUT_RD), see Unlisten), for
 //     every descriptor of it (the upgrader keeps a copy), and closes it. New
@@ -134,7 +136,7 @@ func acceptQueueLen(rc syscall.RawConn) (int, error) {
 // Connections it could not serve are counted in Unserved: those still in the
 // accept queue when ctx ended, and handshakes still half done when the socket
 // stopped (their clients believe they are connected; the kernel resets them).
-// Without the filter, a handshake that completes entirely between the last
+// With MethodShutdown, a handshake that completes entirely between the last
 // look at the queue and the shutdown (a few microseconds: only a client on the
 // same host is that fast) is reset without being counted.
 //

@@ -2,11 +2,36 @@
 // a connection the kernel has already accepted on our behalf.
 //
 // Closing a listening socket makes Linux reset every connection that finished
-// its handshake but sits in the accept queue, not yet taken by accept(2).
-// Clients that already sent a request on such a connection lose it.
-// StopAccepting avoids that: it first stops the kernel from completing new
-// handshakes on the socket, lets the server's Serve loop accept what is queued,
-// and only then closes.
+// its handshake but sits in the accept queue, not yet taken by accept(2), and
+// every handshake still half done (the client, one round trip away, already
+// believes it is connected). Clients that already sent a request on such a
+// connection lose it. StopAccepting avoids that: it first keeps new
+// connections away from the socket, lets the handshakes under way finish and
+// the server's Serve loop accept what is queued, and only then stops the
+// socket, for every descriptor of it, so that a new connect is refused at once.
+//
+// How new connections are kept out depends on what the kernel allows (the
+// "listener stopped" log line says which):
+//   - MethodSYNFilter: a classic-BPF socket filter drops new SYNs. Linux 6.x
+//     allows it only with CAP_NET_ADMIN (root on a host; not our image);
+//   - MethodReuseport: a second socket joins the port with SO_REUSEPORT, a
+//     connection of our own fills its accept queue, and a reuseport selection
+//     program sends it every new SYN, which the kernel drops. No capability;
+//   - MethodShutdown: the last resort, when neither works: the socket is shut
+//     down at the first moment nothing is queued or half done; what begins in
+//     the microseconds before is reset and counted (Unserved).
+//
+// With the first two, a client that connects while the listener stops gets no
+// answer to its SYN, sends it again a second later and is refused then (with
+// the third it is still served until the shutdown); with all three, a client
+// that connects after StopAccepting returned is refused at once (on the host,
+// in a network namespace, and in a container on its own network or through a
+// port Docker publishes with DNAT; through docker-proxy, which serves a port
+// published on 127.0.0.1, the client sees its connection accepted by the
+// proxy and then closed). The exception is a socket another process holds
+// (HandOver: the next process of an upgrade, or systemd): StopAccepting then
+// only closes this process's descriptor, and new connections go to, or wait
+// for, the other holder.
 package listener
 
 import (
