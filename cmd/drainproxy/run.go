@@ -147,11 +147,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var adm *admin.Server   // started below, once the listeners are
 	var d *drain.Drainer
 	d = drain.New(drain.Options{
-		Delay:        cfg.Drain.Delay,
-		Grace:        cfg.Drain.Grace,
-		IdleClose:    cfg.Drain.IdleClose,
-		FlushTimeout: cfg.Drain.FlushTimeout,
-		Logger:       log.Named("drain"),
+		Delay:     cfg.Drain.Delay,
+		Grace:     cfg.Drain.Grace,
+		IdleClose: cfg.Drain.IdleClose,
+		// readiness stays 200 this long into the drain (KEP-1669 terminating endpoints)
+		ReadinessFailDelay: cfg.Drain.ReadinessFailDelay,
+		FlushTimeout:       cfg.Drain.FlushTimeout,
+		Logger:             log.Named("drain"),
 		// Ready only once the upstream has answered; then a process this one upgrades
 		// may drain, and systemd hears READY=1.
 		Gate: func(ctx context.Context) error {
