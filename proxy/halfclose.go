@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/drainproxy/drainproxy/internal/clientconn"
@@ -64,7 +63,6 @@ type clientWatch struct {
 	mu    sync.Mutex
 	ended bool        // the handler has returned
 	timer *time.Timer // the next look, while the client is half-closed
-	half  atomic.Bool // the client half-closed (for tests)
 }
 
 // Deadline, Done and Err make a reply the parent of the context its request goes upstream
@@ -125,7 +123,6 @@ func (w *clientWatch) clientStopped() {
 		w.cancel(errClientGone)
 		return
 	}
-	w.half.Store(true)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.ended {

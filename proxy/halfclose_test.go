@@ -89,6 +89,7 @@ type halfFront struct {
 	addr string
 	tls  *tls.Config // for the client; nil for plain HTTP
 	seen chan drain.Exchange
+	srv  *httptest.Server
 }
 
 type seenExchanges chan drain.Exchange
@@ -121,6 +122,7 @@ func newHalfFront(t *testing.T, upstream string, useTLS bool) *halfFront {
 		s.Start()
 	}
 	t.Cleanup(s.Close)
+	f.srv = s
 	f.addr = s.Listener.Addr().String()
 	return f
 }
@@ -409,4 +411,29 @@ func halfURL(t *testing.T, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// TestClosingTheServerEndsAHalfClosedRequest: the drain's deadline closes every client
+// connection (http.Server.Close); a request of a half-closed client, which net/http has no
+// read left to fail, ends with it all the same.
+func TestClosingTheServerEndsAHalfClosedRequest(t *testing.T) {
+	up := newHalfUpstream(t)
+	for _, useTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", useTLS), func(t *testing.T) {
+			f := newHalfFront(t, up.url, useTLS)
+			path := fmt.Sprintf("/deadline/%v", useTLS)
+			conn := f.dial(t)
+			io.WriteString(conn.conn, request("GET", path+"?d=30s", "HTTP/1.1", true, ""))
+			conn.halfClose(t)
+			up.waitEntered(t, path)
+			f.srv.CloseClientConnections()
+			deadline := time.Now().Add(halfCloseWait)
+			for !up.wasCanceled(path) {
+				if time.Now().After(deadline) {
+					t.Fatal("the app's request went on after the server closed its client's connection")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
 }
