@@ -37,8 +37,8 @@ import (
 //   - the kernel cannot tell (not Linux, a unix socket, no connection in the context):
 //     gone, as before.
 //
-// HTTP/2 (a stream's END_STREAM is no half-close of the connection) and upgrade requests
-// keep the request's context as it is.
+// HTTP/2 (a stream's END_STREAM is no half-close of the connection), upgrade requests and
+// gRPC keep the request's context as it is.
 
 // halfCloseWindow is how soon after a request's last byte a plain-TCP client's FIN must
 // arrive to be taken for a half-close. A half-closing client sends it at once (the two
@@ -88,7 +88,9 @@ func (rp *reply) detach(r *http.Request) context.Context {
 	parent := r.Context()
 	rp.parent = parent
 	var c net.Conn
-	if r.ProtoMajor == 1 && r.Header["Upgrade"] == nil {
+	// gRPC (gRPC-Web over HTTP/1 included) keeps its context: ServeHTTP bounded it by the
+	// call's grpc-timeout.
+	if r.ProtoMajor == 1 && r.Header["Upgrade"] == nil && !IsGRPC(r) {
 		c = clientconn.Of(parent)
 	}
 	if c == nil {
