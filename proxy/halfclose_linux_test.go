@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,6 +179,35 @@ func (c *rawConn) halfClose(t *testing.T) {
 	}
 }
 
+// sendAndHalfClose writes raw and half-closes right behind it. A plain-TCP FIN goes out in
+// the same segment as the request's end (TCP_CORK holds the bytes until the FIN joins
+// them), as a half-closing client's FIN does on the wire, however long this goroutine
+// waits between the two calls on a loaded machine.
+func (c *rawConn) sendAndHalfClose(t *testing.T, raw string) {
+	t.Helper()
+	if c.conn == net.Conn(c.tcp) {
+		cork(t, c.tcp)
+	}
+	if _, err := io.WriteString(c.conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	c.halfClose(t)
+}
+
+func cork(t *testing.T, c *net.TCPConn) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 1)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+}
+
 // reset closes the connection with a RST.
 func (c *rawConn) reset() {
 	c.tcp.SetLinger(0)
@@ -281,10 +311,7 @@ func TestHalfClosedClientGetsTheAppsAnswer(t *testing.T) {
 					t.Parallel() // the slow ones wait together
 				}
 				conn := f.dial(t)
-				if _, err := io.WriteString(conn.conn, raw); err != nil {
-					t.Fatal(err)
-				}
-				conn.halfClose(t)
+				conn.sendAndHalfClose(t, raw)
 				status, got, err := conn.answer(c.method)
 				want := fmt.Sprintf("%s %s %d", c.method, path, len(body))
 				if err != nil || status != http.StatusOK || got != want {
@@ -370,8 +397,7 @@ func TestNoInventedAnswer(t *testing.T) {
 		f := newHalfFront(t, up.url, useTLS)
 		t.Run(fmt.Sprintf("short-body_tls=%v", useTLS), func(t *testing.T) {
 			conn := f.dial(t)
-			io.WriteString(conn.conn, "POST /short HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\nonly ten b")
-			conn.halfClose(t)
+			conn.sendAndHalfClose(t, "POST /short HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\nonly ten b")
 			status, body, err := conn.answer("POST")
 			if err != nil || status != http.StatusBadRequest {
 				t.Fatalf("got %d %q (%v), want 400", status, body, err)
@@ -423,8 +449,7 @@ func TestClosingTheServerEndsAHalfClosedRequest(t *testing.T) {
 			f := newHalfFront(t, up.url, useTLS)
 			path := fmt.Sprintf("/deadline/%v", useTLS)
 			conn := f.dial(t)
-			io.WriteString(conn.conn, request("GET", path+"?d=30s", "HTTP/1.1", true, ""))
-			conn.halfClose(t)
+			conn.sendAndHalfClose(t, request("GET", path+"?d=30s", "HTTP/1.1", true, ""))
 			up.waitEntered(t, path)
 			f.srv.CloseClientConnections()
 			deadline := time.Now().Add(halfCloseWait)
