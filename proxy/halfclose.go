@@ -20,9 +20,9 @@ import (
 // waits for its answer.
 //
 // So an HTTP/1 request's way to the upstream does not end with the request's context.
-// It ends when the handler returns, or when watchClient, called as net/http ends the
-// request's context, finds the client gone, and from then on every halfClosePoll while
-// the request lasts:
+// It ends when the handler returns, or when clientStopped, called as net/http ends the
+// request's context, finds the client gone (and from then on every halfClosePoll while
+// the request lasts, if the first look found it there):
 //
 //   - the connection was closed on our side (the drain's deadline, a failed write), or
 //     the kernel says it is reset or otherwise no longer open (TCP state other than
@@ -50,7 +50,7 @@ const halfCloseWindow = 20 * time.Millisecond
 // its request is under way: a reset after the half-close ends the request this much later.
 const halfClosePoll = 100 * time.Millisecond
 
-// errClientGone is the cause of a request's context ended by watchClient.
+// errClientGone is the cause of a request's context ended by clientStopped or look.
 var errClientGone = errors.New("proxy: the client closed or reset its connection")
 
 // clientWatch follows the client connection of one HTTP/1 request; see above.
@@ -58,7 +58,7 @@ type clientWatch struct {
 	conn   net.Conn
 	tls    bool
 	cancel context.CancelCauseFunc
-	stop   func() bool // unregisters watchClient from the request's context
+	stop   func() bool // unregisters clientStopped from the request's context
 
 	mu    sync.Mutex
 	ended bool        // the handler has returned
