@@ -83,7 +83,7 @@ func (rp *reply) Value(key any) any {
 
 // detach returns the context r goes upstream with, carrying rp: for an HTTP/1 request on
 // a connection the kernel can tell about (clientconn.ConnContext), one that ends when
-// release is called or watchClient finds the client gone; for any other, r's own.
+// release is called or clientStopped finds the client gone; for any other, r's own.
 func (rp *reply) detach(r *http.Request) context.Context {
 	parent := r.Context()
 	rp.parent = parent
