@@ -12,7 +12,8 @@ import (
 // context, where passResponse finds it: the ReverseProxy hands ModifyResponse the
 // response, not the writer. Per request, that costs this (the body's wrapper included) and
 // the request's shallow copy; on HTTP/1, the reply is also the parent of the request's
-// context upstream (halfclose.go), and the watch of the client connection costs five more.
+// context upstream (halfclose.go), and the watch of the client connection costs seven more
+// (BenchmarkProxyHotPath: 126 to 133 allocations, 10.97 to 11.64 KB, on 2026-12-07).
 type reply struct {
 	parent context.Context // the request's context as the server made it
 	w      http.ResponseWriter
