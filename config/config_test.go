@@ -404,7 +404,7 @@ func TestFileErrors(t *testing.T) {
 		{
 			name: "missing upstream",
 			src:  "drain {\n  grace = \"5s\"\n}\n",
-			want: []string{"no upstream: give -upstream URL or upstream { url = ... } in the config file"},
+			want: []string{"no upstream: give -upstream URL, DRAINPROXY_UPSTREAM_URL in the environment, or upstream { url = ... } in the config file"},
 		},
 		{
 			name: "empty command program",
@@ -516,7 +516,7 @@ func TestFlagErrors(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"no upstream", []string{"-listen", ":8080"}, []string{"no upstream: give -upstream URL or upstream { url = ... } in the config file"}},
+		{"no upstream", []string{"-listen", ":8080"}, []string{"no upstream: give -upstream URL, DRAINPROXY_UPSTREAM_URL in the environment, or upstream { url = ... } in the config file"}},
 		{"command without upstream", []string{"--", "./app"}, []string{"no upstream:"}},
 		{"bad duration", []string{"-upstream", "http://a:1", "-grace", "5 seconds"}, []string{`-grace: "5 seconds" is not a duration; write e.g. "30s"`}},
 		{"negative duration", []string{"-upstream", "http://a:1", "-drain-delay", "-5s"}, []string{`-drain-delay: "-5s" is negative`}},

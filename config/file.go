@@ -584,7 +584,7 @@ func (p problems) err() error {
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].pos.Byte < sorted[j].pos.Byte })
 	lines := make([]string, len(sorted))
 	for i, pr := range sorted {
-		if pr.pos.Line > 0 {
+		if pr.pos.Line > 0 && !strings.HasPrefix(pr.file, "$") { // "$VAR": the environment
 			lines[i] = fmt.Sprintf("%s:%d:%d: %s", pr.file, pr.pos.Line, pr.pos.Column, pr.text)
 		} else {
 			lines[i] = fmt.Sprintf("%s: %s", pr.file, pr.text)

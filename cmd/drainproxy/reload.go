@@ -160,7 +160,8 @@ func changes(supervised bool, running, started, next *config.Config) (inPlace, n
 
 // live is what a reload can change in a running drainproxy, and how to build it again.
 type live struct {
-	args           []string // the command line as at start
+	args           []string            // the command line as at start
+	getenv         func(string) string // the environment, as at start
 	stdout, stderr io.Writer
 	log            hclog.Logger // the root logger
 	started        *config.Config
@@ -236,7 +237,7 @@ func (l *live) reload(reason string) {
 		l.stats.record(status == reloaded)
 		l.notify.ready(status)
 	}()
-	next, err := config.Parse(l.args, io.Discard)
+	next, err := config.ParseEnv(l.args, l.getenv, io.Discard)
 	if err != nil {
 		log.Error("the new configuration is invalid: still serving the running one (drainproxy -check shows the same)",
 			"reason", reason, "error", err.Error())

@@ -44,12 +44,15 @@ const (
 )
 
 // run is the whole program; main only maps it to the process. Canceling ctx starts a
-// drain, as SIGTERM does. stdout carries the access log (by default), stderr the logs.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// drain, as SIGTERM does. getenv is the environment (settings as DRAINPROXY_*, GOGC,
+// GOMEMLIMIT); what systemd and an upgrade hand over through the environment (LISTEN_FDS,
+// NOTIFY_SOCKET) comes with the process's file descriptors and stays in upgrade.go and
+// systemd.go. stdout carries the access log (by default), stderr the logs.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if code, ok := subcommand(ctx, args, stdout, stderr); ok { // probe, install
 		return code
 	}
-	cfg, err := config.Parse(args, stderr)
+	cfg, err := config.ParseEnv(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
@@ -67,8 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Info("configuration is valid", "source", cfg.Source)
 		return exitOK
 	}
-	setMemoryLimit(log) // before the floor, which stays under the limit
-	defer startGCFloor(cfg.Limits.GCHeapFloorBytes, log)()
+	setMemoryLimit(getenv, log) // before the floor, which stays under the limit
+	defer startGCFloor(cfg.Limits.GCHeapFloorBytes, getenv, log)()
 
 	// Sockets from systemd or from the process this one upgrades, and SIGUSR2 (upgrade.go).
 	notify := newNotifier(log.Named("systemd"))
@@ -248,7 +251,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	// SIGHUP reloads the configuration (reload.go), SIGUSR2 upgrades (upgrade.go).
 	lv := &live{
-		args: args, stdout: stdout, stderr: stderr, log: log, started: cfg, running: cfg,
+		args: args, getenv: getenv, stdout: stdout, stderr: stderr, log: log, started: cfg, running: cfg,
 		proxies: proxies, logs: logs, checker: checker, checkOpts: &checkOpts, front: front, sup: sup, adm: adm,
 		d: d, notify: notify, stats: reloads, publics: publics,
 	}
@@ -378,11 +381,11 @@ func routeStdlog(log hclog.Logger) (undo func()) {
 // startGCFloor keeps the garbage collector from collecting a small heap dozens of times a
 // second under load (package gcfloor), unless GOGC in the environment says how it should
 // run. It returns what undoes it.
-func startGCFloor(floor int64, log hclog.Logger) (stop func()) {
+func startGCFloor(floor int64, getenv func(string) string, log hclog.Logger) (stop func()) {
 	if floor <= 0 {
 		return func() {}
 	}
-	if v, ok := os.LookupEnv("GOGC"); ok {
+	if v := getenv("GOGC"); v != "" {
 		log.Debug("GOGC is set, so the heap floor is off", "GOGC", v)
 		return func() {}
 	}

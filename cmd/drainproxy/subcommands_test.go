@@ -48,7 +48,7 @@ func TestProbe(t *testing.T) {
 		{[]string{"-timeout", "0s", srv.URL + "/ok"}, 2, "must be more than 0"},
 	} {
 		var stdout, stderr bytes.Buffer
-		code := run(context.Background(), append([]string{"probe"}, tt.args...), &stdout, &stderr)
+		code := run(context.Background(), append([]string{"probe"}, tt.args...), os.Getenv, &stdout, &stderr)
 		if code != tt.code || (tt.stderr == "") != (stderr.Len() == 0) || !strings.Contains(stderr.String(), tt.stderr) {
 			t.Errorf("probe %v = %d, stderr %q; want %d and %q", tt.args, code, stderr.String(), tt.code, tt.stderr)
 		}
