@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"io"
 	"net/netip"
 	"net/url"
 	"os"
@@ -272,7 +273,7 @@ func TestFileErrors(t *testing.T) {
 		{
 			name: "unknown attribute",
 			src:  "upstream {\n  url = \"http://a:1\"\n}\ndrain {\n  grase = \"5s\"\n}\n",
-			want: []string{"config.hcl:5:3: drain.grase: unknown setting; drain takes delay, flush_timeout, grace, handshake_wait, idle_close"},
+			want: []string{"config.hcl:5:3: drain.grase: unknown setting; did you mean grace; drain takes delay, flush_timeout, grace, handshake_wait, idle_close"},
 		},
 		{
 			name: "attribute in the wrong block",
@@ -706,5 +707,68 @@ health_check {
 	}
 	if u := cfg.Upstream.URL; u.Scheme != "unix+h2c" || u.Path != "/run/grpc.sock" {
 		t.Errorf("upstream %v", u)
+	}
+}
+
+// TestFileErrorsAllAtOnce: every mistake of a file in one run, in file order, each with
+// its position, and the name meant for a misspelled setting or block.
+func TestFileErrorsAllAtOnce(t *testing.T) {
+	src := `upstream {
+  url = "http://a:1"
+}
+drain {
+  grase = "5s"
+  delay = "5 parsecs"
+}
+helth_check {
+  path = "/"
+}
+limits {
+  max_connections = "many"
+  idle_timeot = "1s"
+}
+listener {
+  tls {
+    acme {
+      domain = ["example.com"]
+    }
+  }
+}
+`
+	path := writeConfig(t, src)
+	_, err := Parse([]string{"-config", path}, io.Discard)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	want := []string{
+		"config.hcl:5:3: drain.grase: unknown setting; did you mean grace;",
+		"config.hcl:6:11: drain.delay: ",
+		"config.hcl:8:1: helth_check: unknown block; did you mean health_check { ... };",
+		"config.hcl:12:22: limits.max_connections: ",
+		"config.hcl:13:3: limits.idle_timeot: unknown setting; did you mean idle_timeout;",
+		"config.hcl:15:10: Missing required argument",
+		"config.hcl:18:7: listener.tls.acme.domain: unknown setting; did you mean domains;",
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Errorf("got %d lines, want %d:\n%v", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if i >= len(lines) || !strings.Contains(lines[i], w) {
+			t.Errorf("line %d does not contain %q:\n%v", i+1, w, err)
+		}
+	}
+}
+
+func TestDidYouMean(t *testing.T) {
+	names := []string{"delay", "grace", "idle_close", "handshake_wait", "flush_timeout"}
+	for in, want := range map[string]string{
+		"grase": "grace", "gracee": "grace", "idle_clsoe": "idle_close", "flushtimeout": "flush_timeout",
+		"dealy": "delay", "xyz": "", "timeout": "", "g": "",
+	} {
+		got := didYouMean(in, names, "")
+		if (want == "") != (got == "") || !strings.Contains(got, want) {
+			t.Errorf("didYouMean(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
