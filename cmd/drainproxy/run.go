@@ -207,6 +207,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	for _, l := range cfg.Listeners {
 		addr, err := publics.open(ctx, l)
 		if err != nil {
+			// A systemd socket that matches no listener is the usual cause of an address
+			// in use under socket activation: say so before failing.
+			upg.closeUnused()
 			log.Error("cannot listen", "error", err.Error())
 			return exitFailure
 		}
