@@ -505,7 +505,11 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		d.aborting.Store(true)
 		aborted = d.t.requests.Load()
 		d.aborted.Store(aborted)
-		d.log.Warn("grace period over, closing what is still open", "took", time.Since(step).String(),
+		why := "grace period over, closing what is still open"
+		if isClosed(d.forced) { // a second signal or a forced admin drain cut it short
+			why = "drain forced before the grace period was over, closing what is still open"
+		}
+		d.log.Warn(why, "took", time.Since(step).String(), "grace", d.opts.Grace.String(),
 			"requests", aborted, "upgraded", d.t.upgrades.Load(), "connections", d.t.conns.Load())
 		d.closeAll()
 		// Handlers whose connections were closed return promptly; give them a moment so
