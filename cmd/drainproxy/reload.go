@@ -335,7 +335,10 @@ func (l *live) reload(reason string) {
 			}
 		}
 	}
-	l.front.ReloadStatic() // certificate files are read again whether or not their paths changed; logs its outcome
+	// Certificate files are read again whether or not their paths changed; logs its outcome.
+	if certs, _ := l.front.ReloadStaticChanged(); len(certs) > 0 {
+		inPlace = append(inPlace, "certificate: "+strings.Join(certs, ", "))
+	}
 	// Removed listeners drain as at shutdown, each on its own: the reload does not wait.
 	for _, addr := range removeListeners {
 		l.d.Workers.Go("remove listener "+addr, func(context.Context) {
