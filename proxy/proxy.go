@@ -172,10 +172,8 @@ const RequestIDHeader = "X-Request-Id"
 // ServeHTTP forwards r to the upstream. r.Header carries the request id from here on: the
 // client's when it is a trusted proxy, a new one otherwise.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// A trusted proxy's id counts unless it named the header in Connection (hop-by-hop).
-	if r.Header.Get(RequestIDHeader) == "" || !p.trusted(r.RemoteAddr) ||
-		namedInConnection(r.Header, RequestIDHeader) {
-		r.Header.Set(RequestIDHeader, newRequestID())
+	if r.Context().Value(requestIDAssigned{}) == nil {
+		p.setRequestID(r)
 	}
 	if status, why := refusedTarget(r); status != 0 {
 		p.refuse(w, r, status, why)
@@ -313,6 +311,26 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 			return w
 		}
 		w = u.Unwrap()
+	}
+}
+
+// requestIDAssigned marks a request that WithRequestID gave its id.
+type requestIDAssigned struct{}
+
+// WithRequestID gives r its request id as ServeHTTP would, for a handler in front of the
+// proxy that may answer by itself (the supervisor's 503 while the app is down), so that
+// its access log line has the id too; ServeHTTP keeps it.
+func (p *Proxy) WithRequestID(r *http.Request) *http.Request {
+	p.setRequestID(r)
+	return r.WithContext(context.WithValue(r.Context(), requestIDAssigned{}, true))
+}
+
+// setRequestID keeps a trusted proxy's id, unless it named the header in Connection
+// (hop-by-hop), and gives every other request a new one.
+func (p *Proxy) setRequestID(r *http.Request) {
+	if r.Header.Get(RequestIDHeader) == "" || !p.trusted(r.RemoteAddr) ||
+		namedInConnection(r.Header, RequestIDHeader) {
+		r.Header.Set(RequestIDHeader, newRequestID())
 	}
 }
 

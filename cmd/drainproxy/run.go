@@ -199,7 +199,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	var upstream http.Handler = proxies
 	if sup != nil {
-		upstream = sup.Guard(proxies) // 503 + Retry-After while the app is down
+		guard := sup.Guard(proxies) // 503 + Retry-After while the app is down
+		// The guard's own 503s get a request id too (access log, X-Request-Id upstream).
+		upstream = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			guard.ServeHTTP(w, proxies.current().WithRequestID(r))
+		})
 	}
 	publics := &publicListeners{upg: upg, d: d, front: front, h2: h2, handler: upstream, limits: cfg.Limits,
 		drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
