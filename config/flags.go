@@ -81,7 +81,7 @@ func ParseEnv(args []string, getenv func(string) string, out io.Writer) (*Config
 			override(func(c *Config) { c.Upstream.URL = u })
 			return nil
 		})
-	fs.Func("admin", "serve /healthz, /readyz, /metrics and POST /drain on `ADDR`, or \"off\" (default 127.0.0.1:9901)",
+	fs.Func("admin", "serve the admin endpoints on `ADDR`, or \"off\" (default 127.0.0.1:9901): probes GET /healthz, GET /readyz, GET /drained; for operators GET /metrics, GET /status, POST /drain, POST /restart",
 		stringFlag(parseAdminAddress, override, func(c *Config, v string) { c.Admin.Address = v }))
 	fs.Func("drain-delay", "keep serving for `DUR` after the signal so load balancers deregister us, e.g. 5s (default 0s)",
 		stringFlag(parseDuration, override, func(c *Config, d time.Duration) { c.Drain.Delay = d }))

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/drainproxy/drainproxy/admin"
 )
 
 // drainproxy probe: 0 on 2xx, 1 on anything else (including a redirect and no answer in
@@ -87,5 +89,28 @@ func TestInstall(t *testing.T) {
 	if out, err := exec.Command(binary, "install", filepath.Join(dir, "no-such-dir", "x")).CombinedOutput(); err == nil ||
 		!strings.Contains(string(out), "cannot write to") {
 		t.Errorf("install into a missing directory: %v %q; want a failure that names the directory", err, out)
+	}
+}
+
+// Issue 24.11: -admin's help names every admin endpoint (admin.Endpoints is what the
+// admin listener serves).
+func TestAdminHelpListsEveryEndpoint(t *testing.T) {
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out, &out); code != 0 {
+		t.Fatalf("-h exit code %d", code)
+	}
+	help := out.String()
+	i := strings.Index(help, "-admin ADDR")
+	if i < 0 {
+		t.Fatalf("no -admin in:\n%s", help)
+	}
+	adminHelp := help[i:]
+	if j := strings.Index(adminHelp[1:], "\n  -"); j > 0 {
+		adminHelp = adminHelp[:j+1]
+	}
+	for _, e := range admin.Endpoints() {
+		if !strings.Contains(adminHelp, e) {
+			t.Errorf("-admin's help does not name %q:\n%s", e, adminHelp)
+		}
 	}
 }
