@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/drainproxy/drainproxy/internal/logdur"
 	"net"
 	"net/http"
 	"net/url"
@@ -447,7 +448,7 @@ func (a *App) restartFailed(begun time.Time, what string, err error, inst *insta
 	a.reloadsFailed.Add(1)
 }
 
-func since(t time.Time) string { return time.Since(t).Round(time.Millisecond).String() }
+func since(t time.Time) string { return logdur.Since(t) }
 
 // Stop ends a restart in progress (stopping whichever instance it no longer needs), then
 // stops the current instance (Supervisor.Stop). drain.Options.StopApp.

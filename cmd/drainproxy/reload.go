@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"github.com/drainproxy/drainproxy/internal/logdur"
 	"io"
 	"net/http"
 	"net/url"
@@ -346,7 +347,7 @@ func (l *live) reload(reason string) {
 			if err := l.publics.remove(addr); err != nil {
 				log.Warn("removing the listener", "address", addr, "error", err.Error())
 			}
-			log.Info("listener removed", "address", addr, "took", time.Since(start).String())
+			log.Info("listener removed", "address", addr, "took", logdur.Since(start))
 		})
 	}
 	l.running = next
