@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/drainproxy/drainproxy/standin"
@@ -39,9 +41,23 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "standin: serving on %s\n", ln.Addr())
+	dieOnSignals()
 	srv := &http.Server{Handler: standin.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintln(os.Stderr, srv.Serve(ln))
 	os.Exit(1)
+}
+
+// dieOnSignals makes SIGTERM and SIGINT end the process at once with the code a shell
+// reports for a process they killed (143, 130), as a legacy app that never heard of them
+// would. Go's own default gets this wrong as PID 1 of a container: the kernel ignores the
+// signal Go re-raises there, and Go then exits 2, which reads as a usage error.
+func dieOnSignals() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		sig := (<-ch).(syscall.Signal)
+		os.Exit(128 + int(sig))
+	}()
 }
 
 func probe(url string) int {

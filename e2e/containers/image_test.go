@@ -85,3 +85,21 @@ func docsContain(t *testing.T, s string) bool {
 	}
 	return false
 }
+
+// Issue 24.11: the stand-in app, PID 1 of its container, dies at once on docker stop's
+// SIGTERM with the code a shell reports for it (143), not Go's 2 (the kernel ignores the
+// signal Go re-raises in PID 1), which reads as a usage error.
+func TestStandinExitCodeAsPID1(t *testing.T) {
+	im := needImages(t)
+	name := "dpt-standin-" + randomID()
+	run(t, name, im.standin, "-listen", ":3000")
+	waitLog(t, name, "standin: serving on")
+	start := time.Now()
+	docker(t, "stop", "-t", "20", name)
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("docker stop took %v: the stand-in ignored SIGTERM until SIGKILL", took)
+	}
+	if code := exitCode(t, name); code != "143" {
+		t.Errorf("exit code %s after docker stop, want 143 (128 + SIGTERM)", code)
+	}
+}
