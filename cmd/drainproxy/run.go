@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -33,8 +34,37 @@ import (
 	"github.com/drainproxy/drainproxy/tlsfront"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+// version and commit are set at build time (scripts/release, scripts/image) with
+// -ldflags "-X main.version=v1.2.3 -X main.commit=0123abc". A binary built without them
+// (go install ...@v1.2.3, go build) takes what the Go toolchain recorded instead.
+var (
+	version = "dev"
+	commit  = ""
+)
+
+func init() { version, commit = buildVersion(version, commit, debug.ReadBuildInfo) }
+
+// buildVersion fills in, from the build information the Go toolchain records, what
+// -ldflags did not set: the module version (go install ...@v1.2.3) and the VCS revision
+// (go build in a git checkout).
+func buildVersion(version, commit string, read func() (*debug.BuildInfo, bool)) (string, string) {
+	info, ok := read()
+	if !ok {
+		return version, commit
+	}
+	if version == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		version = info.Main.Version
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && commit == "" {
+			commit = s.Value[:min(len(s.Value), 12)]
+		}
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	return version, commit
+}
 
 // Exit codes; the README lists them.
 const (
@@ -61,7 +91,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitUsage
 	}
 	if cfg.ShowVersion {
-		fmt.Fprintf(stderr, "drainproxy %s\n", version)
+		fmt.Fprintf(stderr, "drainproxy %s (commit %s)\n", version, commit)
 		return exitOK
 	}
 	log := newLogger(cfg.Log, stderr)
