@@ -507,7 +507,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		aborted = d.t.requests.Load()
 		d.aborted.Store(aborted)
 		why := "grace period over, closing what is still open"
-		if isClosed(d.forced) { // a second signal or a forced admin drain cut it short
+		if Closed(d.forced) { // a second signal or a forced admin drain cut it short
 			why = "drain forced before the grace period was over, closing what is still open"
 		}
 		d.log.Warn(why, "took", logdur.Since(step), "grace", d.opts.Grace.String(),
@@ -547,7 +547,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		d.log.Info("workers flushed", "took", logdur.Since(step))
 	}
 
-	forced := isClosed(d.forced)
+	forced := Closed(d.forced)
 	sum := Summary{
 		Drained: d.drained.Load(),
 		Aborted: aborted,
@@ -580,13 +580,13 @@ func (d *Drainer) becomeReady() bool {
 		err := gate(ctx)
 		cancel()
 		if err != nil {
-			if !isClosed(d.requested) {
+			if !Closed(d.requested) {
 				d.fail(err)
 			}
 			return false
 		}
 	}
-	if isClosed(d.requested) {
+	if Closed(d.requested) {
 		return false
 	}
 	d.setPhase(PhaseReady)
@@ -648,7 +648,12 @@ func (d *Drainer) closeAll() {
 	d.t.closeUpgraded()
 }
 
-func isClosed(ch <-chan struct{}) bool {
+// Closed reports whether ch has been closed, without waiting: for the drain's signal
+// channels (Requested, Waited, and the like), a nil channel being never closed.
+func Closed(ch <-chan struct{}) bool {
+	if ch == nil {
+		return false
+	}
 	select {
 	case <-ch:
 		return true

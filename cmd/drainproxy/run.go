@@ -29,6 +29,7 @@ import (
 	"github.com/drainproxy/drainproxy/health"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
+	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/sigtrap"
 	"github.com/drainproxy/drainproxy/supervise"
 	"github.com/drainproxy/drainproxy/tlsfront"
@@ -229,7 +230,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	var upstream http.Handler = proxies
 	if sup != nil {
-		guard := sup.Guard(proxies) // 503 + Retry-After while the app is down
+		guard := proxy.AppGuard(sup, proxies) // 503 + Retry-After while the app is down
 		// The guard's own 503s get a request id too (access log, X-Request-Id upstream).
 		upstream = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			guard.ServeHTTP(w, proxies.current().WithRequestID(r))
@@ -357,7 +358,7 @@ func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch,
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
-		opts.Reloads = sup
+		opts.RollingRestarts = sup
 	}
 	return metrics.New(opts)
 }
