@@ -34,6 +34,7 @@ listener {
 #     hsts = ""
 #     # Either certificate files (PEM; the chain first in cert_file), read at start-up and again on SIGHUP ...
 #     cert_file = "/etc/drainproxy/tls/fullchain.pem"
+#     # The private key of cert_file (PEM), read with it.
 #     key_file  = "/etc/drainproxy/tls/privkey.pem"
 #     # ... or automatic certificates from an ACME CA (certmagic); not both.
 #     acme {
@@ -130,6 +131,7 @@ app {
   restart = "never"
   # Restarts allowed within restart_window (waiting 100ms, doubling up to 10s, between them); one more exit and drainproxy drains and exits 1.
   max_restarts = 5
+  # The window max_restarts counts in: a restart older than this no longer counts.
   restart_window = "1m"
   # Written before each line of the app's stdout and stderr, e.g. "app | "; "" passes its output through byte for byte.
   output_prefix = ""
