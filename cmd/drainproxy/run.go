@@ -51,7 +51,7 @@ func init() { version, commit = buildVersion(version, commit, debug.ReadBuildInf
 func buildVersion(version, commit string, read func() (*debug.BuildInfo, bool)) (string, string) {
 	info, ok := read()
 	if !ok {
-		return version, commit
+		info = &debug.BuildInfo{}
 	}
 	if version == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
 		version = info.Main.Version

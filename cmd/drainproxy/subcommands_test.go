@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -111,6 +112,32 @@ func TestAdminHelpListsEveryEndpoint(t *testing.T) {
 	for _, e := range admin.Endpoints() {
 		if !strings.Contains(adminHelp, e) {
 			t.Errorf("-admin's help does not name %q:\n%s", e, adminHelp)
+		}
+	}
+}
+
+// go install ...@v1.2.3 leaves main.version at "dev": -version then prints the module
+// version and the commit the toolchain recorded; -ldflags values win.
+func TestBuildVersion(t *testing.T) {
+	info := func(v string, settings ...debug.BuildSetting) func() (*debug.BuildInfo, bool) {
+		return func() (*debug.BuildInfo, bool) {
+			return &debug.BuildInfo{Main: debug.Module{Version: v}, Settings: settings}, true
+		}
+	}
+	rev := debug.BuildSetting{Key: "vcs.revision", Value: "0123456789abcdef0123"}
+	for _, tt := range []struct {
+		version, commit string
+		read            func() (*debug.BuildInfo, bool)
+		want            string
+	}{
+		{"dev", "", info("v1.2.3"), "v1.2.3 unknown"},
+		{"dev", "", info("(devel)", rev), "dev 0123456789ab"},
+		{"v2.0.0", "abc1234", info("v1.2.3", rev), "v2.0.0 abc1234"},
+		{"dev", "", func() (*debug.BuildInfo, bool) { return nil, false }, "dev unknown"},
+	} {
+		v, c := buildVersion(tt.version, tt.commit, tt.read)
+		if got := v + " " + c; got != tt.want {
+			t.Errorf("buildVersion(%q, %q) = %q, want %q", tt.version, tt.commit, got, tt.want)
 		}
 	}
 }

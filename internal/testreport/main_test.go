@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -32,5 +34,30 @@ func TestReport(t *testing.T) {
 		"    b_test.go:9: broken\nFAIL\tp/b\t0.2s\n"
 	if out.String() != want || code != 1 {
 		t.Errorf("report = %d\n%s\nwant 1\n%s", code, out.String(), want)
+	}
+}
+
+// The README's test command is the one .ci/run runs (issue 24 item 10).
+func TestReadmeRunsWhatCIRuns(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile("(?m)^scripts/test\\b").Match(readme) {
+		t.Errorf("README.md does not give the test command as a line starting with scripts/test")
+	}
+	if !regexp.MustCompile("(?m)^scripts/test\\s*$").Match(ci) {
+		t.Errorf(".ci/run does not run scripts/test")
+	}
+	script, err := os.ReadFile("../../scripts/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(script), "go test -race -count=1 -timeout 30m -json") {
+		t.Errorf("scripts/test no longer runs go test -race -count=1 -timeout 30m -json")
 	}
 }
