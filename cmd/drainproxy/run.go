@@ -9,6 +9,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"runtime/debug"
@@ -250,6 +251,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		addrs = append(addrs, addr)
 	}
+	warnLoopbackInContainer(addrs, getenv, log)
 	if err := front.Start(ctx); err != nil {
 		log.Error("cannot manage certificates", "error", err.Error())
 		return exitFailure
@@ -316,6 +318,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitFailure
 	}
 	return sup.ExitCode(d.Run(ctx).ExitCode())
+}
+
+// warnLoopbackInContainer says so when every listener is on loopback inside a container,
+// where nothing outside the container's network namespace (docker run -p, a Service) can
+// reach it: connections through a published port are reset, and the admin's /readyz still
+// says ready. Containers are recognised by the files Docker and Podman create and by the
+// variable Kubernetes sets.
+func warnLoopbackInContainer(addrs []string, getenv func(string) string, log hclog.Logger) {
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.IsLoopback() {
+			return
+		}
+	}
+	inContainer := getenv("KUBERNETES_SERVICE_HOST") != ""
+	for _, f := range []string{"/.dockerenv", "/run/.containerenv"} {
+		if _, err := os.Stat(f); err == nil {
+			inContainer = true
+		}
+	}
+	if inContainer && len(addrs) > 0 {
+		log.Warn("listening on loopback only, inside a container: published ports and Services cannot reach it; listen on all interfaces, e.g. -listen :8080 (the image's default)",
+			"listen", strings.Join(addrs, ","))
+	}
 }
 
 // newAccessLog opens the access log the configuration asks for; nil when it is off.

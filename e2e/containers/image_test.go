@@ -103,3 +103,12 @@ func TestStandinExitCodeAsPID1(t *testing.T) {
 		t.Errorf("exit code %s after docker stop, want 143 (128 + SIGTERM)", code)
 	}
 }
+
+// A listener on loopback only inside a container is out of reach of -p: drainproxy says so
+// (issue 24 item 5: the old image failed that way without a word).
+func TestImageWarnsOnLoopbackOnly(t *testing.T) {
+	im := needImages(t)
+	name := "dpt-loopback-" + randomID()
+	run(t, name, im.proxy, "-listen", "127.0.0.1:8080", "-upstream", "http://127.0.0.1:3000")
+	waitLog(t, name, "listening on loopback only, inside a container")
+}
