@@ -47,10 +47,10 @@ func TestReadmeRunsWhatCIRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !regexp.MustCompile("(?m)^scripts/test\\b").Match(readme) {
+	if !regexp.MustCompile(`(?m)^scripts/test\b`).Match(readme) {
 		t.Errorf("README.md does not give the test command as a line starting with scripts/test")
 	}
-	if !regexp.MustCompile("(?m)^scripts/test\\s*$").Match(ci) {
+	if !regexp.MustCompile(`(?m)^scripts/test\s*$`).Match(ci) {
 		t.Errorf(".ci/run does not run scripts/test")
 	}
 	script, err := os.ReadFile("../../scripts/test")
