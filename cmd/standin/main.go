@@ -47,16 +47,21 @@ func main() {
 	os.Exit(1)
 }
 
-// dieOnSignals makes SIGTERM and SIGINT end the process at once with the code a shell
-// reports for a process they killed (143, 130), as a legacy app that never heard of them
-// would. Go's own default gets this wrong as PID 1 of a container: the kernel ignores the
-// signal Go re-raises there, and Go then exits 2, which reads as a usage error.
+// dieOnSignals makes SIGTERM and SIGINT end the process at once, as they end a legacy app
+// that never heard of them: killed by the signal. As PID 1 of a container, where the
+// kernel ignores a signal whose action is the default, it exits with the code a shell
+// reports for such a death (143, 130) instead: Go's own handling exited 2 there, which
+// reads as a usage error.
 func dieOnSignals() {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		sig := (<-ch).(syscall.Signal)
-		os.Exit(128 + int(sig))
+		if os.Getpid() == 1 {
+			os.Exit(128 + int(sig))
+		}
+		signal.Reset(sig)
+		syscall.Kill(os.Getpid(), sig) // Go's default: killed by the signal
 	}()
 }
 
