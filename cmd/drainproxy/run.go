@@ -28,6 +28,7 @@ import (
 	"github.com/drainproxy/drainproxy/gcfloor"
 	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/health"
+	"github.com/drainproxy/drainproxy/internal/clientconn"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
 	"github.com/drainproxy/drainproxy/proxy"
@@ -181,11 +182,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var adm *admin.Server   // started below, once the listeners are
 	var d *drain.Drainer
 	d = drain.New(drain.Options{
-		Delay:        cfg.Drain.Delay,
-		Grace:        cfg.Drain.Grace,
-		IdleClose:    cfg.Drain.IdleClose,
-		FlushTimeout: cfg.Drain.FlushTimeout,
-		Logger:       log.Named("drain"),
+		Delay:     cfg.Drain.Delay,
+		Grace:     cfg.Drain.Grace,
+		IdleClose: cfg.Drain.IdleClose,
+		// readiness stays 200 this long into the drain (KEP-1669 terminating endpoints)
+		ReadinessFailDelay: cfg.Drain.ReadinessFailDelay,
+		FlushTimeout:       cfg.Drain.FlushTimeout,
+		Logger:             log.Named("drain"),
 		// Ready only once the upstream has answered; then a process this one upgrades
 		// may drain, and systemd hears READY=1.
 		Gate: func(ctx context.Context) error {
@@ -422,6 +425,9 @@ func newServer(h http.Handler, lim config.Limits, log hclog.Logger) *http.Server
 		}),
 		// OPTIONS * is the app's to answer; net/http would answer it itself otherwise.
 		DisableGeneralOptionsHandler: true,
+		// The proxy asks the kernel about a request's client when net/http ends its
+		// context: a half-closed client still gets its answer (proxy/halfclose.go).
+		ConnContext: clientconn.ConnContext,
 	}
 }
 
