@@ -5,7 +5,8 @@ package main
 // the access log, the log level, the admin token, certificate files, plain listeners
 // added or removed), the rest is named in
 // one line as needing an upgrade (SIGUSR2). A configuration that does not parse or
-// validate changes nothing: the error says file:line:col, and the running one serves on.
+// validate changes nothing: the error says file:line:col, and the running one serves on;
+// in supervised mode the app is not restarted either (a valid one restarts it).
 
 import (
 	"context"
@@ -237,10 +238,17 @@ func (l *live) reload(reason string) {
 		l.stats.record(status == reloaded)
 		l.notify.ready(status)
 	}()
+	// A refused configuration changes nothing, the supervised app included: restarting it
+	// would apply half of a change the operator meant as a whole (a new app with the old
+	// proxy settings) and bury the error; POST /restart restarts the app alone.
+	refused := []any{"reason", reason}
+	if l.sup != nil {
+		refused = append(refused, "app", "not restarted")
+	}
 	next, err := config.Parse(l.args, io.Discard)
 	if err != nil {
 		log.Error("the new configuration is invalid: still serving the running one (drainproxy -check shows the same)",
-			"reason", reason, "error", err.Error())
+			append(refused, "error", err.Error())...)
 		return
 	}
 	inPlace, needUpgrade := changes(l.sup != nil, l.running, l.started, next)
@@ -256,7 +264,7 @@ func (l *live) reload(reason string) {
 			target, _ = url.Parse(l.proxies.current().Upstream()) // the app instance serving now
 		}
 		if newProxy, err = buildProxy(next, target, l.log); err != nil {
-			log.Error("cannot build the proxy from the new configuration: still serving the running one", "error", err.Error())
+			log.Error("cannot build the proxy from the new configuration: still serving the running one", append(refused, "error", err.Error())...)
 			return
 		}
 	}
@@ -269,7 +277,7 @@ func (l *live) reload(reason string) {
 			if newProxy != nil {
 				newProxy.CloseIdleConnections()
 			}
-			log.Error("cannot open the new access log: still serving the running configuration", "error", err.Error())
+			log.Error("cannot open the new access log: still serving the running configuration", append(refused, "error", err.Error())...)
 			return
 		}
 	}
@@ -290,7 +298,7 @@ func (l *live) reload(reason string) {
 				cancel()
 				newLog.Run(ctx)
 			}
-			log.Error("cannot open a new listener: still serving the running configuration", "error", err.Error())
+			log.Error("cannot open a new listener: still serving the running configuration", append(refused, "error", err.Error())...)
 			return
 		}
 		opened = append(opened, nl.Address)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/drainproxy/drainproxy/sigtrap"
 )
 
 // supReloadConfig is a config file that sets the upstream's dial timeout (changing it
@@ -94,5 +96,38 @@ func TestReloadWaitsForRequestsOnTheRetiredProxy(t *testing.T) {
 	if k := notReady.Load(); k != 0 {
 		t.Errorf("/readyz answered %v %d times through a reload of a healthy app, want 200 throughout", lastNotReady.Load(), k)
 	}
+	restartStopAndCheck(t, p, next)
+}
+
+// A configuration that does not validate changes nothing in supervised mode either: the
+// app is not restarted, and the error line says so. A valid one then restarts it.
+func TestReloadWithABadConfigDoesNotRestartTheApp(t *testing.T) {
+	_, testappBin := supApps(t)
+	port := supPort(t)
+	path := filepath.Join(t.TempDir(), "dp.hcl")
+	writeConfig(t, path, supReloadConfig("5s"))
+	p := startProxy(t, supArgs([]string{"-config", path, "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0"}, port, testappBin)...)
+	first := supAppPid(t, p)
+	supKillOnCleanup(t, first)
+
+	writeConfig(t, path, "upstream {\n  dial_timeout = \"soon\"\n}\n")
+	p.Signal(syscall.SIGHUP)
+	refused := p.WaitLog("the new configuration is invalid: still serving the running one (drainproxy -check shows the same)", 10*time.Second)
+	if refused["app"] != "not restarted" {
+		t.Errorf("the refusal line says app=%v, want \"not restarted\"", refused["app"])
+	}
+	if pid := restartPid(t, p); pid != first {
+		t.Errorf("after a refused configuration GET /pid = %d, want the app's %d unchanged", pid, first)
+	}
+	if i := supLogIndex(p, "app restart: starting a new instance"); i >= 0 {
+		t.Errorf("a refused configuration restarted the app")
+	}
+
+	writeConfig(t, path, supReloadConfig("4s"))
+	time.Sleep(2 * sigtrap.Coalesce) // a second SIGHUP sooner would be taken for the first again
+	p.Signal(syscall.SIGHUP)
+	next := restartLogPid(t, p, "app restart: switched", "pid", 20*time.Second)
+	supKillOnCleanup(t, next)
+	p.WaitLog("app restart: old instance stopped", 20*time.Second)
 	restartStopAndCheck(t, p, next)
 }
