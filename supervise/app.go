@@ -68,7 +68,9 @@ type AppOptions struct {
 	Grace time.Duration
 }
 
-// Retired is the upstream a Switch replaced (proxy.Backend).
+// Retired is the upstream a Switch replaced (proxy.Backend). One that also has GoAway()
+// has it called when the grace period ends with requests still in flight, before the old
+// instance is stopped: it ends WebSockets with a close frame to each side.
 type Retired interface {
 	// Wait returns once no request is in flight to it, or with an error when ctx ends.
 	Wait(ctx context.Context) error
@@ -308,6 +310,9 @@ func (a *App) restart(reason string) {
 	err = retired.Wait(graceCtx)
 	graceDone()
 	if err != nil {
+		if g, ok := retired.(interface{ GoAway() }); ok {
+			g.GoAway() // WebSocket close frames (1001) before the instance goes
+		}
 		a.log.Warn("app restart: old instance still busy; stopping it anyway", "pid", oldPid, "grace", a.opts.Grace.String(),
 			"waited_for", waitedFor, "still_inflight", retired.Inflight(), "took", since(switched), "error", err.Error())
 	} else {

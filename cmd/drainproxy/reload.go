@@ -589,6 +589,16 @@ func (r *retiredUpstream) gensInflight() int64 {
 // Inflight is how many requests are still in flight to the previous upstream.
 func (r *retiredUpstream) Inflight() int64 { return r.backend.Inflight() + r.gensInflight() }
 
+// GoAway ends the WebSockets still open to the previous upstream with close frames.
+func (r *retiredUpstream) GoAway() {
+	var wg sync.WaitGroup
+	wg.Go(r.backend.GoAway)
+	for _, g := range r.gens {
+		wg.Go(g.p.GoAway)
+	}
+	wg.Wait()
+}
+
 // Close closes the previous backend's idle connections; a retired proxy closes its own
 // when its last request ends.
 func (r *retiredUpstream) Close() { r.backend.Close() }
