@@ -542,7 +542,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		d.log.Info("workers flushed", "took", time.Since(step).String())
 	}
 
-	forced := isClosed(d.forced)
+	forced := Closed(d.forced)
 	sum := Summary{
 		Drained: d.drained.Load(),
 		Aborted: aborted,
@@ -575,13 +575,13 @@ func (d *Drainer) becomeReady() bool {
 		err := gate(ctx)
 		cancel()
 		if err != nil {
-			if !isClosed(d.requested) {
+			if !Closed(d.requested) {
 				d.fail(err)
 			}
 			return false
 		}
 	}
-	if isClosed(d.requested) {
+	if Closed(d.requested) {
 		return false
 	}
 	d.setPhase(PhaseReady)
@@ -643,7 +643,12 @@ func (d *Drainer) closeAll() {
 	d.t.closeUpgraded()
 }
 
-func isClosed(ch <-chan struct{}) bool {
+// Closed reports whether ch has been closed, without waiting: for the drain's signal
+// channels (Requested, Waited, and the like), a nil channel being never closed.
+func Closed(ch <-chan struct{}) bool {
+	if ch == nil {
+		return false
+	}
 	select {
 	case <-ch:
 		return true

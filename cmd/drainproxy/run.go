@@ -28,6 +28,7 @@ import (
 	"github.com/drainproxy/drainproxy/health"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
+	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/sigtrap"
 	"github.com/drainproxy/drainproxy/supervise"
 	"github.com/drainproxy/drainproxy/tlsfront"
@@ -207,7 +208,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	var upstream http.Handler = proxies
 	if sup != nil {
-		upstream = sup.Guard(proxies) // 503 + Retry-After while the app is down
+		upstream = proxy.AppGuard(sup, proxies) // 503 + Retry-After while the app is down
 	}
 	publics = &publicListeners{upg: upg, d: d, front: front, h2: h2, handler: upstream, limits: cfg.Limits,
 		drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
@@ -335,7 +336,7 @@ func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch,
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
-		opts.Reloads = sup
+		opts.RollingRestarts = sup
 	}
 	return metrics.New(opts)
 }
