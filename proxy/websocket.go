@@ -181,19 +181,28 @@ func (p *Proxy) goAway(only *Backend) {
 // wsStream is one direction of a WebSocket: the frames ReverseProxy writes to one peer,
 // and the close frame drainproxy may add between two of them.
 type wsStream struct {
-	mu       sync.Mutex
-	conn     io.WriteCloser
-	scan     frameScanner
-	masked   bool // client to app: a frame drainproxy adds must be masked
-	sent     bool // our close frame went out (or was given up): later writes are dropped
-	pending  atomic.Pointer[[]byte]
-	injected chan struct{} // closed once the close frame went out
+	mu   sync.Mutex // held by Write, also while the peer is slow to take the bytes
+	conn atomic.Pointer[writeCloser]
+	scan frameScanner
+	// closeSeen mirrors scan.closeSeen, readable without waiting for a Write under way.
+	closeSeen atomic.Bool
+	masked    bool // client to app: a frame drainproxy adds must be masked
+	sent      bool // our close frame went out (or was given up): later writes are dropped
+	pending   atomic.Pointer[[]byte]
+	injected  chan struct{} // closed once the close frame went out
 }
 
-func (st *wsStream) setConn(c io.WriteCloser) {
-	st.mu.Lock()
-	st.conn = c
-	st.mu.Unlock()
+// writeCloser boxes the peer's connection for an atomic pointer.
+type writeCloser struct{ io.WriteCloser }
+
+func (st *wsStream) setConn(c io.WriteCloser) { st.conn.Store(&writeCloser{c}) }
+
+// advance moves the scanner over p, which went out. st.mu is held.
+func (st *wsStream) advance(p []byte) {
+	st.scan.advance(p)
+	if st.scan.closeSeen {
+		st.closeSeen.Store(true)
+	}
 }
 
 // Write passes p on to the peer and follows its frames. Once a close frame is pending,
@@ -205,25 +214,26 @@ func (st *wsStream) Write(p []byte) (int, error) {
 	if st.sent {
 		return len(p), nil
 	}
+	conn := st.conn.Load()
 	if f := st.pending.Load(); f != nil {
 		n := st.scan.untilBoundary(p)
 		if n < 0 { // the frame under way goes on past p
-			k, err := st.conn.Write(p)
-			st.scan.advance(p[:k])
+			k, err := conn.Write(p)
+			st.advance(p[:k])
 			return k, err
 		}
-		k, err := st.conn.Write(p[:n])
-		st.scan.advance(p[:k])
+		k, err := conn.Write(p[:n])
+		st.advance(p[:k])
 		if err != nil {
 			return k, err
 		}
-		st.sendLocked(*f)
+		st.sendLocked(conn, *f)
 		return len(p), nil
 	}
-	k, err := st.conn.Write(p)
-	st.scan.advance(p[:k])
+	k, err := conn.Write(p)
+	st.advance(p[:k])
 	if f := st.pending.Load(); f != nil && err == nil && st.scan.atBoundary() {
-		st.sendLocked(*f)
+		st.sendLocked(conn, *f)
 	}
 	return k, err
 }
@@ -233,8 +243,8 @@ func (st *wsStream) Write(p []byte) (int, error) {
 func (st *wsStream) inject(frame []byte) bool {
 	st.pending.Store(&frame)
 	if st.mu.TryLock() { // else a Write is under way, and sends it when it can
-		if !st.sent && st.conn != nil && st.scan.atBoundary() {
-			st.sendLocked(frame)
+		if conn := st.conn.Load(); !st.sent && conn != nil && st.scan.atBoundary() {
+			st.sendLocked(conn, frame)
 		}
 		st.mu.Unlock()
 	}
@@ -248,28 +258,23 @@ func (st *wsStream) inject(frame []byte) bool {
 	}
 }
 
-// sendLocked writes the close frame; st.mu is held.
-func (st *wsStream) sendLocked(frame []byte) {
-	if d, ok := st.conn.(interface{ SetWriteDeadline(time.Time) error }); ok {
+// sendLocked writes the close frame to conn; st.mu is held.
+func (st *wsStream) sendLocked(conn *writeCloser, frame []byte) {
+	if d, ok := conn.WriteCloser.(interface{ SetWriteDeadline(time.Time) error }); ok {
 		d.SetWriteDeadline(time.Now().Add(wsBoundaryWait))
 	}
 	st.sent = true
-	if _, err := st.conn.Write(frame); err == nil {
+	if _, err := conn.Write(frame); err == nil {
 		close(st.injected)
 	}
 }
 
-func (st *wsStream) peerClosed() bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.scan.closeSeen
-}
+// peerClosed reports whether the peer writing this direction has sent its close frame.
+func (st *wsStream) peerClosed() bool { return st.closeSeen.Load() }
 
+// close closes the connection this direction writes to; it never waits for a Write.
 func (st *wsStream) close() {
-	st.mu.Lock()
-	c := st.conn
-	st.mu.Unlock()
-	if c != nil {
+	if c := st.conn.Load(); c != nil {
 		c.Close()
 	}
 }

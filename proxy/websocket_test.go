@@ -232,3 +232,25 @@ func TestWebSocketGoAwayNeverSplitsAFrame(t *testing.T) {
 		t.Errorf("the client got %d bytes (%s), want exactly the 100 the app sent", len(got), fmt.Sprintf("% x", got[min(len(got), 100):]))
 	}
 }
+
+// A client that reads nothing leaves the proxy's write to it blocked: GoAway must not wait
+// for that write, and still closes both sides in bounded time.
+func TestWebSocketGoAwayWithABlockedClient(t *testing.T) {
+	p, _, app := wsPair(t)
+	chunk := frame(0x2, bytes.Repeat([]byte("c"), 60000), false)
+	go func() {
+		for range 1000 { // far more than the socket buffers hold
+			if _, err := app.c.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond) // the buffers fill up
+	done := make(chan struct{})
+	go func() { defer close(done); p.GoAway() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("GoAway blocked behind a write to a client that reads nothing")
+	}
+}
