@@ -147,6 +147,9 @@ type soak struct {
 	cfgPath string
 	stop    chan struct{}
 
+	appPort, cert, key, accessLog string
+	variant                       bool // which of the two valid configurations is in the file
+
 	windowsMu sync.Mutex
 	windows   [][2]time.Time // documented windows: failures inside do not count
 }
@@ -158,21 +161,110 @@ func run(o options) error {
 		return fmt.Errorf("become a subreaper (to reap the process an upgrade starts): %w", err)
 	}
 	s := &soak{o: o, t: &tally{sent: map[string]bool{}, completed: map[string]bool{}}, stop: make(chan struct{})}
+	if err := s.setUp(); err != nil {
+		return err
+	}
+	logFile, err := os.Create(filepath.Join(o.dir, "drainproxy.log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(o.drainproxy, "-config", s.cfgPath, "-log-format", "json")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	firstExit := make(chan int, 1)
+	go func() { // the first generation; later ones (children of the first) are reaped by pid
+		cmd.Wait()
+		firstExit <- cmd.ProcessState.ExitCode()
+	}()
+	defer func() {
+		if pid := s.pid(); pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}()
+	if err := s.waitReady(60 * time.Second); err != nil {
+		return err
+	}
+	start := time.Now()
+	fmt.Printf("soak: drainproxy pid %d ready; running %s (HUP every %s, restart every %s, upgrade every %s, kill at %s, broken configs at %v)\n",
+		cmd.Process.Pid, o.duration, o.hup, o.restart, o.upgrade, o.kill, o.broken)
+
+	var load sync.WaitGroup
+	s.startLoad(&load)
+	samples := make(chan []sample, 1)
+	stopSampling := make(chan struct{})
+	go func() { samples <- s.sample(start, stopSampling) }()
+	for _, f := range s.faults() {
+		if d := time.Until(start.Add(f.at)); d > 0 {
+			time.Sleep(d)
+		}
+		fmt.Printf("soak: %6.1fs %s\n", time.Since(start).Seconds(), f.name)
+		if err := s.inject(f.name); err != nil {
+			return err
+		}
+	}
+	if d := time.Until(start.Add(o.duration)); d > 0 {
+		time.Sleep(d)
+	}
+	close(s.stop)
+	load.Wait()
+	close(stopSampling)
+	got := <-samples
+
+	// The final drain: nothing is in flight any more; it must be clean.
+	pid := s.pid()
+	fmt.Printf("soak: %6.1fs SIGTERM to %d (final drain)\n", time.Since(start).Seconds(), pid)
+	syscall.Kill(pid, syscall.SIGTERM)
+	code, err := waitExit(pid, cmd.Process.Pid, firstExit, 90*time.Second)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	if code != 0 {
+		problems = append(problems, fmt.Sprintf("the final drain exited %d, want 0", code))
+	}
+	if err := writeCSV(filepath.Join(o.dir, "soak.csv"), got); err != nil {
+		return err
+	}
+	problems = append(problems, s.checkFailures()...)
+	problems = append(problems, s.checkAccessLog(s.accessLog)...)
+	problems = append(problems, checkGrowth(got, o.window)...)
+	problems = append(problems, checkLog(filepath.Join(o.dir, "drainproxy.log"))...)
+	fmt.Printf("soak: %d requests answered 200 with the right body; %d wrong bodies; %d failures in all\n",
+		s.t.ok.Load(), s.t.wrongBody.Load(), len(s.t.failures))
+	summarize(got)
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "\n  "))
+	}
+	return nil
+}
+
+// setUp picks the ports, makes the TLS certificate and writes the configuration.
+func (s *soak) setUp() error {
 	ports, err := freePorts(4)
 	if err != nil {
 		return err
 	}
-	s.plain, s.secure, s.admin = "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1], "127.0.0.1:"+ports[2]
-	appPort := ports[3]
-	cert, key, err := selfSigned(o.dir)
-	if err != nil {
+	s.plain, s.secure, s.admin, s.appPort = "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1], "127.0.0.1:"+ports[2], ports[3]
+	if s.cert, s.key, err = selfSigned(s.o.dir); err != nil {
 		return err
 	}
-	s.cfgPath = filepath.Join(o.dir, "dp.hcl")
-	accessLog := filepath.Join(o.dir, "access.log")
-	os.Remove(accessLog)
-	config := func(readTimeout string) string {
-		return fmt.Sprintf(`listener {
+	s.cfgPath = filepath.Join(s.o.dir, "dp.hcl")
+	s.accessLog = filepath.Join(s.o.dir, "access.log")
+	os.Remove(s.accessLog)
+	return s.writeConfig()
+}
+
+// writeConfig writes the configuration; upstream.read_timeout is 60s or 61s as
+// s.variant says, so that flipping it makes a reload build a new proxy.
+func (s *soak) writeConfig() error {
+	readTimeout := "60s"
+	if s.variant {
+		readTimeout = "61s"
+	}
+	config := fmt.Sprintf(`listener {
   address = %q
 }
 listener {
@@ -199,130 +291,42 @@ drain {
 log {
   access_log = %q
 }
-`, s.plain, s.secure, cert, key, s.admin, appPort, o.standin, readTimeout, accessLog)
-	}
-	if err := os.WriteFile(s.cfgPath, []byte(config("60s")), 0o644); err != nil {
-		return err
-	}
-	logFile, err := os.Create(filepath.Join(o.dir, "drainproxy.log"))
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-	cmd := exec.Command(o.drainproxy, "-config", s.cfgPath, "-log-format", "json")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	firstPid := cmd.Process.Pid
-	firstExit := make(chan int, 1)
-	go func() { // the first generation; later ones (children of the first) are reaped by pid
-		cmd.Wait()
-		firstExit <- cmd.ProcessState.ExitCode()
-	}()
-	defer func() {
-		if pid := s.pid(); pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}()
-	if err := s.waitReady(60 * time.Second); err != nil {
-		return err
-	}
-	start := time.Now()
-	fmt.Printf("soak: drainproxy pid %d ready; running %s (HUP every %s, restart every %s, upgrade every %s, kill at %s, broken configs at %v)\n",
-		firstPid, o.duration, o.hup, o.restart, o.upgrade, o.kill, o.broken)
+`, s.plain, s.secure, s.cert, s.key, s.admin, s.appPort, s.o.standin, readTimeout, s.accessLog)
+	return os.WriteFile(s.cfgPath, []byte(config), 0o644)
+}
 
-	var load sync.WaitGroup
-	s.startLoad(&load)
-	samples := make(chan []sample, 1)
-	stopSampling := make(chan struct{})
-	go func() { samples <- s.sample(start, stopSampling) }()
-
-	variant := false
-	faults := s.faults()
-	for _, f := range faults {
-		if d := time.Until(start.Add(f.at)); d > 0 {
-			time.Sleep(d)
+// inject applies one fault.
+func (s *soak) inject(name string) error {
+	switch name {
+	case "SIGHUP (changed config)":
+		s.variant = !s.variant
+		if err := s.writeConfig(); err != nil {
+			return err
 		}
-		fmt.Printf("soak: %6.1fs %s\n", time.Since(start).Seconds(), f.name)
-		switch f.name {
-		case "SIGHUP (changed config)":
-			variant = !variant
-			rt := "60s"
-			if variant {
-				rt = "61s"
-			}
-			os.WriteFile(s.cfgPath, []byte(config(rt)), 0o644)
-			s.signal(syscall.SIGHUP)
-		case "SIGHUP (broken config)":
-			os.WriteFile(s.cfgPath, []byte("upstream {\n  read_timeout = \"soon\"\n}\n"), 0o644)
-			s.signal(syscall.SIGHUP)
-			time.Sleep(2 * time.Second)
-			rt := "60s"
-			if variant {
-				rt = "61s"
-			}
-			os.WriteFile(s.cfgPath, []byte(config(rt)), 0o644)
-		case "POST /restart":
-			if resp, err := http.Post("http://"+s.admin+"/restart", "", nil); err == nil {
-				resp.Body.Close()
-			}
-		case "SIGUSR2 (upgrade)":
-			before := s.pid()
-			s.signal(syscall.SIGUSR2)
-			deadline := time.Now().Add(90 * time.Second)
-			for s.pid() == before && time.Now().Before(deadline) {
-				time.Sleep(100 * time.Millisecond)
-			}
-			if s.pid() == before {
-				return fmt.Errorf("the upgrade did not take over within 90s")
-			}
-		case "SIGKILL of the app":
-			s.killApp()
+		s.signal(syscall.SIGHUP)
+	case "SIGHUP (broken config)":
+		if err := os.WriteFile(s.cfgPath, []byte("upstream {\n  read_timeout = \"soon\"\n}\n"), 0o644); err != nil {
+			return err
 		}
-	}
-	if d := time.Until(start.Add(o.duration)); d > 0 {
-		time.Sleep(d)
-	}
-	close(s.stop)
-	load.Wait()
-	close(stopSampling)
-	got := <-samples
-
-	// The final drain: nothing is in flight any more; it must be clean.
-	pid := s.pid()
-	fmt.Printf("soak: %6.1fs SIGTERM to %d (final drain)\n", time.Since(start).Seconds(), pid)
-	syscall.Kill(pid, syscall.SIGTERM)
-	var code int
-	if pid == firstPid {
-		select {
-		case code = <-firstExit:
-		case <-time.After(90 * time.Second):
-			err = fmt.Errorf("drainproxy pid %d did not exit within 90s of SIGTERM", pid)
+		s.signal(syscall.SIGHUP)
+		time.Sleep(2 * time.Second)
+		return s.writeConfig()
+	case "POST /restart":
+		if resp, err := http.Post("http://"+s.admin+"/restart", "", nil); err == nil {
+			resp.Body.Close()
 		}
-	} else {
-		code, err = waitExit(pid, 90*time.Second)
-	}
-	if err != nil {
-		return err
-	}
-
-	var problems []string
-	if code != 0 {
-		problems = append(problems, fmt.Sprintf("the final drain exited %d, want 0", code))
-	}
-	if err := writeCSV(filepath.Join(o.dir, "soak.csv"), got); err != nil {
-		return err
-	}
-	problems = append(problems, s.checkFailures()...)
-	problems = append(problems, s.checkAccessLog(accessLog)...)
-	problems = append(problems, checkGrowth(got, o.window)...)
-	problems = append(problems, checkLog(filepath.Join(o.dir, "drainproxy.log"))...)
-	fmt.Printf("soak: %d requests answered 200 with the right body; %d wrong bodies; %d failures in all\n",
-		s.t.ok.Load(), s.t.wrongBody.Load(), len(s.t.failures))
-	summarize(got)
-	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "\n  "))
+	case "SIGUSR2 (upgrade)":
+		before := s.pid()
+		s.signal(syscall.SIGUSR2)
+		deadline := time.Now().Add(90 * time.Second)
+		for s.pid() == before && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if s.pid() == before {
+			return fmt.Errorf("the upgrade did not take over within 90s")
+		}
+	case "SIGKILL of the app":
+		s.killApp()
 	}
 	return nil
 }
@@ -460,24 +464,27 @@ func childOf(parent int, comm string) int {
 	return 0
 }
 
-func waitExit(pid int, within time.Duration) (int, error) {
-	done := make(chan int, 1)
-	go func() {
-		var ws syscall.WaitStatus
-		if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
-			// Not our child (the first generation is waited for by exec): poll for it.
-			for syscall.Kill(pid, 0) == nil {
-				time.Sleep(50 * time.Millisecond)
+// waitExit waits for drainproxy pid to exit and returns its exit code. The first
+// generation (firstPid) is exec's child, whose code arrives on firstExit; a later one is
+// a child of the first, reparented to the soak (a subreaper).
+func waitExit(pid, firstPid int, firstExit <-chan int, within time.Duration) (int, error) {
+	done := firstExit
+	if pid != firstPid {
+		ch := make(chan int, 1)
+		go func() {
+			var ws syscall.WaitStatus
+			if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
+				ch <- -1
+				return
 			}
-			done <- -1
-			return
-		}
-		done <- ws.ExitStatus()
-	}()
+			ch <- ws.ExitStatus()
+		}()
+		done = ch
+	}
 	select {
 	case code := <-done:
 		if code == -1 {
-			return 0, errors.New("the final drainproxy was not the soak's child: its exit code is unknown")
+			return 0, fmt.Errorf("cannot wait for drainproxy pid %d: not the soak's child", pid)
 		}
 		return code, nil
 	case <-time.After(within):
