@@ -13,9 +13,10 @@
 // from the kill until the app answers again.
 //
 // Every 10 s it samples drainproxy's RSS, goroutines, open fds and threads. It fails on: a
-// failed request or WebSocket outside the SIGKILL window, a wrong body, an access-log line
-// missing or invalid, growth within a process generation or across the run (first window
-// against last), or a final drain that is not clean.
+// failed request or WebSocket, or a /readyz answer other than 200, outside the SIGKILL
+// window; a wrong body; an access-log line missing or invalid; growth within a process
+// generation or across the run (first window against last); a final drain that is not
+// clean.
 package main
 
 import (
@@ -193,6 +194,7 @@ func run(o options) error {
 
 	var load sync.WaitGroup
 	s.startLoad(&load)
+	load.Go(s.watchReadiness)
 	samples := make(chan []sample, 1)
 	stopSampling := make(chan struct{})
 	go func() { samples <- s.sample(start, stopSampling) }()
@@ -519,6 +521,25 @@ func (s *soak) checkFailures() []string {
 		out = append(out[:20], fmt.Sprintf("... and %d more", len(out)-20))
 	}
 	return out
+}
+
+// watchReadiness asks /readyz 4 times a second until the load ends: an answer other than
+// 200 is a failure (a load balancer would take the replica out), unless in the SIGKILL
+// window. An admin listener that cannot be reached during an upgrade's handover is no
+// answer, and not counted.
+func (s *soak) watchReadiness() {
+	c := http.Client{Timeout: 2 * time.Second}
+	for !s.stopped() {
+		resp, err := c.Get("http://" + s.admin + "/readyz")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				s.t.fail(fmt.Sprintf("/readyz %d %s", resp.StatusCode, strings.TrimSpace(string(body))))
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 // stopped reports whether the load should end.
