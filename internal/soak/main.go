@@ -412,7 +412,7 @@ func (s *soak) waitReady(within time.Duration) error {
 }
 
 // killApp sends SIGKILL to the app under the serving drainproxy, and records the window
-// until the app answers again (plus a second) as documented.
+// until the app answers again and /readyz says 200 (plus a second) as documented.
 func (s *soak) killApp() {
 	begin := time.Now()
 	app := childOf(s.pid(), filepath.Base(s.o.standin))
@@ -422,22 +422,25 @@ func (s *soak) killApp() {
 	}
 	syscall.Kill(app, syscall.SIGKILL)
 	c := http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-		resp, err := c.Get("http://" + s.plain + "/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+	ok := func(url string) bool {
+		resp, err := c.Get(url)
+		if err != nil {
+			return false
 		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	// The app answers again once restarted; /readyz follows after health_check's
+	// healthy_threshold checks (2, 5 s apart by default).
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) && !(ok("http://"+s.plain+"/") && ok("http://"+s.admin+"/readyz")) {
+		time.Sleep(50 * time.Millisecond)
 	}
 	end := time.Now().Add(time.Second)
 	s.windowsMu.Lock()
 	s.windows = append(s.windows, [2]time.Time{begin, end})
 	s.windowsMu.Unlock()
-	fmt.Printf("soak: app pid %d killed; answering again after %s\n", app, time.Since(begin).Round(time.Millisecond))
+	fmt.Printf("soak: app pid %d killed; answering again, and ready, after %s\n", app, time.Since(begin).Round(time.Millisecond))
 }
 
 // childOf is the pid of a child of parent named comm, or 0.
