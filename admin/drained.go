@@ -72,6 +72,7 @@ func (s *Server) drained(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusOK, "drained")
 		return
 	}
+	s.log.Debug("GET /drained: waiting for the drain to finish", "client", r.RemoteAddr, "timeout", timeout.String())
 	started := time.Now()
 	bound := time.NewTimer(timeout)
 	defer bound.Stop()

@@ -127,6 +127,7 @@ var Settings = []Setting{
 	{Name: "proxy.trusted_proxies", Field: "Proxy.TrustedProxies", Effect: RebuildsProxy},
 
 	{Name: "drain.delay", Field: "Drain.Delay", Effect: NeedsUpgrade},
+	{Name: "drain.readiness_fail_delay", Field: "Drain.ReadinessFailDelay", Effect: NeedsUpgrade},
 	{Name: "drain.grace", Field: "Drain.Grace", Effect: NeedsUpgrade},
 	{Name: "drain.idle_close", Field: "Drain.IdleClose", Effect: NeedsUpgrade},
 	{Name: "drain.handshake_wait", Field: "Drain.HandshakeWait", Effect: NeedsUpgrade},

@@ -346,6 +346,7 @@ type statsCollector struct {
 	stats                                              func() drain.Stats
 	inflight, upgraded, conns, phase, drained, aborted *prometheus.Desc
 	drainUpstreamFailed                                *prometheus.Desc
+	drainUnserved                                      *prometheus.Desc
 }
 
 func newStatsCollector(stats func() drain.Stats) *statsCollector {
@@ -368,11 +369,13 @@ func newStatsCollector(stats func() drain.Stats) *statsCollector {
 			"Requests still in flight when the drain's grace period ended, closed by force."),
 		drainUpstreamFailed: desc("drain_upstream_failed_total",
 			"Requests after the drain began that drainproxy answered itself with 502, 503 or 504 because the app did not."),
+		drainUnserved: desc("drain_unserved_connections_total",
+			"Connections the kernel had accepted that the drain closed without serving (reset as the listeners stopped)."),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.inflight, c.upgraded, c.conns, c.phase, c.drained, c.aborted, c.drainUpstreamFailed} {
+	for _, d := range []*prometheus.Desc{c.inflight, c.upgraded, c.conns, c.phase, c.drained, c.aborted, c.drainUpstreamFailed, c.drainUnserved} {
 		ch <- d
 	}
 }
@@ -386,6 +389,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.drained, prometheus.CounterValue, float64(s.Drained))
 	ch <- prometheus.MustNewConstMetric(c.aborted, prometheus.CounterValue, float64(s.Aborted))
 	ch <- prometheus.MustNewConstMetric(c.drainUpstreamFailed, prometheus.CounterValue, float64(s.UpstreamFailed))
+	ch <- prometheus.MustNewConstMetric(c.drainUnserved, prometheus.CounterValue, float64(s.Unserved))
 }
 
 // scrapeErrorLog adapts hclog to promhttp's error log.

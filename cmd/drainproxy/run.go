@@ -26,6 +26,7 @@ import (
 	"github.com/drainproxy/drainproxy/gcfloor"
 	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/health"
+	"github.com/drainproxy/drainproxy/internal/clientconn"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
 	"github.com/drainproxy/drainproxy/proxy"
@@ -152,11 +153,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	releaseAdmin := make(chan struct{}) // the admin listener accepts once closed (an upgrade's new process: once ready)
 	var d *drain.Drainer
 	d = drain.New(drain.Options{
-		Delay:        cfg.Drain.Delay,
-		Grace:        cfg.Drain.Grace,
-		IdleClose:    cfg.Drain.IdleClose,
-		FlushTimeout: cfg.Drain.FlushTimeout,
-		Logger:       log.Named("drain"),
+		Delay:     cfg.Drain.Delay,
+		Grace:     cfg.Drain.Grace,
+		IdleClose: cfg.Drain.IdleClose,
+		// readiness stays 200 this long into the drain (KEP-1669 terminating endpoints)
+		ReadinessFailDelay: cfg.Drain.ReadinessFailDelay,
+		FlushTimeout:       cfg.Drain.FlushTimeout,
+		Logger:             log.Named("drain"),
 		// Ready only once the upstream has answered; then a process this one upgrades
 		// may drain, and systemd hears READY=1. A process an upgrade started accepts on
 		// the sockets it shares with that one only from here on (publics.hold): until
@@ -374,6 +377,9 @@ func newServer(h http.Handler, lim config.Limits, log hclog.Logger) *http.Server
 		}),
 		// OPTIONS * is the app's to answer; net/http would answer it itself otherwise.
 		DisableGeneralOptionsHandler: true,
+		// The proxy asks the kernel about a request's client when net/http ends its
+		// context: a half-closed client still gets its answer (proxy/halfclose.go).
+		ConnContext: clientconn.ConnContext,
 	}
 }
 
