@@ -1,0 +1,118 @@
+package proxy
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// An upstream that sends a response nobody asked for (a second response after the first, a
+// body after a 204 or on a HEAD, a response to a request it imagined) can poison a kept
+// connection: if the next request goes out on it before the stray bytes arrive, that
+// request reads them as its answer, and its own answer in turn waits for the request after.
+// Checks made when a connection is handed out cannot see bytes that have not come yet. So
+// every sign of such an upstream is counted and puts it in quarantine: for a while, each of
+// its connections carries one exchange and is closed, and no exchange that starts then can
+// read another's response. What is in flight when the first sign is seen may still be
+// wrong; Options.DisableKeepAlives is the full guarantee.
+
+// Cases of upstream protocol errors, the label of drainproxy_upstream_protocol_errors_total.
+const (
+	// StrayIdle: bytes arrived on a pooled connection while no request was on it.
+	StrayIdle = "idle"
+	// StrayEarly: a response started before the request was fully written on a reused
+	// connection (the request had no Expect: 100-continue).
+	StrayEarly = "early"
+	// StrayUnrequested: bytes followed a complete response (in the same read): a
+	// response to a request that was never sent, or a body where none may be.
+	StrayUnrequested = "unrequested"
+)
+
+// StrayCases lists the cases, in the order ProtocolErrors.Counts returns them.
+var StrayCases = [...]string{StrayIdle, StrayEarly, StrayUnrequested}
+
+const (
+	strayIdle = iota
+	strayEarly
+	strayUnrequested
+)
+
+// DefaultStrayQuarantine is how long an upstream that sent a stray response gets no
+// connection reused (Options.StrayQuarantine's zero value).
+const DefaultStrayQuarantine = 30 * time.Second
+
+// ProtocolErrors counts upstream protocol errors by case. One value may be shared by the
+// proxies a reload builds (Options.ProtocolErrors), so that the counts outlive them.
+type ProtocolErrors struct {
+	n     [len(StrayCases)]atomic.Uint64
+	first atomic.Int64 // UnixNano of the first one, 0 before
+}
+
+// Counts returns the counts in the order of StrayCases.
+func (e *ProtocolErrors) Counts() [len(StrayCases)]uint64 {
+	var c [len(StrayCases)]uint64
+	for i := range c {
+		c[i] = e.n[i].Load()
+	}
+	return c
+}
+
+// First is when the first protocol error was seen (zero before any).
+func (e *ProtocolErrors) First() time.Time {
+	if n := e.first.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+func (e *ProtocolErrors) add(c int, now time.Time) {
+	e.first.CompareAndSwap(0, now.UnixNano())
+	e.n[c].Add(1)
+}
+
+// strayGuard is one backend's quarantine.
+type strayGuard struct {
+	counts *ProtocolErrors
+	log    hclog.Logger
+	target string
+	period time.Duration
+	until  atomic.Int64 // UnixNano the quarantine ends; 0 never began
+	// closeIdle closes the idle connections of both paths when a quarantine begins;
+	// set once by newInlineTransport.
+	closeIdle func()
+}
+
+// quarantined reports whether connections must not be reused now. Before any stray it is
+// one atomic load.
+func (g *strayGuard) quarantined() bool {
+	until := g.until.Load()
+	return until != 0 && time.Now().UnixNano() < until
+}
+
+// report counts a stray of case c and begins (or extends) the quarantine. The first
+// report of a quarantine logs one error line; later ones, at debug level.
+func (g *strayGuard) report(c int, detail string) {
+	now := time.Now()
+	g.counts.add(c, now)
+	end := now.Add(g.period).UnixNano()
+	var was int64
+	for {
+		was = g.until.Load()
+		if was >= end || g.until.CompareAndSwap(was, end) {
+			break
+		}
+	}
+	if was > now.UnixNano() {
+		g.log.Debug("upstream sent a stray response during its quarantine", "upstream", g.target,
+			"case", StrayCases[c], "detail", detail)
+		return
+	}
+	// After the new end is stored: a connection given back from now on is closed, and
+	// those already idle are closed here.
+	if g.closeIdle != nil {
+		g.closeIdle()
+	}
+	g.log.Error("upstream sent bytes no request asked for; its connections carry one exchange each for the quarantine",
+		"upstream", g.target, "case", StrayCases[c], "detail", detail, "quarantine", g.period.String())
+}
