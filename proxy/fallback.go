@@ -52,17 +52,17 @@ type guardedConn struct {
 
 	// Stray detection (stray.go): between the end of a response and the next gotConn the
 	// connection expects nothing, and bytes read then are a stray.
-	guard      *strayGuard // set by the first gotConn
-	expecting  bool
-	strayed    bool // reported once
-	answered   bool // a byte of the response was read (since gotConn)
-	reads      int64 // Reads that returned bytes
+	guard     *strayGuard // set by the first gotConn
+	expecting bool
+	strayed   bool  // reported once
+	answered  bool  // a byte of the response was read (since gotConn)
+	reads     int64 // Reads that returned bytes
 	// reads when exchangeDone ran; -1 while expecting. The Transport closing a pooled
 	// connection without a Read since is its read loop finding bytes it had buffered
 	// after the response: StrayUnrequested.
 	readsAtDone int64
 	ownClose    bool // the guard closed it
-	watchEarly bool // a reused connection, no Expect: a write after answered is StrayEarly
+	watchEarly  bool // a reused connection, no Expect: a write after answered is StrayEarly
 }
 
 func newGuardedConn(c net.Conn) *guardedConn {
@@ -221,7 +221,6 @@ func (g *guardedConn) exchangeDone() {
 	g.readsAtDone = g.reads
 	g.mu.Unlock()
 }
-
 
 // endHead stops recording once the Transport has parsed the response head, and dooms the
 // connection if the head's framing is doubtful.

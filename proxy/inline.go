@@ -630,7 +630,7 @@ type idlePool struct {
 	timeout time.Duration
 	timer   *time.Timer // armed while idle is not empty
 	armed   bool
-	closed  bool // the backend is retired: keep nothing
+	closed  bool        // the backend is retired: keep nothing
 	guard   *strayGuard // nothing is kept while it is quarantined
 
 	dropped atomic.Int64 // idle connections closed by takeIdle (for tests)
