@@ -142,13 +142,12 @@ func (g *guardedConn) unsent() bool {
 func (g *guardedConn) Close() error {
 	g.mu.Lock()
 	unrequested := !g.closed && !g.ownClose && !g.expecting && g.guard != nil && !g.strayed &&
-		!g.reading && g.readsAtDone >= 0 && g.reads == g.readsAtDone
+		!g.reading && g.readsAtDone >= 0 && g.reads == g.readsAtDone && g.guard.closing.Load() == 0
 	if unrequested {
+		// The Transport calls Close holding its connection's lock, which the quarantine's
+		// CloseIdleConnections takes: the next request reports it (flushPending).
 		g.strayed = true
-		guard := g.guard
-		g.mu.Unlock()
-		guard.report(strayUnrequested, "bytes after a complete response (the Transport's buffer)")
-		g.mu.Lock()
+		g.guard.deferReport(strayUnrequested)
 	}
 	g.closed = true
 	g.cond.Broadcast()

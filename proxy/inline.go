@@ -114,6 +114,7 @@ func (t *inlineTransport) inlinable(r *http.Request) bool {
 }
 
 func (t *inlineTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.guard.flushPending()
 	if !t.inlinable(r) {
 		return t.fallbackRoundTrip(r)
 	}
@@ -151,14 +152,14 @@ func (t *inlineTransport) takeIdle() *upConn {
 // CloseIdleConnections closes the idle connections of both paths.
 func (t *inlineTransport) CloseIdleConnections() {
 	t.pool.closeIdle(false)
-	t.fallback.CloseIdleConnections()
+	t.guard.closingIdle(t.fallback.CloseIdleConnections)
 }
 
 // close is CloseIdleConnections for a backend that takes no more requests: connections
 // coming back from requests still in flight are closed instead of kept.
 func (t *inlineTransport) close() {
 	t.pool.closeIdle(true)
-	t.fallback.CloseIdleConnections()
+	t.guard.closingIdle(t.fallback.CloseIdleConnections)
 }
 
 // errStale marks a failure on a reused connection before any response byte arrived.
@@ -311,14 +312,17 @@ func writeHead(bw *bufio.Writer, r *http.Request) error {
 }
 
 // writeField writes one header line; line breaks in v become spaces, as in Request.Write.
+// Byte by byte: other bytes, invalid UTF-8 included, go out as they came (strings.Map
+// would turn those into U+FFFD; FuzzWriteHead found it).
 func writeField(bw *bufio.Writer, k, v string) {
 	if strings.ContainsAny(v, "\r\n") {
-		v = strings.Map(func(r rune) rune {
-			if r == '\r' || r == '\n' {
-				return ' '
+		b := []byte(v)
+		for i, c := range b {
+			if c == '\r' || c == '\n' {
+				b[i] = ' '
 			}
-			return r
-		}, v)
+		}
+		v = string(b)
 	}
 	bw.WriteString(k)
 	bw.WriteString(": ")

@@ -78,6 +78,12 @@ type strayGuard struct {
 	target string
 	period time.Duration
 	until  atomic.Int64 // UnixNano the quarantine ends; 0 never began
+	// closing counts CloseIdleConnections calls under way (guardedConn.Close).
+	closing atomic.Int32
+	// Strays seen where report could not run (deferReport), by case; anyPending is set
+	// when one is.
+	pending    [len(StrayCases)]atomic.Uint32
+	anyPending atomic.Bool
 	// closeIdle closes the idle connections of both paths when a quarantine begins;
 	// set once by newInlineTransport.
 	closeIdle func()
@@ -94,7 +100,6 @@ func (g *strayGuard) quarantined() bool {
 // report of a quarantine logs one error line; later ones, at debug level.
 func (g *strayGuard) report(c int, detail string) {
 	now := time.Now()
-	g.counts.add(c, now)
 	end := now.Add(g.period).UnixNano()
 	var was int64
 	for {
@@ -103,16 +108,47 @@ func (g *strayGuard) report(c int, detail string) {
 			break
 		}
 	}
-	if was > now.UnixNano() {
+	began := was <= now.UnixNano()
+	if began && g.closeIdle != nil {
+		// After the new end is stored: a connection given back from now on is closed,
+		// and those already idle are closed here.
+		g.closeIdle()
+	}
+	// Counted last: an exchange that starts after ProtocolErrors.First finds the
+	// quarantine in force and no connection to reuse.
+	g.counts.add(c, time.Now())
+	if !began {
 		g.log.Debug("upstream sent a stray response during its quarantine", "upstream", g.target,
 			"case", StrayCases[c], "detail", detail)
 		return
 	}
-	// After the new end is stored: a connection given back from now on is closed, and
-	// those already idle are closed here.
-	if g.closeIdle != nil {
-		g.closeIdle()
-	}
 	g.log.Error("upstream sent bytes no request asked for; its connections carry one exchange each for the quarantine",
 		"upstream", g.target, "case", StrayCases[c], "detail", detail, "quarantine", g.period.String())
+}
+
+// deferReport notes a stray of case c for the next request to report: for callers that
+// hold a lock report's CloseIdleConnections would take.
+func (g *strayGuard) deferReport(c int) {
+	g.pending[c].Add(1)
+	g.anyPending.Store(true)
+}
+
+// flushPending reports the strays deferReport noted; one atomic load when there are none.
+func (g *strayGuard) flushPending() {
+	if !g.anyPending.Load() || !g.anyPending.CompareAndSwap(true, false) {
+		return
+	}
+	for c := range StrayCases {
+		for n := g.pending[c].Swap(0); n > 0; n-- {
+			g.report(c, "bytes after a complete response (the Transport found them in its buffer)")
+		}
+	}
+}
+
+// closingIdle runs close, which closes idle connections of the Transport path: a closed
+// idle connection is then not taken for one whose read loop found a stray.
+func (g *strayGuard) closingIdle(close func()) {
+	g.closing.Add(1)
+	defer g.closing.Add(-1)
+	close()
 }
