@@ -684,6 +684,11 @@ func (p *idlePool) reap() {
 	defer p.mu.Unlock()
 	n := 0
 	for n < len(p.idle) && now.Sub(p.idle[n].lastUsed) >= p.timeout {
+		if p.guard != nil && p.idle[n].check() == idleBytes {
+			// A stray on a connection never taken again: counted all the same, by the
+			// next request (report closes idle connections, under this lock).
+			p.guard.deferReport(strayIdle)
+		}
 		p.idle[n].c.Close()
 		n++
 	}

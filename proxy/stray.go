@@ -138,9 +138,13 @@ func (g *strayGuard) flushPending() {
 	if !g.anyPending.Load() || !g.anyPending.CompareAndSwap(true, false) {
 		return
 	}
+	detail := [len(StrayCases)]string{
+		strayIdle:        "bytes on an idle connection, found as it was closed",
+		strayUnrequested: "bytes after a complete response, found in the Transport's buffer",
+	}
 	for c := range StrayCases {
 		for n := g.pending[c].Swap(0); n > 0; n-- {
-			g.report(c, "bytes after a complete response (the Transport found them in its buffer)")
+			g.report(c, detail[c])
 		}
 	}
 }
