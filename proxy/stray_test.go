@@ -103,7 +103,7 @@ func TestStrayResponseSequential(t *testing.T) {
 						time.Sleep(20 * time.Millisecond) // the displaced answers come in
 					}
 					wrong, failed := checkStrayPromise(t, keepAlive, pe, recs)
-					t.Logf("%d of %d next requests wrong, %d failed; protocol errors %v", wrong, len(recs), failed, pe.Counts())
+					t.Logf("%s: %d of %d next requests wrong, %d failed; protocol errors (idle early unrequested) %v", t.Name(), wrong, len(recs), failed, pe.Counts())
 				})
 			}
 		}
@@ -141,7 +141,7 @@ func TestStrayResponseConcurrent(t *testing.T) {
 				}
 				wg.Wait()
 				wrong, failed := checkStrayPromise(t, keepAlive, pe, recs)
-				t.Logf("%d of %d requests wrong, %d failed; protocol errors %v", wrong, len(recs), failed, pe.Counts())
+				t.Logf("%s: %d of %d requests wrong, %d failed; protocol errors (idle early unrequested) %v", t.Name(), wrong, len(recs), failed, pe.Counts())
 				if keepAlive && wrong == 0 && strings.Contains(f.log.String(), "stray") {
 					t.Log("no wrong answer: the quarantine began before any stray reached a request")
 				}
