@@ -81,11 +81,13 @@ type proxyBlock struct {
 }
 
 type drainBlock struct {
-	Delay         *string `hcl:"delay,optional"`
-	Grace         *string `hcl:"grace,optional"`
-	IdleClose     *string `hcl:"idle_close,optional"`
-	HandshakeWait *string `hcl:"handshake_wait,optional"`
-	FlushTimeout  *string `hcl:"flush_timeout,optional"`
+	Delay *string `hcl:"delay,optional"`
+	// ReadinessFailDelay is drain.readiness_fail_delay (Drain.ReadinessFailDelay).
+	ReadinessFailDelay *string `hcl:"readiness_fail_delay,optional"`
+	Grace              *string `hcl:"grace,optional"`
+	IdleClose          *string `hcl:"idle_close,optional"`
+	HandshakeWait      *string `hcl:"handshake_wait,optional"`
+	FlushTimeout       *string `hcl:"flush_timeout,optional"`
 }
 
 type adminBlock struct {
@@ -222,6 +224,10 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 	if b := fc.Drain; b != nil {
 		s, d := sec("drain"), &cfg.Drain
 		apply(s, "delay", b.Delay, parseDuration, &d.Delay)
+		apply(s, "readiness_fail_delay", b.ReadinessFailDelay, parseDuration, &d.ReadinessFailDelay)
+		if d.ReadinessFailDelay > d.Delay && b.ReadinessFailDelay != nil && b.Delay != nil { // else checkWhole, after the flags
+			s.fail("readiness_fail_delay", -1, readinessFailDelayError(d.ReadinessFailDelay, d.Delay))
+		}
 		apply(s, "grace", b.Grace, parseDuration, &d.Grace)
 		apply(s, "idle_close", b.IdleClose, parseDuration, &d.IdleClose)
 		apply(s, "handshake_wait", b.HandshakeWait, parseDuration, &d.HandshakeWait)

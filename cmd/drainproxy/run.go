@@ -147,11 +147,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var adm *admin.Server   // started below, once the listeners are
 	var d *drain.Drainer
 	d = drain.New(drain.Options{
-		Delay:        cfg.Drain.Delay,
-		Grace:        cfg.Drain.Grace,
-		IdleClose:    cfg.Drain.IdleClose,
-		FlushTimeout: cfg.Drain.FlushTimeout,
-		Logger:       log.Named("drain"),
+		Delay:     cfg.Drain.Delay,
+		Grace:     cfg.Drain.Grace,
+		IdleClose: cfg.Drain.IdleClose,
+		// readiness stays 200 this long into the drain (KEP-1669 terminating endpoints)
+		ReadinessFailDelay: cfg.Drain.ReadinessFailDelay,
+		FlushTimeout:       cfg.Drain.FlushTimeout,
+		Logger:             log.Named("drain"),
 		// Ready only once the upstream has answered; then a process this one upgrades
 		// may drain, and systemd hears READY=1.
 		Gate: func(ctx context.Context) error {
@@ -197,7 +199,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	var upstream http.Handler = proxies
 	if sup != nil {
-		upstream = sup.Guard(proxies) // 503 + Retry-After while the app is down
+		upstream = proxy.AppGuard(sup, proxies) // 503 + Retry-After while the app is down
 	}
 	publics := &publicListeners{upg: upg, d: d, front: front, h2: h2, handler: upstream, limits: cfg.Limits,
 		drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
@@ -319,7 +321,7 @@ func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch,
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
-		opts.Reloads = sup
+		opts.RollingRestarts = sup
 	}
 	return metrics.New(opts)
 }
