@@ -110,6 +110,7 @@ func (c *conn) readRequest(ctx context.Context) (*response, error) {
 		closeAfterReply:  isH2Upgrade,
 	}
 	c.cancel = cancel
+	c.cr.cancelOnErr = true
 	w.body = &w.bodyv
 	w.bodyv.w = w
 	w.bodyv.inner = req.Body
@@ -242,9 +243,16 @@ func (b *reqBody) readLocked(p []byte) (int, error) {
 	if b.remaining > 0 {
 		b.remaining -= int64(n)
 	}
-	if err == io.EOF {
+	switch {
+	case err == io.EOF:
 		b.sawEOF.Store(true)
 		b.w.c.bodyDone()
+	case err != nil:
+		// net/http's body closes itself on a malformed trailer; find out, since a
+		// closed body that did not reach its end keeps the connection from reuse.
+		if _, e := b.inner.Read(nil); e == http.ErrBodyReadAfterClose {
+			b.closed = true
+		}
 	}
 	return n, err
 }
@@ -327,6 +335,7 @@ func (c *conn) bodyDone() {
 // and cancels the request.
 func (c *conn) startWatchLocked() {
 	c.watchRunning = true
+	c.cr.cancelOnErr = false
 	done := make(chan struct{})
 	c.watchDone = done
 	w, br := c.watchReq, c.br

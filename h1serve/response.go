@@ -290,6 +290,7 @@ func (w *response) finishRequest() {
 	w.cw.close()
 	w.c.bw.Flush()
 	w.c.stopWatch()
+	w.c.cr.cancelOnErr = false
 	w.body.Close()
 	if w.c.writeDeadlineSet {
 		w.c.rwc.SetWriteDeadline(time.Time{})

@@ -31,6 +31,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -291,6 +292,10 @@ type connReader struct {
 	stashed bool
 	remain  int64
 	rec     *[]byte
+	// cancelOnErr is set while the handler may read the request body: a read error
+	// there (a reset, or a FIN in the middle of the body) cancels the request, as in
+	// net/http. The watch's read does not cancel on a FIN.
+	cancelOnErr bool
 }
 
 func (cr *connReader) Read(p []byte) (int, error) {
@@ -310,6 +315,9 @@ func (cr *connReader) Read(p []byte) (int, error) {
 		n, err = cr.c.rwc.Read(p)
 	}
 	cr.remain -= int64(n)
+	if err != nil && cr.cancelOnErr && cr.c.cancel != nil {
+		cr.c.cancel()
+	}
 	if cr.rec != nil {
 		*cr.rec = append(*cr.rec, p[:n]...)
 	}
@@ -369,8 +377,12 @@ func (c *conn) serve(ctx context.Context) {
 			w.finishRequest()
 			return
 		}
+		handler := c.srv.Handler
+		if req.RequestURI == "*" && req.Method == "OPTIONS" {
+			handler = optionsHandler
+		}
 		c.armWatch(w)
-		c.srv.Handler.ServeHTTP(w, req)
+		handler.ServeHTTP(w, req)
 		w.cancel()
 		if c.hijacked {
 			return
@@ -423,7 +435,6 @@ func (c *conn) closeWriteAndWait() {
 // not read, byte for byte.
 func (c *conn) answerReadError(err error) {
 	const errorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
-	var ne net.Error
 	switch {
 	case err == errTooLarge:
 		const publicErr = "431 Request Header Fields Too Large"
@@ -431,7 +442,7 @@ func (c *conn) answerReadError(err error) {
 		c.closeWriteAndWait()
 	case isUnsupportedTE(err):
 		io.WriteString(c.rwc, "HTTP/1.1 501 Not Implemented"+errorHeaders+"Unsupported transfer encoding")
-	case err == io.EOF || errors.As(err, &ne):
+	case isCommonNetReadError(err):
 		// the client went away or timed out: no answer, as net/http
 	case errors.As(err, new(statusError)):
 		se := err.(statusError)
@@ -444,9 +455,30 @@ func (c *conn) answerReadError(err error) {
 }
 
 // isUnsupportedTE recognises net/http's unexported unsupported transfer-encoding error
-// by its text, the only public trace of it.
+// by its two texts, the only public trace of it.
 func isUnsupportedTE(err error) bool {
-	const prefix = "unsupported transfer encoding"
 	s := err.Error()
-	return len(s) >= len(prefix) && s[:len(prefix)] == prefix
+	return strings.HasPrefix(s, "unsupported transfer encoding: ") || strings.HasPrefix(s, "too many transfer encodings: ")
 }
+
+// isCommonNetReadError is net/http's test for a read error that gets no answer.
+func isCommonNetReadError(err error) bool {
+	if err == io.EOF {
+		return true
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return true
+	}
+	if oe, ok := err.(*net.OpError); ok && oe.Op == "read" {
+		return true
+	}
+	return false
+}
+
+// optionsHandler answers "OPTIONS *" as net/http's server does in place of the handler.
+var optionsHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Length", "0")
+	if r.ContentLength != 0 {
+		io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, 4<<10))
+	}
+})
