@@ -67,6 +67,10 @@ type Server struct {
 	// standard logger.
 	ErrorLog *log.Logger
 
+	// idleHook, for tests, is called when a connection starts to wait for its next
+	// request, with whether it still holds a read and a write buffer.
+	idleHook func(reader, writer bool)
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
@@ -403,6 +407,9 @@ func (c *conn) serve(ctx context.Context) {
 // awaitRequest waits for the first byte of the next request without holding a buffer
 // (unless pipelined bytes are already buffered), then arms the head timeout.
 func (c *conn) awaitRequest() bool {
+	if h := c.srv.idleHook; h != nil {
+		h(c.br != nil, c.bw != nil)
+	}
 	if c.br == nil {
 		if d := c.srv.IdleTimeout; d > 0 {
 			c.rwc.SetReadDeadline(time.Now().Add(d))
