@@ -463,4 +463,3 @@ func FuzzOracle(f *testing.F) {
 		}
 	})
 }
-

@@ -195,6 +195,7 @@ type conn struct {
 	bw         *bufio.Writer
 	lastMethod string
 	hijacked   bool
+	served     bool // a request was read: later ones wait for 4 bytes, as net/http
 
 	// deadlineSet and writeDeadlineSet say a deadline may be set on rwc that the next
 	// request must not inherit.
@@ -420,6 +421,15 @@ func (c *conn) awaitRequest() bool {
 		}
 		c.cr.stashed = true
 	}
+	if c.served {
+		// As net/http: a later request begins only once 4 bytes came (a stream that
+		// ends sooner gets no answer).
+		c.take()
+		if _, err := c.br.Peek(4); err != nil {
+			return false
+		}
+	}
+	c.served = true
 	if d := c.srv.ReadHeaderTimeout; d > 0 {
 		c.rwc.SetReadDeadline(time.Now().Add(d))
 		c.deadlineSet = true
