@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -175,6 +176,11 @@ func (s *Server) logf(format string, args ...any) {
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	cn := &conn{srv: s, rwc: c, remoteAddr: c.RemoteAddr().String()}
 	cn.cr.c = cn
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			cn.raw, cn.rawRead = raw, cn.readRaw
+		}
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		cn.tlsState = &st
@@ -191,6 +197,11 @@ type conn struct {
 	remoteAddr string
 	tlsState   *tls.ConnectionState
 	cr         connReader
+	raw        syscall.RawConn // nil unless rwc is a plain socket (not TLS)
+	rawRead    func(fd uintptr) bool
+	rawBuf     *[]byte
+	rawN       int
+	rawErr     error
 	br         *bufio.Reader
 	bw         *bufio.Writer
 	lastMethod string
@@ -226,6 +237,7 @@ var (
 	writerPool   sync.Pool // *bufio.Writer, connBufSize
 	chunkPool    sync.Pool // *bufio.Writer, bufferBeforeChunking
 	recordPool   sync.Pool // *[]byte, the raw request head (see readRequest)
+	prefetchPool sync.Pool // *[]byte, connBufSize: what awaitRaw read
 	aLongTimeAgo = time.Unix(1, 0)
 	errTooLarge  = errors.New("h1serve: request head too large")
 )
@@ -295,6 +307,8 @@ type connReader struct {
 	c       *conn
 	stash   [1]byte
 	stashed bool
+	pre     []byte  // bytes the idle wait read, not yet passed on
+	preBuf  *[]byte // the pooled buffer pre is in
 	remain  int64
 	rec     *[]byte
 	// cancelOnErr is set while the handler may read the request body: a read error
@@ -312,11 +326,19 @@ func (cr *connReader) Read(p []byte) (int, error) {
 	}
 	var n int
 	var err error
-	if cr.stashed {
+	switch {
+	case len(cr.pre) > 0:
+		n = copy(p, cr.pre)
+		cr.pre = cr.pre[n:]
+		if len(cr.pre) == 0 {
+			prefetchPool.Put(cr.preBuf)
+			cr.preBuf = nil
+		}
+	case cr.stashed:
 		p[0] = cr.stash[0]
 		cr.stashed = false
 		n = 1
-	} else {
+	default:
 		n, err = cr.c.rwc.Read(p)
 	}
 	cr.remain -= int64(n)
@@ -359,6 +381,10 @@ func (c *conn) serve(ctx context.Context) {
 		}
 		c.release()
 		c.rwc.Close()
+		if c.cr.preBuf != nil {
+			prefetchPool.Put(c.cr.preBuf)
+			c.cr.preBuf, c.cr.pre = nil, nil
+		}
 	}()
 	for {
 		if !c.awaitRequest() {
@@ -416,10 +442,16 @@ func (c *conn) awaitRequest() bool {
 			c.rwc.SetReadDeadline(time.Now().Add(d))
 			c.deadlineSet = true
 		}
-		if n, _ := c.rwc.Read(c.cr.stash[:]); n == 0 {
-			return false
+		if c.raw != nil {
+			if !c.awaitRaw() {
+				return false
+			}
+		} else {
+			if n, _ := c.rwc.Read(c.cr.stash[:]); n == 0 {
+				return false
+			}
+			c.cr.stashed = true
 		}
-		c.cr.stashed = true
 	}
 	if c.served {
 		// As net/http: a later request begins only once 4 bytes came (a stream that
@@ -435,6 +467,52 @@ func (c *conn) awaitRequest() bool {
 		c.deadlineSet = true
 	}
 	return true
+}
+
+// awaitRaw waits for the connection to become readable with no buffer, then reads what
+// came into a pooled buffer that is returned as soon as the request's reader took it:
+// one read system call per request, the same as a buffered read, where a one-byte wait
+// would cost two.
+func (c *conn) awaitRaw() bool {
+	err := c.raw.Read(c.rawRead)
+	buf, n, rerr := c.rawBuf, c.rawN, c.rawErr
+	c.rawBuf, c.rawErr = nil, nil
+	if err != nil || rerr != nil || n <= 0 {
+		if buf != nil {
+			prefetchPool.Put(buf)
+		}
+		return false
+	}
+	c.cr.pre, c.cr.preBuf = (*buf)[:n], buf
+	return true
+}
+
+// readRaw is the syscall.RawConn read of awaitRaw (a method value made once per
+// connection, so that the wait allocates nothing).
+func (c *conn) readRaw(fd uintptr) bool {
+	for {
+		if c.rawBuf == nil {
+			c.rawBuf = getPrefetch()
+		}
+		c.rawN, c.rawErr = syscall.Read(int(fd), *c.rawBuf)
+		switch c.rawErr {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			prefetchPool.Put(c.rawBuf)
+			c.rawBuf = nil
+			return false // park until readable, holding nothing
+		}
+		return true
+	}
+}
+
+func getPrefetch() *[]byte {
+	if b, ok := prefetchPool.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, connBufSize)
+	return &b
 }
 
 func (c *conn) closeWriteAndWait() {
