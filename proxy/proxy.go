@@ -62,6 +62,18 @@ type Options struct {
 	// fields, 1xx heads included); a longer one answers 502 (zero: DefaultMaxResponseHeaderBytes).
 	MaxResponseHeaderBytes int64
 
+	// DisableKeepAlives gives every exchange with the upstream a connection of its own,
+	// closed after it (zero value: connections are pooled and reused). A stray response
+	// from the upstream then never reaches another exchange, at the cost of a connect per
+	// request (docs/requests.md has the measured cost).
+	DisableKeepAlives bool
+	// StrayQuarantine is how long an upstream that sent a stray response (stray.go) has
+	// each of its connections closed after one exchange (zero: DefaultStrayQuarantine).
+	StrayQuarantine time.Duration
+	// ProtocolErrors counts the stray responses seen, by case (nil: the proxy counts
+	// them in a value of its own). Share one to keep counting across reloads.
+	ProtocolErrors *ProtocolErrors
+
 	// MaxRequestBodyBytes answers 413 to a request body larger than this (zero: no limit).
 	MaxRequestBodyBytes int64
 
@@ -113,7 +125,7 @@ const (
 	ReasonTimeout        = "timeout"         // dial or response-header timeout: 504
 	ReasonBodyTooLarge   = "body_too_large"  // the request body exceeded the limit: 413
 	ReasonClientCanceled = "client_canceled" // the client went away first: nothing to answer
-	ReasonBadRequest     = "bad_request"     // a request target not to forward (refusedTarget): 400 or 405
+	ReasonBadRequest     = "bad_request"     // a request target not to forward (refusedTarget): 400 or 405; a request body cut short: 400
 	ReasonOther          = "other"           // anything else (TLS, DNS, protocol): 502
 )
 
@@ -152,10 +164,17 @@ func New(opts Options) (*Proxy, error) {
 	if opts.MaxResponseHeaderBytes <= 0 {
 		opts.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
 	}
+	if opts.StrayQuarantine <= 0 {
+		opts.StrayQuarantine = DefaultStrayQuarantine
+	}
+	if opts.ProtocolErrors == nil {
+		opts.ProtocolErrors = &ProtocolErrors{}
+	}
 	log := opts.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	opts.Logger = log
 
 	p := &Proxy{opts: opts, log: log, buffers: newBufferPool()}
 	b, err := p.newBackend(opts.Upstream)
@@ -208,7 +227,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// What the response's way back needs (passResponse) rides on the request's context:
 	// the ReverseProxy hands ModifyResponse the response, not the writer.
 	rp := &reply{w: w}
-	p.serve(w, r.WithContext(context.WithValue(r.Context(), replyKey{}, rp)))
+	if r.Body != nil && r.Body != http.NoBody {
+		rp.sent.ReadCloser = r.Body
+		r.Body = &rp.sent
+	}
+	ctx := rp.detach(r)
+	defer rp.release()
+	p.serve(w, r.WithContext(ctx))
 }
 
 // CloseIdleConnections closes pooled upstream connections; call it once serving is over.
@@ -216,6 +241,9 @@ func (p *Proxy) CloseIdleConnections() { p.cur.Load().closeIdle() }
 
 // Upstream is the upstream address as shown in logs.
 func (p *Proxy) Upstream() string { return p.cur.Load().target }
+
+// ProtocolErrors is where the proxy counts stray upstream responses (Options.ProtocolErrors).
+func (p *Proxy) ProtocolErrors() *ProtocolErrors { return p.opts.ProtocolErrors }
 
 // DefaultMaxResponseHeaderBytes is Options.MaxResponseHeaderBytes's default, 64 KiB: more
 // than Envoy's 60 KiB and eight times nginx's 8 KiB proxy_buffer_size, so that large
@@ -238,6 +266,7 @@ func newTransport(opts Options) (*url.URL, *http.Transport, error) {
 		ExpectContinueTimeout: time.Second,
 		// Pass bodies through as the app encoded them; the client negotiated that.
 		DisableCompression: true,
+		DisableKeepAlives:  opts.DisableKeepAlives,
 	}
 	t.MaxResponseHeaderBytes = opts.MaxResponseHeaderBytes // the inline path's bound too
 	target := &url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
@@ -375,16 +404,26 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 // answerUpstreamError is answerError for an exchange with the upstream target.
 func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *http.Request, err error) {
 	reason, status := classify(r, err)
+	if reason != ReasonBodyTooLarge && reason != ReasonClientCanceled && requestBodyFailed(r) {
+		// The client's request body ended before its length (a half-close mid-body): the
+		// upstream saw a request cut short, through no fault of its own.
+		reason, status = ReasonBadRequest, http.StatusBadRequest
+	}
 	if rec := recorderOf(w); rec != nil {
 		rec.RecordUpstreamError(reason, status, err)
 	}
 	if reason == ReasonClientCanceled {
-		// Nobody is left to answer; the access log records 499.
+		// Nobody is left to answer; the access log records 499. Returning without a
+		// word would let net/http answer an empty 200 to whoever still reads.
 		p.log.Debug("client went away before the upstream answered",
 			"upstream", target, "method", r.Method, "path", r.URL.Path)
-		return
+		panic(http.ErrAbortHandler)
 	}
-	if reason == ReasonBodyTooLarge {
+	if reason == ReasonBadRequest {
+		w.Header().Set("Connection", "close")
+		p.log.Warn("request body ended before its length", "method", r.Method, "path", r.URL.Path,
+			"client", r.RemoteAddr, "error", err.Error())
+	} else if reason == ReasonBodyTooLarge {
 		p.log.Warn("request body over the limit", "limit_bytes", p.opts.MaxRequestBodyBytes,
 			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
 	} else {
@@ -413,6 +452,8 @@ func errorBody(status int, reason string) string {
 		return "504 Gateway Timeout: the upstream did not answer in time\n"
 	case ReasonBodyTooLarge:
 		return "413 Request Entity Too Large: the request body is over the limit\n"
+	case ReasonBadRequest:
+		return "400 Bad Request: the request body ended before its declared length\n"
 	}
 	return fmt.Sprintf("%d %s\n", status, http.StatusText(status))
 }
