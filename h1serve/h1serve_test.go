@@ -2,11 +2,13 @@ package h1serve
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strings"
@@ -256,5 +258,65 @@ func TestReverseProxy(t *testing.T) {
 	io.WriteString(c, "hello\n")
 	if line, err := br.ReadString('\n'); err != nil || line != "echo hello\n" {
 		t.Errorf("through the upgrade: %q, %v", line, err)
+	}
+}
+
+// IdleTimeout closes a keep-alive connection that waits too long for its next request;
+// ReadHeaderTimeout one whose head does not complete in time. Neither answers.
+func TestTimeouts(t *testing.T) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	for _, tc := range []struct {
+		name   string
+		srv    *Server
+		stream string
+	}{
+		{"idle", &Server{Handler: handler, IdleTimeout: 100 * time.Millisecond}, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"head", &Server{Handler: handler, ReadHeaderTimeout: 100 * time.Millisecond}, "GET / HTTP/1.1\r\nHost: x\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := serve(t, tc.srv)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, tc.stream)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			start := time.Now()
+			b, err := io.ReadAll(c) // the server closes: EOF
+			if err != nil {
+				t.Fatalf("after %v: %v (want the server to close)", time.Since(start), err)
+			}
+			if tc.name == "head" && len(b) != 0 {
+				t.Errorf("answered a timed-out head: %q", b)
+			}
+		})
+	}
+}
+
+// A TLS connection is served after its handshake, and the request sees the TLS state.
+func TestTLS(t *testing.T) {
+	seenTLS := make(chan bool, 1)
+	ts := httptest.NewUnstartedServer(nil) // for its certificate only
+	ts.StartTLS()
+	ts.Close()
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seenTLS <- r.TLS != nil && r.TLS.HandshakeComplete
+		io.WriteString(w, "ok")
+	})}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", ts.TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	client := ts.Client()
+	resp, err := client.Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !<-seenTLS {
+		t.Error("the handler saw no completed TLS state")
 	}
 }

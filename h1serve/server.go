@@ -182,6 +182,16 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		}
 	}
 	if tc, ok := c.(*tls.Conn); ok {
+		// As net/http: finish the handshake first, so that requests see its state.
+		// (Handing a negotiated h2 to h2serve is the caller's job, before ServeConn.)
+		if d := s.ReadHeaderTimeout; d > 0 {
+			c.SetDeadline(time.Now().Add(d))
+		}
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return
+		}
+		c.SetDeadline(time.Time{})
 		st := tc.ConnectionState()
 		cn.tlsState = &st
 	}
