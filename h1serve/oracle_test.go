@@ -16,8 +16,31 @@ import (
 )
 
 // The differential oracle: the same raw request streams go to net/http's Server and to
-// h1serve, both serving recordingHandler; what the handler saw and the response bytes
-// (Date masked) must be equal, unless the case names a deliberate difference.
+// h1serve, both serving recorder; what the handler saw and the response bytes (Date
+// masked) must be equal, unless the case names a deliberate difference.
+//
+// Deliberate differences that no case below can show deterministically (each is a
+// choice, not an accident):
+//   - Gone clients: net/http reads in the background during every request and cancels
+//     it on a FIN or a reset at any moment. h1serve cancels on a failed write, on a read
+//     error while the body is read, and, for a request still running WatchDelay after
+//     its body was read, on a reset seen by one read; a FIN there cancels nothing (the
+//     half-close case below). A reset behind pipelined bytes already buffered is only
+//     seen by the next write.
+//   - Head size limit of a later request on a keep-alive connection: both count
+//     MaxHeaderBytes+4096 from where they start to parse, but net/http's wait for the
+//     request reads up to 4 KiB before that, h1serve's up to 1 KiB (prefetchSize): a
+//     head within 1-4 KiB over the limit passes net/http and gets 431 from h1serve.
+//   - http.MaxBytesReader on h1serve's ResponseWriter cannot mark the connection to
+//     close (the interface it looks for is unexported): after the limit, h1serve drains
+//     up to 256 KiB of the rest and may keep the connection; net/http closes it. Both
+//     stay in step with the client. ("OPTIONS *" with a body over 4 KiB shows it.)
+//   - After a 431 or a body left over 256 KiB, net/http half-closes and sleeps 500 ms
+//     before the close; h1serve half-closes and closes as soon as the client does (at
+//     most 500 ms). The bytes are the same.
+//   - Not there: http.ServerContextKey in the request context (there is no
+//     *http.Server), CloseNotifier (deprecated), ReadTimeout and WriteTimeout, ConnState
+//     hooks, Shutdown. Log lines start with "h1serve:".
 
 // seen is what the handler saw of one request.
 type seen struct {
@@ -306,6 +329,7 @@ var oracleCases = []oracleCase{
 	one("post-chunked", "POST /echo HTTP/1.1\r\n"+ua+"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
 	one("post-chunked-ext", "POST /echo HTTP/1.1\r\n"+ua+"Transfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\n\r\n"),
 	one("post-trailer", "POST /echo HTTP/1.1\r\n"+ua+"Trailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 42\r\n\r\n"),
+	one("post-undeclared-trailer", "POST /echo HTTP/1.1\r\n"+ua+"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 42\r\n\r\n"),
 	one("post-then-crlf", "POST /echo HTTP/1.1\r\n"+ua+"Content-Length: 2\r\n\r\nhi\r\nGET /next HTTP/1.1\r\n"+ua+"\r\n"),
 	one("big-chunked", "GET /big HTTP/1.1\r\n"+ua+"\r\n"),
 	one("big-cl", "GET /big-cl HTTP/1.1\r\n"+ua+"\r\n"),

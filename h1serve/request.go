@@ -95,6 +95,7 @@ func (c *conn) readRequest(ctx context.Context) (*response, error) {
 		c.deadlineSet = c.srv.ReadHeaderTimeout > 0 || c.srv.IdleTimeout > 0
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	parsed := req
 	req = req.WithContext(ctx)
 	req.RemoteAddr = c.remoteAddr
 	req.TLS = c.tlsState
@@ -114,6 +115,7 @@ func (c *conn) readRequest(ctx context.Context) (*response, error) {
 	w.body = &w.bodyv
 	w.bodyv.w = w
 	w.bodyv.inner = req.Body
+	w.bodyv.parsed = parsed
 	if req.Body == http.NoBody || req.Body == nil {
 		w.bodyv.sawEOF.Store(true)
 	} else {
@@ -215,6 +217,7 @@ func equalFoldASCII(a, b string) bool {
 type reqBody struct {
 	w              *response
 	inner          io.ReadCloser
+	parsed         *http.Request // the request http.ReadRequest made; its body sets its Trailer
 	mu             sync.Mutex
 	remaining      int64 // unread bytes of a Content-Length body; -1 when unknown
 	sawEOF         atomic.Bool
@@ -245,6 +248,11 @@ func (b *reqBody) readLocked(p []byte) (int, error) {
 	}
 	switch {
 	case err == io.EOF:
+		// The body merged the trailers into the parsed request, of which the handler
+		// has a copy (WithContext): a map it did not have yet must be passed on.
+		if b.w.req.Trailer == nil {
+			b.w.req.Trailer = b.parsed.Trailer
+		}
 		b.sawEOF.Store(true)
 		b.w.c.bodyDone()
 	case err != nil:
