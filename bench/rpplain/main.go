@@ -12,9 +12,9 @@ package main
 import (
 	"flag"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httputil"
-	"net"
 	"net/url"
 
 	"github.com/drainproxy/drainproxy/h1serve"
