@@ -2,12 +2,14 @@ package h1serve
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"sync"
@@ -54,6 +56,7 @@ type seen struct {
 	BodyErr               string
 	Trailer               string
 	Cancelled             bool
+	TLS                   string
 }
 
 type recorder struct {
@@ -82,6 +85,9 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Method: r.Method, Target: r.RequestURI, Proto: r.Proto,
 		Header: headerString(r.Header), Host: r.Host, ContentLength: r.ContentLength,
 		TransferEncoding: r.TransferEncoding, Close: r.Close,
+	}
+	if t := r.TLS; t != nil {
+		s.TLS = fmt.Sprintf("version %x cipher %x alpn %q sni %q complete %v", t.Version, t.CipherSuite, t.NegotiatedProtocol, t.ServerName, t.HandshakeComplete)
 	}
 	path := r.URL.Path
 	switch path {
@@ -208,15 +214,20 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type oraclePair struct {
 	stdAddr, ownAddr string
 	stdRec, ownRec   *recorder
+	client           *tls.Config // nil: plain TCP
 }
 
-func startPair(tb testing.TB) *oraclePair {
+// startPair starts both servers, over TLS with server when it is not nil.
+func startPair(tb testing.TB, server *tls.Config) *oraclePair {
 	p := &oraclePair{stdRec: &recorder{}, ownRec: &recorder{}}
 	quiet := log.New(io.Discard, "", 0)
 
 	lnStd, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
+	}
+	if server != nil {
+		lnStd = tls.NewListener(lnStd, server)
 	}
 	std := &http.Server{Handler: p.stdRec, MaxHeaderBytes: 4096, ErrorLog: quiet}
 	go std.Serve(lnStd)
@@ -225,6 +236,9 @@ func startPair(tb testing.TB) *oraclePair {
 	lnOwn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
+	}
+	if server != nil {
+		lnOwn = tls.NewListener(lnOwn, server)
 	}
 	own := &Server{Handler: p.ownRec, MaxHeaderBytes: 4096, ErrorLog: quiet}
 	go own.Serve(lnOwn)
@@ -236,8 +250,14 @@ func startPair(tb testing.TB) *oraclePair {
 
 // exchange sends parts (with a pause between them), half-closes unless keepOpen, and
 // returns every byte the server sent until it closed.
-func exchange(addr string, parts []string, gap time.Duration) ([]byte, error) {
-	c, err := net.Dial("tcp", addr)
+func exchange(addr string, client *tls.Config, parts []string, gap time.Duration) ([]byte, error) {
+	var c net.Conn
+	var err error
+	if client != nil {
+		c, err = tls.Dial("tcp", addr, client)
+	} else {
+		c, err = net.Dial("tcp", addr)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +271,7 @@ func exchange(addr string, parts []string, gap time.Duration) ([]byte, error) {
 			break // the server may have answered and closed already
 		}
 	}
-	c.(*net.TCPConn).CloseWrite()
+	c.(interface{ CloseWrite() error }).CloseWrite()
 	var out bytes.Buffer
 	_, err = io.Copy(&out, c)
 	var ne net.Error
@@ -278,12 +298,12 @@ func (p *oraclePair) run(parts []string, gap time.Duration) (std, own result) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		b, err := exchange(p.stdAddr, parts, gap)
+		b, err := exchange(p.stdAddr, p.client, parts, gap)
 		std = result{p.stdRec.take(), maskDate(b), err}
 	}()
 	go func() {
 		defer wg.Done()
-		b, err := exchange(p.ownAddr, parts, gap)
+		b, err := exchange(p.ownAddr, p.client, parts, gap)
 		own = result{p.ownRec.take(), maskDate(b), err}
 	}()
 	wg.Wait()
@@ -448,7 +468,7 @@ var oracleCases = []oracleCase{
 }
 
 func TestOracle(t *testing.T) {
-	p := startPair(t)
+	p := startPair(t, nil)
 	for _, tc := range oracleCases {
 		t.Run(tc.name, func(t *testing.T) {
 			std, own := p.run(tc.parts, 30*time.Millisecond)
@@ -476,7 +496,7 @@ func FuzzOracle(f *testing.F) {
 			f.Add([]byte(tc.parts[0]))
 		}
 	}
-	p := startPair(f)
+	p := startPair(f, nil)
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		if len(stream) > 8<<10 || bytes.Contains(stream, []byte("/ctx")) {
 			return // /ctx waits for a cancel: the listed half-close difference
@@ -486,4 +506,36 @@ func FuzzOracle(f *testing.F) {
 			t.Errorf("h1serve differs from net/http for %q:\n%s", stream, d)
 		}
 	})
+}
+
+// TestOracleTLS runs every case over TLS 1.3 (HTTP/1.1 by ALPN): the handler also sees the
+// connection's TLS state, which must match.
+func TestOracleTLS(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil) // for its certificate only
+	ts.StartTLS()
+	ts.Close()
+	server := ts.TLS.Clone()
+	server.NextProtos = []string{"http/1.1"}
+	p := startPair(t, server)
+	p.client = ts.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	p.client.NextProtos = []string{"http/1.1"}
+	p.client.ServerName = "example.com"
+	for _, tc := range oracleCases {
+		t.Run(tc.name, func(t *testing.T) {
+			std, own := p.run(tc.parts, 30*time.Millisecond)
+			if std.err != nil && own.err != nil {
+				t.Fatalf("both servers: %v / %v", std.err, own.err)
+			}
+			d := diff(std, own)
+			switch {
+			case tc.deliberate == "" && d != "":
+				t.Errorf("h1serve differs from net/http:\n%s", d)
+			case tc.deliberate != "" && d == "":
+				t.Errorf("listed as a deliberate difference (%s), but both answer the same: update the list", tc.deliberate)
+			}
+			if len(std.seen) > 0 && std.seen[0].TLS == "" {
+				t.Errorf("the handler saw no TLS state")
+			}
+		})
+	}
 }
