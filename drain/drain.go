@@ -32,7 +32,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/drainproxy/drainproxy/internal/logdur"
 	"net"
 	"net/http"
 	"os"
@@ -44,6 +43,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/drainproxy/drainproxy/internal/logdur"
 	"github.com/drainproxy/drainproxy/sigtrap"
 )
 

@@ -25,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/drainproxy/drainproxy/internal/logdur"
 	"io"
 	"net"
 	"net/url"
@@ -39,6 +38,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/internal/logdur"
 )
 
 // Options configures a Supervisor. The zero value of every field but Command is usable.
