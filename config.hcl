@@ -34,6 +34,7 @@ listener {
 #     hsts = ""
 #     # Either certificate files (PEM; the chain first in cert_file), read at start-up and again on SIGHUP ...
 #     cert_file = "/etc/drainproxy/tls/fullchain.pem"
+#     # The private key of cert_file (PEM), read with it.
 #     key_file  = "/etc/drainproxy/tls/privkey.pem"
 #     # ... or automatic certificates from an ACME CA (certmagic); not both.
 #     acme {
@@ -84,6 +85,10 @@ upstream {
   # A longer response head (status line and headers, 1xx included) answers 502 with one log line: it bounds the memory one
   # bad response can take. More than Envoy's 60 KiB and nginx's 8 KiB buffer; at least 1024.
   max_response_header_bytes = 65536
+  # Reuse connections to the app. An app that sends a response nobody asked for (a second one, a body after a 204 or
+  # on a HEAD) is quarantined for 30s when drainproxy sees it (no reuse; drainproxy_upstream_protocol_errors_total),
+  # but an exchange already in flight can get the stray. false: one connection per exchange, never a wrong answer.
+  keepalive = true
 }
 
 proxy {
@@ -132,6 +137,7 @@ app {
   restart = "never"
   # Restarts allowed within restart_window (waiting 100ms, doubling up to 10s, between them); one more exit and drainproxy drains and exits 1.
   max_restarts = 5
+  # The window max_restarts counts in: a restart older than this no longer counts.
   restart_window = "1m"
   # Written before each line of the app's stdout and stderr, e.g. "app | "; "" passes its output through byte for byte.
   output_prefix = ""

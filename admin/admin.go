@@ -37,6 +37,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -223,27 +224,52 @@ func (s *Server) Stop(ctx context.Context) error {
 // Handler is the admin endpoints' handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	// Probes: read-only, for orchestrators, which call them on the pod IP or a service
-	// name. They answer any Host and need no token. A new probe is one more line here;
-	// everything else goes below.
-	probes := []struct {
-		pattern string
-		handler http.HandlerFunc
-	}{
-		{"GET /healthz", s.healthz},
-		{"GET /readyz", s.readyz},
-		{"GET /drained", s.drained}, // a pod's preStop hook (drained.go)
-	}
-	for _, p := range probes {
-		mux.Handle(p.pattern, p.handler)
+	for pattern, h := range s.probeEndpoints() {
+		mux.Handle(pattern, h)
 	}
 	// For operators and their tools: this listener's own Host, the token, and for
 	// POSTs no cross-site request (guard.go).
-	mux.Handle("GET /metrics", s.operator(s.metrics()))
-	mux.Handle("POST /drain", s.operator(http.HandlerFunc(s.drain)))
-	mux.Handle("POST /restart", s.operator(http.HandlerFunc(s.restart)))
-	mux.Handle("GET /status", s.operator(http.HandlerFunc(s.status)))
+	for pattern, h := range s.operatorEndpoints() {
+		mux.Handle(pattern, s.operator(h()))
+	}
 	return mux
+}
+
+// probeEndpoints are the probes, by pattern: read-only, for orchestrators, which call
+// them on the pod IP or a service name. They answer any Host and need no token. A new
+// probe is one more line here; everything else goes in operatorEndpoints.
+func (s *Server) probeEndpoints() map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
+		"GET /healthz": s.healthz,
+		"GET /readyz":  s.readyz,
+		"GET /drained": s.drained, // a pod's preStop hook (drained.go)
+	}
+}
+
+// operatorEndpoints are the endpoints behind s.operator, by pattern. The handlers are
+// made on demand, so that Endpoints can list the patterns of a zero Server.
+func (s *Server) operatorEndpoints() map[string]func() http.Handler {
+	return map[string]func() http.Handler{
+		"GET /metrics":  s.metrics,
+		"POST /drain":   func() http.Handler { return http.HandlerFunc(s.drain) },
+		"POST /restart": func() http.Handler { return http.HandlerFunc(s.restart) },
+		"GET /status":   func() http.Handler { return http.HandlerFunc(s.status) },
+	}
+}
+
+// Endpoints lists every endpoint's pattern ("GET /readyz", "POST /drain"), sorted, for
+// help texts and the test that holds -admin's help to them.
+func Endpoints() []string {
+	s := &Server{}
+	var out []string
+	for p := range s.probeEndpoints() {
+		out = append(out, p)
+	}
+	for p := range s.operatorEndpoints() {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // authorized requires the bearer token, when there is one. Both sides are hashed first,

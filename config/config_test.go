@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"io"
 	"net/netip"
 	"net/url"
 	"os"
@@ -58,6 +59,7 @@ upstream {
   dial_timeout = "1s"
   response_header_timeout = "2m"
   idle_conns = 16
+  keepalive = false
   idle_conn_timeout = "30s"
   read_timeout = "45s"
   send_timeout = "15s"
@@ -131,6 +133,7 @@ limits {
 			IdleConnTimeout:       30 * time.Second,
 			ReadTimeout:           45 * time.Second,
 			SendTimeout:           15 * time.Second,
+			KeepAlive:             false,
 
 			MaxResponseHeaderBytes: 8192,
 		}
@@ -274,7 +277,7 @@ func TestFileErrors(t *testing.T) {
 		{
 			name: "unknown attribute",
 			src:  "upstream {\n  url = \"http://a:1\"\n}\ndrain {\n  grase = \"5s\"\n}\n",
-			want: []string{"config.hcl:5:3: drain.grase: unknown setting; drain takes delay, flush_timeout, grace, handshake_wait, idle_close"},
+			want: []string{"config.hcl:5:3: drain.grase: unknown setting; did you mean grace; drain takes delay, flush_timeout, grace, handshake_wait, idle_close"},
 		},
 		{
 			name: "readiness_fail_delay longer than delay",
@@ -411,7 +414,7 @@ func TestFileErrors(t *testing.T) {
 		{
 			name: "missing upstream",
 			src:  "drain {\n  grace = \"5s\"\n}\n",
-			want: []string{"no upstream: give -upstream URL or upstream { url = ... } in the config file"},
+			want: []string{"no upstream: give -upstream URL, DRAINPROXY_UPSTREAM_URL in the environment, or upstream { url = ... } in the config file"},
 		},
 		{
 			name: "empty command program",
@@ -523,7 +526,7 @@ func TestFlagErrors(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"no upstream", []string{"-listen", ":8080"}, []string{"no upstream: give -upstream URL or upstream { url = ... } in the config file"}},
+		{"no upstream", []string{"-listen", ":8080"}, []string{"no upstream: give -upstream URL, DRAINPROXY_UPSTREAM_URL in the environment, or upstream { url = ... } in the config file"}},
 		{"command without upstream", []string{"--", "./app"}, []string{"no upstream:"}},
 		{"bad duration", []string{"-upstream", "http://a:1", "-grace", "5 seconds"}, []string{`-grace: "5 seconds" is not a duration; write e.g. "30s"`}},
 		{"negative duration", []string{"-upstream", "http://a:1", "-drain-delay", "-5s"}, []string{`-drain-delay: "-5s" is negative`}},
@@ -714,5 +717,68 @@ health_check {
 	}
 	if u := cfg.Upstream.URL; u.Scheme != "unix+h2c" || u.Path != "/run/grpc.sock" {
 		t.Errorf("upstream %v", u)
+	}
+}
+
+// TestFileErrorsAllAtOnce: every mistake of a file in one run, in file order, each with
+// its position, and the name meant for a misspelled setting or block.
+func TestFileErrorsAllAtOnce(t *testing.T) {
+	src := `upstream {
+  url = "http://a:1"
+}
+drain {
+  grase = "5s"
+  delay = "5 parsecs"
+}
+helth_check {
+  path = "/"
+}
+limits {
+  max_connections = "many"
+  idle_timeot = "1s"
+}
+listener {
+  tls {
+    acme {
+      domain = ["example.com"]
+    }
+  }
+}
+`
+	path := writeConfig(t, src)
+	_, err := Parse([]string{"-config", path}, io.Discard)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	want := []string{
+		"config.hcl:5:3: drain.grase: unknown setting; did you mean grace;",
+		"config.hcl:6:11: drain.delay: ",
+		"config.hcl:8:1: helth_check: unknown block; did you mean health_check { ... };",
+		"config.hcl:12:22: limits.max_connections: ",
+		"config.hcl:13:3: limits.idle_timeot: unknown setting; did you mean idle_timeout;",
+		"config.hcl:15:10: Missing required argument",
+		"config.hcl:18:7: listener.tls.acme.domain: unknown setting; did you mean domains;",
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Errorf("got %d lines, want %d:\n%v", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if i >= len(lines) || !strings.Contains(lines[i], w) {
+			t.Errorf("line %d does not contain %q:\n%v", i+1, w, err)
+		}
+	}
+}
+
+func TestDidYouMean(t *testing.T) {
+	names := []string{"delay", "grace", "idle_close", "handshake_wait", "flush_timeout"}
+	for in, want := range map[string]string{
+		"grase": "grace", "gracee": "grace", "idle_clsoe": "idle_close", "flushtimeout": "flush_timeout",
+		"dealy": "delay", "xyz": "", "timeout": "", "g": "",
+	} {
+		got := didYouMean(in, names, "")
+		if (want == "") != (got == "") || !strings.Contains(got, want) {
+			t.Errorf("didYouMean(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -70,6 +70,7 @@ type upstreamBlock struct {
 	IdleConnTimeout       *string   `hcl:"idle_conn_timeout,optional"`
 	ReadTimeout           *string   `hcl:"read_timeout,optional"`
 	SendTimeout           *string   `hcl:"send_timeout,optional"`
+	KeepAlive             *bool     `hcl:"keepalive,optional"`
 
 	MaxResponseHeaderBytes *int64 `hcl:"max_response_header_bytes,optional"`
 }
@@ -157,23 +158,19 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		return fmt.Errorf("%s: internal error: unexpected body type %T", filename, f.Body)
 	}
 
-	blocks := checkStructure(filename, body, &probs)
-	if len(probs) > 0 {
-		// gohcl would report the same unknown names again, less helpfully.
-		return probs.err()
-	}
+	// Every problem of the file in one run: what checkStructure reports is left out of
+	// what gohcl decodes (it would report the same names again, less helpfully), a value
+	// of the wrong type is left unset, and the values that remain are still validated.
+	blocks, known := checkStructure(filename, body, &probs)
 	var fc fileConfig
-	diags = gohcl.DecodeBody(body, nil, &fc)
+	diags = gohcl.DecodeBody(known, nil, &fc)
 	for _, d := range diags {
 		// HCL's type errors do not say which setting they are about; prefix it.
 		if name := settingAt(blocks, d.Subject); name != "" {
 			d.Summary = name + ": " + d.Summary
 		}
 	}
-	probs.addDiags(filename, diags)
-	if diags.HasErrors() {
-		return probs.err()
-	}
+	probs.addDiags(filename, diags) // a value of the wrong type stays nil: unset
 
 	sec := func(name string) section {
 		s := section{name: name, file: filename, probs: &probs}
@@ -202,6 +199,9 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "read_timeout", b.ReadTimeout, parseDuration, &u.ReadTimeout)
 		apply(s, "send_timeout", b.SendTimeout, parseDuration, &u.SendTimeout)
 		apply(s, "max_response_header_bytes", b.MaxResponseHeaderBytes, atLeast[int64](1024), &u.MaxResponseHeaderBytes)
+		if b.KeepAlive != nil {
+			u.KeepAlive = *b.KeepAlive
+		}
 	}
 	if b := fc.Proxy; b != nil {
 		s, p := sec("proxy"), &cfg.Proxy
@@ -324,6 +324,9 @@ func applyListeners(decoded []listenerBlock, blocks []*hclsyntax.Block, filename
 		s := section{name: "listener", file: filename, probs: probs}
 		if i < len(blocks) { // gohcl decodes one per block, in order
 			s.body = blocks[i].Body
+			if s.body.Attributes["address"] == nil {
+				continue // gohcl reported the missing address
+			}
 		}
 		addr, err := parseListenAddress(l.Address)
 		switch {
@@ -452,15 +455,12 @@ func blockSchemasOf(t reflect.Type) map[string]blockSchema {
 }
 
 // checkStructure reports unknown blocks and settings, labels, nested blocks and repeated
-// single blocks, each with what is allowed instead. It returns the blocks by type, in
-// file order.
-func checkStructure(filename string, body *hclsyntax.Body, probs *problems) map[string][]*hclsyntax.Block {
+// single blocks, each with what is allowed instead and, for a misspelled name, the name
+// meant. It returns the blocks by type, in file order, and a copy of body without what it
+// reported, for decoding the rest.
+func checkStructure(filename string, body *hclsyntax.Body, probs *problems) (map[string][]*hclsyntax.Block, *hclsyntax.Body) {
 	schemas := blockSchemas()
-	blockNames := make([]string, 0, len(schemas))
-	for name := range schemas {
-		blockNames = append(blockNames, name)
-	}
-	sort.Strings(blockNames)
+	blockNames := slices.Sorted(maps.Keys(schemas))
 	allowedBlocks := "the blocks are " + strings.Join(blockNames, ", ")
 
 	// belongsIn names the blocks that do have a setting called attr, for a hint.
@@ -477,51 +477,67 @@ func checkStructure(filename string, body *hclsyntax.Body, probs *problems) map[
 		return "; did you mean " + strings.Join(in, " or ")
 	}
 
+	known := &hclsyntax.Body{Attributes: hclsyntax.Attributes{}, SrcRange: body.SrcRange, EndRange: body.EndRange}
 	for name, a := range body.Attributes {
+		hint := belongsIn(name)
+		if hint == "" {
+			hint = didYouMean(name, blockNames, " { ... }")
+		}
 		probs.add(filename, a.NameRange, fmt.Sprintf(
-			"%s: settings go inside a block%s; %s", name, belongsIn(name), allowedBlocks))
+			"%s: settings go inside a block%s; %s", name, hint, allowedBlocks))
 	}
 	blocks := make(map[string][]*hclsyntax.Block)
 	for _, b := range body.Blocks {
 		schema, ok := schemas[b.Type]
 		if !ok {
-			probs.add(filename, b.TypeRange, fmt.Sprintf("%s: unknown block; %s", b.Type, allowedBlocks))
+			probs.add(filename, b.TypeRange, fmt.Sprintf("%s: unknown block%s; %s",
+				b.Type, didYouMean(b.Type, blockNames, " { ... }"), allowedBlocks))
 			continue
 		}
 		if len(b.Labels) > 0 {
 			probs.add(filename, b.LabelRanges[0], fmt.Sprintf(
 				"%s: the block takes no label; write %s { ... }", b.Type, b.Type))
+			continue
 		}
 		if prev := blocks[b.Type]; len(prev) > 0 && !schema.repeatable {
 			probs.add(filename, b.TypeRange, fmt.Sprintf(
 				"%s: duplicate block; only one is allowed and the first is on line %d; merge them",
 				b.Type, prev[0].TypeRange.Start.Line))
+			continue
 		}
 		blocks[b.Type] = append(blocks[b.Type], b)
-
-		checkBlockBody(filename, b.Type, b.Body, schema, belongsIn, probs)
+		kb := *b
+		kb.Body = checkBlockBody(filename, b.Type, b.Body, schema, belongsIn, probs)
+		known.Blocks = append(known.Blocks, &kb)
 	}
-	return blocks
+	return blocks, known
 }
 
 // checkBlockBody reports unknown settings and blocks inside a block (called path, such as
-// "listener.tls"), then checks the blocks nested in it the same way.
-func checkBlockBody(filename, path string, body *hclsyntax.Body, schema blockSchema, belongsIn func(string) string, probs *problems) {
+// "listener.tls"), then checks the blocks nested in it the same way. It returns a copy of
+// body without what it reported.
+func checkBlockBody(filename, path string, body *hclsyntax.Body, schema blockSchema, belongsIn func(string) string, probs *problems) *hclsyntax.Body {
 	name := path[strings.LastIndex(path, ".")+1:]
 	allowedAttrs := name + " takes " + strings.Join(schema.attrs, ", ")
-	if len(schema.nested) > 0 {
-		nested := slices.Sorted(maps.Keys(schema.nested))
+	nested := slices.Sorted(maps.Keys(schema.nested))
+	if len(nested) > 0 {
 		allowedAttrs += " and the block " + strings.Join(nested, ", ")
 	}
+	known := &hclsyntax.Body{Attributes: hclsyntax.Attributes{}, SrcRange: body.SrcRange, EndRange: body.EndRange}
 	for attr, a := range body.Attributes {
-		if !slices.Contains(schema.attrs, attr) {
-			hint := ""
-			if !strings.Contains(path, ".") {
-				hint = belongsIn(attr)
-			}
-			probs.add(filename, a.NameRange, fmt.Sprintf(
-				"%s.%s: unknown setting%s; %s", path, attr, hint, allowedAttrs))
+		if slices.Contains(schema.attrs, attr) {
+			known.Attributes[attr] = a
+			continue
 		}
+		hint := didYouMean(attr, schema.attrs, "")
+		if hint == "" && !strings.Contains(path, ".") {
+			hint = belongsIn(attr)
+		}
+		if hint == "" {
+			hint = didYouMean(attr, nested, " { ... }")
+		}
+		probs.add(filename, a.NameRange, fmt.Sprintf(
+			"%s.%s: unknown setting%s; %s", path, attr, hint, allowedAttrs))
 	}
 	for _, nb := range body.Blocks {
 		ns, ok := schema.nested[nb.Type]
@@ -531,11 +547,55 @@ func checkBlockBody(filename, path string, body *hclsyntax.Body, schema blockSch
 				"%s.%s: blocks cannot be nested; %s", path, nb.Type, allowedAttrs))
 		case !ok:
 			probs.add(filename, nb.TypeRange, fmt.Sprintf(
-				"%s.%s: unknown block; %s", path, nb.Type, allowedAttrs))
+				"%s.%s: unknown block%s; %s", path, nb.Type, didYouMean(nb.Type, nested, " { ... }"), allowedAttrs))
 		default:
-			checkBlockBody(filename, path+"."+nb.Type, nb.Body, ns, belongsIn, probs)
+			kb := *nb
+			kb.Body = checkBlockBody(filename, path+"."+nb.Type, nb.Body, ns, belongsIn, probs)
+			known.Blocks = append(known.Blocks, &kb)
 		}
 	}
+	return known
+}
+
+// didYouMean is "; did you mean NAME" (NAME followed by suffix) for the candidate that a
+// misspelling of name most likely meant, or "" when none is close: at most a third of
+// the letters wrong, two at most.
+func didYouMean(name string, candidates []string, suffix string) string {
+	best, bestDist := "", min(2, max(1, len(name)/3))+1
+	for _, c := range candidates {
+		if d := editDistance(name, c); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return "; did you mean " + best + suffix
+}
+
+// editDistance is the Damerau-Levenshtein distance (optimal string alignment) of a and b:
+// the insertions, deletions, substitutions and swaps of neighbours that turn one into
+// the other.
+func editDistance(a, b string) int {
+	prev2, prev, cur := make([]int, len(b)+1), make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
 }
 
 // problem is one line of a config error.
@@ -590,7 +650,7 @@ func (p problems) err() error {
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].pos.Byte < sorted[j].pos.Byte })
 	lines := make([]string, len(sorted))
 	for i, pr := range sorted {
-		if pr.pos.Line > 0 {
+		if pr.pos.Line > 0 && !strings.HasPrefix(pr.file, "$") { // "$VAR": the environment
 			lines[i] = fmt.Sprintf("%s:%d:%d: %s", pr.file, pr.pos.Line, pr.pos.Column, pr.text)
 		} else {
 			lines[i] = fmt.Sprintf("%s: %s", pr.file, pr.text)

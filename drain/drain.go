@@ -43,6 +43,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/drainproxy/drainproxy/internal/logdur"
 	"github.com/drainproxy/drainproxy/sigtrap"
 )
 
@@ -516,7 +517,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	start := time.Now()
 	wasReady := d.becomeReady()
 	if wasReady {
-		d.log.Info("ready", "took", time.Since(start).String())
+		d.log.Info("ready", "took", logdur.Since(start))
 	}
 
 	// 2. signal
@@ -541,7 +542,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	// 3. delay
 	if d.opts.Delay > 0 && wasReady {
 		d.sleep(d.opts.Delay)
-		d.log.Info("drain delay over", "took", time.Since(begun).String())
+		d.log.Info("drain delay over", "took", logdur.Since(begun))
 	}
 
 	// 4. stop accepting
@@ -561,20 +562,24 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		hooks.Go(func() { fn(grace) })
 	}
 	left := d.stopAccepting(grace)
-	d.log.Info("stopped accepting", "took", time.Since(step).String(), "left_in_accept_queue", left)
+	d.log.Info("stopped accepting", "took", logdur.Since(step), "left_in_accept_queue", left)
 
 	// 5. wait
 	step = time.Now()
 	idle := d.t.waitIdle(grace.Done())
 	var aborted int64
 	if idle {
-		d.log.Info("in-flight requests finished", "took", time.Since(step).String())
+		d.log.Info("in-flight requests finished", "took", logdur.Since(step))
 	} else {
 		// 6. deadline
 		d.aborting.Store(true)
 		aborted = d.t.requests.Load()
 		d.aborted.Store(aborted)
-		d.log.Warn("grace period over, closing what is still open", "took", time.Since(step).String(),
+		why := "grace period over, closing what is still open"
+		if Closed(d.forced) { // a second signal or a forced admin drain cut it short
+			why = "drain forced before the grace period was over, closing what is still open"
+		}
+		d.log.Warn(why, "took", logdur.Since(step), "grace", d.opts.Grace.String(),
 			"requests", aborted, "upgraded", d.t.upgrades.Load(), "connections", d.t.conns.Load())
 		d.closeAll()
 		// Handlers whose connections were closed return promptly; give them a moment so
@@ -598,7 +603,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		if err := d.opts.StopApp(context.Background()); err != nil {
 			d.fail(fmt.Errorf("stop the app: %w", err))
 		}
-		d.log.Info("app stopped", "took", time.Since(step).String())
+		d.log.Info("app stopped", "took", logdur.Since(step))
 	}
 
 	// 8. flush
@@ -608,7 +613,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		d.log.Error("background workers did not finish in time", "workers", unfinished,
 			"flush_timeout", d.opts.FlushTimeout.String())
 	} else {
-		d.log.Info("workers flushed", "took", time.Since(step).String())
+		d.log.Info("workers flushed", "took", logdur.Since(step))
 	}
 
 	forced := Closed(d.forced)
@@ -630,7 +635,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 			"upstream_failed", sum.UpstreamFailed)
 	}
 	d.log.Info("drain complete", "drained", sum.Drained, "aborted", sum.Aborted, "upstream_failed", sum.UpstreamFailed,
-		"unserved", sum.Unserved, "took", sum.Took.String(), "forced", sum.Forced, "exit_code", sum.ExitCode())
+		"unserved", sum.Unserved, "took", logdur.Format(sum.Took), "forced", sum.Forced, "exit_code", sum.ExitCode())
 
 	// 9. hold (DrainAndHold only): stay until told to stop, then return at once.
 	if d.hold.Load() {
@@ -651,7 +656,7 @@ func (d *Drainer) holdUntilSignal(ctx context.Context, code int) {
 	case <-d.signaled:
 	case <-ctx.Done():
 	}
-	d.log.Info("hold over: exiting", "held", time.Since(step).String(), "exit_code", code)
+	d.log.Info("hold over: exiting", "held", logdur.Since(step), "exit_code", code)
 }
 
 // becomeReady runs the gate and turns readiness on, unless a drain is requested first.

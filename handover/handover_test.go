@@ -1,6 +1,7 @@
 package handover
 
 import (
+	"errors"
 	"net"
 	"slices"
 	"strings"
@@ -135,4 +136,48 @@ func TestUpgradeRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln.Close()
+}
+
+// A held listener accepts nothing until released (connections wait in the kernel's
+// queue), and Close ends a held Accept.
+func TestHold(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	held := Hold(ln, release)
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := held.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- err
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String()) // queued by the kernel
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case err := <-accepted:
+		t.Fatalf("Accept returned before the release: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-accepted; err != nil {
+		t.Fatalf("Accept after the release: %v", err)
+	}
+
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held2 := Hold(ln2, make(chan struct{}))
+	go func() { _, err := held2.Accept(); accepted <- err }()
+	held2.Close()
+	if err := <-accepted; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept of a held listener closed = %v, want net.ErrClosed", err)
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -61,6 +62,18 @@ type Options struct {
 	// MaxResponseHeaderBytes bounds an upstream response head (status line and header
 	// fields, 1xx heads included); a longer one answers 502 (zero: DefaultMaxResponseHeaderBytes).
 	MaxResponseHeaderBytes int64
+
+	// DisableKeepAlives gives every exchange with the upstream a connection of its own,
+	// closed after it (zero value: connections are pooled and reused). A stray response
+	// from the upstream then never reaches another exchange, at the cost of a connect per
+	// request (docs/requests.md has the measured cost).
+	DisableKeepAlives bool
+	// StrayQuarantine is how long an upstream that sent a stray response (stray.go) has
+	// each of its connections closed after one exchange (zero: DefaultStrayQuarantine).
+	StrayQuarantine time.Duration
+	// ProtocolErrors counts the stray responses seen, by case (nil: the proxy counts
+	// them in a value of its own). Share one to keep counting across reloads.
+	ProtocolErrors *ProtocolErrors
 
 	// MaxRequestBodyBytes answers 413 to a request body larger than this (zero: no limit).
 	MaxRequestBodyBytes int64
@@ -126,8 +139,10 @@ type Proxy struct {
 	cur     atomic.Pointer[Backend] // where requests go now; Switch replaces it
 	buffers httputil.BufferPool     // shared by every backend
 	conns   connBuffers             // upstream connection buffers, shared by every backend
-	opts    Options
-	log     hclog.Logger
+	// websockets holds the WebSockets open through the proxy (*wsSession), for GoAway.
+	websockets sync.Map
+	opts       Options
+	log        hclog.Logger
 }
 
 // New builds the proxy. It does not contact the upstream.
@@ -152,10 +167,17 @@ func New(opts Options) (*Proxy, error) {
 	if opts.MaxResponseHeaderBytes <= 0 {
 		opts.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
 	}
+	if opts.StrayQuarantine <= 0 {
+		opts.StrayQuarantine = DefaultStrayQuarantine
+	}
+	if opts.ProtocolErrors == nil {
+		opts.ProtocolErrors = &ProtocolErrors{}
+	}
 	log := opts.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	opts.Logger = log
 
 	p := &Proxy{opts: opts, log: log, buffers: newBufferPool()}
 	b, err := p.newBackend(opts.Upstream)
@@ -172,10 +194,8 @@ const RequestIDHeader = "X-Request-Id"
 // ServeHTTP forwards r to the upstream. r.Header carries the request id from here on: the
 // client's when it is a trusted proxy, a new one otherwise.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// A trusted proxy's id counts unless it named the header in Connection (hop-by-hop).
-	if r.Header.Get(RequestIDHeader) == "" || !p.trusted(r.RemoteAddr) ||
-		namedInConnection(r.Header, RequestIDHeader) {
-		r.Header.Set(RequestIDHeader, newRequestID())
+	if r.Context().Value(requestIDAssigned{}) == nil {
+		p.setRequestID(r)
 	}
 	if status, why := refusedTarget(r); status != 0 {
 		p.refuse(w, r, status, why)
@@ -223,6 +243,9 @@ func (p *Proxy) CloseIdleConnections() { p.cur.Load().closeIdle() }
 // Upstream is the upstream address as shown in logs.
 func (p *Proxy) Upstream() string { return p.cur.Load().target }
 
+// ProtocolErrors is where the proxy counts stray upstream responses (Options.ProtocolErrors).
+func (p *Proxy) ProtocolErrors() *ProtocolErrors { return p.opts.ProtocolErrors }
+
 // DefaultMaxResponseHeaderBytes is Options.MaxResponseHeaderBytes's default, 64 KiB: more
 // than Envoy's 60 KiB and eight times nginx's 8 KiB proxy_buffer_size, so that large
 // cookie and security headers pass, yet a thousand responses in flight hold at most
@@ -244,6 +267,7 @@ func newTransport(opts Options) (*url.URL, *http.Transport, error) {
 		ExpectContinueTimeout: time.Second,
 		// Pass bodies through as the app encoded them; the client negotiated that.
 		DisableCompression: true,
+		DisableKeepAlives:  opts.DisableKeepAlives,
 	}
 	t.MaxResponseHeaderBytes = opts.MaxResponseHeaderBytes // the inline path's bound too
 	target := &url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
@@ -319,6 +343,26 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 			return w
 		}
 		w = u.Unwrap()
+	}
+}
+
+// requestIDAssigned marks a request that WithRequestID gave its id.
+type requestIDAssigned struct{}
+
+// WithRequestID gives r its request id as ServeHTTP would, for a handler in front of the
+// proxy that may answer by itself (the supervisor's 503 while the app is down), so that
+// its access log line has the id too; ServeHTTP keeps it.
+func (p *Proxy) WithRequestID(r *http.Request) *http.Request {
+	p.setRequestID(r)
+	return r.WithContext(context.WithValue(r.Context(), requestIDAssigned{}, true))
+}
+
+// setRequestID keeps a trusted proxy's id, unless it named the header in Connection
+// (hop-by-hop), and gives every other request a new one.
+func (p *Proxy) setRequestID(r *http.Request) {
+	if r.Header.Get(RequestIDHeader) == "" || !p.trusted(r.RemoteAddr) ||
+		namedInConnection(r.Header, RequestIDHeader) {
+		r.Header.Set(RequestIDHeader, newRequestID())
 	}
 }
 

@@ -9,8 +9,10 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,8 +39,37 @@ import (
 	"github.com/drainproxy/drainproxy/tlsfront"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+// version and commit are set at build time (scripts/release, scripts/image) with
+// -ldflags "-X main.version=v1.2.3 -X main.commit=0123abc". A binary built without them
+// (go install ...@v1.2.3, go build) takes what the Go toolchain recorded instead.
+var (
+	version = "dev"
+	commit  = ""
+)
+
+func init() { version, commit = buildVersion(version, commit, debug.ReadBuildInfo) }
+
+// buildVersion fills in, from the build information the Go toolchain records, what
+// -ldflags did not set: the module version (go install ...@v1.2.3) and the VCS revision
+// (go build in a git checkout).
+func buildVersion(version, commit string, read func() (*debug.BuildInfo, bool)) (string, string) {
+	info, ok := read()
+	if !ok {
+		info = &debug.BuildInfo{}
+	}
+	if version == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		version = info.Main.Version
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && commit == "" {
+			commit = s.Value[:min(len(s.Value), 12)]
+		}
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	return version, commit
+}
 
 // Exit codes; the README lists them.
 const (
@@ -48,12 +79,15 @@ const (
 )
 
 // run is the whole program; main only maps it to the process. Canceling ctx starts a
-// drain, as SIGTERM does. stdout carries the access log (by default), stderr the logs.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// drain, as SIGTERM does. getenv is the environment: settings as DRAINPROXY_*, GOGC,
+// GOMEMLIMIT, and what systemd passes (LISTEN_FDS, NOTIFY_SOCKET, WATCHDOG_USEC), which
+// package handover reads and never changes. stdout carries the access log (by default),
+// stderr the logs.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if code, ok := subcommand(ctx, args, stdout, stderr); ok { // probe, install
 		return code
 	}
-	cfg, err := config.Parse(args, stderr)
+	cfg, err := config.ParseEnv(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
@@ -62,7 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if cfg.ShowVersion {
-		fmt.Fprintf(stderr, "drainproxy %s\n", version)
+		fmt.Fprintf(stderr, "drainproxy %s (commit %s)\n", version, commit)
 		return exitOK
 	}
 	log := newLogger(cfg.Log, stderr)
@@ -71,17 +105,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Info("configuration is valid", "source", cfg.Source)
 		return exitOK
 	}
-	setMemoryLimit(log) // before the floor, which stays under the limit
-	defer startGCFloor(cfg.Limits.GCHeapFloorBytes, log)()
+	setMemoryLimit(getenv, log) // before the floor, which stays under the limit
+	defer startGCFloor(cfg.Limits.GCHeapFloorBytes, getenv, log)()
 
 	// Sockets from systemd or from the process this one upgrades, SIGUSR2, sd_notify.
 	upgradeTimeout := 30 * time.Second
 	if len(cfg.Upstream.Command) > 0 {
 		upgradeTimeout += cfg.App.StartTimeout
 	}
-	upg := handover.New(handover.Options{Logger: log, UpgradeTimeout: upgradeTimeout})
+	upg := handover.New(handover.Options{Logger: log, UpgradeTimeout: upgradeTimeout, Getenv: getenv})
 	defer upg.Stop()
 	notify := upg.Notifier()
+	started := cfg // as configured: what a reload compares with (reload.go)
 	if upg.Upgraded() && len(cfg.Upstream.Command) > 0 {
 		// The previous process's app still serves on the configured port: start this
 		// one's instance on a fresh port, as a zero-downtime restart does.
@@ -90,7 +125,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			log.Error("cannot start the app", "error", err.Error())
 			return exitFailure
 		}
-		cfg.Upstream.URL = u
+		moved := *cfg
+		moved.Upstream.URL = u
+		cfg = &moved
 	}
 
 	healthOpts := healthOptions(cfg, cfg.Upstream.URL, log)
@@ -149,6 +186,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer front.Close()
 	gate = front.Gate(gate) // and ready only once every ACME domain has a certificate
 	var adm *admin.Server   // started below, once the listeners are
+	var publics *publicListeners
+	releaseAdmin := make(chan struct{}) // the admin listener accepts once closed (an upgrade's new process: once ready)
 	var d *drain.Drainer
 	d = drain.New(drain.Options{
 		Delay:     cfg.Drain.Delay,
@@ -159,11 +198,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		FlushTimeout:       cfg.Drain.FlushTimeout,
 		Logger:             log.Named("drain"),
 		// Ready only once the upstream has answered; then a process this one upgrades
-		// may drain, and systemd hears READY=1.
+		// may drain, and systemd hears READY=1. A process an upgrade started accepts on
+		// the sockets it shares with that one only from here on (publics.hold): until
+		// its own app answers, every connection goes to the process still serving.
 		Gate: func(ctx context.Context) error {
 			if err := gate(ctx); err != nil {
 				return err
 			}
+			if err := publics.serveHeld(); err != nil {
+				return err
+			}
+			close(releaseAdmin)
 			closeAdmin := func() {}
 			if adm != nil {
 				closeAdmin = adm.Close
@@ -183,7 +228,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stopSignals := d.TrapSignals()
 	defer stopSignals()
 
-	p, err := buildProxy(cfg, cfg.Upstream.URL, log)
+	p, err := buildProxy(cfg, cfg.Upstream.URL, nil, log)
 	if err != nil {
 		log.Error("cannot build the proxy", "error", err.Error())
 		return exitUsage
@@ -203,19 +248,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	var upstream http.Handler = proxies
 	if sup != nil {
-		upstream = proxy.AppGuard(sup, proxies) // 503 + Retry-After while the app is down
+		guard := proxy.AppGuard(sup, proxies) // 503 + Retry-After while the app is down
+		// The guard's own 503s get a request id too (access log, X-Request-Id upstream).
+		upstream = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			guard.ServeHTTP(w, proxies.current().WithRequestID(r))
+		})
 	}
-	publics := &publicListeners{upg: upg, d: d, front: front, h2: h2, handler: upstream, limits: cfg.Limits,
+	publics = &publicListeners{upg: upg, d: d, front: front, h2: h2, handler: upstream, limits: cfg.Limits,
 		drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
+	if upg.Upgraded() {
+		publics.hold()
+	}
 	addrs := make([]string, 0, len(cfg.Listeners))
 	for _, l := range cfg.Listeners {
 		addr, err := publics.open(ctx, l)
 		if err != nil {
+			// A systemd socket that matches no listener is the usual cause of an address
+			// in use under socket activation: say so before failing.
+			upg.CloseUnused()
 			log.Error("cannot listen", "error", err.Error())
 			return exitFailure
 		}
 		addrs = append(addrs, addr)
 	}
+	warnLoopbackInContainer(addrs, getenv, log)
 	if err := front.Start(ctx); err != nil {
 		log.Error("cannot manage certificates", "error", err.Error())
 		return exitFailure
@@ -227,15 +283,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	adminAddr := "off"
 	reloads := newReloadStats()
 	if cfg.Admin.Address != "" {
-		m := newMetrics(d, checker, logs, sup, reloads, log.Named("metrics"))
+		m := newMetrics(d, checker, logs, sup, reloads, proxies.current().ProtocolErrors(), log.Named("metrics"))
 		d.Observe(m)
 		ln, err := upg.Socket(cfg.Admin.Address, "admin", admin.Listen) // or FileDescriptorName=admin
 		if err != nil {
 			log.Error("cannot start the admin listener", "error", err.Error())
 			return exitFailure
 		}
+		var adminLn net.Listener = ln
+		if upg.Upgraded() {
+			adminLn = handover.Hold(ln, releaseAdmin)
+		}
 		adm, err = admin.Start(admin.Options{
-			Address: cfg.Admin.Address, Listener: ln, Token: cfg.Admin.Token, AllowedHosts: cfg.Admin.AllowedHosts,
+			Address: cfg.Admin.Address, Listener: adminLn, Token: cfg.Admin.Token, AllowedHosts: cfg.Admin.AllowedHosts,
 			Drainer: d, Health: checker, Metrics: m.Handler(), Restarter: restarter(sup), App: supervisedApp(sup),
 			Upstream: p.Upstream(), CurrentUpstream: proxies.upstream, ConfigSource: cfg.Source, Version: version,
 			Logger: log.Named("admin"),
@@ -255,7 +315,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	// SIGHUP reloads the configuration (reload.go), SIGUSR2 upgrades (package handover).
 	lv := &live{
-		args: args, stdout: stdout, stderr: stderr, log: log, started: cfg, running: cfg,
+		args: args, getenv: getenv, stdout: stdout, stderr: stderr, log: log, started: started, running: cfg,
 		proxies: proxies, logs: logs, checker: checker, checkOpts: &checkOpts, front: front, sup: sup, adm: adm,
 		d: d, notify: notify, stats: reloads, publics: publics,
 	}
@@ -282,6 +342,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return sup.ExitCode(d.Run(ctx).ExitCode())
+}
+
+// warnLoopbackInContainer says so when every listener is on loopback inside a container,
+// where nothing outside the container's network namespace (docker run -p, a Service) can
+// reach it: connections through a published port are reset, and the admin's /readyz still
+// says ready. Containers are recognised by the files Docker and Podman create and by the
+// variable Kubernetes sets.
+func warnLoopbackInContainer(addrs []string, getenv func(string) string, log hclog.Logger) {
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.IsLoopback() {
+			return
+		}
+	}
+	inContainer := getenv("KUBERNETES_SERVICE_HOST") != ""
+	for _, f := range []string{"/.dockerenv", "/run/.containerenv"} {
+		if _, err := os.Stat(f); err == nil {
+			inContainer = true
+		}
+	}
+	if inContainer && len(addrs) > 0 {
+		log.Warn("listening on loopback only, inside a container: published ports and Services cannot reach it; listen on all interfaces, e.g. -listen :8080 (the image's default)",
+			"listen", strings.Join(addrs, ","))
+	}
 }
 
 // newAccessLog opens the access log the configuration asks for; nil when it is off.
@@ -319,8 +403,9 @@ func trapLogSignals(accessLog *logSwitch) (stop func()) {
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
 // supervised app are nil here, and must stay nil interfaces in metrics.Options.
-func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, log hclog.Logger) *metrics.Metrics {
-	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, ConfigReloads: reloads, Logger: log}
+func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, protocolErrors *proxy.ProtocolErrors, log hclog.Logger) *metrics.Metrics {
+	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, ConfigReloads: reloads, Logger: log,
+		UpstreamProtocolErrors: protocolErrors}
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
@@ -388,11 +473,11 @@ func routeStdlog(log hclog.Logger) (undo func()) {
 // startGCFloor keeps the garbage collector from collecting a small heap dozens of times a
 // second under load (package gcfloor), unless GOGC in the environment says how it should
 // run. It returns what undoes it.
-func startGCFloor(floor int64, log hclog.Logger) (stop func()) {
+func startGCFloor(floor int64, getenv func(string) string, log hclog.Logger) (stop func()) {
 	if floor <= 0 {
 		return func() {}
 	}
-	if v, ok := os.LookupEnv("GOGC"); ok {
+	if v := getenv("GOGC"); v != "" {
 		log.Debug("GOGC is set, so the heap floor is off", "GOGC", v)
 		return func() {}
 	}
