@@ -373,10 +373,10 @@ type Status struct {
 	PID                 int            `json:"pid"`
 
 	// The drain's accounting so far (drain.Summary).
-	CutBeforeHead   int64 `json:"cut_before_head"`
-	CutMidResponse  int64 `json:"cut_mid_response"`
-	UpgradesClosed  int64 `json:"upgrades_closed"`
-	UpstreamFailed  int64 `json:"upstream_failed"`
+	CutBeforeHead  int64 `json:"cut_before_head"`
+	CutMidResponse int64 `json:"cut_mid_response"`
+	UpgradesClosed int64 `json:"upgrades_closed"`
+	UpstreamFailed int64 `json:"upstream_failed"`
 	// Drain is where the drain is; absent before it begins.
 	Drain *drain.DrainClock `json:"drain,omitempty"`
 	// Inflight is what is in flight now, oldest first (absent if the drainer cannot list it).

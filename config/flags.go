@@ -73,8 +73,8 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 		})
 	fs.Func("admin", "serve /healthz, /readyz, /metrics and POST /drain on `ADDR`, or \"off\" (default 127.0.0.1:9901)",
 		stringFlag(parseAdminAddress, override, func(c *Config, v string) { c.Admin.Address = v }))
-	fs.Func("drain-delay", "keep serving for `DUR` after the signal so load balancers deregister us, e.g. 5s (default 0s)",
-		stringFlag(parseDuration, override, func(c *Config, d time.Duration) { c.Drain.Delay = d }))
+	fs.Func("drain-delay", "keep serving for `DUR` after the signal so load balancers deregister us, e.g. 5s, or \"auto\": until new connections stop (default 0s)",
+		stringFlag(parseDelay, override, func(c *Config, d delaySetting) { c.Drain.Delay, c.Drain.DelayAuto = d.fixed, d.auto }))
 	fs.Func("grace", "let in-flight requests finish for up to `DUR` after the listeners close (default 30s)",
 		stringFlag(parseDuration, override, func(c *Config, d time.Duration) { c.Drain.Grace = d }))
 	fs.Func("access-log", "write the access log to `PATH`, \"stdout\", \"stderr\" or \"off\" (default stdout)",

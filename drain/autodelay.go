@@ -53,7 +53,7 @@ func (d *Drainer) quiet() time.Duration {
 
 func (d *Drainer) delayMax() time.Duration {
 	if d.opts.DelayMax <= 0 {
-		return 30 * time.Second
+		return 10 * time.Second
 	}
 	return d.opts.DelayMax
 }

@@ -71,7 +71,7 @@ type Options struct {
 	StopApp func(ctx context.Context) error
 
 	// DelayAuto ends the delay once no new connection has arrived for Quiet (zero: 1s),
-	// never before DelayMin nor after DelayMax (zero: 30s); Delay is then unused
+	// never before DelayMin nor after DelayMax (zero: 10s); Delay is then unused
 	// (autodelay.go).
 	DelayAuto          bool
 	Quiet              time.Duration
@@ -186,8 +186,8 @@ type Drainer struct {
 	aborted  atomic.Int64 // requests still open at the deadline
 	aborting atomic.Bool  // the deadline passed: what finishes now was cut off
 
-	upstreamFailed atomic.Int64 // requests after the drain began that drainproxy answered for the app
-	cuts           cuts         // what the deadline cut, by kind (account.go)
+	upstreamFailed atomic.Int64                 // requests after the drain began that drainproxy answered for the app
+	cuts           cuts                         // what the deadline cut, by kind (account.go)
 	clock          atomic.Pointer[DrainClock]   // progress.go
 	last           atomic.Pointer[lastFinished] // progress.go
 
