@@ -16,7 +16,9 @@
 //	               started, 409 not supervised or already restarting, 503 draining
 //	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source, the
 //	               drain's step and deadline, and what is in flight (oldest first, at most
-//	               100; ?inflight=N for another cap up to 1000, 0 for the counts only)
+//	               100; ?inflight=N for another cap up to 1000, 0 for the counts only);
+//	               ?wait_drained=DUR answers once the drain has finished waiting, or after
+//	               DUR (a watcher that must not miss the outcome of a process about to exit)
 //
 // With a token, every endpoint except the probes (/healthz, /readyz, /drained) needs
 // "Authorization: Bearer TOKEN": probes keep working without a secret, while draining the
@@ -411,6 +413,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		shown = min(n, MaxInflightShown)
+	}
+	if !s.waitDrained(w, r) {
+		return
 	}
 	st := s.opts.Drainer.Stats()
 	notReady := s.notReady()
