@@ -5,8 +5,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // The in-flight registry: every request inside Handler is on one of a few short lists, so
@@ -23,7 +23,6 @@ const registryShards = 16
 const MaxPathLen = 120
 
 type registry struct {
-	next   atomic.Uint64
 	shards [registryShards]registryShard
 }
 
@@ -34,7 +33,8 @@ type registryShard struct {
 }
 
 func (g *registry) add(x *exchange) {
-	x.shard = &g.shards[g.next.Add(1)%registryShards]
+	// The shard follows from the exchange's address: no counter that every core writes.
+	x.shard = &g.shards[(uintptr(unsafe.Pointer(x))>>7)%registryShards]
 	s := x.shard
 	s.mu.Lock()
 	x.nextIn = s.head
@@ -150,7 +150,7 @@ func (g *registry) snapshot(max int, now time.Time) Inflight {
 	in.Entries = make([]InflightEntry, 0, len(all))
 	for _, v := range all {
 		in.Entries = append(in.Entries, InflightEntry{
-			ID: v.id, Protocol: v.x.proto, Method: v.x.Request.Method, Path: v.x.path,
+			ID: v.id, Protocol: v.proto, Method: v.x.Request.Method, Path: v.x.path,
 			Client: v.x.Request.RemoteAddr, Started: v.x.Start.UTC(),
 			Age:     Seconds(now.Sub(v.x.Start).Seconds()),
 			BytesIn: v.in, BytesOut: v.out, WaitsFor: v.waits,
@@ -164,13 +164,14 @@ func (g *registry) snapshot(max int, now time.Time) Inflight {
 type exchangeView struct {
 	x       *exchange
 	id      string
+	proto   string
 	in, out int64
 	waits   string
 }
 
 // view runs under x's shard lock (registry.each).
 func (x *exchange) view() *exchangeView {
-	v := &exchangeView{x: x, id: x.reqID, in: x.body.n.Load(), out: x.out.Load()}
+	v := &exchangeView{x: x, id: x.reqID, proto: x.proto, in: x.body.n.Load(), out: x.out.Load()}
 	switch u := x.tunnel.Load(); {
 	case u != nil:
 		v.waits = WaitTunnel
@@ -186,24 +187,28 @@ func (x *exchange) view() *exchangeView {
 	return v
 }
 
-// protocolOf names r's protocol for the in-flight list.
+// protocolOf names r's protocol for the in-flight list, as far as it is known before the
+// handler runs: an HTTP/1 request that upgrades is renamed at the hijack (upgradeProtocol).
+// It reads a header only for HTTP/2, where gRPC is told apart.
 func protocolOf(r *http.Request) string {
-	if up := r.Header.Get("Upgrade"); up != "" && r.ProtoMajor == 1 {
-		if strings.EqualFold(up, "websocket") {
-			return ProtoWebSocket
-		}
-		return ProtoUpgrade
+	if r.ProtoMajor < 2 {
+		return ProtoHTTP1
 	}
-	if r.ProtoMajor == 2 && r.Method == http.MethodConnect && r.Header.Get(":protocol") != "" {
-		return ProtoWebSocket
+	if r.Method == http.MethodConnect && r.Header.Get(":protocol") != "" {
+		return ProtoWebSocket // RFC 8441's extended CONNECT
 	}
-	if ct := r.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/grpc") {
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 		return ProtoGRPC
 	}
-	if r.ProtoMajor == 2 {
-		return ProtoHTTP2
+	return ProtoHTTP2
+}
+
+// upgradeProtocol names the protocol of an HTTP/1 request whose connection was hijacked.
+func upgradeProtocol(r *http.Request) string {
+	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return ProtoWebSocket
 	}
-	return ProtoHTTP1
+	return ProtoUpgrade
 }
 
 // shownPath is r's path without the query string, capped at MaxPathLen bytes.

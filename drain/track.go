@@ -294,7 +294,8 @@ type exchange struct {
 	shard          *registryShard
 	prevIn, nextIn *exchange // shard.mu
 	reqID          string    // shard.mu
-	proto, path    string    // set before the exchange is registered
+	proto          string    // shard.mu once registered (an upgrade renames it)
+	path           string    // set before the exchange is registered
 	out            atomic.Int64
 	headerSent     atomic.Bool
 	tunnel         atomic.Pointer[upgradedConn]
@@ -347,6 +348,12 @@ func (x *exchange) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	x.Status = http.StatusSwitchingProtocols
 	x.upgraded = x.t.addUpgrade(c)
 	x.tunnel.Store(x.upgraded)
+	if x.shard != nil {
+		proto := upgradeProtocol(x.Request)
+		x.shard.mu.Lock()
+		x.proto = proto
+		x.shard.mu.Unlock()
+	}
 	return x.upgraded, brw, nil
 }
 
