@@ -96,6 +96,8 @@ proxy {
 drain {
   # Keep serving this long after SIGTERM while /readyz says 503; use about "5s" on Kubernetes so the pod leaves the endpoints first. "auto" ends the delay once no new connection has arrived for quiet (safe when new connections come much more often than quiet; with sparse traffic use a fixed delay).
   delay = "0s"
+  # Keep /readyz at 200 this long after SIGTERM (at most delay) while responses already say "Connection: close": for externalTrafficPolicy: Local, where kube-proxy keeps a node's last terminating endpoint only while it is ready (KEP-1669).
+  readiness_fail_delay = "0s"
   # With delay = "auto": the delay ends once no new connection has arrived for this long.
   quiet = "1s"
   # With delay = "auto": never end the delay sooner than this after the signal.

@@ -162,6 +162,12 @@ type Drain struct {
 	// load balancers deregister us before the listeners close. 0 closes at once; about 5s
 	// suits Kubernetes.
 	Delay time.Duration
+	// ReadinessFailDelay keeps /readyz at 200 for this long after the signal (at most
+	// Delay), while responses already carry "Connection: close". 0, the default, fails
+	// readiness at once. For kube-proxy's fallback to terminating-but-serving endpoints
+	// (KEP-1669) under externalTrafficPolicy: Local, where failing at once drops the
+	// traffic a node whose last endpoint this is still receives.
+	ReadinessFailDelay time.Duration
 	// Grace is how long in-flight requests and upgraded connections may take after the
 	// listeners close; what is left then is closed by force.
 	Grace time.Duration

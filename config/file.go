@@ -80,11 +80,13 @@ type proxyBlock struct {
 }
 
 type drainBlock struct {
-	Delay         *string `hcl:"delay,optional"`
-	Grace         *string `hcl:"grace,optional"`
-	IdleClose     *string `hcl:"idle_close,optional"`
-	HandshakeWait *string `hcl:"handshake_wait,optional"`
-	FlushTimeout  *string `hcl:"flush_timeout,optional"`
+	Delay *string `hcl:"delay,optional"`
+	// ReadinessFailDelay is drain.readiness_fail_delay (Drain.ReadinessFailDelay).
+	ReadinessFailDelay *string `hcl:"readiness_fail_delay,optional"`
+	Grace              *string `hcl:"grace,optional"`
+	IdleClose          *string `hcl:"idle_close,optional"`
+	HandshakeWait      *string `hcl:"handshake_wait,optional"`
+	FlushTimeout       *string `hcl:"flush_timeout,optional"`
 	// Issue 25: delay = "auto" and what the drain tells operators.
 	Quiet            *string `hcl:"quiet,optional"`
 	DelayMin         *string `hcl:"delay_min,optional"`
@@ -227,6 +229,10 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "delay", b.Delay, parseDelay, &delay)
 		if b.Delay != nil {
 			d.Delay, d.DelayAuto = delay.fixed, delay.auto
+		}
+		apply(s, "readiness_fail_delay", b.ReadinessFailDelay, parseDuration, &d.ReadinessFailDelay)
+		if d.ReadinessFailDelay > d.Delay && !d.DelayAuto && b.ReadinessFailDelay != nil && b.Delay != nil { // else checkWhole, after the flags
+			s.fail("readiness_fail_delay", -1, readinessFailDelayError(d.ReadinessFailDelay, d.Delay))
 		}
 		apply(s, "quiet", b.Quiet, parsePositiveDuration, &d.Quiet)
 		apply(s, "delay_min", b.DelayMin, parseDuration, &d.DelayMin)

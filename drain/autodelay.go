@@ -6,16 +6,22 @@ import "time"
 // connection has arrived for Quiet, but at least DelayMin and at most DelayMax after the
 // drain began. Load balancers and kube-proxy keep sending new connections until our
 // removal from the endpoints reaches them; once new connections stop, it has. A quiet
-// period counts from the drain request, so a process nobody connects to waits Quiet.
+// period counts from the drain request (or from when readiness fails, with
+// ReadinessFailDelay), so a process nobody connects to waits Quiet.
 //
 // It is only as good as the traffic is dense: with fewer than one new connection per
 // Quiet, a router that still sends to us may look quiet. The caller logs why it ended.
 func (d *Drainer) autoDelay(begun time.Time) {
 	quiet, minDelay, maxDelay := d.quiet(), d.opts.DelayMin, d.delayMax()
+	// Routers learn of us from failing readiness: with ReadinessFailDelay, that is later.
+	quietFrom := begun.UnixNano()
+	if until := d.readyUntil.Load(); until != 0 {
+		quietFrom = until
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		last := time.Unix(0, max(d.t.lastNew.Load(), begun.UnixNano()))
+		last := time.Unix(0, max(d.t.lastNew.Load(), quietFrom))
 		end, why := last.Add(quiet), "no new connection for drain.quiet"
 		if e := begun.Add(minDelay); e.After(end) {
 			end, why = e, "drain.delay_min reached (it was quiet before)"

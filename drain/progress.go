@@ -33,7 +33,7 @@ type DrainClock struct {
 // enterStep publishes the drain's new step. delayed: the delay step runs (the process had
 // been ready), for the deadline estimate.
 func (d *Drainer) enterStep(step string, at time.Time, delayed bool) {
-	c := DrainClock{Step: step, StepStarted: at.UTC(), Forced: isClosed(d.forced)}
+	c := DrainClock{Step: step, StepStarted: at.UTC(), Forced: Closed(d.forced)}
 	if prev := d.clock.Load(); prev != nil {
 		c.Reason, c.Started, c.Deadline = prev.Reason, prev.Started, prev.Deadline
 	} else {

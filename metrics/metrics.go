@@ -42,11 +42,11 @@ type RestartCounter interface {
 	Restarts() uint64
 }
 
-// ReloadCounter is what zero-downtime app restarts (SIGHUP, POST /restart) report.
-type ReloadCounter interface {
-	// Reloads is how many restarts switched to a new instance (ok), and how many ended
-	// with the old instance still serving (failed).
-	Reloads() (ok, failed uint64)
+// RollingRestartCounter is what zero-downtime app restarts (SIGHUP, POST /restart) report.
+type RollingRestartCounter interface {
+	// RollingRestarts is how many restarts switched to a new instance (ok), and how many
+	// ended with the old instance still serving (failed).
+	RollingRestarts() (ok, failed uint64)
 }
 
 // ConfigReloadCounter is what configuration reloads (SIGHUP) report.
@@ -71,9 +71,10 @@ type Options struct {
 	// Child, when set, exports drainproxy_child_restarts_total (nil: not exported, since
 	// no app is supervised).
 	Child RestartCounter
-	// Reloads, when set, exports drainproxy_app_reloads_total{result="ok|failed"} (nil: not
-	// exported, since no app is supervised).
-	Reloads ReloadCounter
+	// RollingRestarts, when set, exports drainproxy_app_rolling_restarts_total{result="ok|failed"}
+	// and, under its old name until the next release, drainproxy_app_reloads_total (nil:
+	// not exported, since no app is supervised).
+	RollingRestarts RollingRestartCounter
 	// ConfigReloads, when set, exports drainproxy_config_reloads_total{result="ok|failed"},
 	// drainproxy_config_last_reload_successful and
 	// drainproxy_config_last_reload_success_timestamp_seconds.
@@ -228,10 +229,13 @@ func New(opts Options) *Metrics {
 			Help:      "Times the supervised app was restarted.",
 		}, func() float64 { return float64(child.Restarts()) }))
 	}
-	if reloads := opts.Reloads; reloads != nil {
-		m.registerResults("app_reloads_total",
+	if rr := opts.RollingRestarts; rr != nil {
+		m.registerResults("app_rolling_restarts_total",
 			"Zero-downtime app restarts (SIGHUP or POST /restart), by result: ok switched to the new instance, failed left the old one serving.",
-			reloads.Reloads)
+			rr.RollingRestarts)
+		m.registerResults("app_reloads_total",
+			"Deprecated, removed in the next release: the old name of drainproxy_app_rolling_restarts_total (it counts app restarts, not configuration reloads).",
+			rr.RollingRestarts)
 	}
 	if cr := opts.ConfigReloads; cr != nil {
 		m.registerResults("config_reloads_total",

@@ -246,23 +246,28 @@ func BenchmarkObserveParallel(b *testing.B) {
 
 type reloadCounts struct{ ok, failed atomic.Uint64 }
 
-func (r *reloadCounts) Reloads() (ok, failed uint64) { return r.ok.Load(), r.failed.Load() }
+func (r *reloadCounts) RollingRestarts() (ok, failed uint64) { return r.ok.Load(), r.failed.Load() }
 
-// drainproxy_app_reloads_total has one series per result, read at scrape time, and is
-// absent without a supervised app.
-func TestScrapeAppReloads(t *testing.T) {
+// drainproxy_app_rolling_restarts_total has one series per result, read at scrape time,
+// and is absent without a supervised app; its old name, drainproxy_app_reloads_total, says
+// the same until it is removed.
+func TestScrapeAppRollingRestarts(t *testing.T) {
 	stats := func() drain.Stats { return drain.Stats{} }
-	if got := value(scrape(t, New(Options{Stats: stats})), "drainproxy_app_reloads_total", "result", "ok"); got != -1 {
-		t.Fatalf("app_reloads_total exported without a supervised app: %v", got)
+	for _, name := range []string{"drainproxy_app_rolling_restarts_total", "drainproxy_app_reloads_total"} {
+		if got := value(scrape(t, New(Options{Stats: stats})), name, "result", "ok"); got != -1 {
+			t.Fatalf("%s exported without a supervised app: %v", name, got)
+		}
 	}
 	r := &reloadCounts{}
-	m := New(Options{Stats: stats, Reloads: r})
+	m := New(Options{Stats: stats, RollingRestarts: r})
 	r.ok.Store(3)
 	r.failed.Store(1)
 	f := scrape(t, m)
-	for result, want := range map[string]float64{"ok": 3, "failed": 1} {
-		if got := value(f, "drainproxy_app_reloads_total", "result", result); got != want {
-			t.Errorf("app_reloads_total{result=%q} = %v, want %v", result, got, want)
+	for _, name := range []string{"drainproxy_app_rolling_restarts_total", "drainproxy_app_reloads_total"} {
+		for result, want := range map[string]float64{"ok": 3, "failed": 1} {
+			if got := value(f, name, "result", result); got != want {
+				t.Errorf("%s{result=%q} = %v, want %v", name, result, got, want)
+			}
 		}
 	}
 }

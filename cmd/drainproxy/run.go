@@ -28,6 +28,7 @@ import (
 	"github.com/drainproxy/drainproxy/health"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
+	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/sigtrap"
 	"github.com/drainproxy/drainproxy/supervise"
 	"github.com/drainproxy/drainproxy/tlsfront"
@@ -146,11 +147,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var adm *admin.Server   // started below, once the listeners are
 	var d *drain.Drainer
 	d = drain.New(drain.Options{
-		Delay:        cfg.Drain.Delay,
-		Grace:        cfg.Drain.Grace,
-		IdleClose:    cfg.Drain.IdleClose,
-		FlushTimeout: cfg.Drain.FlushTimeout,
-		Logger:       log.Named("drain"),
+		Delay:     cfg.Drain.Delay,
+		Grace:     cfg.Drain.Grace,
+		IdleClose: cfg.Drain.IdleClose,
+		// readiness stays 200 this long into the drain (KEP-1669 terminating endpoints)
+		ReadinessFailDelay: cfg.Drain.ReadinessFailDelay,
+		FlushTimeout:       cfg.Drain.FlushTimeout,
+		Logger:             log.Named("drain"),
 		// Issue 25: drain.delay = "auto", progress lines, the termination log.
 		DelayAuto: cfg.Drain.DelayAuto, Quiet: cfg.Drain.Quiet, DelayMin: cfg.Drain.DelayMin, DelayMax: cfg.Drain.DelayMax,
 		ProgressInterval: progressInterval(cfg.Drain.ProgressInterval),
@@ -200,7 +203,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	var upstream http.Handler = proxies
 	if sup != nil {
-		upstream = sup.Guard(proxies) // 503 + Retry-After while the app is down
+		upstream = proxy.AppGuard(sup, proxies) // 503 + Retry-After while the app is down
 	}
 	publics := &publicListeners{upg: upg, d: d, front: front, h2: h2, handler: upstream, limits: cfg.Limits,
 		drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
@@ -321,7 +324,7 @@ func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch,
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
-		opts.Reloads = sup
+		opts.RollingRestarts = sup
 	}
 	return metrics.New(opts)
 }

@@ -19,7 +19,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 )
 
 // NonceHeader is the request header whose value tags every byte sent for that request.
@@ -227,8 +226,6 @@ type Server struct {
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
-	open  atomic.Int64
-	total atomic.Int64
 }
 
 // Start listens on 127.0.0.1 (a free port) and serves the corpus until Close.
@@ -258,10 +255,6 @@ func (s *Server) Done(nonce string) bool {
 	return ok
 }
 
-// Open is how many connections to the server are open now; Accepted how many it took.
-func (s *Server) Open() int64     { return s.open.Load() }
-func (s *Server) Accepted() int64 { return s.total.Load() }
-
 // Close stops the listener, closes every connection and waits for their goroutines.
 func (s *Server) Close() error {
 	err := s.ln.Close()
@@ -280,8 +273,6 @@ func (s *Server) accept() {
 		if err != nil {
 			return
 		}
-		s.total.Add(1)
-		s.open.Add(1)
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
@@ -291,7 +282,6 @@ func (s *Server) accept() {
 				delete(s.conns, c)
 				s.mu.Unlock()
 				c.Close()
-				s.open.Add(-1)
 			}()
 			s.serve(c)
 		})
