@@ -179,7 +179,8 @@ func (x *exchange) view() *exchangeView {
 		v.out += u.out.Load()
 	case x.headerSent.Load():
 		v.waits = WaitResponseBody
-	case x.body.ReadCloser != nil && !x.body.done.Load():
+	case x.body.ReadCloser != nil && x.Request.ContentLength != 0 && !x.body.done.Load():
+		// (an HTTP/2 request without a body has a Body too, with ContentLength 0)
 		v.waits = WaitRequestBody
 	default:
 		v.waits = WaitUpstreamHeaders

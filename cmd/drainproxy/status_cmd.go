@@ -291,8 +291,12 @@ func (w *statusWatcher) finish(st *admin.Status) {
 	code, _ := drainOutcome(st)
 	verdict := "drain complete: nothing was cut"
 	if code != exitOK {
-		verdict = fmt.Sprintf("drain complete: FORCED or ABORTED: %d aborted (%d before the response head, %d mid-response, %d upgraded connections closed)",
-			st.AbortedRequests, st.CutBeforeHead, st.CutMidResponse, st.UpgradesClosed)
+		how := "ABORTED"
+		if st.Drain != nil && st.Drain.Forced {
+			how = "FORCED"
+		}
+		verdict = fmt.Sprintf("drain complete, %s: %d cut (%d before the response head, %d mid-response, %d upgrades closed)",
+			how, st.AbortedRequests, st.CutBeforeHead, st.CutMidResponse, st.UpgradesClosed)
 	}
 	fmt.Fprintln(w.out, verdict)
 }
@@ -350,7 +354,7 @@ func renderScreen(st *admin.Status, now time.Time, width, rows int) string {
 	if d := st.Drain; d != nil {
 		fmt.Fprintf(&b, "drain   step %s for %s (began %s ago: %s)\n", d.Step, since(d.StepStarted, now), since(d.Started, now), d.Reason)
 		total, gone := d.Deadline.Sub(d.Started), now.Sub(d.Started)
-		barWidth := max(width-36, 10)
+		barWidth := max(width-48, 10)
 		fmt.Fprintf(&b, "        %s %s / %s  deadline in %s\n", progressBar(gone, total, barWidth),
 			gone.Round(100*time.Millisecond), total.Round(100*time.Millisecond), until(d.Deadline, now))
 	} else {
@@ -365,11 +369,11 @@ func renderScreen(st *admin.Status, now time.Time, width, rows int) string {
 	}
 	shown := min(rows, len(in.Entries))
 	fmt.Fprintf(&b, "\noldest in flight (%d of %d):\n", shown, in.Total)
-	pathWidth := max(width-78, 12)
+	pathWidth := max(width-86, 12) // the other columns take 85
 	fmt.Fprintf(&b, "  %7s  %-9s %-7s %-*s %-16s %9s %9s  %s\n", "AGE", "PROTO", "METHOD", pathWidth, "PATH", "WAITS FOR", "IN", "OUT", "ID")
 	for _, e := range in.Entries[:shown] {
 		fmt.Fprintf(&b, "  %6.1fs  %-9s %-7s %-*s %-16s %9d %9d  %s\n", float64(e.Age), e.Protocol, e.Method,
-			pathWidth, clip(e.Path, pathWidth), e.WaitsFor, e.BytesIn, e.BytesOut, clip(e.ID, 12))
+			pathWidth, clip(e.Path, pathWidth), e.WaitsFor, e.BytesIn, e.BytesOut, clip(e.ID, 10))
 	}
 	return b.String()
 }

@@ -247,7 +247,7 @@ drain {
 	if code := w.exitCode(t); code != 1 {
 		t.Errorf("status -watch exited %d after a drain that cut a request; want 1:\n%s", code, w.output())
 	}
-	if out := w.output(); !strings.Contains(out, "FORCED or ABORTED: 1 aborted (1 before the response head") {
+	if out := w.output(); !strings.Contains(out, "drain complete, ABORTED: 1 cut (1 before the response head") {
 		t.Errorf("status -watch output:\n%s", out)
 	}
 	if code := p.Wait(20 * time.Second); code != 1 {
