@@ -340,8 +340,21 @@ func renderLine(st *admin.Status, now time.Time) string {
 	return b.String()
 }
 
-// renderScreen is the status as a screen of width columns, with at most rows in-flight rows.
+// renderScreen is the status as a screen of width columns, with at most rows in-flight
+// rows. Lines are cut at width: a line that wrapped would shift every redraw.
 func renderScreen(st *admin.Status, now time.Time, width, rows int) string {
+	var b strings.Builder
+	for line := range strings.Lines(screenLines(st, now, width, rows)) {
+		line = strings.TrimSuffix(line, "\n")
+		if len(line) > width {
+			line = line[:width]
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
+}
+
+func screenLines(st *admin.Status, now time.Time, width, rows int) string {
 	var b strings.Builder
 	in := inflightOf(st)
 	fmt.Fprintf(&b, "drainproxy %s  pid %d  up %s  upstream %s\n", st.Version, st.PID,
