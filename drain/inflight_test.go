@@ -2,6 +2,7 @@ package drain
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -233,4 +234,65 @@ func TestTerminationLog(t *testing.T) {
 	if got := string(b); !strings.HasPrefix(got, "drain complete: drained=0 aborted=0 ") || !strings.HasSuffix(got, "exit_code=0\n") {
 		t.Errorf("termination log %q", got)
 	}
+}
+
+// HTTP/2 streams are named HTTP/2 or gRPC and counted as streams; a GET without a body
+// does not wait for one (an HTTP/2 request always has a Body).
+func TestInflightNamesHTTP2Streams(t *testing.T) {
+	d := New(Options{})
+	inside, release := make(chan string, 8), make(chan struct{})
+	defer close(release)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: d.Handler(stagedHandler(inside, release)), Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	d.AddServer("h2c", srv, ln)
+	go d.Run(context.Background())
+	t.Cleanup(func() { d.Force("test over") })
+	waitUntil(t, d.Ready)
+
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr}
+	for _, req := range []*http.Request{
+		mustRequest(t, "GET", "http://"+ln.Addr().String()+"/headers/get", "", ""),
+		mustRequest(t, "POST", "http://"+ln.Addr().String()+"/headers/grpc", "application/grpc+proto", "x"),
+	} {
+		go func() {
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		<-inside
+	}
+	in := d.Inflight(10)
+	if in.Total != 2 || in.Streams != 2 || in.Requests != 0 {
+		t.Fatalf("inflight %+v: want 2 HTTP/2 streams", in)
+	}
+	got := map[string]string{}
+	for _, e := range in.Entries {
+		got[e.Path] = e.Protocol + " " + e.WaitsFor
+	}
+	if got["/headers/get"] != "HTTP/2 upstream headers" || got["/headers/grpc"] != "gRPC upstream headers" {
+		t.Errorf("entries %v", got)
+	}
+}
+
+func mustRequest(t *testing.T, method, url, contentType, body string) *http.Request {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	return req
 }
