@@ -258,7 +258,7 @@ func TestInflightNamesHTTP2Streams(t *testing.T) {
 	t.Cleanup(tr.CloseIdleConnections)
 	client := &http.Client{Transport: tr}
 	for _, req := range []*http.Request{
-		mustRequest(t, "GET", "http://"+ln.Addr().String()+"/headers/get", "", ""),
+		mustRequest(t, "GET", "http://"+ln.Addr().String()+"/wait/get", "", ""),
 		mustRequest(t, "POST", "http://"+ln.Addr().String()+"/headers/grpc", "application/grpc+proto", "x"),
 	} {
 		go func() {
@@ -276,7 +276,7 @@ func TestInflightNamesHTTP2Streams(t *testing.T) {
 	for _, e := range in.Entries {
 		got[e.Path] = e.Protocol + " " + e.WaitsFor
 	}
-	if got["/headers/get"] != "HTTP/2 upstream headers" || got["/headers/grpc"] != "gRPC upstream headers" {
+	if got["/wait/get"] != "HTTP/2 upstream headers" || got["/headers/grpc"] != "gRPC upstream headers" {
 		t.Errorf("entries %v", got)
 	}
 }
