@@ -418,6 +418,8 @@ type Status struct {
 	CutMidResponse int64 `json:"cut_mid_response"`
 	UpgradesClosed int64 `json:"upgrades_closed"`
 	UpstreamFailed int64 `json:"upstream_failed"`
+	// Unserved: connections the listeners closed without serving (drain.Summary.Unserved).
+	Unserved int64 `json:"unserved_connections"`
 	// Drain is where the drain is; absent before it begins.
 	Drain *drain.DrainClock `json:"drain,omitempty"`
 	// Inflight is what is in flight now, oldest first (absent if the drainer cannot list it).
@@ -477,6 +479,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		CutMidResponse:      st.CutMidResponse,
 		UpgradesClosed:      st.UpgradesClosed,
 		UpstreamFailed:      st.UpstreamFailed,
+		Unserved:            st.Unserved,
 		Drain:               st.Drain,
 	}
 	if l, ok := s.opts.Drainer.(InflightLister); ok {

@@ -7,9 +7,12 @@
 //     Options.ReadinessFailDelay).
 //  3. delay: keep accepting and serving so load balancers notice; every response asks the
 //     client to close its connection.
-//  4. stop accepting: new handshakes are refused, handshakes under way may finish (package
-//     listener), connections already in the kernel's accept queue are accepted and served,
-//     then the listeners close.
+//  4. stop accepting: new connections are kept out (their SYNs get no answer), handshakes
+//     under way may finish (package listener), connections already in the kernel's accept
+//     queue are accepted and served, then the listeners stop for every descriptor of their
+//     sockets: from then on a new connect is refused at once. Connections the kernel had
+//     accepted that could not be served are counted (Summary.Unserved). A socket handed
+//     over (an upgrade's next process, systemd) is only closed here: it keeps listening.
 //  5. wait: for every request and upgraded connection; the wait ends the moment the count
 //     reaches zero. Idle keep-alive connections close after a short idle window (counted
 //     from the drain request, stretched by each connection's round trip).
@@ -112,13 +115,19 @@ type Summary struct {
 	// requests cut mid-response, and upgraded connections (WebSockets) closed. Their sum
 	// is Aborted (give or take a request that finished as the deadline struck).
 	CutBeforeHead, CutMidResponse, UpgradesClosed int64
+	// Unserved counts the connections the kernel had accepted (or whose handshake it had
+	// answered) that the listeners closed without serving: still queued when the grace
+	// period ended, or reset as the socket stopped listening (see UnservedCounter). Their
+	// clients believed they were connected, so they make the drain unclean (ExitCode 1).
+	Unserved int64
 }
 
-// ExitCode is 0 for a clean drain, 1 after a runtime failure or a forced or aborted drain.
-// Requests the app failed during the drain (UpstreamFailed) do not count: they are logged
-// and counted, but the drain itself lost nothing it could have kept.
+// ExitCode is 0 for a clean drain, 1 after a runtime failure, a forced or aborted drain,
+// or a drain that closed accepted connections without serving them (Unserved). Requests
+// the app failed during the drain (UpstreamFailed) do not count: they are logged and
+// counted, but the drain itself lost nothing it could have kept.
 func (s Summary) ExitCode() int {
-	if s.Err != nil || s.Forced || s.Aborted > 0 || len(s.Workers) > 0 {
+	if s.Err != nil || s.Forced || s.Aborted > 0 || s.Unserved > 0 || len(s.Workers) > 0 {
 		return 1
 	}
 	return 0
@@ -128,6 +137,13 @@ func (s Summary) ExitCode() int {
 // ones already in its accept queue (package listener). Other listeners are just closed.
 type StopAccepter interface {
 	StopAccepting(ctx context.Context) (leftInQueue int, err error)
+}
+
+// UnservedCounter is a StopAccepter that counts the connections it closed without serving
+// them, and says how it kept new connections out (package listener: Unserved, StopMethod).
+type UnservedCounter interface {
+	Unserved() int64
+	StopMethod() (method, why string)
 }
 
 // Remover is a listener that can also stop for good, every copy of its socket included
@@ -205,6 +221,7 @@ type Drainer struct {
 	cuts           cuts                         // what the deadline cut, by kind (account.go)
 	clock          atomic.Pointer[DrainClock]   // progress.go
 	last           atomic.Pointer[lastFinished] // progress.go
+	unserved       atomic.Int64                 // connections the listeners closed without serving (Summary.Unserved)
 
 	mu        sync.Mutex // servers, running
 	servers   []*server
@@ -433,6 +450,8 @@ type Stats struct {
 	CutBeforeHead, CutMidResponse, UpgradesClosed int64
 	// Drain is where the drain is (nil before it begins; progress.go).
 	Drain *DrainClock
+	// Unserved is Summary.Unserved; set once the listeners have stopped.
+	Unserved int64
 }
 
 // Stats returns a snapshot of the counters.
@@ -449,6 +468,7 @@ func (d *Drainer) Stats() Stats {
 		CutMidResponse:   d.cuts.midResponse.Load(),
 		UpgradesClosed:   d.cuts.tunnels.Load(),
 		Drain:            d.clock.Load(),
+		Unserved:         d.unserved.Load(),
 		ReadinessHeld:    d.readinessHeld(),
 	}
 }
@@ -650,6 +670,10 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	}
 	sum.UpstreamFailed = d.upstreamFailed.Load()
 	sum.CutBeforeHead, sum.CutMidResponse, sum.UpgradesClosed = d.cuts.beforeHead.Load(), d.cuts.midResponse.Load(), d.cuts.tunnels.Load()
+	if sum.Unserved = d.unserved.Load(); sum.Unserved > 0 {
+		d.log.Warn("the listeners closed connections the kernel had accepted without serving them: their clients saw a reset (see \"stopping the listener\" above)",
+			"unserved", sum.Unserved)
+	}
 	if sum.UpstreamFailed > 0 {
 		d.log.Warn("the app failed requests during the drain: drainproxy answered them 502/503/504 itself; if the app stopped before drainproxy had drained, see the README's sidecar recipes",
 			"upstream_failed", sum.UpstreamFailed)
@@ -735,6 +759,16 @@ func (d *Drainer) stopAccepting(ctx context.Context) int {
 			left.Add(int64(n))
 			if err != nil {
 				d.log.Warn("stopping the listener", "listener", s.name, "address", s.ln.Addr().String(), "error", err.Error())
+			}
+			if u, ok := s.ln.(UnservedCounter); ok {
+				d.unserved.Add(u.Unserved())
+				if method, why := u.StopMethod(); method != "" {
+					kv := []any{"listener", s.name, "address", s.ln.Addr().String(), "method", method}
+					if why != "" {
+						kv = append(kv, "why", why)
+					}
+					d.log.Info("listener stopped", kv...)
+				}
 			}
 		})
 	}

@@ -10,7 +10,7 @@ import (
 func (s Summary) logFields() []any {
 	return []any{"drained", s.Drained, "aborted", s.Aborted,
 		"cut_before_head", s.CutBeforeHead, "cut_mid_response", s.CutMidResponse, "upgrades_closed", s.UpgradesClosed,
-		"upstream_failed", s.UpstreamFailed,
+		"upstream_failed", s.UpstreamFailed, "unserved", s.Unserved,
 		"took", s.Took.String(), "forced", s.Forced, "exit_code", s.ExitCode()}
 }
 

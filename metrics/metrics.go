@@ -347,6 +347,7 @@ type statsCollector struct {
 	inflight, upgraded, conns, phase, drained, aborted *prometheus.Desc
 	drainUpstreamFailed                                *prometheus.Desc
 	cut                                                *prometheus.Desc // by "how"
+	drainUnserved                                      *prometheus.Desc
 }
 
 func newStatsCollector(stats func() drain.Stats) *statsCollector {
@@ -372,11 +373,13 @@ func newStatsCollector(stats func() drain.Stats) *statsCollector {
 		cut: prometheus.NewDesc(Namespace+"_drain_cut_total",
 			"Exchanges the drain's deadline cut, by how: before_head (no response sent), mid_response, tunnel (an upgraded connection such as a WebSocket closed).",
 			[]string{"how"}, nil),
+		drainUnserved: desc("drain_unserved_connections_total",
+			"Connections the kernel had accepted that the drain closed without serving (reset as the listeners stopped)."),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.inflight, c.upgraded, c.conns, c.phase, c.drained, c.aborted, c.drainUpstreamFailed, c.cut} {
+	for _, d := range []*prometheus.Desc{c.inflight, c.upgraded, c.conns, c.phase, c.drained, c.aborted, c.drainUpstreamFailed, c.cut, c.drainUnserved} {
 		ch <- d
 	}
 }
@@ -393,6 +396,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.cut, prometheus.CounterValue, float64(s.CutBeforeHead), drain.CutBeforeHead)
 	ch <- prometheus.MustNewConstMetric(c.cut, prometheus.CounterValue, float64(s.CutMidResponse), drain.CutMidResponse)
 	ch <- prometheus.MustNewConstMetric(c.cut, prometheus.CounterValue, float64(s.UpgradesClosed), drain.CutTunnel)
+	ch <- prometheus.MustNewConstMetric(c.drainUnserved, prometheus.CounterValue, float64(s.Unserved))
 }
 
 // scrapeErrorLog adapts hclog to promhttp's error log.

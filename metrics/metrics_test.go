@@ -168,7 +168,7 @@ func TestScrapeReadsLiveCounters(t *testing.T) {
 		}
 	}
 
-	stats.Store(drain.Stats{Phase: drain.PhaseStopped, Drained: 12, Aborted: 6,
+	stats.Store(drain.Stats{Phase: drain.PhaseStopped, Drained: 12, Aborted: 6, Unserved: 2,
 		CutBeforeHead: 1, CutMidResponse: 2, UpgradesClosed: 3})
 	logs.dropped.Store(5)
 	logs.writeErrors.Store(1)
@@ -177,7 +177,8 @@ func TestScrapeReadsLiveCounters(t *testing.T) {
 	f = scrape(t, m)
 	want = map[string]float64{
 		"drainproxy_drain_phase": 4, "drainproxy_inflight_requests": 0, "drainproxy_drained_requests_total": 12,
-		"drainproxy_aborted_requests_total": 6, "drainproxy_access_log_dropped_total": 5,
+		"drainproxy_aborted_requests_total": 6, "drainproxy_drain_unserved_connections_total": 2,
+		"drainproxy_access_log_dropped_total":      5,
 		"drainproxy_access_log_write_errors_total": 1, "drainproxy_child_restarts_total": 2,
 		"drainproxy_upstream_healthy": 1,
 	}

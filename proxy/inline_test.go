@@ -77,12 +77,14 @@ func inlineFront(t *testing.T, opts Options) (p *Proxy, base string, errs chan s
 	errs = make(chan string, 16)
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &recorder{ResponseWriter: w}
+		defer func() { // deferred: a client that went away ends the handler with a panic
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			if rec.reason != "" {
+				errs <- fmt.Sprintf("%s %d", rec.reason, rec.status)
+			}
+		}()
 		p.ServeHTTP(rec, r)
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
-		if rec.reason != "" {
-			errs <- fmt.Sprintf("%s %d", rec.reason, rec.status)
-		}
 	}))
 	t.Cleanup(s.Close)
 	return p, s.URL, errs

@@ -133,7 +133,7 @@ const (
 	ReasonTimeout        = "timeout"         // dial or response-header timeout: 504
 	ReasonBodyTooLarge   = "body_too_large"  // the request body exceeded the limit: 413
 	ReasonClientCanceled = "client_canceled" // the client went away first: nothing to answer
-	ReasonBadRequest     = "bad_request"     // a request target not to forward (refusedTarget): 400 or 405
+	ReasonBadRequest     = "bad_request"     // a request target not to forward (refusedTarget): 400 or 405; a request body cut short: 400
 	ReasonOther          = "other"           // anything else (TLS, DNS, protocol): 502
 )
 
@@ -231,7 +231,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// What the response's way back needs (passResponse) rides on the request's context:
 	// the ReverseProxy hands ModifyResponse the response, not the writer.
 	rp := &reply{w: w}
-	p.serve(w, r.WithContext(context.WithValue(r.Context(), replyKey{}, rp)))
+	if r.Body != nil && r.Body != http.NoBody {
+		rp.sent.ReadCloser = r.Body
+		r.Body = &rp.sent
+	}
+	ctx := rp.detach(r)
+	defer rp.release()
+	p.serve(w, r.WithContext(ctx))
 }
 
 // CloseIdleConnections closes pooled upstream connections; call it once serving is over.
@@ -398,16 +404,26 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 // answerUpstreamError is answerError for an exchange with the upstream target.
 func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *http.Request, err error) {
 	reason, status := classify(r, err)
+	if reason != ReasonBodyTooLarge && reason != ReasonClientCanceled && requestBodyFailed(r) {
+		// The client's request body ended before its length (a half-close mid-body): the
+		// upstream saw a request cut short, through no fault of its own.
+		reason, status = ReasonBadRequest, http.StatusBadRequest
+	}
 	if rec := recorderOf(w); rec != nil {
 		rec.RecordUpstreamError(reason, status, err)
 	}
 	if reason == ReasonClientCanceled {
-		// Nobody is left to answer; the access log records 499.
+		// Nobody is left to answer; the access log records 499. Returning without a
+		// word would let net/http answer an empty 200 to whoever still reads.
 		p.log.Debug("client went away before the upstream answered",
 			"upstream", target, "method", r.Method, "path", r.URL.Path)
-		return
+		panic(http.ErrAbortHandler)
 	}
-	if reason == ReasonBodyTooLarge {
+	if reason == ReasonBadRequest {
+		w.Header().Set("Connection", "close")
+		p.log.Warn("request body ended before its length", "method", r.Method, "path", r.URL.Path,
+			"client", r.RemoteAddr, "error", err.Error())
+	} else if reason == ReasonBodyTooLarge {
 		p.log.Warn("request body over the limit", "limit_bytes", p.opts.MaxRequestBodyBytes,
 			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
 	} else {
@@ -436,6 +452,8 @@ func errorBody(status int, reason string) string {
 		return "504 Gateway Timeout: the upstream did not answer in time\n"
 	case ReasonBodyTooLarge:
 		return "413 Request Entity Too Large: the request body is over the limit\n"
+	case ReasonBadRequest:
+		return "400 Bad Request: the request body ended before its declared length\n"
 	}
 	return fmt.Sprintf("%d %s\n", status, http.StatusText(status))
 }

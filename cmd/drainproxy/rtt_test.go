@@ -46,6 +46,7 @@ var (
 	rttOnly      = flag.String("rtt-only", "", "TestRTTMatrix: run only the cases whose name contains this")
 	rttLossFlag  = flag.Float64("rtt-loss", 0, "TestRTTMatrix: the lossy link's loss instead of 1% (more loss shows rare losses sooner)")
 	rttCaddyFlag = flag.Bool("rtt-caddy", false, "TestRTTMatrixCaddy: the delay-0 matrix against Caddy")
+	rttNoCaps    = flag.Bool("rtt-nocaps", false, "run drainproxy without capabilities (setpriv), as in our image: the stop goes without the SYN filter")
 )
 
 // rttLoad is one of the client mixes.
@@ -456,7 +457,7 @@ func rttProxy(t *testing.T, rig *netrig.Rig, upstream string, delay time.Duratio
 		args = append([]string{"-config", cfg}, args...)
 	}
 	var p *proc
-	if err := rig.Do(rig.Server, func() error { p = launch(t, args...); return nil }); err != nil {
+	if err := rig.Do(rig.Server, func() error { p = launchWith(t, launchOptions{noCaps: *rttNoCaps}, args...); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	p.WaitLog("ready", 30*time.Second)

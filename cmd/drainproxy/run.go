@@ -26,6 +26,7 @@ import (
 	"github.com/drainproxy/drainproxy/gcfloor"
 	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/health"
+	"github.com/drainproxy/drainproxy/internal/clientconn"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
 	"github.com/drainproxy/drainproxy/proxy"
@@ -362,6 +363,9 @@ func newServer(h http.Handler, lim config.Limits, log hclog.Logger) *http.Server
 		}),
 		// OPTIONS * is the app's to answer; net/http would answer it itself otherwise.
 		DisableGeneralOptionsHandler: true,
+		// The proxy asks the kernel about a request's client when net/http ends its
+		// context: a half-closed client still gets its answer (proxy/halfclose.go).
+		ConnContext: clientconn.ConnContext,
 	}
 }
 

@@ -224,7 +224,7 @@ func drainOutcome(st *admin.Status) (code int, done bool) {
 	if st.Phase != drain.PhaseStopped.String() {
 		return 0, false
 	}
-	if st.AbortedRequests > 0 || (st.Drain != nil && st.Drain.Forced) {
+	if st.AbortedRequests > 0 || st.Unserved > 0 || (st.Drain != nil && st.Drain.Forced) {
 		return exitFailure, true
 	}
 	return exitOK, true
@@ -297,6 +297,9 @@ func (w *statusWatcher) finish(st *admin.Status) {
 		}
 		verdict = fmt.Sprintf("drain complete, %s: %d cut (%d before the response head, %d mid-response, %d upgrades closed)",
 			how, st.AbortedRequests, st.CutBeforeHead, st.CutMidResponse, st.UpgradesClosed)
+		if st.Unserved > 0 {
+			verdict += fmt.Sprintf(", %d connections unserved", st.Unserved)
+		}
 	}
 	fmt.Fprintln(w.out, verdict)
 }
@@ -375,8 +378,12 @@ func screenLines(st *admin.Status, now time.Time, width, rows int) string {
 	}
 	fmt.Fprintf(&b, "now     %d requests, %d HTTP/2 streams, %d upgraded (WebSocket), %d client connections\n",
 		in.Requests, in.Streams, in.Upgraded, st.OpenConnections)
-	fmt.Fprintf(&b, "drain   %d completed, %d aborted (%d before head, %d mid-response, %d upgrades closed), %d upstream failed\n",
+	fmt.Fprintf(&b, "drain   %d completed, %d aborted (%d before head, %d mid-response, %d upgrades closed), %d upstream failed",
 		st.DrainedRequests, st.AbortedRequests, st.CutBeforeHead, st.CutMidResponse, st.UpgradesClosed, st.UpstreamFailed)
+	if st.Unserved > 0 {
+		fmt.Fprintf(&b, ", %d connections unserved", st.Unserved)
+	}
+	b.WriteString("\n")
 	if len(in.Entries) == 0 {
 		return b.String()
 	}

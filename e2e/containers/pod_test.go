@@ -227,17 +227,23 @@ func TestPod(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			slow := slowRequests(addr, 3, 4*time.Second)
+			// New connections from inside the pod's network all through the termination:
+			// served, then refused once drainproxy has stopped accepting (and after it exits).
+			fresh := startNewConns("the pod network", addr)
+			defer fresh.finish()
 			mu.Lock()
 			began = time.Now()
 			mu.Unlock()
 			okBefore := l.ok.Load()
 			tr := p.terminate()
+			fresh.finish()
 			l.wg.Wait() // the workers end by themselves: no new connections after propagation
 			slowFailed := collect(slow, 3)
 			t.Logf("%s: load %s (ok before deletion %d); hooks %v %v; exit codes %v; SIGKILLed %v; slow failed %d/3",
 				tt.name, l, okBefore, tr.hooks, tr.hookErr, tr.codes, tr.killed, len(slowFailed))
 
 			if !tt.lossless {
+				t.Log("new connections: " + fresh.String())
 				if l.failed() == 0 && len(slowFailed) == 0 {
 					t.Errorf("the naive recipe lost nothing: this simulation cannot tell a lossless recipe from a lossy one")
 				}
@@ -246,6 +252,9 @@ func TestPod(t *testing.T) {
 			if l.failed() != 0 {
 				t.Errorf("%d requests failed", l.failed())
 			}
+			fresh.check(t)
+			logs, _ := dockerErr("logs", p.containers[dp.Name])
+			checkDrainLog(t, logs)
 			if len(slowFailed) > 0 {
 				t.Errorf("slow requests failed: %v", slowFailed)
 			}
