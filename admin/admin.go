@@ -15,7 +15,11 @@
 //	               process stays up after it until its own SIGTERM (drainproxy drain)
 //	POST /restart  restart the supervised app without downtime, as SIGHUP does: 202
 //	               started, 409 not supervised or already restarting, 503 draining
-//	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source
+//	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source, the
+//	               drain's step and deadline, and what is in flight (oldest first, at most
+//	               100; ?inflight=N for another cap up to 1000, 0 for the counts only);
+//	               ?wait_drained=DUR answers once the drain has finished waiting, or after
+//	               DUR (a watcher that must not miss the outcome of a process about to exit)
 //
 // With a token, every endpoint except the probes (/healthz, /readyz, /drained) needs
 // "Authorization: Bearer TOKEN": probes keep working without a secret, while draining the
@@ -434,7 +438,30 @@ type Status struct {
 	Config              string         `json:"config"`
 	Version             string         `json:"version"`
 	PID                 int            `json:"pid"`
+
+	// The drain's accounting so far (drain.Summary).
+	CutBeforeHead  int64 `json:"cut_before_head"`
+	CutMidResponse int64 `json:"cut_mid_response"`
+	UpgradesClosed int64 `json:"upgrades_closed"`
+	UpstreamFailed int64 `json:"upstream_failed"`
+	// Unserved: connections the listeners closed without serving (drain.Summary.Unserved).
+	Unserved int64 `json:"unserved_connections"`
+	// Drain is where the drain is; absent before it begins.
+	Drain *drain.DrainClock `json:"drain,omitempty"`
+	// Inflight is what is in flight now, oldest first (absent if the drainer cannot list it).
+	Inflight *drain.Inflight `json:"inflight,omitempty"`
 }
+
+// InflightLister is what /status needs to list what is in flight (drain.Drainer).
+type InflightLister interface {
+	Inflight(max int) drain.Inflight
+}
+
+// Caps on the in-flight list of /status: the default, and the most ?inflight= may ask.
+const (
+	DefaultInflightShown = 100
+	MaxInflightShown     = 1000
+)
 
 // UpstreamStatus is the upstream part of Status.
 type UpstreamStatus struct {
@@ -444,7 +471,19 @@ type UpstreamStatus struct {
 	Reason  string `json:"reason,omitempty"`
 }
 
-func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	shown := DefaultInflightShown
+	if q := r.URL.Query().Get("inflight"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 0 {
+			plain(w, http.StatusBadRequest, "bad request: ?inflight= takes a number of entries, 0 to "+strconv.Itoa(MaxInflightShown))
+			return
+		}
+		shown = min(n, MaxInflightShown)
+	}
+	if !s.waitDrained(w, r) {
+		return
+	}
 	st := s.opts.Drainer.Stats()
 	notReady := s.notReady()
 	doc := Status{
@@ -462,6 +501,16 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 		Config:              s.opts.ConfigSource,
 		Version:             s.opts.Version,
 		PID:                 os.Getpid(),
+		CutBeforeHead:       st.CutBeforeHead,
+		CutMidResponse:      st.CutMidResponse,
+		UpgradesClosed:      st.UpgradesClosed,
+		UpstreamFailed:      st.UpstreamFailed,
+		Unserved:            st.Unserved,
+		Drain:               st.Drain,
+	}
+	if l, ok := s.opts.Drainer.(InflightLister); ok {
+		in := l.Inflight(shown)
+		doc.Inflight = &in
 	}
 	if cur := s.opts.CurrentUpstream; cur != nil {
 		doc.Upstream.URL = cur()

@@ -141,7 +141,7 @@ limits {
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"),
 			netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("::1/128"),
 		}}
-		c.Drain = Drain{Delay: 5 * time.Second, ReadinessFailDelay: 5 * time.Second, Grace: time.Minute, IdleClose: 250 * time.Millisecond, HandshakeWait: time.Second, FlushTimeout: 2 * time.Second}
+		c.Drain.Delay, c.Drain.ReadinessFailDelay, c.Drain.Grace, c.Drain.IdleClose, c.Drain.HandshakeWait, c.Drain.FlushTimeout = 5*time.Second, 5*time.Second, time.Minute, 250*time.Millisecond, time.Second, 2*time.Second
 		c.Admin = Admin{Address: "", Token: "s3cret-token"}
 		c.HealthCheck = HealthCheck{Path: "/healthz", Interval: time.Second, Timeout: 500 * time.Millisecond,
 			HealthyThreshold: 1, UnhealthyThreshold: 5}
@@ -158,6 +158,7 @@ limits {
 	}
 
 	partialPath := writeConfig(t, "upstream {\n  url = \"http://app:3000\"\n}\ndrain {\n  grace = \"10s\"\n}\n")
+	autoPath := writeConfig(t, "upstream {\n  url = \"http://app:3000\"\n}\ndrain {\n  delay = \"auto\"\n  quiet = \"500ms\"\n  delay_min = \"2s\"\n  delay_max = \"8s\"\n  progress_interval = \"0s\"\n  termination_log = \"/tmp/t\"\n}\n")
 
 	tests := []struct {
 		name string
@@ -207,6 +208,25 @@ limits {
 				c.Drain.ReadinessFailDelay = 0
 				c.Drain.Grace = 45 * time.Second
 				c.Log.Level, c.Log.Format, c.Log.AccessLog = "warn", "text", "off"
+			}),
+		},
+		{
+			name: "drain.delay = auto and its bounds",
+			args: []string{"-config", autoPath},
+			want: withDefaults(func(c *Config) {
+				c.Source = autoPath
+				c.Upstream.URL = mustURL(t, "http://app:3000")
+				c.Drain.DelayAuto, c.Drain.Quiet, c.Drain.DelayMin, c.Drain.DelayMax = true, 500*time.Millisecond, 2*time.Second, 8*time.Second
+				c.Drain.ProgressInterval, c.Drain.TerminationLog = 0, "/tmp/t"
+			}),
+		},
+		{
+			name: "-drain-delay auto",
+			args: []string{"-upstream", "http://127.0.0.1:3000", "-drain-delay", "auto"},
+			want: withDefaults(func(c *Config) {
+				c.Source = "flags"
+				c.Upstream.URL = mustURL(t, "http://127.0.0.1:3000")
+				c.Drain.DelayAuto = true
 			}),
 		},
 		{
@@ -277,7 +297,7 @@ func TestFileErrors(t *testing.T) {
 		{
 			name: "unknown attribute",
 			src:  "upstream {\n  url = \"http://a:1\"\n}\ndrain {\n  grase = \"5s\"\n}\n",
-			want: []string{"config.hcl:5:3: drain.grase: unknown setting; did you mean grace; drain takes delay, flush_timeout, grace, handshake_wait, idle_close"},
+			want: []string{"config.hcl:5:3: drain.grase: unknown setting; did you mean grace; drain takes delay, delay_max, delay_min, flush_timeout, grace, handshake_wait, idle_close, progress_interval, quiet, readiness_fail_delay, termination_log"},
 		},
 		{
 			name: "readiness_fail_delay longer than delay",

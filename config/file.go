@@ -88,6 +88,12 @@ type drainBlock struct {
 	IdleClose          *string `hcl:"idle_close,optional"`
 	HandshakeWait      *string `hcl:"handshake_wait,optional"`
 	FlushTimeout       *string `hcl:"flush_timeout,optional"`
+	// Issue 25: delay = "auto" and what the drain tells operators.
+	Quiet            *string `hcl:"quiet,optional"`
+	DelayMin         *string `hcl:"delay_min,optional"`
+	DelayMax         *string `hcl:"delay_max,optional"`
+	ProgressInterval *string `hcl:"progress_interval,optional"`
+	TerminationLog   *string `hcl:"termination_log,optional"`
 }
 
 type adminBlock struct {
@@ -219,11 +225,23 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 	}
 	if b := fc.Drain; b != nil {
 		s, d := sec("drain"), &cfg.Drain
-		apply(s, "delay", b.Delay, parseDuration, &d.Delay)
+		var delay delaySetting
+		apply(s, "delay", b.Delay, parseDelay, &delay)
+		if b.Delay != nil {
+			d.Delay, d.DelayAuto = delay.fixed, delay.auto
+		}
 		apply(s, "readiness_fail_delay", b.ReadinessFailDelay, parseDuration, &d.ReadinessFailDelay)
-		if d.ReadinessFailDelay > d.Delay && b.ReadinessFailDelay != nil && b.Delay != nil { // else checkWhole, after the flags
+		if d.ReadinessFailDelay > d.Delay && !d.DelayAuto && b.ReadinessFailDelay != nil && b.Delay != nil { // else checkWhole, after the flags
 			s.fail("readiness_fail_delay", -1, readinessFailDelayError(d.ReadinessFailDelay, d.Delay))
 		}
+		apply(s, "quiet", b.Quiet, parsePositiveDuration, &d.Quiet)
+		apply(s, "delay_min", b.DelayMin, parseDuration, &d.DelayMin)
+		apply(s, "delay_max", b.DelayMax, parsePositiveDuration, &d.DelayMax)
+		if d.DelayMin > d.DelayMax {
+			s.fail("delay_min", -1, fmt.Errorf("%v is more than delay_max (%v); make delay_min at most delay_max", d.DelayMin, d.DelayMax))
+		}
+		apply(s, "progress_interval", b.ProgressInterval, parseDuration, &d.ProgressInterval)
+		apply(s, "termination_log", b.TerminationLog, func(v string) (string, error) { return v, nil }, &d.TerminationLog)
 		apply(s, "grace", b.Grace, parseDuration, &d.Grace)
 		apply(s, "idle_close", b.IdleClose, parseDuration, &d.IdleClose)
 		apply(s, "handshake_wait", b.HandshakeWait, parseDuration, &d.HandshakeWait)

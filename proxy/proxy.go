@@ -104,6 +104,26 @@ type ErrorRecorder interface {
 	RecordUpstreamError(reason string, status int, err error)
 }
 
+// IDRecorder may be implemented by the http.ResponseWriter handed to ServeHTTP, or by one
+// it wraps (the drain's in-flight list), to learn the request id the proxy settled on.
+type IDRecorder interface {
+	RecordRequestID(id string)
+}
+
+// idRecorderOf finds the IDRecorder among w and the writers it wraps; nil if none is.
+func idRecorderOf(w http.ResponseWriter) IDRecorder {
+	for {
+		if rec, ok := w.(IDRecorder); ok {
+			return rec
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil
+		}
+		w = u.Unwrap()
+	}
+}
+
 // recorderOf finds the ErrorRecorder among w and the writers it wraps; nil if none is.
 func recorderOf(w http.ResponseWriter) ErrorRecorder {
 	for {
@@ -196,6 +216,9 @@ const RequestIDHeader = "X-Request-Id"
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Context().Value(requestIDAssigned{}) == nil {
 		p.setRequestID(r)
+	}
+	if rec := idRecorderOf(w); rec != nil {
+		rec.RecordRequestID(r.Header.Get(RequestIDHeader))
 	}
 	if status, why := refusedTarget(r); status != 0 {
 		p.refuse(w, r, status, why)

@@ -194,6 +194,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ReadinessFailDelay: cfg.Drain.ReadinessFailDelay,
 		FlushTimeout:       cfg.Drain.FlushTimeout,
 		Logger:             log.Named("drain"),
+		// Issue 25: drain.delay = "auto", progress lines, the termination log.
+		DelayAuto: cfg.Drain.DelayAuto, Quiet: cfg.Drain.Quiet, DelayMin: cfg.Drain.DelayMin, DelayMax: cfg.Drain.DelayMax,
+		ProgressInterval: progressInterval(cfg.Drain.ProgressInterval),
+		TerminationLog:   terminationLog(cfg.Drain.TerminationLog),
 		// Ready only once the upstream has answered; then a process this one upgrades
 		// may drain, and systemd hears READY=1. A process an upgrade started accepts on
 		// the sockets it shares with that one only from here on (publics.hold): until
@@ -499,4 +503,26 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// progressInterval is drain.progress_interval for drain.Options, where 0 would mean the
+// default: "0s" in the config turns the progress lines off.
+func progressInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// terminationLog is the file the drain's summary goes to: drain.termination_log, where
+// "auto" is Kubernetes' /dev/termination-log if it exists (kubelet mounts it into every
+// container; elsewhere we write nothing).
+func terminationLog(setting string) string {
+	if setting != config.TerminationLogAuto {
+		return setting
+	}
+	if _, err := os.Stat(config.DefaultTerminationLog); err != nil {
+		return ""
+	}
+	return config.DefaultTerminationLog
 }
