@@ -84,6 +84,10 @@ upstream {
   # A longer response head (status line and headers, 1xx included) answers 502 with one log line: it bounds the memory one
   # bad response can take. More than Envoy's 60 KiB and nginx's 8 KiB buffer; at least 1024.
   max_response_header_bytes = 65536
+  # Reuse connections to the app. An app that sends a response nobody asked for (a second one, a body after a 204 or
+  # on a HEAD) is quarantined for 30s when drainproxy sees it (no reuse; drainproxy_upstream_protocol_errors_total),
+  # but an exchange already in flight can get the stray. false: one connection per exchange, never a wrong answer.
+  keepalive = true
 }
 
 proxy {

@@ -135,6 +135,10 @@ type Upstream struct {
 	// SendTimeout is the longest the upstream may go without taking a byte of a request
 	// (nginx's proxy_send_timeout); 504 then. 0 is none.
 	SendTimeout time.Duration
+	// KeepAlive pools upstream connections and reuses them (true by default). False gives
+	// every exchange a connection of its own: a stray response from a buggy app then
+	// never reaches another client, at the cost of a connect per request.
+	KeepAlive bool
 	// MaxResponseHeaderBytes caps an upstream response head (status line and header
 	// fields, 1xx heads included); a longer one answers 502 and logs one line.
 	MaxResponseHeaderBytes int64
@@ -309,6 +313,7 @@ func Default() *Config {
 			IdleConnTimeout:       90 * time.Second,
 			ReadTimeout:           60 * time.Second,
 			SendTimeout:           60 * time.Second,
+			KeepAlive:             true,
 			// Above Envoy's 60 KiB and 8x nginx's 8 KiB buffer; see proxy.DefaultMaxResponseHeaderBytes.
 			MaxResponseHeaderBytes: 64 << 10,
 		},

@@ -58,6 +58,7 @@ upstream {
   dial_timeout = "1s"
   response_header_timeout = "2m"
   idle_conns = 16
+  keepalive = false
   idle_conn_timeout = "30s"
   read_timeout = "45s"
   send_timeout = "15s"
@@ -131,6 +132,7 @@ limits {
 			IdleConnTimeout:       30 * time.Second,
 			ReadTimeout:           45 * time.Second,
 			SendTimeout:           15 * time.Second,
+			KeepAlive:             false,
 
 			MaxResponseHeaderBytes: 8192,
 		}

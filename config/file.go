@@ -70,6 +70,7 @@ type upstreamBlock struct {
 	IdleConnTimeout       *string   `hcl:"idle_conn_timeout,optional"`
 	ReadTimeout           *string   `hcl:"read_timeout,optional"`
 	SendTimeout           *string   `hcl:"send_timeout,optional"`
+	KeepAlive             *bool     `hcl:"keepalive,optional"`
 
 	MaxResponseHeaderBytes *int64 `hcl:"max_response_header_bytes,optional"`
 }
@@ -202,6 +203,9 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "read_timeout", b.ReadTimeout, parseDuration, &u.ReadTimeout)
 		apply(s, "send_timeout", b.SendTimeout, parseDuration, &u.SendTimeout)
 		apply(s, "max_response_header_bytes", b.MaxResponseHeaderBytes, atLeast[int64](1024), &u.MaxResponseHeaderBytes)
+		if b.KeepAlive != nil {
+			u.KeepAlive = *b.KeepAlive
+		}
 	}
 	if b := fc.Proxy; b != nil {
 		s, p := sec("proxy"), &cfg.Proxy

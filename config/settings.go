@@ -122,6 +122,7 @@ var Settings = []Setting{
 	{Name: "upstream.read_timeout", Field: "Upstream.ReadTimeout", Effect: RebuildsProxy},
 	{Name: "upstream.send_timeout", Field: "Upstream.SendTimeout", Effect: RebuildsProxy},
 	{Name: "upstream.max_response_header_bytes", Field: "Upstream.MaxResponseHeaderBytes", Effect: RebuildsProxy},
+	{Name: "upstream.keepalive", Field: "Upstream.KeepAlive", Effect: RebuildsProxy},
 
 	{Name: "proxy.host_header", Field: "Proxy.HostHeader", Effect: RebuildsProxy},
 	{Name: "proxy.trusted_proxies", Field: "Proxy.TrustedProxies", Effect: RebuildsProxy},

@@ -81,6 +81,10 @@ type Options struct {
 	ConfigReloads ConfigReloadCounter
 	// UpstreamHealthy, when set, exports drainproxy_upstream_healthy (nil: not exported).
 	UpstreamHealthy func() bool
+	// UpstreamProtocolErrors, when set, exports
+	// drainproxy_upstream_protocol_errors_total{case} (stray upstream responses; nil: not
+	// exported).
+	UpstreamProtocolErrors *proxy.ProtocolErrors
 	// Logger receives errors met while serving a scrape (zero: discard).
 	Logger hclog.Logger
 }
@@ -261,6 +265,15 @@ func New(opts Options) *Metrics {
 				return float64(at.UnixNano()) / 1e9
 			}),
 		)
+	}
+	if pe := opts.UpstreamProtocolErrors; pe != nil {
+		for i, c := range proxy.StrayCases {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Namespace: Namespace, Name: "upstream_protocol_errors_total",
+				Help:        "Stray upstream responses seen, by case: idle (bytes on a pooled connection), early (a response before the request was written), unrequested (bytes after a complete response). Each starts or extends a quarantine without connection reuse.",
+				ConstLabels: prometheus.Labels{"case": c},
+			}, func() float64 { return float64(pe.Counts()[i]) }))
+		}
 	}
 	if healthy := opts.UpstreamHealthy; healthy != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -3,6 +3,7 @@ package metrics
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/internal/badupstream"
 	"github.com/drainproxy/drainproxy/proxy"
 )
 
@@ -263,6 +265,39 @@ func TestScrapeAppRollingRestarts(t *testing.T) {
 			if got := value(f, name, "result", result); got != want {
 				t.Errorf("%s{result=%q} = %v, want %v", name, result, got, want)
 			}
+		}
+	}
+}
+
+// TestScrapeUpstreamProtocolErrors: a stray response behind a complete one (the malicious
+// upstream's second-response-same-write) is exported by case, the others at 0.
+func TestScrapeUpstreamProtocolErrors(t *testing.T) {
+	up, err := badupstream.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Coalesce = true
+	t.Cleanup(func() { up.Close() })
+	p, err := proxy.New(proxy.Options{Upstream: &url.URL{Scheme: "http", Host: up.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.CloseIdleConnections)
+	req := httptest.NewRequest("GET", "/second-response-same-write", nil)
+	req.Header.Set(badupstream.NonceHeader, "a1")
+	rec := httptest.NewRecorder()
+	p.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("GET: %d %s", rec.Code, rec.Body)
+	}
+	stats := func() drain.Stats { return drain.Stats{} }
+	if got := value(scrape(t, New(Options{Stats: stats})), "drainproxy_upstream_protocol_errors_total", "case", "idle"); got != -1 {
+		t.Fatalf("exported without a proxy's counts: %v", got)
+	}
+	f := scrape(t, New(Options{Stats: stats, UpstreamProtocolErrors: p.ProtocolErrors()}))
+	for c, want := range map[string]float64{"idle": 0, "early": 0, "unrequested": 1} {
+		if got := value(f, "drainproxy_upstream_protocol_errors_total", "case", c); got != want {
+			t.Errorf("drainproxy_upstream_protocol_errors_total{case=%q} = %v, want %v", c, got, want)
 		}
 	}
 }

@@ -62,6 +62,18 @@ type Options struct {
 	// fields, 1xx heads included); a longer one answers 502 (zero: DefaultMaxResponseHeaderBytes).
 	MaxResponseHeaderBytes int64
 
+	// DisableKeepAlives gives every exchange with the upstream a connection of its own,
+	// closed after it (zero value: connections are pooled and reused). A stray response
+	// from the upstream then never reaches another exchange, at the cost of a connect per
+	// request (docs/requests.md has the measured cost).
+	DisableKeepAlives bool
+	// StrayQuarantine is how long an upstream that sent a stray response (stray.go) has
+	// each of its connections closed after one exchange (zero: DefaultStrayQuarantine).
+	StrayQuarantine time.Duration
+	// ProtocolErrors counts the stray responses seen, by case (nil: the proxy counts
+	// them in a value of its own). Share one to keep counting across reloads.
+	ProtocolErrors *ProtocolErrors
+
 	// MaxRequestBodyBytes answers 413 to a request body larger than this (zero: no limit).
 	MaxRequestBodyBytes int64
 
@@ -152,10 +164,17 @@ func New(opts Options) (*Proxy, error) {
 	if opts.MaxResponseHeaderBytes <= 0 {
 		opts.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
 	}
+	if opts.StrayQuarantine <= 0 {
+		opts.StrayQuarantine = DefaultStrayQuarantine
+	}
+	if opts.ProtocolErrors == nil {
+		opts.ProtocolErrors = &ProtocolErrors{}
+	}
 	log := opts.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	opts.Logger = log
 
 	p := &Proxy{opts: opts, log: log, buffers: newBufferPool()}
 	b, err := p.newBackend(opts.Upstream)
@@ -223,6 +242,9 @@ func (p *Proxy) CloseIdleConnections() { p.cur.Load().closeIdle() }
 // Upstream is the upstream address as shown in logs.
 func (p *Proxy) Upstream() string { return p.cur.Load().target }
 
+// ProtocolErrors is where the proxy counts stray upstream responses (Options.ProtocolErrors).
+func (p *Proxy) ProtocolErrors() *ProtocolErrors { return p.opts.ProtocolErrors }
+
 // DefaultMaxResponseHeaderBytes is Options.MaxResponseHeaderBytes's default, 64 KiB: more
 // than Envoy's 60 KiB and eight times nginx's 8 KiB proxy_buffer_size, so that large
 // cookie and security headers pass, yet a thousand responses in flight hold at most
@@ -244,6 +266,7 @@ func newTransport(opts Options) (*url.URL, *http.Transport, error) {
 		ExpectContinueTimeout: time.Second,
 		// Pass bodies through as the app encoded them; the client negotiated that.
 		DisableCompression: true,
+		DisableKeepAlives:  opts.DisableKeepAlives,
 	}
 	t.MaxResponseHeaderBytes = opts.MaxResponseHeaderBytes // the inline path's bound too
 	target := &url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}

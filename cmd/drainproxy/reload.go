@@ -221,7 +221,8 @@ func (l *live) reload(reason string) {
 		if l.sup != nil {
 			target, _ = url.Parse(l.proxies.current().Upstream()) // the app instance serving now
 		}
-		if newProxy, err = buildProxy(next, target, l.log); err != nil {
+		// The counts of stray responses carry over to the new proxy.
+		if newProxy, err = buildProxy(next, target, l.proxies.current().ProtocolErrors(), l.log); err != nil {
 			log.Error("cannot build the proxy from the new configuration: still serving the running one", "error", err.Error())
 			return
 		}
@@ -358,8 +359,9 @@ func healthOptions(cfg *config.Config, u *url.URL, log hclog.Logger) health.Opti
 	}
 }
 
-// buildProxy builds the proxy as cfg says, sending requests to target.
-func buildProxy(cfg *config.Config, target *url.URL, log hclog.Logger) (*proxy.Proxy, error) {
+// buildProxy builds the proxy as cfg says, sending requests to target and counting stray
+// upstream responses in protocolErrors (nil: a new count).
+func buildProxy(cfg *config.Config, target *url.URL, protocolErrors *proxy.ProtocolErrors, log hclog.Logger) (*proxy.Proxy, error) {
 	return proxy.New(proxy.Options{
 		Upstream:               target,
 		HostHeader:             cfg.Proxy.HostHeader,
@@ -375,6 +377,8 @@ func buildProxy(cfg *config.Config, target *url.URL, log hclog.Logger) (*proxy.P
 		UpstreamSendTimeout:    cfg.Upstream.SendTimeout,
 		UpgradeIdleTimeout:     cfg.Limits.UpgradeIdleTimeout,
 		MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
+		DisableKeepAlives:      !cfg.Upstream.KeepAlive,
+		ProtocolErrors:         protocolErrors,
 		Logger:                 log.Named("proxy"),
 	})
 }

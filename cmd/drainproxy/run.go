@@ -180,7 +180,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stopSignals := d.TrapSignals()
 	defer stopSignals()
 
-	p, err := buildProxy(cfg, cfg.Upstream.URL, log)
+	p, err := buildProxy(cfg, cfg.Upstream.URL, nil, log)
 	if err != nil {
 		log.Error("cannot build the proxy", "error", err.Error())
 		return exitUsage
@@ -224,7 +224,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	adminAddr := "off"
 	reloads := newReloadStats()
 	if cfg.Admin.Address != "" {
-		m := newMetrics(d, checker, logs, sup, reloads, log.Named("metrics"))
+		m := newMetrics(d, checker, logs, sup, reloads, proxies.current().ProtocolErrors(), log.Named("metrics"))
 		d.Observe(m)
 		ln, err := upg.socket(cfg.Admin.Address, "admin", admin.Listen) // or FileDescriptorName=admin
 		if err != nil {
@@ -316,8 +316,9 @@ func trapLogSignals(accessLog *logSwitch) (stop func()) {
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
 // supervised app are nil here, and must stay nil interfaces in metrics.Options.
-func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, log hclog.Logger) *metrics.Metrics {
-	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, ConfigReloads: reloads, Logger: log}
+func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, protocolErrors *proxy.ProtocolErrors, log hclog.Logger) *metrics.Metrics {
+	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, ConfigReloads: reloads, Logger: log,
+		UpstreamProtocolErrors: protocolErrors}
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup

@@ -19,10 +19,16 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 )
 
 // NonceHeader is the request header whose value tags every byte sent for that request.
 const NonceHeader = "X-Nonce"
+
+// LateStray is the path of the poisoning case that is not in Cases: the upstream answers,
+// then after ?delay=<duration> sends a second complete response (tagged with the same
+// nonce) on the connection, and only then reads the next request.
+const LateStray = "late-stray"
 
 // Case is one broken (or, for "ok", correct) way to answer.
 type Case struct {
@@ -304,7 +310,20 @@ func (s *Server) serve(c net.Conn) {
 			io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 			return
 		}
-		cs, found := s.cases[strings.TrimPrefix(req.URL.Path, "/")]
+		name := strings.TrimPrefix(req.URL.Path, "/")
+		if name == LateStray {
+			// Answered, then, after the delay, a second complete response that nobody
+			// asked for: it poisons the next request written on the connection meanwhile.
+			delay, _ := time.ParseDuration(req.URL.Query().Get("delay"))
+			io.WriteString(c, ok(nonce))
+			time.Sleep(delay)
+			if _, err := io.WriteString(c, tagged(200, nonce)); err != nil {
+				return
+			}
+			s.done.Store(nonce, struct{}{})
+			continue
+		}
+		cs, found := s.cases[name]
 		if !found {
 			io.WriteString(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
 			continue
