@@ -84,6 +84,12 @@ upstream {
   # A longer response head (status line and headers, 1xx included) answers 502 with one log line: it bounds the memory one
   # bad response can take. More than Envoy's 60 KiB and nginx's 8 KiB buffer; at least 1024.
   max_response_header_bytes = 65536
+  # Requests in flight to the app, every client and protocol together (Envoy's circuit breaker, same default): one HTTP/2
+  # peer cannot multiply streams into thousands of upstream connections. Past it a request waits up to queue_timeout for a
+  # slot (a connection holding few slots goes first), then gets 503 with Retry-After (gRPC: UNAVAILABLE). At least 1.
+  max_requests = 1024
+  # How long a request past max_requests waits for a slot before its 503.
+  queue_timeout = "1s"
 }
 
 proxy {
@@ -196,6 +202,12 @@ limits {
   # An upgraded connection (WebSocket) on which nothing moved either way for this long is closed (HAProxy's timeout
   # tunnel). Longer than the others: an open but quiet WebSocket is normal. Pings count as traffic. 0 is none.
   upgrade_idle_timeout = "1h"
+  # HTTP/2 streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused. 100
+  # is what most servers announce; each stream may hold an upstream request.
+  h2_max_concurrent_streams = 100
+  # An HTTP/2 stream whose client gives its response no send window for this long is reset (a client that sets
+  # SETTINGS_INITIAL_WINDOW_SIZE=0 would otherwise hold an upstream request for the whole send_timeout). 0 is none.
+  h2_window_timeout = "10s"
   # Under load (16 MB/s of allocation or more) the heap may grow to this many bytes before Go's garbage collector
   # runs, however little is alive: far fewer collections, for memory near this size. Never above half of the memory limit (GOMEMLIMIT, or 90% of the container's). 0 leaves Go's own pacing; GOGC in the environment wins.
   gc_heap_floor_bytes = 33554432

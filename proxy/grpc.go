@@ -87,6 +87,8 @@ func grpcCode(reason string) (code int, message string) {
 		return grpcUnavailable, "drainproxy: the upstream refused the connection"
 	case ReasonReset:
 		return grpcUnavailable, "drainproxy: the upstream closed the connection"
+	case ReasonOverloaded:
+		return grpcUnavailable, "drainproxy: too many requests in flight to the upstream"
 	}
 	return grpcUnavailable, "drainproxy: the upstream request failed"
 }

@@ -76,6 +76,14 @@ type Options struct {
 	ReadTimeout         time.Duration
 	UpstreamSendTimeout time.Duration
 	UpgradeIdleTimeout  time.Duration
+	// WindowTimeout bounds the first write of an HTTP/2 response when shorter than
+	// SendTimeout: a client that gives a stream no send window (SETTINGS_INITIAL_WINDOW_SIZE
+	// 0) has it reset after this, instead of holding an upstream request (zero: off).
+	WindowTimeout time.Duration
+
+	// Overload, when set, caps the requests in flight to the upstream (see Overload); it
+	// may be shared by the proxies a reload builds one after another. Nil: no cap.
+	Overload *Overload
 
 	// Logger receives one line per failed upstream exchange (zero: discard).
 	Logger hclog.Logger
@@ -114,6 +122,7 @@ const (
 	ReasonBodyTooLarge   = "body_too_large"  // the request body exceeded the limit: 413
 	ReasonClientCanceled = "client_canceled" // the client went away first: nothing to answer
 	ReasonBadRequest     = "bad_request"     // a request target not to forward (refusedTarget): 400 or 405
+	ReasonOverloaded     = "overloaded"      // no slot under the cap on requests in flight (Overload) in time: 503
 	ReasonOther          = "other"           // anything else (TLS, DNS, protocol): 502
 )
 
@@ -128,6 +137,9 @@ type Proxy struct {
 	conns   connBuffers             // upstream connection buffers, shared by every backend
 	opts    Options
 	log     hclog.Logger
+
+	overloadLogged atomic.Int64 // UnixNano of the last "overloaded" warning
+	overloadQuiet  atomic.Int64 // rejections since, not logged
 }
 
 // New builds the proxy. It does not contact the upstream.
@@ -384,7 +396,10 @@ func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *htt
 			"upstream", target, "method", r.Method, "path", r.URL.Path)
 		return
 	}
-	if reason == ReasonBodyTooLarge {
+	if reason == ReasonOverloaded {
+		p.logOverloaded(r)
+		w.Header().Set("Retry-After", "1")
+	} else if reason == ReasonBodyTooLarge {
 		p.log.Warn("request body over the limit", "limit_bytes", p.opts.MaxRequestBodyBytes,
 			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
 	} else {
@@ -413,6 +428,8 @@ func errorBody(status int, reason string) string {
 		return "504 Gateway Timeout: the upstream did not answer in time\n"
 	case ReasonBodyTooLarge:
 		return "413 Request Entity Too Large: the request body is over the limit\n"
+	case ReasonOverloaded:
+		return "503 Service Unavailable: too many requests in flight to the upstream; retry\n"
 	}
 	return fmt.Sprintf("%d %s\n", status, http.StatusText(status))
 }
@@ -424,6 +441,8 @@ func classify(r *http.Request, err error) (reason string, status int) {
 	switch {
 	case errors.As(err, &tooLarge):
 		return ReasonBodyTooLarge, http.StatusRequestEntityTooLarge
+	case errors.Is(err, errOverloaded):
+		return ReasonOverloaded, http.StatusServiceUnavailable
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
 		return ReasonClientCanceled, StatusClientClosedRequest
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, os.ErrNotExist):

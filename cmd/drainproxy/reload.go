@@ -56,6 +56,8 @@ func settings(supervised bool) []setting {
 		{"upstream.read_timeout", true, func(c *config.Config) any { return c.Upstream.ReadTimeout }},
 		{"upstream.send_timeout", true, func(c *config.Config) any { return c.Upstream.SendTimeout }},
 		{"upstream.max_response_header_bytes", true, func(c *config.Config) any { return c.Upstream.MaxResponseHeaderBytes }},
+		{"upstream.max_requests", true, func(c *config.Config) any { return c.Upstream.MaxRequests }},
+		{"upstream.queue_timeout", true, func(c *config.Config) any { return c.Upstream.QueueTimeout }},
 		{"proxy.host_header", true, func(c *config.Config) any { return c.Proxy.HostHeader }},
 		{"proxy.trusted_proxies", true, func(c *config.Config) any { return c.Proxy.TrustedProxies }},
 		{"limits.max_request_body_bytes", true, func(c *config.Config) any { return c.Limits.MaxRequestBodyBytes }},
@@ -165,9 +167,10 @@ type live struct {
 	log            hclog.Logger // the root logger
 	started        *config.Config
 
-	proxies *proxySwitch
-	logs    *logSwitch
-	checker *health.Checker
+	proxies  *proxySwitch
+	overload *proxy.Overload // the cap on requests in flight, kept across reloads
+	logs     *logSwitch
+	checker  *health.Checker
 	// checkOpts are the health check settings a restarted app instance is checked with.
 	checkOpts *atomic.Pointer[health.Options]
 	front     *tlsfront.Front
@@ -254,7 +257,7 @@ func (l *live) reload(reason string) {
 		if l.sup != nil {
 			target, _ = url.Parse(l.proxies.current().Upstream()) // the app instance serving now
 		}
-		if newProxy, err = buildProxy(next, target, l.log); err != nil {
+		if newProxy, err = buildProxy(next, target, l.overload, l.log); err != nil {
 			log.Error("cannot build the proxy from the new configuration: still serving the running one", "error", err.Error())
 			return
 		}
@@ -399,7 +402,9 @@ func healthOptions(cfg *config.Config, u *url.URL, log hclog.Logger) health.Opti
 }
 
 // buildProxy builds the proxy as cfg says, sending requests to target.
-func buildProxy(cfg *config.Config, target *url.URL, log hclog.Logger) (*proxy.Proxy, error) {
+// overload is the cap on requests in flight, shared by the proxies one after another.
+func buildProxy(cfg *config.Config, target *url.URL, overload *proxy.Overload, log hclog.Logger) (*proxy.Proxy, error) {
+	overload.Set(cfg.Upstream.MaxRequests, cfg.Upstream.QueueTimeout)
 	return proxy.New(proxy.Options{
 		Upstream:               target,
 		HostHeader:             cfg.Proxy.HostHeader,
@@ -414,6 +419,8 @@ func buildProxy(cfg *config.Config, target *url.URL, log hclog.Logger) (*proxy.P
 		ReadTimeout:            cfg.Upstream.ReadTimeout,
 		UpstreamSendTimeout:    cfg.Upstream.SendTimeout,
 		UpgradeIdleTimeout:     cfg.Limits.UpgradeIdleTimeout,
+		WindowTimeout:          cfg.Limits.H2WindowTimeout,
+		Overload:               overload,
 		MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
 		Logger:                 log.Named("proxy"),
 	})

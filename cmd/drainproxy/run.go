@@ -28,6 +28,7 @@ import (
 	"github.com/drainproxy/drainproxy/health"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
+	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/sigtrap"
 	"github.com/drainproxy/drainproxy/supervise"
 	"github.com/drainproxy/drainproxy/tlsfront"
@@ -133,7 +134,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// HTTPS listeners: certificates from files or ACME, HTTP/2, redirects (package tlsfront).
 	// HTTP/2 on every listener (h2 by ALPN, h2c on plain ones): GOAWAY at drain start.
-	h2 := h2serve.New(h2serve.Options{Logger: log.Named("http2")})
+	h2 := h2serve.New(h2serve.Options{
+		MaxConcurrentStreams: uint32(cfg.Limits.H2MaxConcurrentStreams), Logger: log.Named("http2"),
+	})
 	front, err := tlsfront.New(tlsfront.Options{
 		Listeners: cfg.Listeners, HTTP2: h2, Logger: log.Named("tls"),
 	})
@@ -176,7 +179,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stopSignals := d.TrapSignals()
 	defer stopSignals()
 
-	p, err := buildProxy(cfg, cfg.Upstream.URL, log)
+	overload := proxy.NewOverload(cfg.Upstream.MaxRequests, cfg.Upstream.QueueTimeout)
+	p, err := buildProxy(cfg, cfg.Upstream.URL, overload, log)
 	if err != nil {
 		log.Error("cannot build the proxy", "error", err.Error())
 		return exitUsage
@@ -220,7 +224,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	adminAddr := "off"
 	reloads := newReloadStats()
 	if cfg.Admin.Address != "" {
-		m := newMetrics(d, checker, logs, sup, reloads, log.Named("metrics"))
+		m := newMetrics(d, checker, logs, sup, reloads, overload, log.Named("metrics"))
 		d.Observe(m)
 		ln, err := upg.socket(cfg.Admin.Address, "admin", admin.Listen) // or FileDescriptorName=admin
 		if err != nil {
@@ -250,7 +254,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	lv := &live{
 		args: args, stdout: stdout, stderr: stderr, log: log, started: cfg, running: cfg,
 		proxies: proxies, logs: logs, checker: checker, checkOpts: &checkOpts, front: front, sup: sup, adm: adm,
-		d: d, notify: notify, stats: reloads, publics: publics,
+		d: d, notify: notify, stats: reloads, publics: publics, overload: overload,
 	}
 	stopReload := lv.trapReload()
 	defer stopReload()
@@ -312,8 +316,9 @@ func trapLogSignals(accessLog *logSwitch) (stop func()) {
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
 // supervised app are nil here, and must stay nil interfaces in metrics.Options.
-func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, log hclog.Logger) *metrics.Metrics {
+func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, overload *proxy.Overload, log hclog.Logger) *metrics.Metrics {
 	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, ConfigReloads: reloads, Logger: log}
+	opts.UpstreamRequests = overload.Inflight
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
