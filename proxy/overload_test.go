@@ -147,4 +147,3 @@ func TestOverloadAnswers503(t *testing.T) {
 		t.Errorf("the upstream saw %d requests, want 1 (the refused ones must not reach it)", hits)
 	}
 }
-
