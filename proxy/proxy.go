@@ -122,6 +122,8 @@ const (
 	ReasonBodyTooLarge   = "body_too_large"  // the request body exceeded the limit: 413
 	ReasonClientCanceled = "client_canceled" // the client went away first: nothing to answer
 	ReasonBadRequest     = "bad_request"     // a request target not to forward (refusedTarget): 400 or 405
+	ReasonClientBody     = "client_body"     // the client's request body broke off or is malformed: 400
+	ReasonClientDeadline = "client_deadline" // the deadline the client set (grpc-timeout) passed: 504, gRPC DEADLINE_EXCEEDED
 	ReasonOverloaded     = "overloaded"      // no slot under the cap on requests in flight (Overload) in time: 503
 	ReasonOther          = "other"           // anything else (TLS, DNS, protocol): 502
 )
@@ -220,6 +222,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// What the response's way back needs (passResponse) rides on the request's context:
 	// the ReverseProxy hands ModifyResponse the response, not the writer.
 	rp := &reply{w: w}
+	if r.Body != nil && r.Body != http.NoBody {
+		// Its errors are the client's, whatever the round trip makes of them.
+		rp.reqBody.ReadCloser = r.Body
+		r.Body = &rp.reqBody
+	}
 	p.serve(w, r.WithContext(context.WithValue(r.Context(), replyKey{}, rp)))
 }
 
@@ -387,6 +394,12 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 // answerUpstreamError is answerError for an exchange with the upstream target.
 func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *http.Request, err error) {
 	reason, status := classify(r, err)
+	if bodyErr := clientBodyFailure(r); bodyErr != nil && reason != ReasonBodyTooLarge {
+		reason, status, err = ReasonClientBody, http.StatusBadRequest, bodyErr
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close") // where its body ends is unknown
+		}
+	}
 	if rec := recorderOf(w); rec != nil {
 		rec.RecordUpstreamError(reason, status, err)
 	}
@@ -396,7 +409,11 @@ func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *htt
 			"upstream", target, "method", r.Method, "path", r.URL.Path)
 		return
 	}
-	if reason == ReasonOverloaded {
+	if reason == ReasonClientBody || reason == ReasonClientDeadline {
+		// The client's doing: at warning level and naming it, not the upstream.
+		p.log.Warn(clientFaultMessage[reason], "error", err.Error(),
+			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
+	} else if reason == ReasonOverloaded {
 		p.logOverloaded(r)
 		w.Header().Set("Retry-After", "1")
 	} else if reason == ReasonBodyTooLarge {
@@ -418,8 +435,17 @@ func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *htt
 	io.WriteString(w, errorBody(status, reason))
 }
 
+var clientFaultMessage = map[string]string{
+	ReasonClientBody:     "client sent a broken request body; answered 400",
+	ReasonClientDeadline: "the deadline the client set passed before the upstream answered",
+}
+
 func errorBody(status int, reason string) string {
 	switch reason {
+	case ReasonClientBody:
+		return "400 Bad Request: the request body broke off or is malformed\n"
+	case ReasonClientDeadline:
+		return "504 Gateway Timeout: the deadline the request set passed\n"
 	case ReasonRefused:
 		return "502 Bad Gateway: the upstream refused the connection\n"
 	case ReasonReset:
@@ -443,6 +469,8 @@ func classify(r *http.Request, err error) (reason string, status int) {
 		return ReasonBodyTooLarge, http.StatusRequestEntityTooLarge
 	case errors.Is(err, errOverloaded):
 		return ReasonOverloaded, http.StatusServiceUnavailable
+	case errors.Is(context.Cause(r.Context()), errClientDeadline) && !errors.Is(err, syscall.ECONNREFUSED):
+		return ReasonClientDeadline, http.StatusGatewayTimeout
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
 		return ReasonClientCanceled, StatusClientClosedRequest
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, os.ErrNotExist):

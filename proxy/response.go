@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net/http"
+	"sync/atomic"
 )
 
 // reply is what the way back of one proxied request needs: the writer to the client, and
@@ -11,8 +13,38 @@ import (
 // response, not the writer. Per request, that costs this (the body's wrapper included), a
 // context value and the request's shallow copy: three allocations, some 470 bytes.
 type reply struct {
-	w    http.ResponseWriter
-	body watchedBody
+	w       http.ResponseWriter
+	body    watchedBody
+	reqBody requestBody // the client's request body, when it has one
+}
+
+// requestBody remembers the first error reading the client's request body, so that a
+// failed round trip is blamed on the client (400) rather than the upstream: the Transport
+// reports a body that broke off as an EOF or a reset of its own.
+type requestBody struct {
+	io.ReadCloser
+	failed atomic.Pointer[error]
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && !errors.Is(err, http.ErrBodyReadAfterClose) && b.failed.Load() == nil {
+		// A read after the round trip closed the body is ours, not the client's.
+		b.failed.Store(&err)
+	}
+	return n, err
+}
+
+// clientBodyFailure is the error reading r's body from the client, if one failed.
+func clientBodyFailure(r *http.Request) error {
+	rp, _ := r.Context().Value(replyKey{}).(*reply)
+	if rp == nil {
+		return nil
+	}
+	if e := rp.reqBody.failed.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 type replyKey struct{}
