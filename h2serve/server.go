@@ -35,6 +35,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/net/http2"
+
+	"github.com/drainproxy/drainproxy/listener"
 )
 
 // nextProtoUnencryptedHTTP2 is the TLSNextProto key under which net/http (Go 1.24 and
@@ -123,6 +125,8 @@ func tlsConnOf(tc *tls.Conn) net.Conn { return tc }
 // serve runs one HTTP/2 connection until it ends.
 func (s *Server) serve(hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handler, sawPreface bool) {
 	c := newConn(nc, s, sawPreface)
+	// max_connections counts it idle while no stream is open, and may reclaim it then.
+	c.onIdle = listener.AttachMultiplexed(nc, c)
 	var served net.Conn = c
 	if tc != nil {
 		served = tlsConn{conn: c, tc: tc}
