@@ -268,7 +268,8 @@ type Limits struct {
 	// MaxConnections caps concurrent client connections per listener; 0 is unlimited.
 	// When full, the keep-alive connection idle longest makes room for a new client.
 	MaxConnections int
-	// MaxHeaderBytes caps a request's header size (http.Server.MaxHeaderBytes).
+	// MaxHeaderBytes caps a request's header list (http.Server.MaxHeaderBytes): an HTTP/1
+	// head's bytes, HTTP/2's decoded list (which bounds HPACK amplification); 431 above.
 	MaxHeaderBytes int
 	// MaxRequestBodyBytes caps a request body; above it the answer is 413. 0 is unlimited.
 	MaxRequestBodyBytes int64
@@ -351,7 +352,7 @@ func Default() *Config {
 		},
 		Limits: Limits{
 			MaxConnections:         10000,
-			MaxHeaderBytes:         1 << 20,
+			MaxHeaderBytes:         64 << 10, // the decoded header list, HTTP/1 and HTTP/2 (HPACK amplification); Envoy 60 KiB
 			MaxRequestBodyBytes:    0,
 			ReadHeaderTimeout:      10 * time.Second,
 			ReadTimeout:            0,
