@@ -42,6 +42,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/net/netutil"
+
+	"github.com/drainproxy/drainproxy/listener"
 
 	"github.com/drainproxy/drainproxy/drain"
 )
@@ -121,7 +124,15 @@ type Server struct {
 	// offLoopback: the listener is reachable from elsewhere, so without a token the
 	// authorized endpoints need a loopback client.
 	offLoopback bool
+
+	drainedWaits atomic.Int64 // GET /drained calls waiting now (drained.go)
 }
+
+// maxAdminConns caps the admin listener's connections, so that nobody can take the
+// process's descriptors through it (the probes and /drained need no token): past it new
+// ones wait in the kernel's queue. Kubelet, a Prometheus scraper and an operator need a
+// handful.
+const maxAdminConns = 128
 
 // Start listens on opts.Address and serves the admin endpoints until Stop.
 func Start(opts Options) (*Server, error) {
@@ -141,6 +152,7 @@ func Start(opts Options) (*Server, error) {
 			return nil, listenError(opts.Address, err)
 		}
 	}
+	ln = netutil.LimitListener(listener.WarnOutOfDescriptors(ln, opts.Logger), maxAdminConns)
 	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{}),
 		allowed: make(map[string]bool), crossOrigin: http.NewCrossOriginProtection()}
 	for _, h := range opts.AllowedHosts {

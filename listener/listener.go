@@ -28,6 +28,7 @@ type Listener struct {
 	addr  string           // the bound address, for messages
 
 	handshakeWaitNs atomic.Int64 // SetHandshakeWait; zero: DefaultHandshakeWait
+	fds             fdWarner     // SetLogger
 
 	mu       sync.Mutex
 	stopping bool // StopAccepting has begun; Close and later StopAccepting calls do nothing
@@ -71,7 +72,13 @@ func Listen(ctx context.Context, addr string, maxConns int) (*Listener, error) {
 
 // Accept waits for and returns the next connection. After StopAccepting or
 // Close has closed the listener it returns an error wrapping net.ErrClosed.
-func (l *Listener) Accept() (net.Conn, error) { return l.inner.Accept() }
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.inner.Accept()
+	if err != nil {
+		l.fds.note(l.inner.Addr(), err)
+	}
+	return c, err
+}
 
 // Addr returns the bound address (with the real port when addr asked for :0).
 func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
