@@ -191,6 +191,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		namedInConnection(r.Header, RequestIDHeader) {
 		r.Header.Set(RequestIDHeader, newRequestID())
 	}
+	dropH2CUpgrade(r.Header)
 	if status, why := refusedTarget(r); status != 0 {
 		p.refuse(w, r, status, why)
 		return
@@ -483,4 +484,24 @@ func classify(r *http.Request, err error) (reason string, status int) {
 		return ReasonReset, http.StatusBadGateway
 	}
 	return ReasonOther, http.StatusBadGateway
+}
+
+// dropH2CUpgrade removes the HTTP/1.1 upgrade to h2c (RFC 7540, 3.2; dropped by RFC 9113)
+// from a request: forwarded, an app that accepts it would turn the connection into an
+// HTTP/2 tunnel past header cleaning, the access log and the metrics, as nginx and Envoy
+// also refuse to pass. HTTP2-Settings belongs to that upgrade alone.
+func dropH2CUpgrade(h http.Header) {
+	if _, ok := h["Http2-Settings"]; ok {
+		delete(h, "Http2-Settings")
+	}
+	if up, ok := h["Upgrade"]; ok {
+		for _, v := range up {
+			for token := range strings.SplitSeq(v, ",") {
+				if strings.EqualFold(strings.TrimSpace(token), "h2c") {
+					delete(h, "Upgrade")
+					return
+				}
+			}
+		}
+	}
 }
