@@ -126,6 +126,7 @@ type Server struct {
 	offLoopback bool
 
 	drainedWaits atomic.Int64 // GET /drained calls waiting now (drained.go)
+	failures     tokenFailures
 }
 
 // maxAdminConns caps the admin listener's connections, so that nobody can take the
@@ -266,6 +267,7 @@ func (s *Server) authorized(next http.Handler) http.Handler {
 		got, err := bearerToken(r.Header.Get("Authorization"))
 		sum := sha256.Sum256([]byte(got))
 		if err != nil || subtle.ConstantTimeCompare(sum[:], token.sum[:]) != 1 {
+			s.tokenFailed(r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="drainproxy admin"`)
 			plain(w, http.StatusUnauthorized, "unauthorized: send Authorization: Bearer <admin token>")
 			return

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -75,5 +76,40 @@ func TestDrainedCannotHoldTheAdminPlane(t *testing.T) {
 	n, _ := extra.Read(buf)
 	if !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
 		t.Errorf("once a connection closed, the waiting one got %q, want a 200", buf[:n])
+	}
+}
+
+// Issue 23, item 7: admin token failures are logged (one line per interval, naming the
+// client) and slowed down: concurrent guesses go one at a time, tokenFailureDelay apart.
+func TestTokenFailuresLoggedAndSlowed(t *testing.T) {
+	f := newFixture(t, "secret-token")
+	const guesses = 10
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range guesses {
+		wg.Go(func() {
+			req, _ := http.NewRequest("GET", "http://"+f.srv.Addr()+"/status", nil)
+			req.Header.Set("Authorization", fmt.Sprintf("Bearer guess-%d", i))
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusUnauthorized {
+				t.Errorf("a wrong token: %d, want 401", res.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	if took := time.Since(start); took < guesses*tokenFailureDelay*8/10 {
+		t.Errorf("%d concurrent wrong guesses answered in %s, want at least about %s (one at a time)", guesses, took, guesses*tokenFailureDelay)
+	}
+	logs := f.logs.String()
+	if n := strings.Count(logs, "without the right token"); n != 1 {
+		t.Errorf("%d log lines for %d failures, want 1 (rate-limited):\n%s", n, guesses, logs)
+	}
+	if !strings.Contains(logs, "client=127.0.0.1:") {
+		t.Errorf("the line does not name the client:\n%s", logs)
 	}
 }
