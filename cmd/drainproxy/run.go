@@ -397,12 +397,16 @@ func startGCFloor(floor int64, log hclog.Logger) (stop func()) {
 // newLogger builds the root logger: text for a terminal, JSON for machines.
 func newLogger(c config.Log, w io.Writer) hclog.Logger {
 	jsonFormat := c.Format == "json" || (c.Format == "auto" && !isTerminal(w))
-	return hclog.New(&hclog.LoggerOptions{
+	log := hclog.New(&hclog.LoggerOptions{
 		Name:       "drainproxy",
 		Level:      hclog.LevelFromString(c.Level),
 		Output:     w,
 		JSONFormat: jsonFormat,
 	})
+	if !jsonFormat {
+		return escapingLogger{log}
+	}
+	return log
 }
 
 func isTerminal(w io.Writer) bool {
