@@ -140,6 +140,8 @@ type Proxy struct {
 	opts    Options
 	log     hclog.Logger
 
+	basePath bool // the upstream URL has a path that prefixes every request's
+
 	overloadLogged atomic.Int64 // UnixNano of the last "overloaded" warning
 	overloadQuiet  atomic.Int64 // rejections since, not logged
 }
@@ -172,6 +174,11 @@ func New(opts Options) (*Proxy, error) {
 	}
 
 	p := &Proxy{opts: opts, log: log, buffers: newBufferPool()}
+	switch opts.Upstream.Scheme {
+	case "unix", SchemeUnixH2C: // the path is the socket's
+	default:
+		p.basePath = strings.Trim(opts.Upstream.Path, "/") != ""
+	}
 	b, err := p.newBackend(opts.Upstream)
 	if err != nil {
 		return nil, err
@@ -194,6 +201,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	dropH2CUpgrade(r.Header)
 	if status, why := refusedTarget(r); status != 0 {
 		p.refuse(w, r, status, why)
+		return
+	}
+	if p.basePath && climbsAboveRoot(r.URL.Path) {
+		p.refuse(w, r, http.StatusBadRequest, "the request path climbs above / with .. segments, out of the upstream's base path")
 		return
 	}
 	if IsGRPC(r) {
@@ -504,4 +515,28 @@ func dropH2CUpgrade(h http.Header) {
 			}
 		}
 	}
+}
+
+// climbsAboveRoot reports whether the decoded request path has more ".." segments at some
+// point than segments before them ("/../x", "/a/../../x"; "%2e%2e" and "..%2f" arrive
+// decoded; "..;x" counts, as Tomcat reads it as ".."). Joined under an upstream base path
+// ("/api" + "/../admin"), such a path leaves it once the app resolves the dots, so it is
+// refused, as nginx refuses a URI that climbs above its root.
+func climbsAboveRoot(path string) bool {
+	if !strings.Contains(path, "..") {
+		return false
+	}
+	depth := 0
+	for seg := range strings.SplitSeq(path, "/") {
+		switch {
+		case seg == "" || seg == ".":
+		case seg == ".." || strings.HasPrefix(seg, "..;"):
+			if depth--; depth < 0 {
+				return true
+			}
+		default:
+			depth++
+		}
+	}
+	return false
 }
