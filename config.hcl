@@ -90,6 +90,10 @@ upstream {
   max_requests = 1024
   # How long a request past max_requests waits for a slot before its 503.
   queue_timeout = "1s"
+  # Reuse connections to the app. An app that sends a response nobody asked for (a second one, a body after a 204 or
+  # on a HEAD) is quarantined for 30s when drainproxy sees it (no reuse; drainproxy_upstream_protocol_errors_total),
+  # but an exchange already in flight can get the stray. false: one connection per exchange, never a wrong answer.
+  keepalive = true
 }
 
 proxy {
@@ -102,6 +106,8 @@ proxy {
 drain {
   # Keep serving this long after SIGTERM while /readyz says 503; use about "5s" on Kubernetes so the pod leaves the endpoints first.
   delay = "0s"
+  # Keep /readyz at 200 this long after SIGTERM (at most delay) while responses already say "Connection: close": for externalTrafficPolicy: Local, where kube-proxy keeps a node's last terminating endpoint only while it is ready (KEP-1669).
+  readiness_fail_delay = "0s"
   # How long in-flight requests may take after the listeners close; keep it below the orchestrator's kill timeout.
   grace = "30s"
   # During a drain, a keep-alive connection idle this long (plus a margin of its round trip and retransmission timeout, 3 s if its handshake was retransmitted; counted from the latest of its last response, the client's acknowledgement of it, and the signal) is closed; a client idle longer that sends just as we close can lose that request.

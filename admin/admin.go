@@ -11,7 +11,8 @@
 //	               has begun; else 503
 //	GET  /drained  a pod's preStop hook: 200 once a drain has finished waiting (drained.go)
 //	GET  /metrics  Prometheus text
-//	POST /drain    start the same drain as SIGTERM (idempotent)
+//	POST /drain    start the same drain as SIGTERM (idempotent); with ?hold=true the
+//	               process stays up after it until its own SIGTERM (drainproxy drain)
 //	POST /restart  restart the supervised app without downtime, as SIGHUP does: 202
 //	               started, 409 not supervised or already restarting, 503 draining
 //	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source
@@ -36,6 +37,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -65,6 +67,13 @@ type Health interface {
 type App interface {
 	// NotServing says why requests cannot reach the app now, or "" when they can.
 	NotServing() string
+}
+
+// Holder is what POST /drain?hold=true needs of the drain (drain.Drainer).
+type Holder interface {
+	// DrainAndHold starts the drain, and keeps the process up after it until it is
+	// told to stop (its own SIGTERM).
+	DrainAndHold(reason string)
 }
 
 // Restarter is what POST /restart needs of the supervised app (supervise.App).
@@ -324,7 +333,7 @@ func (s *Server) notReady() string {
 		return "starting: " + reason
 	case st.Phase == drain.PhaseStarting:
 		return "starting"
-	case st.Phase != drain.PhaseReady:
+	case st.Phase != drain.PhaseReady && !st.ReadinessHeld: // held: drain.readiness_fail_delay
 		return st.Phase.String()
 	}
 	if a := s.opts.App; a != nil {
@@ -338,14 +347,45 @@ func (s *Server) notReady() string {
 	return ""
 }
 
+// drain serves POST /drain. With ?hold=true (what `drainproxy drain` sends, from a native
+// sidecar's preStop hook) the process does not exit when the drain is over: it serves
+// nothing, says 503 on /readyz and keeps this listener up until its own SIGTERM, which
+// kubelet sends a native sidecar only after the app's containers have exited.
 func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
+	hold := false
+	if v := r.URL.Query().Get("hold"); v != "" {
+		var err error
+		if hold, err = strconv.ParseBool(v); err != nil {
+			plain(w, http.StatusBadRequest, fmt.Sprintf("hold=%q: want true or false", v))
+			return
+		}
+	}
+	holder, canHold := s.opts.Drainer.(Holder)
+	if hold && !canHold {
+		plain(w, http.StatusNotImplemented, "this drainer cannot hold after the drain")
+		return
+	}
 	st := s.opts.Drainer.Stats()
-	if st.Phase >= drain.PhaseDraining {
+	reason := "admin POST /drain"
+	if hold {
+		reason = "admin POST /drain?hold=true"
+	}
+	switch {
+	case st.Phase >= drain.PhaseDraining && hold:
+		holder.DrainAndHold(reason) // the drain under way holds after it, if it is not over
+		plain(w, http.StatusAccepted, "already "+st.Phase.String()+"; holding after the drain until SIGTERM")
+		return
+	case st.Phase >= drain.PhaseDraining:
 		plain(w, http.StatusAccepted, "already "+st.Phase.String())
 		return
 	}
-	s.log.Info("drain requested on the admin listener", "client", r.RemoteAddr)
-	s.opts.Drainer.Drain("admin POST /drain")
+	s.log.Info("drain requested on the admin listener", "client", r.RemoteAddr, "hold", hold)
+	if hold {
+		holder.DrainAndHold(reason)
+		plain(w, http.StatusAccepted, "draining; holding after the drain until SIGTERM")
+		return
+	}
+	s.opts.Drainer.Drain(reason)
 	plain(w, http.StatusAccepted, "draining")
 }
 

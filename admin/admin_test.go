@@ -310,3 +310,26 @@ func TestIsLoopback(t *testing.T) {
 		}
 	}
 }
+
+// POST /drain?hold=true starts the drain and asks it to hold; a bad hold value is 400 and
+// starts nothing.
+func TestDrainHold(t *testing.T) {
+	f := newFixture(t, "")
+	f.upstreamUp()
+	f.run()
+	f.waitReadyz(200, "ready\n")
+	if code, _, body := f.do("POST", "/drain?hold=maybe", ""); code != http.StatusBadRequest {
+		t.Errorf("POST /drain?hold=maybe = %d %q, want 400", code, body)
+	}
+	f.waitReadyz(200, "ready\n") // the bad request did not drain
+	if code, _, body := f.do("POST", "/drain?hold=true", ""); code != http.StatusAccepted || body != "draining; holding after the drain until SIGTERM\n" {
+		t.Errorf("POST /drain?hold=true = %d %q", code, body)
+	}
+	f.waitReadyz(503, "draining\n")
+	if code, _, body := f.do("POST", "/drain?hold=true", ""); code != http.StatusAccepted || body != "already draining; holding after the drain until SIGTERM\n" {
+		t.Errorf("a second POST /drain?hold=true = %d %q", code, body)
+	}
+	if !strings.Contains(f.logs.String(), `reason="admin POST /drain?hold=true"`) {
+		t.Errorf("the drain does not name the held admin request as its reason:\n%s", f.logs)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/drainproxy/drainproxy/drain"
 )
 
 // DrainWaiter is what GET /drained needs of the drain (drain.Drainer).
@@ -68,7 +70,7 @@ func (s *Server) drained(w http.ResponseWriter, r *http.Request) {
 	// The admin server's write timeout is shorter than a drain can be.
 	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(beginWithin + timeout + 5*time.Second))
 
-	if !isClosed(dw.Requested()) { // checked first: select would pick at random between ready cases
+	if !drain.Closed(dw.Requested()) { // checked first: select would pick at random between ready cases
 		begin := time.NewTimer(beginWithin)
 		defer begin.Stop()
 		select {
@@ -80,10 +82,11 @@ func (s *Server) drained(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if isClosed(dw.Waited()) {
+	if drain.Closed(dw.Waited()) {
 		plain(w, http.StatusOK, "drained")
 		return
 	}
+	s.log.Debug("GET /drained: waiting for the drain to finish", "client", r.RemoteAddr, "timeout", timeout.String())
 	started := time.Now()
 	bound := time.NewTimer(timeout)
 	defer bound.Stop()
@@ -111,13 +114,4 @@ func durationParam(r *http.Request, name string, def time.Duration) (time.Durati
 		return 0, fmt.Errorf("%s=%q: want a duration from 0s to %s, such as 2s", name, v, drainedMaxWait)
 	}
 	return d, nil
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }

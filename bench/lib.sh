@@ -1,5 +1,5 @@
 # bench/lib.sh: what bench/run and bench/rate share: starting and stopping the targets
-# (the stand-in app, drainproxy, nginx, Caddy, go-tcp) on loopback and reading their CPU and
+# (the stand-in app, drainproxy, nginx, Caddy, go-tcp, rp-plain) on loopback and reading their CPU and
 # peak RSS from /proc. Sourced, not run. The caller sets: prog (its name, for messages), work
 # (a temporary directory), port_up, port_proxy, port_admin, dp_bin, dp_env, alt_bin, alt_env
 # and, for go-tcp, builds $work/gotcp.
@@ -135,6 +135,10 @@ start_target() {
 		;;
 	go-tcp)
 		"$work/gotcp" -listen "127.0.0.1:$port_proxy" -upstream "127.0.0.1:$port_up" 2>"$work/gotcp.log" &
+		proxy_pid=$!
+		;;
+	rp-plain)
+		"$work/rpplain" -listen "127.0.0.1:$port_proxy" -upstream "http://127.0.0.1:$port_up" 2>"$work/rpplain.log" &
 		proxy_pid=$!
 		;;
 	drainproxy) dp_args+=(-admin "127.0.0.1:$port_admin" -access-log "$work/access.log") ;;

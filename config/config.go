@@ -135,6 +135,10 @@ type Upstream struct {
 	// SendTimeout is the longest the upstream may go without taking a byte of a request
 	// (nginx's proxy_send_timeout); 504 then. 0 is none.
 	SendTimeout time.Duration
+	// KeepAlive pools upstream connections and reuses them (true by default). False gives
+	// every exchange a connection of its own: a stray response from a buggy app then
+	// never reaches another client, at the cost of a connect per request.
+	KeepAlive bool
 	// MaxResponseHeaderBytes caps an upstream response head (status line and header
 	// fields, 1xx heads included); a longer one answers 502 and logs one line.
 	MaxResponseHeaderBytes int64
@@ -167,6 +171,12 @@ type Drain struct {
 	// load balancers deregister us before the listeners close. 0 closes at once; about 5s
 	// suits Kubernetes.
 	Delay time.Duration
+	// ReadinessFailDelay keeps /readyz at 200 for this long after the signal (at most
+	// Delay), while responses already carry "Connection: close". 0, the default, fails
+	// readiness at once. For kube-proxy's fallback to terminating-but-serving endpoints
+	// (KEP-1669) under externalTrafficPolicy: Local, where failing at once drops the
+	// traffic a node whose last endpoint this is still receives.
+	ReadinessFailDelay time.Duration
 	// Grace is how long in-flight requests and upgraded connections may take after the
 	// listeners close; what is left then is closed by force.
 	Grace time.Duration
@@ -315,6 +325,7 @@ func Default() *Config {
 			IdleConnTimeout:       90 * time.Second,
 			ReadTimeout:           60 * time.Second,
 			SendTimeout:           60 * time.Second,
+			KeepAlive:             true,
 			// Above Envoy's 60 KiB and 8x nginx's 8 KiB buffer; see proxy.DefaultMaxResponseHeaderBytes.
 			MaxResponseHeaderBytes: 64 << 10,
 			MaxRequests:            1024,

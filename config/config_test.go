@@ -58,6 +58,7 @@ upstream {
   dial_timeout = "1s"
   response_header_timeout = "2m"
   idle_conns = 16
+  keepalive = false
   idle_conn_timeout = "30s"
   read_timeout = "45s"
   send_timeout = "15s"
@@ -71,6 +72,7 @@ proxy {
 }
 drain {
   delay = "5s"
+  readiness_fail_delay = "5s"
   grace = "1m"
   idle_close = "250ms"
   handshake_wait = "1s"
@@ -134,6 +136,7 @@ limits {
 			IdleConnTimeout:       30 * time.Second,
 			ReadTimeout:           45 * time.Second,
 			SendTimeout:           15 * time.Second,
+			KeepAlive:             false,
 
 			MaxResponseHeaderBytes: 8192,
 			MaxRequests:            64,
@@ -143,7 +146,7 @@ limits {
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"),
 			netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("::1/128"),
 		}}
-		c.Drain = Drain{Delay: 5 * time.Second, Grace: time.Minute, IdleClose: 250 * time.Millisecond, HandshakeWait: time.Second, FlushTimeout: 2 * time.Second}
+		c.Drain = Drain{Delay: 5 * time.Second, ReadinessFailDelay: 5 * time.Second, Grace: time.Minute, IdleClose: 250 * time.Millisecond, HandshakeWait: time.Second, FlushTimeout: 2 * time.Second}
 		c.Admin = Admin{Address: "", Token: "s3cret-token"}
 		c.HealthCheck = HealthCheck{Path: "/healthz", Interval: time.Second, Timeout: 500 * time.Millisecond,
 			HealthyThreshold: 1, UnhealthyThreshold: 5}
@@ -196,7 +199,7 @@ limits {
 				"-listen", "127.0.0.1:9000, 127.0.0.1:9001", "-listen", ":9002",
 				"-upstream", "https://app.internal:8443",
 				"-admin", "127.0.0.1:19901",
-				"-drain-delay", "0s", "-grace", "45s",
+				"-drain-delay", "0s", "-readiness-fail-delay", "0s", "-grace", "45s",
 				"-access-log", "off", "-log-format", "text", "-log-level", "warn",
 				"-check",
 			},
@@ -207,6 +210,7 @@ limits {
 				c.Upstream.URL = mustURL(t, "https://app.internal:8443")
 				c.Admin.Address = "127.0.0.1:19901"
 				c.Drain.Delay = 0
+				c.Drain.ReadinessFailDelay = 0
 				c.Drain.Grace = 45 * time.Second
 				c.Log.Level, c.Log.Format, c.Log.AccessLog = "warn", "text", "off"
 			}),
@@ -280,6 +284,11 @@ func TestFileErrors(t *testing.T) {
 			name: "unknown attribute",
 			src:  "upstream {\n  url = \"http://a:1\"\n}\ndrain {\n  grase = \"5s\"\n}\n",
 			want: []string{"config.hcl:5:3: drain.grase: unknown setting; drain takes delay, flush_timeout, grace, handshake_wait, idle_close"},
+		},
+		{
+			name: "readiness_fail_delay longer than delay",
+			src:  "upstream {\n  url = \"http://a:1\"\n}\ndrain {\n  delay = \"2s\"\n  readiness_fail_delay = \"3s\"\n}\n",
+			want: []string{"config.hcl:6:26: drain.readiness_fail_delay: 3s is longer than drain.delay (2s)", "make it at most 2s"},
 		},
 		{
 			name: "attribute in the wrong block",
@@ -538,6 +547,7 @@ func TestFlagErrors(t *testing.T) {
 		{"missing value", []string{"-upstream"}, []string{"flag needs an argument: -upstream"}},
 		{"command without --", []string{"-upstream", "http://a:1", "./app", "-x"}, []string{`unexpected argument "./app"`, "-- ./app -x"}},
 		{"missing file", []string{"-config", "/does/not/exist.hcl"}, []string{"read config file: open /does/not/exist.hcl"}},
+		{"readiness fail delay without a delay", []string{"-upstream", "http://a:1", "-readiness-fail-delay", "1s"}, []string{"drain.readiness_fail_delay (-readiness-fail-delay) 1s is longer than drain.delay (0s)"}},
 		{"empty command after --", []string{"-upstream", "http://a:1", "--", ""}, []string{"has an empty program name"}},
 	}
 	for _, tt := range tests {

@@ -70,6 +70,7 @@ type upstreamBlock struct {
 	IdleConnTimeout       *string   `hcl:"idle_conn_timeout,optional"`
 	ReadTimeout           *string   `hcl:"read_timeout,optional"`
 	SendTimeout           *string   `hcl:"send_timeout,optional"`
+	KeepAlive             *bool     `hcl:"keepalive,optional"`
 
 	MaxResponseHeaderBytes *int64  `hcl:"max_response_header_bytes,optional"`
 	MaxRequests            *int    `hcl:"max_requests,optional"`
@@ -82,11 +83,13 @@ type proxyBlock struct {
 }
 
 type drainBlock struct {
-	Delay         *string `hcl:"delay,optional"`
-	Grace         *string `hcl:"grace,optional"`
-	IdleClose     *string `hcl:"idle_close,optional"`
-	HandshakeWait *string `hcl:"handshake_wait,optional"`
-	FlushTimeout  *string `hcl:"flush_timeout,optional"`
+	Delay *string `hcl:"delay,optional"`
+	// ReadinessFailDelay is drain.readiness_fail_delay (Drain.ReadinessFailDelay).
+	ReadinessFailDelay *string `hcl:"readiness_fail_delay,optional"`
+	Grace              *string `hcl:"grace,optional"`
+	IdleClose          *string `hcl:"idle_close,optional"`
+	HandshakeWait      *string `hcl:"handshake_wait,optional"`
+	FlushTimeout       *string `hcl:"flush_timeout,optional"`
 }
 
 type adminBlock struct {
@@ -207,6 +210,9 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		apply(s, "max_response_header_bytes", b.MaxResponseHeaderBytes, atLeast[int64](1024), &u.MaxResponseHeaderBytes)
 		apply(s, "max_requests", b.MaxRequests, atLeast(1), &u.MaxRequests)
 		apply(s, "queue_timeout", b.QueueTimeout, parseDuration, &u.QueueTimeout)
+		if b.KeepAlive != nil {
+			u.KeepAlive = *b.KeepAlive
+		}
 	}
 	if b := fc.Proxy; b != nil {
 		s, p := sec("proxy"), &cfg.Proxy
@@ -225,6 +231,10 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 	if b := fc.Drain; b != nil {
 		s, d := sec("drain"), &cfg.Drain
 		apply(s, "delay", b.Delay, parseDuration, &d.Delay)
+		apply(s, "readiness_fail_delay", b.ReadinessFailDelay, parseDuration, &d.ReadinessFailDelay)
+		if d.ReadinessFailDelay > d.Delay && b.ReadinessFailDelay != nil && b.Delay != nil { // else checkWhole, after the flags
+			s.fail("readiness_fail_delay", -1, readinessFailDelayError(d.ReadinessFailDelay, d.Delay))
+		}
 		apply(s, "grace", b.Grace, parseDuration, &d.Grace)
 		apply(s, "idle_close", b.IdleClose, parseDuration, &d.IdleClose)
 		apply(s, "handshake_wait", b.HandshakeWait, parseDuration, &d.HandshakeWait)

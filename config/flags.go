@@ -75,6 +75,8 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 		stringFlag(parseAdminAddress, override, func(c *Config, v string) { c.Admin.Address = v }))
 	fs.Func("drain-delay", "keep serving for `DUR` after the signal so load balancers deregister us, e.g. 5s (default 0s)",
 		stringFlag(parseDuration, override, func(c *Config, d time.Duration) { c.Drain.Delay = d }))
+	fs.Func("readiness-fail-delay", "keep /readyz at 200 for `DUR` after the signal, at most the drain delay, e.g. for externalTrafficPolicy: Local (default 0s)",
+		stringFlag(parseDuration, override, func(c *Config, d time.Duration) { c.Drain.ReadinessFailDelay = d }))
 	fs.Func("grace", "let in-flight requests finish for up to `DUR` after the listeners close (default 30s)",
 		stringFlag(parseDuration, override, func(c *Config, d time.Duration) { c.Drain.Grace = d }))
 	fs.Func("access-log", "write the access log to `PATH`, \"stdout\", \"stderr\" or \"off\" (default stdout)",
@@ -159,10 +161,21 @@ func commandArgs(args, rest []string) ([]string, error) {
 	return parseCommand(rest)
 }
 
+// readinessFailDelayError says why drain.readiness_fail_delay may not outlast drain.delay:
+// once the delay is over the listeners refuse new connections, and a load balancer that
+// still saw us ready would send them to a closed port.
+func readinessFailDelayError(rfd, delay time.Duration) error {
+	return fmt.Errorf("%s is longer than drain.delay (%s): readiness must fail before the listeners stop accepting, or a load balancer sends new connections to a closed port; make it at most %s, or raise drain.delay",
+		rfd, delay, delay)
+}
+
 // checkWhole validates what only makes sense once the file and flags are merged.
 func checkWhole(cfg *Config) error {
 	if cfg.Upstream.URL == nil {
 		return errors.New(errNoUpstream)
+	}
+	if d := cfg.Drain; d.ReadinessFailDelay > d.Delay {
+		return fmt.Errorf("drain.readiness_fail_delay (-readiness-fail-delay) %v", readinessFailDelayError(d.ReadinessFailDelay, d.Delay))
 	}
 	// Port 0 asks the kernel for a free port, so it never collides.
 	if a := cfg.Admin.Address; a != "" && !strings.HasSuffix(a, ":0") && slices.ContainsFunc(cfg.Listeners, func(l Listener) bool { return l.Address == a }) {

@@ -3,12 +3,16 @@
 // bottom; every step is logged with its duration:
 //
 //  1. ready: listeners serve, the upstream gate (if any) passed; readiness is true.
-//  2. signal: SIGTERM/SIGINT or Drain(); readiness turns false at once.
+//  2. signal: SIGTERM/SIGINT or Drain(); readiness turns false at once (or after
+//     Options.ReadinessFailDelay).
 //  3. delay: keep accepting and serving so load balancers notice; every response asks the
 //     client to close its connection.
-//  4. stop accepting: new handshakes are refused, handshakes under way may finish (package
-//     listener), connections already in the kernel's accept queue are accepted and served,
-//     then the listeners close.
+//  4. stop accepting: new connections are kept out (their SYNs get no answer), handshakes
+//     under way may finish (package listener), connections already in the kernel's accept
+//     queue are accepted and served, then the listeners stop for every descriptor of their
+//     sockets: from then on a new connect is refused at once. Connections the kernel had
+//     accepted that could not be served are counted (Summary.Unserved). A socket handed
+//     over (an upgrade's next process, systemd) is only closed here: it keeps listening.
 //  5. wait: for every request and upgraded connection; the wait ends the moment the count
 //     reaches zero. Idle keep-alive connections close after a short idle window (counted
 //     from the drain request, stretched by each connection's round trip).
@@ -16,6 +20,8 @@
 //     is closed and counted as aborted.
 //  7. stop the app (supervised mode).
 //  8. flush: background workers finish; then the caller exits with Summary.ExitCode.
+//  9. hold (DrainAndHold only): Run returns only at a trapped signal or when its context
+//     ends, so that a native sidecar exits when kubelet tells it to, not before.
 //
 // Why not just http.Server.Shutdown: it closes idle keep-alive connections at once, which
 // resets a request a client is sending on one at that moment, and it polls for idle
@@ -49,6 +55,13 @@ type Options struct {
 	Delay time.Duration
 	// Grace bounds the wait for in-flight requests after listeners close (zero: 30s).
 	Grace time.Duration
+	// ReadinessFailDelay keeps readiness true for this long after the drain begins, while
+	// responses already ask their clients to close (zero: readiness turns false at once).
+	// It is for load balancers that keep using a terminating backend only while it is
+	// ready, such as kube-proxy's fallback to terminating-but-serving endpoints (KEP-1669)
+	// for a node's last endpoint under externalTrafficPolicy: Local. It only ever shortens
+	// the delay's not-ready part: the caller keeps it no longer than Delay.
+	ReadinessFailDelay time.Duration
 	// IdleClose is how long a keep-alive connection must stay idle during a drain before
 	// it is closed (zero: 1s). The window starts when the connection's last response
 	// was written, when the client acknowledged it (less a round trip), or at the drain
@@ -84,13 +97,20 @@ type Summary struct {
 	// itself with 502, 503 or 504 because the app did not (see AnsweredForTheApp). They do
 	// not change ExitCode: that says whether the drain kept its word, not the app.
 	UpstreamFailed int64
+
+	// Unserved counts the connections the kernel had accepted (or whose handshake it had
+	// answered) that the listeners closed without serving: still queued when the grace
+	// period ended, or reset as the socket stopped listening (see UnservedCounter). Their
+	// clients believed they were connected, so they make the drain unclean (ExitCode 1).
+	Unserved int64
 }
 
-// ExitCode is 0 for a clean drain, 1 after a runtime failure or a forced or aborted drain.
-// Requests the app failed during the drain (UpstreamFailed) do not count: they are logged
-// and counted, but the drain itself lost nothing it could have kept.
+// ExitCode is 0 for a clean drain, 1 after a runtime failure, a forced or aborted drain,
+// or a drain that closed accepted connections without serving them (Unserved). Requests
+// the app failed during the drain (UpstreamFailed) do not count: they are logged and
+// counted, but the drain itself lost nothing it could have kept.
 func (s Summary) ExitCode() int {
-	if s.Err != nil || s.Forced || s.Aborted > 0 || len(s.Workers) > 0 {
+	if s.Err != nil || s.Forced || s.Aborted > 0 || s.Unserved > 0 || len(s.Workers) > 0 {
 		return 1
 	}
 	return 0
@@ -100,6 +120,13 @@ func (s Summary) ExitCode() int {
 // ones already in its accept queue (package listener). Other listeners are just closed.
 type StopAccepter interface {
 	StopAccepting(ctx context.Context) (leftInQueue int, err error)
+}
+
+// UnservedCounter is a StopAccepter that counts the connections it closed without serving
+// them, and says how it kept new connections out (package listener: Unserved, StopMethod).
+type UnservedCounter interface {
+	Unserved() int64
+	StopMethod() (method, why string)
 }
 
 // Remover is a listener that can also stop for good, every copy of its socket included
@@ -161,6 +188,11 @@ type Drainer struct {
 	forceOnce sync.Once
 	reason    atomic.Value // string: why the drain began
 
+	readyUntil atomic.Int64  // unix nanoseconds: readiness stays true until then (ReadinessFailDelay)
+	hold       atomic.Bool   // DrainAndHold: after the drain, wait for a signal before Run returns
+	signaled   chan struct{} // closed by the first trapped SIGTERM/SIGINT
+	signalOnce sync.Once
+
 	failOnce sync.Once
 	failure  error
 
@@ -169,6 +201,7 @@ type Drainer struct {
 	aborting atomic.Bool  // the deadline passed: what finishes now was cut off
 
 	upstreamFailed atomic.Int64 // requests after the drain began that drainproxy answered for the app
+	unserved       atomic.Int64 // connections the listeners closed without serving (Summary.Unserved)
 
 	mu        sync.Mutex // servers, running
 	servers   []*server
@@ -201,6 +234,7 @@ func New(opts Options) *Drainer {
 		requested: make(chan struct{}),
 		forced:    make(chan struct{}),
 		waited:    make(chan struct{}),
+		signaled:  make(chan struct{}),
 	}
 }
 
@@ -359,8 +393,16 @@ func AnsweredForTheApp(x *Exchange) bool {
 // Phase is the current phase.
 func (d *Drainer) Phase() Phase { return Phase(d.phase.Load()) }
 
-// Ready reports whether the process should receive traffic.
-func (d *Drainer) Ready() bool { return d.Phase() == PhaseReady }
+// Ready reports whether the process should receive traffic: serving, or in the first
+// ReadinessFailDelay of a drain.
+func (d *Drainer) Ready() bool { return d.Phase() == PhaseReady || d.readinessHeld() }
+
+// readinessHeld reports whether the drain has begun but readiness stays true for
+// Options.ReadinessFailDelay.
+func (d *Drainer) readinessHeld() bool {
+	until := d.readyUntil.Load()
+	return until != 0 && d.Phase() == PhaseDraining && time.Now().UnixNano() < until
+}
 
 // Stats is a snapshot of what is in flight, for metrics and status pages.
 type Stats struct {
@@ -370,8 +412,13 @@ type Stats struct {
 	OpenConnections  int64
 	Drained          int64
 	Aborted          int64 // requests closed by the deadline; set once the grace period ends
+	// ReadinessHeld: the drain has begun (PhaseDraining), but readiness stays true for
+	// Options.ReadinessFailDelay.
+	ReadinessHeld bool
 	// UpstreamFailed is Summary.UpstreamFailed so far.
 	UpstreamFailed int64
+	// Unserved is Summary.Unserved; set once the listeners have stopped.
+	Unserved int64
 }
 
 // Stats returns a snapshot of the counters.
@@ -384,6 +431,8 @@ func (d *Drainer) Stats() Stats {
 		Drained:          d.drained.Load(),
 		Aborted:          d.aborted.Load(),
 		UpstreamFailed:   d.upstreamFailed.Load(),
+		Unserved:         d.unserved.Load(),
+		ReadinessHeld:    d.readinessHeld(),
 	}
 }
 
@@ -395,6 +444,17 @@ func (d *Drainer) Drain(reason string) {
 		d.t.beginClosing()
 		close(d.requested)
 	})
+}
+
+// DrainAndHold asks for a drain, as Drain does, and for Run to return only once the
+// process is told to stop after it: a trapped SIGTERM or SIGINT (at any time, before
+// the drain ends included) or Run's context. Until then the process serves nothing,
+// readiness stays false and whatever does not belong to the drain (the admin listener)
+// goes on. It is for a drain that a Kubernetes preStop hook starts in a native sidecar
+// (restartPolicy: Always), which must not exit before kubelet sends it SIGTERM.
+func (d *Drainer) DrainAndHold(reason string) {
+	d.hold.Store(true)
+	d.Drain(reason)
 }
 
 // Force cuts a drain short: whatever is open is closed now. It implies Drain.
@@ -419,6 +479,7 @@ func (d *Drainer) fail(err error) {
 func (d *Drainer) TrapSignals() (stop func()) {
 	n := 0
 	return sigtrap.Handle(func(s os.Signal) {
+		d.signalOnce.Do(func() { close(d.signaled) })
 		if n++; n == 1 {
 			d.Drain("signal " + signalName(s))
 		} else {
@@ -461,8 +522,16 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	// 2. signal
 	<-d.requested
 	begun := time.Now()
+	if rfd := d.opts.ReadinessFailDelay; rfd > 0 && wasReady {
+		d.readyUntil.Store(begun.Add(rfd).UnixNano())
+	}
 	d.setPhase(PhaseDraining)
-	d.log.Info("drain started", "reason", d.reason.Load(), "phase", PhaseDraining.String())
+	if d.readyUntil.Load() != 0 {
+		d.log.Info("drain started", "reason", d.reason.Load(), "phase", PhaseDraining.String(),
+			"readiness_fail_delay", d.opts.ReadinessFailDelay.String())
+	} else {
+		d.log.Info("drain started", "reason", d.reason.Load(), "phase", PhaseDraining.String())
+	}
 	var drainHooks sync.WaitGroup
 	for _, fn := range d.onDrain {
 		drainHooks.Go(fn)
@@ -542,7 +611,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		d.log.Info("workers flushed", "took", time.Since(step).String())
 	}
 
-	forced := isClosed(d.forced)
+	forced := Closed(d.forced)
 	sum := Summary{
 		Drained: d.drained.Load(),
 		Aborted: aborted,
@@ -552,13 +621,37 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		Err:     d.failure,
 	}
 	sum.UpstreamFailed = d.upstreamFailed.Load()
+	if sum.Unserved = d.unserved.Load(); sum.Unserved > 0 {
+		d.log.Warn("the listeners closed connections the kernel had accepted without serving them: their clients saw a reset (see \"stopping the listener\" above)",
+			"unserved", sum.Unserved)
+	}
 	if sum.UpstreamFailed > 0 {
 		d.log.Warn("the app failed requests during the drain: drainproxy answered them 502/503/504 itself; if the app stopped before drainproxy had drained, see the README's sidecar recipes",
 			"upstream_failed", sum.UpstreamFailed)
 	}
 	d.log.Info("drain complete", "drained", sum.Drained, "aborted", sum.Aborted, "upstream_failed", sum.UpstreamFailed,
-		"took", sum.Took.String(), "forced", sum.Forced, "exit_code", sum.ExitCode())
+		"unserved", sum.Unserved, "took", sum.Took.String(), "forced", sum.Forced, "exit_code", sum.ExitCode())
+
+	// 9. hold (DrainAndHold only): stay until told to stop, then return at once.
+	if d.hold.Load() {
+		d.holdUntilSignal(ctx, sum.ExitCode())
+	}
 	return sum
+}
+
+// holdUntilSignal waits for a trapped signal or ctx, after a drain DrainAndHold asked for.
+func (d *Drainer) holdUntilSignal(ctx context.Context, code int) {
+	if Closed(d.signaled) {
+		d.log.Info("the drain was asked to hold, but a signal has come already: exiting", "exit_code", code)
+		return
+	}
+	step := time.Now()
+	d.log.Info("drained; serving nothing and holding until SIGTERM (the drain was asked with hold)", "exit_code", code)
+	select {
+	case <-d.signaled:
+	case <-ctx.Done():
+	}
+	d.log.Info("hold over: exiting", "held", time.Since(step).String(), "exit_code", code)
 }
 
 // becomeReady runs the gate and turns readiness on, unless a drain is requested first.
@@ -575,13 +668,13 @@ func (d *Drainer) becomeReady() bool {
 		err := gate(ctx)
 		cancel()
 		if err != nil {
-			if !isClosed(d.requested) {
+			if !Closed(d.requested) {
 				d.fail(err)
 			}
 			return false
 		}
 	}
-	if isClosed(d.requested) {
+	if Closed(d.requested) {
 		return false
 	}
 	d.setPhase(PhaseReady)
@@ -617,6 +710,16 @@ func (d *Drainer) stopAccepting(ctx context.Context) int {
 			if err != nil {
 				d.log.Warn("stopping the listener", "listener", s.name, "address", s.ln.Addr().String(), "error", err.Error())
 			}
+			if u, ok := s.ln.(UnservedCounter); ok {
+				d.unserved.Add(u.Unserved())
+				if method, why := u.StopMethod(); method != "" {
+					kv := []any{"listener", s.name, "address", s.ln.Addr().String(), "method", method}
+					if why != "" {
+						kv = append(kv, "why", why)
+					}
+					d.log.Info("listener stopped", kv...)
+				}
+			}
 		})
 	}
 	wg.Wait()
@@ -643,7 +746,12 @@ func (d *Drainer) closeAll() {
 	d.t.closeUpgraded()
 }
 
-func isClosed(ch <-chan struct{}) bool {
+// Closed reports whether ch has been closed, without waiting: for the drain's signal
+// channels (Requested, Waited, and the like), a nil channel being never closed.
+func Closed(ch <-chan struct{}) bool {
+	if ch == nil {
+		return false
+	}
 	select {
 	case <-ch:
 		return true

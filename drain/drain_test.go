@@ -222,3 +222,49 @@ func TestOnStopAcceptingRunsWhenListenersStop(t *testing.T) {
 		t.Fatalf("summary %+v", sum)
 	}
 }
+
+// DrainAndHold: the drain runs as any other, then Run holds (phase stopped, Waited
+// closed) until its context ends, and returns the drain's summary.
+func TestDrainAndHold(t *testing.T) {
+	d := New(Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.AddServer("test", &http.Server{Handler: d.Handler(http.NotFoundHandler())}, ln)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan Summary, 1)
+	go func() { done <- d.Run(ctx) }()
+	waitUntil(t, d.Ready)
+	d.DrainAndHold("test")
+	<-d.Waited()
+	select {
+	case sum := <-done:
+		t.Fatalf("Run returned (%+v) after a held drain, before its context ended", sum)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if d.Phase() != PhaseStopped || d.Ready() {
+		t.Errorf("holding: phase %v ready %v, want stopped and not ready", d.Phase(), d.Ready())
+	}
+	cancel()
+	if sum := <-done; sum.ExitCode() != 0 {
+		t.Errorf("held drain summary %+v, want exit code 0", sum)
+	}
+}
+
+// ReadinessFailDelay keeps Ready true into the delay, then false while it still serves.
+func TestReadinessFailDelay(t *testing.T) {
+	d := New(Options{Delay: time.Hour, ReadinessFailDelay: 2 * time.Second})
+	serve(t, d, http.NotFoundHandler())
+	waitUntil(t, d.Ready)
+	d.Drain("test")
+	waitUntil(t, func() bool { return d.Phase() == PhaseDraining })
+	if st := d.Stats(); !d.Ready() || !st.ReadinessHeld {
+		t.Errorf("right after the drain began: ready %v, stats %+v; want readiness held", d.Ready(), st)
+	}
+	waitUntil(t, func() bool { return !d.Ready() })
+	if st := d.Stats(); st.Phase != PhaseDraining || st.ReadinessHeld {
+		t.Errorf("after ReadinessFailDelay: %+v; want draining, readiness no longer held", st)
+	}
+}

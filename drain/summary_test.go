@@ -1,11 +1,17 @@
 package drain
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // The summary counts the requests drainproxy answered for the app after the drain began
@@ -69,4 +75,54 @@ func TestSummaryCountsUpstreamFailures(t *testing.T) {
 	if st := d.Stats(); st.UpstreamFailed != 4 {
 		t.Errorf("stats %+v: want UpstreamFailed 4", st)
 	}
+}
+
+// unservedListener stands for a listener.Listener whose stop reset two connections.
+type unservedListener struct{ net.Listener }
+
+func (l unservedListener) StopAccepting(context.Context) (int, error) { return 0, l.Close() }
+func (l unservedListener) Unserved() int64                            { return 2 }
+func (l unservedListener) StopMethod() (string, string) {
+	return "shutdown", "setsockopt SO_ATTACH_FILTER: operation not permitted"
+}
+
+// Connections a listener closed without serving are counted in the summary, the stats
+// and a warning, name the method in an info line, and make the drain unclean.
+func TestSummaryCountsUnservedConnections(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := hclog.New(&hclog.LoggerOptions{Output: lockedWriter{&mu, &logs}, JSONFormat: true})
+	d := New(Options{Logger: log})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.AddServer("public", &http.Server{Handler: d.Handler(http.NotFoundHandler())}, unservedListener{ln})
+	d.Drain("test")
+	sum := d.Run(context.Background())
+	if sum.Unserved != 2 || sum.ExitCode() != 1 {
+		t.Errorf("summary %+v, exit code %d: want unserved 2 and exit code 1", sum, sum.ExitCode())
+	}
+	if st := d.Stats(); st.Unserved != 2 {
+		t.Errorf("stats %+v: want Unserved 2", st)
+	}
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	for _, want := range []string{`"method":"shutdown"`, `"@message":"listener stopped"`, `"unserved":2`, `"@level":"warn"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s:\n%s", want, out)
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
 }

@@ -16,7 +16,7 @@ func TestWaitedAfterTheLastRequestBeforeTheApp(t *testing.T) {
 	waitedAtStop := make(chan bool, 1)
 	var d *Drainer
 	d = New(Options{StopApp: func(context.Context) error {
-		waitedAtStop <- isClosed(d.Waited())
+		waitedAtStop <- Closed(d.Waited())
 		return nil
 	}})
 	addr, done := serve(t, d, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

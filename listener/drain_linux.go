@@ -74,6 +74,9 @@ func attachSYNFilter(rc syscall.RawConn) error {
 	if errors.Is(sockErr, unix.EOPNOTSUPP) {
 		return fmt.Errorf("setsockopt SO_ATTACH_FILTER: %w (an MPTCP socket refuses socket filters; the listener must be plain TCP)", sockErr)
 	}
+	if errors.Is(sockErr, unix.EPERM) {
+		return fmt.Errorf("setsockopt SO_ATTACH_FILTER: %w (Linux 6.x lets only a process with CAP_NET_ADMIN filter a TCP socket)", sockErr)
+	}
 	if sockErr != nil {
 		return fmt.Errorf("setsockopt SO_ATTACH_FILTER: %w", sockErr)
 	}
@@ -102,35 +105,53 @@ func acceptQueueLen(rc syscall.RawConn) (int, error) {
 	return int(info.Unacked), nil
 }
 
-// StopAccepting drains the listener and closes it without resetting any
+// StopAccepting drains the listener and stops it without resetting any
 // connection that the kernel has already accepted, or whose handshake it has
-// already answered:
+// already answered, as far as the kernel lets it:
 //
-//  1. it attaches a classic-BPF socket filter that drops incoming SYNs
-//     (SYN set, ACK clear), so the kernel starts no new handshakes, while
-//     handshakes under way and established connections are untouched;
+//  1. it keeps new connections out. With the SYN filter (MethodSYNFilter) it
+//     attaches a classic-BPF socket filter that drops incoming SYNs (SYN set,
+//     ACK clear), so the kernel starts no new handshakes, while handshakes
+//     under way and established connections are untouched. Linux 6.x
+//     (commit 5d39580f68e6) lets only a process with CAP_NET_ADMIN attach a
+//     filter to a TCP socket, so a non-root process, or a container with the
+//     default capabilities, cannot: it then diverts new SYNs into a plugged
+//     SO_REUSEPORT sink, which needs no capability (MethodReuseport, see
+//     divert_linux.go), and only if that fails too uses MethodShutdown, below;
 //  2. it waits, while the caller's Serve loop keeps calling Accept, until no
 //     handshake to the listener is half done (sock_diag reports none in
-//     SYN_RECV) and the kernel's accept queue is empty, on two consecutive
-//     reads a couple of milliseconds apart. A client whose SYN-ACK is on its
-//     way believes it is connected and sends its request one round trip
-//     later; closing before its final ACK arrives would reset that request.
-//     The wait for half-done handshakes is bounded by SetHandshakeWait;
-//  3. it closes the listener. New connection attempts are refused from then
-//     on (the port is unbound), so clients retry elsewhere.
+//     SYN_RECV) and the kernel's accept queue is empty. A client whose SYN-ACK
+//     is on its way believes it is connected and sends its request one round
+//     trip later; stopping before its final ACK arrives would reset that
+//     request. The wait for half-done handshakes is bounded by
+//     SetHandshakeWait. With the filter or the sink the state holds once
+//     reached, and it is read twice a couple of milliseconds apart. With
+//     neither (MethodShutdown) new handshakes keep starting, so an idle moment is only
+//     a moment: the socket is shut down the instant one is seen;
+//  3. it stops the socket listening (shutdown(SHUT_RD), see Unlisten), for
+//     every descriptor of it (the upgrader keeps a copy), and closes it. New
+//     connection attempts are refused from then on, so clients retry
+//     elsewhere at once instead of waiting for this process to exit.
+//
+// Connections it could not serve are counted in Unserved: those still in the
+// accept queue when ctx ended, and handshakes still half done when the socket
+// stopped (their clients believe they are connected; the kernel resets them).
+// With MethodShutdown, a handshake that completes entirely between the last
+// look at the queue and the shutdown (a few microseconds: only a client on the
+// same host is that fast) is reset without being counted.
 //
 // It returns when the listener is closed. ctx bounds step 2: on expiry it
-// closes anyway and returns how many connections were still queued (they are
-// reset by the close) with an error wrapping ctx.Err(). That happens, for
-// example, when nothing calls Accept, or when the maxConns limit is reached
-// and Accept blocks. Handshakes still half done when the handshake wait ends
-// are reported in err too (the close resets them).
+// stops anyway and returns how many connections were still queued (they are
+// reset) with an error wrapping ctx.Err(). That happens, for example, when
+// nothing calls Accept, or when the maxConns limit is reached and Accept
+// blocks. Handshakes still half done when the handshake wait ends are reported
+// in err too.
 //
-// If the filter cannot be attached, or the half-done handshakes cannot be
-// counted, it still drains and closes, and reports the failure in err. Only
-// the first call does anything: later calls return (0, nil), and Close is a
-// no-op from the moment StopAccepting starts. If Close came first,
-// StopAccepting returns an error wrapping net.ErrClosed.
+// If the half-done handshakes cannot be counted, it still drains and closes,
+// and reports the failure in err. Only the first call does anything: later
+// calls return (0, nil), and Close is a no-op from the moment StopAccepting
+// starts. If Close came first, StopAccepting returns an error wrapping
+// net.ErrClosed.
 func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err error) {
 	if ok, err := l.beginStop(); !ok {
 		return 0, err
@@ -140,36 +161,62 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 		return 0, errors.Join(fmt.Errorf("stop accepting on %s: %w", l.addr, err), l.closeInner())
 	}
 	var errs []error
-	if err := attachSYNFilter(rc); err != nil {
-		// Still drain what is queued: better than resetting it. New
-		// connections keep arriving, so the wait may end only with ctx.
-		errs = append(errs, fmt.Errorf("stop accepting on %s: new connections were not blocked: %w", l.addr, err))
+	method, why := MethodSYNFilter, ""
+	if l.noFilter {
+		method, why = MethodReuseport, "the SYN filter is turned off"
+	} else if err := attachSYNFilter(rc); err != nil {
+		method, why = MethodReuseport, err.Error()
 	}
+	var div *diversion
+	if method == MethodReuseport {
+		if l.noDivert {
+			method, why = MethodShutdown, why+"; the reuseport diversion is turned off"
+		} else if div, err = divert(rc); err != nil {
+			method, why = MethodShutdown, why+"; reuseport diversion: "+err.Error()
+		}
+	}
+	l.setMethod(method, why)
 	halfOpen, err := newHalfOpenCounter(l.tcp.Addr())
 	if err != nil {
 		errs = append(errs, fmt.Errorf("stop accepting on %s: not waiting for handshakes under way (they may be reset at close): %w", l.addr, err))
 	} else {
 		defer halfOpen.Close()
 	}
-	w := drainWait{rc: rc, halfOpen: halfOpen, handshakeWait: l.handshakeWait()}
+	w := drainWait{rc: rc, halfOpen: halfOpen, handshakeWait: l.handshakeWait(), quietReads: quietReads}
+	if method == MethodShutdown {
+		w.quietReads = 1
+	}
 	left, leftHalfOpen, err := w.wait(ctx)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("stop accepting on %s: %d connection(s) still in the accept queue were reset at close: %w", l.addr, left, err))
 	}
-	if leftHalfOpen > 0 {
-		errs = append(errs, fmt.Errorf("stop accepting on %s: %d handshake(s) still half done after the handshake wait (%v, drain.handshake_wait) were reset at close", l.addr, leftHalfOpen, w.handshakeWait))
-	}
 	if err := l.closeInner(); err != nil {
 		errs = append(errs, err)
 	}
+	if div != nil {
+		if n := div.close(); n > 0 {
+			left += n
+			errs = append(errs, fmt.Errorf("stop accepting on %s: %d connection(s) reached the reuseport sink before it was plugged and were reset", l.addr, n))
+		}
+	}
+	// Handshakes half done now were answered and will be reset when their ACK
+	// comes. Counted after the stop: without the filter one may have begun
+	// after the last look.
+	if halfOpen != nil {
+		if n, err := halfOpen.count(); err == nil {
+			leftHalfOpen = n
+		}
+	}
+	if leftHalfOpen > 0 {
+		errs = append(errs, fmt.Errorf("stop accepting on %s: %d handshake(s) still half done when the listener stopped (handshake wait %v, drain.handshake_wait) will be reset", l.addr, leftHalfOpen, w.handshakeWait))
+	}
+	l.unserved.Add(int64(left + leftHalfOpen))
 	return left, errors.Join(errs...)
 }
 
+// closeInner stops the socket listening for every descriptor of it, then closes ours.
 func (l *Listener) closeInner() error {
-	var unlisten error
-	if l.retire.Load() {
-		unlisten = Unlisten(l.tcp) // still closed below
-	}
+	unlisten := Unlisten(l.tcp) // still closed below
 	if err := l.inner.Close(); err != nil {
 		return errors.Join(unlisten, fmt.Errorf("close listener %s: %w", l.addr, err))
 	}
@@ -184,10 +231,11 @@ type drainWait struct {
 	rc            syscall.RawConn
 	halfOpen      *halfOpenCounter // nil: accept queue only
 	handshakeWait time.Duration
+	quietReads    int // consecutive idle reads that end the wait
 }
 
 // wait polls the accept-queue length and the half-done handshakes until both
-// read zero quietReads times in a row, or ctx ends. Half-done handshakes stop
+// read zero w.quietReads times in a row, or ctx ends. Half-done handshakes stop
 // counting once handshakeWait has passed (a client that never completes its
 // handshake, or a SYN flood, must not hold the drain). On ctx's end it returns
 // the current queue length and, if that is not zero, ctx.Err(). leftHalfOpen
@@ -219,7 +267,7 @@ func (w drainWait) wait(ctx context.Context) (left, leftHalfOpen int, err error)
 		}
 		if n == 0 && h == 0 {
 			empty++
-			if empty >= quietReads {
+			if empty >= w.quietReads {
 				return 0, leftHalfOpen, nil
 			}
 		} else {

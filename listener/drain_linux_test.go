@@ -210,20 +210,26 @@ func fillQueue(t *testing.T, l *Listener, n int) []net.Conn {
 // In "concurrent" the Serve loop starts at the same time as StopAccepting; in
 // "serve-late" it starts 20ms later, so the drain is certainly waiting with
 // the filter on and a full queue when accepting begins.
+//
+// Each runs with the SYN filter and without it (MethodShutdown, as in a container
+// without CAP_NET_ADMIN).
 func TestStopAcceptingLosesNoQueuedConnection(t *testing.T) {
-	for _, host := range loopbacks {
-		for _, serveDelay := range []time.Duration{0, 20 * time.Millisecond} {
-			name := host + "/concurrent"
-			if serveDelay > 0 {
-				name = host + "/serve-late"
+	for _, method := range stopMethods {
+		for _, host := range loopbacks {
+			for _, serveDelay := range []time.Duration{0, 20 * time.Millisecond} {
+				name := method + "/" + host + "/concurrent"
+				if serveDelay > 0 {
+					name = method + "/" + host + "/serve-late"
+				}
+				t.Run(name, func(t *testing.T) { testDrainQueue(t, host, serveDelay, method) })
 			}
-			t.Run(name, func(t *testing.T) { testDrainQueue(t, host, serveDelay) })
 		}
 	}
 }
 
-func testDrainQueue(t *testing.T, host string, serveDelay time.Duration) {
+func testDrainQueue(t *testing.T, host string, serveDelay time.Duration, method string) {
 	l := newListener(t, host, 0)
+	useMethod(l, method)
 	conns := fillQueue(t, l, clients)
 
 	srv := &http.Server{
@@ -272,6 +278,12 @@ func testDrainQueue(t *testing.T, host string, serveDelay time.Duration) {
 	res := <-stopped
 	if res.left != 0 || res.err != nil {
 		t.Fatalf("StopAccepting = %d, %v; want 0, nil", res.left, res.err)
+	}
+	if got, why := l.StopMethod(); got != method {
+		t.Errorf("StopMethod = %q (%s), want %q", got, why, method)
+	}
+	if n := l.Unserved(); n != 0 {
+		t.Errorf("Unserved = %d, want 0", n)
 	}
 	select {
 	case err := <-served:
@@ -339,6 +351,9 @@ func TestStopAcceptingContextExpiry(t *testing.T) {
 			left, err := l.StopAccepting(ctx)
 			if left != 3 {
 				t.Errorf("leftInQueue = %d, want 3", left)
+			}
+			if n := l.Unserved(); n != 3 {
+				t.Errorf("Unserved = %d, want 3: the queued connections were reset", n)
 			}
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("err = %v, want one wrapping context.DeadlineExceeded", err)

@@ -15,6 +15,7 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 	if ok, err := l.beginStop(); !ok {
 		return 0, err
 	}
+	l.setMethod(MethodClose, "only Linux drains the accept queue")
 	if err := l.inner.Close(); err != nil {
 		return 0, fmt.Errorf("close listener %s: %w", l.addr, err)
 	}

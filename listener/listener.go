@@ -2,11 +2,36 @@
 // a connection the kernel has already accepted on our behalf.
 //
 // Closing a listening socket makes Linux reset every connection that finished
-// its handshake but sits in the accept queue, not yet taken by accept(2).
-// Clients that already sent a request on such a connection lose it.
-// StopAccepting avoids that: it first stops the kernel from completing new
-// handshakes on the socket, lets the server's Serve loop accept what is queued,
-// and only then closes.
+// its handshake but sits in the accept queue, not yet taken by accept(2), and
+// every handshake still half done (the client, one round trip away, already
+// believes it is connected). Clients that already sent a request on such a
+// connection lose it. StopAccepting avoids that: it first keeps new
+// connections away from the socket, lets the handshakes under way finish and
+// the server's Serve loop accept what is queued, and only then stops the
+// socket, for every descriptor of it, so that a new connect is refused at once.
+//
+// How new connections are kept out depends on what the kernel allows (the
+// "listener stopped" log line says which):
+//   - MethodSYNFilter: a classic-BPF socket filter drops new SYNs. Linux 6.x
+//     allows it only with CAP_NET_ADMIN (root on a host; not our image);
+//   - MethodReuseport: a second socket joins the port with SO_REUSEPORT, a
+//     connection of our own fills its accept queue, and a reuseport selection
+//     program sends it every new SYN, which the kernel drops. No capability;
+//   - MethodShutdown: the last resort, when neither works: the socket is shut
+//     down at the first moment nothing is queued or half done; what begins in
+//     the microseconds before is reset and counted (Unserved).
+//
+// With the first two, a client that connects while the listener stops gets no
+// answer to its SYN, sends it again a second later and is refused then (with
+// the third it is still served until the shutdown); with all three, a client
+// that connects after StopAccepting returned is refused at once (on the host,
+// in a network namespace, and in a container on its own network or through a
+// port Docker publishes with DNAT; through docker-proxy, which serves a port
+// published on 127.0.0.1, the client sees its connection accepted by the
+// proxy and then closed). The exception is a socket another process holds
+// (HandOver: the next process of an upgrade, or systemd): StopAccepting then
+// only closes this process's descriptor, and new connections go to, or wait
+// for, the other holder.
 package listener
 
 import (
@@ -35,8 +60,48 @@ type Listener struct {
 	closed   bool // Close has closed the socket
 
 	handedOver atomic.Bool // another process accepts on the socket too (handover.go)
-	retire     atomic.Bool // Remove: the socket stops listening for every descriptor of it
+
+	noFilter bool         // tests: StopAccepting behaves as if the SYN filter were refused
+	noDivert bool         // tests: ... and as if the reuseport diversion failed
+	method   atomic.Value // stopMethod: how StopAccepting kept new connections out
+	unserved atomic.Int64 // connections StopAccepting could not serve (Unserved)
 }
+
+// How StopAccepting keeps new connections out while it drains the accept queue.
+const (
+	// MethodSYNFilter: a socket filter drops new SYNs while handshakes under way finish;
+	// nothing the kernel answered is reset. Needs CAP_NET_ADMIN on Linux 6.x.
+	MethodSYNFilter = "syn-filter"
+	// MethodReuseport: without a filter, a second socket joins the listener's port with
+	// SO_REUSEPORT and, through a reuseport selection program, takes every new SYN into an
+	// accept queue kept full, where the kernel drops them; handshakes under way finish on
+	// the listener. Nothing the kernel answered is reset. Needs no capability.
+	MethodReuseport = "reuseport"
+	// MethodShutdown: with neither, the socket is shut down at the first moment no
+	// handshake is under way and the accept queue is empty; handshakes that begin in the
+	// microseconds before are reset and counted in Unserved.
+	MethodShutdown = "shutdown"
+	// MethodClose: the listener is only closed (not Linux).
+	MethodClose = "close"
+)
+
+type stopMethod struct{ name, why string }
+
+func (l *Listener) setMethod(name, why string) { l.method.Store(stopMethod{name, why}) }
+
+// StopMethod says how StopAccepting kept new connections out (MethodSYNFilter,
+// MethodShutdown or MethodClose) and, when it could not use the SYN filter, why not.
+// Both are empty before StopAccepting, and for a handed-over listener.
+func (l *Listener) StopMethod() (method, why string) {
+	m, _ := l.method.Load().(stopMethod)
+	return m.name, m.why
+}
+
+// Unserved is how many connections StopAccepting (or Remove) closed without serving:
+// still in the accept queue when its context ended, or with a handshake the kernel had
+// answered that was still half done when the socket stopped listening. Their clients
+// believed they were connected and see a reset.
+func (l *Listener) Unserved() int64 { return l.unserved.Load() }
 
 // Listen binds addr ("host:port", tcp; IPv4 or IPv6) and returns a listener
 // ready for http.Server.Serve. maxConns > 0 limits concurrently accepted
@@ -74,10 +139,20 @@ func Listen(ctx context.Context, addr string, maxConns int) (*Listener, error) {
 // Close has closed the listener it returns an error wrapping net.ErrClosed.
 func (l *Listener) Accept() (net.Conn, error) {
 	c, err := l.inner.Accept()
+	if err != nil && errors.Is(err, syscall.EINVAL) && l.isStopping() {
+		// The socket stopped listening (Unlisten) just before it was closed.
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
+	}
 	if err != nil {
 		l.fds.note(l.inner.Addr(), err)
 	}
 	return c, err
+}
+
+func (l *Listener) isStopping() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stopping
 }
 
 // Addr returns the bound address (with the real port when addr asked for :0).

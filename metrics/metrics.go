@@ -42,11 +42,11 @@ type RestartCounter interface {
 	Restarts() uint64
 }
 
-// ReloadCounter is what zero-downtime app restarts (SIGHUP, POST /restart) report.
-type ReloadCounter interface {
-	// Reloads is how many restarts switched to a new instance (ok), and how many ended
-	// with the old instance still serving (failed).
-	Reloads() (ok, failed uint64)
+// RollingRestartCounter is what zero-downtime app restarts (SIGHUP, POST /restart) report.
+type RollingRestartCounter interface {
+	// RollingRestarts is how many restarts switched to a new instance (ok), and how many
+	// ended with the old instance still serving (failed).
+	RollingRestarts() (ok, failed uint64)
 }
 
 // ConfigReloadCounter is what configuration reloads (SIGHUP) report.
@@ -71,9 +71,10 @@ type Options struct {
 	// Child, when set, exports drainproxy_child_restarts_total (nil: not exported, since
 	// no app is supervised).
 	Child RestartCounter
-	// Reloads, when set, exports drainproxy_app_reloads_total{result="ok|failed"} (nil: not
-	// exported, since no app is supervised).
-	Reloads ReloadCounter
+	// RollingRestarts, when set, exports drainproxy_app_rolling_restarts_total{result="ok|failed"}
+	// and, under its old name until the next release, drainproxy_app_reloads_total (nil:
+	// not exported, since no app is supervised).
+	RollingRestarts RollingRestartCounter
 	// ConfigReloads, when set, exports drainproxy_config_reloads_total{result="ok|failed"},
 	// drainproxy_config_last_reload_successful and
 	// drainproxy_config_last_reload_success_timestamp_seconds.
@@ -84,6 +85,10 @@ type Options struct {
 	// drainproxy_upstream_requests_queued: the requests holding a slot under
 	// upstream.max_requests, and those waiting for one (nil: not exported).
 	UpstreamRequests func() (inflight, queued int)
+	// UpstreamProtocolErrors, when set, exports
+	// drainproxy_upstream_protocol_errors_total{case} (stray upstream responses; nil: not
+	// exported).
+	UpstreamProtocolErrors *proxy.ProtocolErrors
 	// Logger receives errors met while serving a scrape (zero: discard).
 	Logger hclog.Logger
 }
@@ -233,10 +238,13 @@ func New(opts Options) *Metrics {
 			Help:      "Times the supervised app was restarted.",
 		}, func() float64 { return float64(child.Restarts()) }))
 	}
-	if reloads := opts.Reloads; reloads != nil {
-		m.registerResults("app_reloads_total",
+	if rr := opts.RollingRestarts; rr != nil {
+		m.registerResults("app_rolling_restarts_total",
 			"Zero-downtime app restarts (SIGHUP or POST /restart), by result: ok switched to the new instance, failed left the old one serving.",
-			reloads.Reloads)
+			rr.RollingRestarts)
+		m.registerResults("app_reloads_total",
+			"Deprecated, removed in the next release: the old name of drainproxy_app_rolling_restarts_total (it counts app restarts, not configuration reloads).",
+			rr.RollingRestarts)
 	}
 	if cr := opts.ConfigReloads; cr != nil {
 		m.registerResults("config_reloads_total",
@@ -276,6 +284,15 @@ func New(opts Options) *Metrics {
 				Help:      "Requests waiting for a slot under upstream.max_requests (up to upstream.queue_timeout, then 503).",
 			}, func() float64 { _, n := requests(); return float64(n) }),
 		)
+	}
+	if pe := opts.UpstreamProtocolErrors; pe != nil {
+		for i, c := range proxy.StrayCases {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Namespace: Namespace, Name: "upstream_protocol_errors_total",
+				Help:        "Stray upstream responses seen, by case: idle (bytes on a pooled connection), early (a response before the request was written), unrequested (bytes after a complete response). Each starts or extends a quarantine without connection reuse.",
+				ConstLabels: prometheus.Labels{"case": c},
+			}, func() float64 { return float64(pe.Counts()[i]) }))
+		}
 	}
 	if healthy := opts.UpstreamHealthy; healthy != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -361,6 +378,7 @@ type statsCollector struct {
 	stats                                              func() drain.Stats
 	inflight, upgraded, conns, phase, drained, aborted *prometheus.Desc
 	drainUpstreamFailed                                *prometheus.Desc
+	drainUnserved                                      *prometheus.Desc
 }
 
 func newStatsCollector(stats func() drain.Stats) *statsCollector {
@@ -383,11 +401,13 @@ func newStatsCollector(stats func() drain.Stats) *statsCollector {
 			"Requests still in flight when the drain's grace period ended, closed by force."),
 		drainUpstreamFailed: desc("drain_upstream_failed_total",
 			"Requests after the drain began that drainproxy answered itself with 502, 503 or 504 because the app did not."),
+		drainUnserved: desc("drain_unserved_connections_total",
+			"Connections the kernel had accepted that the drain closed without serving (reset as the listeners stopped)."),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.inflight, c.upgraded, c.conns, c.phase, c.drained, c.aborted, c.drainUpstreamFailed} {
+	for _, d := range []*prometheus.Desc{c.inflight, c.upgraded, c.conns, c.phase, c.drained, c.aborted, c.drainUpstreamFailed, c.drainUnserved} {
 		ch <- d
 	}
 }
@@ -401,6 +421,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.drained, prometheus.CounterValue, float64(s.Drained))
 	ch <- prometheus.MustNewConstMetric(c.aborted, prometheus.CounterValue, float64(s.Aborted))
 	ch <- prometheus.MustNewConstMetric(c.drainUpstreamFailed, prometheus.CounterValue, float64(s.UpstreamFailed))
+	ch <- prometheus.MustNewConstMetric(c.drainUnserved, prometheus.CounterValue, float64(s.Unserved))
 }
 
 // scrapeErrorLog adapts hclog to promhttp's error log.

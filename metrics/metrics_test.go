@@ -3,6 +3,7 @@ package metrics
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/internal/badupstream"
 	"github.com/drainproxy/drainproxy/proxy"
 )
 
@@ -168,7 +170,7 @@ func TestScrapeReadsLiveCounters(t *testing.T) {
 		}
 	}
 
-	stats.Store(drain.Stats{Phase: drain.PhaseStopped, Drained: 12, Aborted: 3})
+	stats.Store(drain.Stats{Phase: drain.PhaseStopped, Drained: 12, Aborted: 3, Unserved: 2})
 	logs.dropped.Store(5)
 	logs.writeErrors.Store(1)
 	child.n.Store(2)
@@ -176,7 +178,8 @@ func TestScrapeReadsLiveCounters(t *testing.T) {
 	f = scrape(t, m)
 	want = map[string]float64{
 		"drainproxy_drain_phase": 4, "drainproxy_inflight_requests": 0, "drainproxy_drained_requests_total": 12,
-		"drainproxy_aborted_requests_total": 3, "drainproxy_access_log_dropped_total": 5,
+		"drainproxy_aborted_requests_total": 3, "drainproxy_drain_unserved_connections_total": 2,
+		"drainproxy_access_log_dropped_total":      5,
 		"drainproxy_access_log_write_errors_total": 1, "drainproxy_child_restarts_total": 2,
 		"drainproxy_upstream_healthy": 1,
 	}
@@ -240,23 +243,61 @@ func BenchmarkObserveParallel(b *testing.B) {
 
 type reloadCounts struct{ ok, failed atomic.Uint64 }
 
-func (r *reloadCounts) Reloads() (ok, failed uint64) { return r.ok.Load(), r.failed.Load() }
+func (r *reloadCounts) RollingRestarts() (ok, failed uint64) { return r.ok.Load(), r.failed.Load() }
 
-// drainproxy_app_reloads_total has one series per result, read at scrape time, and is
-// absent without a supervised app.
-func TestScrapeAppReloads(t *testing.T) {
+// drainproxy_app_rolling_restarts_total has one series per result, read at scrape time,
+// and is absent without a supervised app; its old name, drainproxy_app_reloads_total, says
+// the same until it is removed.
+func TestScrapeAppRollingRestarts(t *testing.T) {
 	stats := func() drain.Stats { return drain.Stats{} }
-	if got := value(scrape(t, New(Options{Stats: stats})), "drainproxy_app_reloads_total", "result", "ok"); got != -1 {
-		t.Fatalf("app_reloads_total exported without a supervised app: %v", got)
+	for _, name := range []string{"drainproxy_app_rolling_restarts_total", "drainproxy_app_reloads_total"} {
+		if got := value(scrape(t, New(Options{Stats: stats})), name, "result", "ok"); got != -1 {
+			t.Fatalf("%s exported without a supervised app: %v", name, got)
+		}
 	}
 	r := &reloadCounts{}
-	m := New(Options{Stats: stats, Reloads: r})
+	m := New(Options{Stats: stats, RollingRestarts: r})
 	r.ok.Store(3)
 	r.failed.Store(1)
 	f := scrape(t, m)
-	for result, want := range map[string]float64{"ok": 3, "failed": 1} {
-		if got := value(f, "drainproxy_app_reloads_total", "result", result); got != want {
-			t.Errorf("app_reloads_total{result=%q} = %v, want %v", result, got, want)
+	for _, name := range []string{"drainproxy_app_rolling_restarts_total", "drainproxy_app_reloads_total"} {
+		for result, want := range map[string]float64{"ok": 3, "failed": 1} {
+			if got := value(f, name, "result", result); got != want {
+				t.Errorf("%s{result=%q} = %v, want %v", name, result, got, want)
+			}
+		}
+	}
+}
+
+// TestScrapeUpstreamProtocolErrors: a stray response behind a complete one (the malicious
+// upstream's second-response-same-write) is exported by case, the others at 0.
+func TestScrapeUpstreamProtocolErrors(t *testing.T) {
+	up, err := badupstream.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Coalesce = true
+	t.Cleanup(func() { up.Close() })
+	p, err := proxy.New(proxy.Options{Upstream: &url.URL{Scheme: "http", Host: up.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.CloseIdleConnections)
+	req := httptest.NewRequest("GET", "/second-response-same-write", nil)
+	req.Header.Set(badupstream.NonceHeader, "a1")
+	rec := httptest.NewRecorder()
+	p.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("GET: %d %s", rec.Code, rec.Body)
+	}
+	stats := func() drain.Stats { return drain.Stats{} }
+	if got := value(scrape(t, New(Options{Stats: stats})), "drainproxy_upstream_protocol_errors_total", "case", "idle"); got != -1 {
+		t.Fatalf("exported without a proxy's counts: %v", got)
+	}
+	f := scrape(t, New(Options{Stats: stats, UpstreamProtocolErrors: p.ProtocolErrors()}))
+	for c, want := range map[string]float64{"idle": 0, "early": 0, "unrequested": 1} {
+		if got := value(f, "drainproxy_upstream_protocol_errors_total", "case", c); got != want {
+			t.Errorf("drainproxy_upstream_protocol_errors_total{case=%q} = %v, want %v", c, got, want)
 		}
 	}
 }

@@ -19,18 +19,18 @@ func TestBasePathClimbRefused(t *testing.T) {
 	_, front, _ := inlineFront(t, Options{Upstream: &base})
 	addr := strings.TrimPrefix(front, "http://")
 	for _, target := range []string{"/../admin", "/%2e%2e/admin", "/%2E%2E/admin", "/..%2fadmin", "/a/../../admin", "/..;/admin", "/./../admin"} {
-		if status := rawExchange(t, addr, "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n"); status != http.StatusBadRequest {
+		if status := rawExchange(t, addr, "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n", false); status != http.StatusBadRequest {
 			t.Errorf("GET %s under base path /api: %d, want 400", target, status)
 		}
 	}
 	for _, target := range []string{"/a/../b", "/x..y/z", "/..a/b"} {
-		if status := rawExchange(t, addr, "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n"); status != http.StatusOK {
+		if status := rawExchange(t, addr, "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n", false); status != http.StatusOK {
 			t.Errorf("GET %s under base path /api: %d, want 200 (it stays under /api)", target, status)
 		}
 	}
 	// Without a base path, the app's own resolution of dots is its business.
 	_, front, _ = inlineFront(t, Options{Upstream: up})
-	if status := rawExchange(t, strings.TrimPrefix(front, "http://"), "GET /../x HTTP/1.1\r\nHost: x\r\n\r\n"); status != http.StatusOK {
+	if status := rawExchange(t, strings.TrimPrefix(front, "http://"), "GET /../x HTTP/1.1\r\nHost: x\r\n\r\n", false); status != http.StatusOK {
 		t.Errorf("GET /../x without a base path: %d, want 200", status)
 	}
 }

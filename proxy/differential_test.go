@@ -32,6 +32,12 @@ type badFront struct {
 
 func newBadFront(t *testing.T, coalesce bool) *badFront {
 	t.Helper()
+	return newBadFrontWith(t, coalesce, proxy.Options{})
+}
+
+// newBadFrontWith is newBadFront with opts (Upstream and Logger are set here).
+func newBadFrontWith(t *testing.T, coalesce bool, opts proxy.Options) *badFront {
+	t.Helper()
 	up, err := badupstream.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -39,8 +45,9 @@ func newBadFront(t *testing.T, coalesce bool) *badFront {
 	up.Coalesce = coalesce
 	t.Cleanup(func() { up.Close() })
 	log := &testlog.Buffer{}
-	p, err := proxy.New(proxy.Options{Upstream: &url.URL{Scheme: "http", Host: up.Addr()},
-		Logger: hclog.New(&hclog.LoggerOptions{Output: log, Level: hclog.Debug})})
+	opts.Upstream = &url.URL{Scheme: "http", Host: up.Addr()}
+	opts.Logger = hclog.New(&hclog.LoggerOptions{Output: log, Level: hclog.Debug})
+	p, err := proxy.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +80,18 @@ type outcome struct {
 // answer carries another request's nonce.
 func (f *badFront) send(t *testing.T, name, method string, transport bool) outcome {
 	t.Helper()
+	out, foreign := f.exchange(t, name, method, transport)
+	for _, got := range foreign {
+		t.Errorf("%s %s (transport path %v): the client got bytes of another request: %q",
+			method, name, transport, got)
+	}
+	return out
+}
+
+// exchange is send without the verdict: it returns what came back that carries another
+// request's nonce (nil when nothing did).
+func (f *badFront) exchange(t *testing.T, name, method string, transport bool) (outcome, [][]byte) {
+	t.Helper()
 	nonce := newNonce()
 	var body io.Reader
 	switch {
@@ -89,22 +108,22 @@ func (f *badFront) send(t *testing.T, name, method string, transport bool) outco
 	out := outcome{nonce: nonce}
 	resp, err := f.c.Do(req)
 	if err != nil {
-		return out
+		return out, nil
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	var head bytes.Buffer
 	resp.Header.Write(&head)
+	var foreign [][]byte
 	for _, got := range [][]byte{head.Bytes(), b} {
 		if other := badupstream.Foreign(got, nonce); other != "" {
-			t.Errorf("%s %s (transport path %v): the client got bytes of request %s: %q",
-				method, name, transport, other, got)
+			foreign = append(foreign, got)
 		}
 	}
 	if err == nil {
 		out.status, out.body = resp.StatusCode, string(b)
 	}
-	return out
+	return out, foreign
 }
 
 // probe is the next client: a plain GET or POST of "ok" that must get exactly its own answer.

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -48,10 +49,24 @@ type guardedConn struct {
 	headLeft  int64
 	head      []byte
 	doomed    bool // the last response's framing was doubtful: never reuse
+
+	// Stray detection (stray.go): between the end of a response and the next gotConn the
+	// connection expects nothing, and bytes read then are a stray.
+	guard     *strayGuard // set by the first gotConn
+	expecting bool
+	strayed   bool  // reported once
+	answered  bool  // a byte of the response was read (since gotConn)
+	reads     int64 // Reads that returned bytes
+	// reads when exchangeDone ran; -1 while expecting. The Transport closing a pooled
+	// connection without a Read since is its read loop finding bytes it had buffered
+	// after the response: StrayUnrequested.
+	readsAtDone int64
+	ownClose    bool // the guard closed it
+	watchEarly  bool // a reused connection, no Expect: a write after answered is StrayEarly
 }
 
 func newGuardedConn(c net.Conn) *guardedConn {
-	g := &guardedConn{Conn: c}
+	g := &guardedConn{Conn: c, readsAtDone: -1}
 	g.cond.L = &g.mu
 	if sc, ok := c.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
@@ -71,6 +86,18 @@ func (g *guardedConn) Read(p []byte) (int, error) {
 	n, err := g.Conn.Read(p)
 	g.mu.Lock()
 	g.reading = false
+	if n > 0 && !g.expecting && g.guard != nil && !g.strayed && !is408(p[:min(n, len("HTTP/1.1 408"))]) {
+		// The Transport's read loop closes the connection itself; the stray is counted.
+		g.strayed = true
+		guard, what := g.guard, fmt.Sprintf("%q", p[:min(n, 16)])
+		g.mu.Unlock()
+		guard.report(strayIdle, "bytes on an idle connection: "+what)
+		g.mu.Lock()
+	}
+	if n > 0 {
+		g.answered = true
+		g.reads++
+	}
 	if g.recording && n > 0 {
 		take := int64(n)
 		if take > g.headLeft {
@@ -84,6 +111,18 @@ func (g *guardedConn) Read(p []byte) (int, error) {
 }
 
 func (g *guardedConn) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	early := g.watchEarly && g.answered && !g.strayed
+	if early {
+		g.strayed = true
+	}
+	guard := g.guard
+	g.mu.Unlock()
+	if early {
+		// What this write carries had not been sent, and a response was already read:
+		// the upstream answered a request it had not seen in full, or sent a stray.
+		guard.report(strayEarly, "a response began before the request was fully written")
+	}
 	n, err := g.Conn.Write(p)
 	if n > 0 {
 		g.mu.Lock()
@@ -102,6 +141,14 @@ func (g *guardedConn) unsent() bool {
 
 func (g *guardedConn) Close() error {
 	g.mu.Lock()
+	unrequested := !g.closed && !g.ownClose && !g.expecting && g.guard != nil && !g.strayed &&
+		!g.reading && g.readsAtDone >= 0 && g.reads == g.readsAtDone && g.guard.closing.Load() == 0
+	if unrequested {
+		// The Transport calls Close holding its connection's lock, which the quarantine's
+		// CloseIdleConnections takes: the next request reports it (flushPending).
+		g.strayed = true
+		g.guard.deferReport(strayUnrequested)
+	}
 	g.closed = true
 	g.cond.Broadcast()
 	g.mu.Unlock()
@@ -109,10 +156,17 @@ func (g *guardedConn) Close() error {
 }
 
 // gotConn runs when the Transport hands the connection to a request, before the request
-// is written. It closes a reused connection that may hold another response's bytes, and
-// starts recording the response head.
-func (g *guardedConn) gotConn(reused bool, maxHead int64) {
+// is written. It closes a reused connection that may hold another response's bytes, or
+// whose upstream is quarantined, and starts recording the response head.
+func (g *guardedConn) gotConn(reused bool, maxHead int64, guard *strayGuard, watchEarly bool) {
 	g.mu.Lock()
+	g.guard = guard
+	if reused && !g.closed && guard.quarantined() {
+		g.ownClose = true
+		g.mu.Unlock()
+		g.Close()
+		g.mu.Lock()
+	}
 	if reused && !g.closed {
 		timedOut := false
 		if !g.reading {
@@ -131,14 +185,39 @@ func (g *guardedConn) gotConn(reused bool, maxHead int64) {
 			timer.Stop()
 			g.waiting.Add(-1)
 		}
-		if !g.closed && (timedOut || g.doomed || !socketQuiet(g.raw)) {
+		state := idleQuiet
+		if !g.closed && !timedOut && !g.doomed {
+			state = socketState(g.raw)
+		}
+		if state == idleBytes && !g.strayed {
+			g.strayed = true
+			g.mu.Unlock()
+			guard.report(strayIdle, "bytes on an idle connection")
+			g.mu.Lock()
+		}
+		if !g.closed && (timedOut || g.doomed || state != idleQuiet) {
+			g.ownClose = true
 			g.mu.Unlock()
 			g.Close()
 			g.mu.Lock()
 		}
 	}
 	g.written = false
+	g.expecting = true
+	g.readsAtDone = -1
+	g.answered = false
+	g.watchEarly = reused && watchEarly
 	g.recording, g.headLeft, g.head = true, maxHead, g.head[:0]
+	g.mu.Unlock()
+}
+
+// exchangeDone marks the end of the current response, when the Transport has pooled the
+// connection and before its read loop looks for more: bytes read from now until the next
+// gotConn are a stray.
+func (g *guardedConn) exchangeDone() {
+	g.mu.Lock()
+	g.expecting = false
+	g.readsAtDone = g.reads
 	g.mu.Unlock()
 }
 
@@ -156,19 +235,18 @@ func (g *guardedConn) endHead(method string) {
 	}
 }
 
-// socketQuiet is upConn.quiet for any socket: no unread bytes and no FIN. Control, not
-// Read: another goroutine may be blocked reading, and the peek must not wait for it.
-func socketQuiet(raw syscall.RawConn) bool {
+// socketState is upConn.check for any socket. Control, not Read: another goroutine may be
+// blocked reading, and the peek must not wait for it.
+func socketState(raw syscall.RawConn) idleState {
 	if raw == nil {
-		return true
+		return idleQuiet
 	}
-	quiet := false
-	err := raw.Control(func(fd uintptr) {
-		var b [1]byte
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		quiet = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-	})
-	return err == nil && quiet
+	uc := upConn{raw: raw}
+	uc.peekState = idleClosed
+	if err := raw.Control(uc.peek); err != nil {
+		return idleClosed
+	}
+	return uc.peekState
 }
 
 // guardDial wraps dial so that every connection it makes is a guardedConn.
@@ -269,6 +347,7 @@ func (b *replayBody) again() (io.ReadCloser, error) {
 // guardedConn's reuse checks.
 func (t *inlineTransport) fallbackRoundTrip(r *http.Request) (*http.Response, error) {
 	var g *guardedConn
+	watchEarly := r.Header["Expect"] == nil // a 100 Continue comes before the body is sent
 	n1xx := 0
 	// A trace hook's error is dropped when hooks are composed (ReverseProxy has its own):
 	// too many 1xx end the round trip through the context instead.
@@ -278,7 +357,14 @@ func (t *inlineTransport) fallbackRoundTrip(r *http.Request) (*http.Response, er
 		GotConn: func(info httptrace.GotConnInfo) {
 			if c, ok := info.Conn.(*guardedConn); ok {
 				g = c
-				c.gotConn(info.Reused, t.maxHead)
+				c.gotConn(info.Reused, t.maxHead, t.guard, watchEarly)
+			}
+		},
+		// Called by the read loop before it reads again: from here the connection
+		// expects nothing until the next gotConn.
+		PutIdleConn: func(err error) {
+			if g != nil && err == nil {
+				g.exchangeDone()
 			}
 		},
 		Got1xxResponse: func(int, textproto.MIMEHeader) error {
@@ -290,6 +376,9 @@ func (t *inlineTransport) fallbackRoundTrip(r *http.Request) (*http.Response, er
 		},
 	}
 	out := r.WithContext(httptrace.WithClientTrace(ctx, trace))
+	if t.guard.quarantined() {
+		out.Close = true // one exchange on the connection (a reused one is refused in gotConn)
+	}
 	if out.Body != nil && out.Body != http.NoBody && out.GetBody == nil {
 		// The Transport retries a request whose connection failed before anything was
 		// written (one gotConn closed) only when it can send the body again.

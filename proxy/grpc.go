@@ -13,7 +13,6 @@ import (
 // gRPC status codes drainproxy answers with itself (google.golang.org/grpc/codes).
 const (
 	grpcDeadlineExceeded  = 4
-	grpcInternal          = 13
 	grpcResourceExhausted = 8
 	grpcUnavailable       = 14
 )
@@ -89,8 +88,6 @@ func grpcCode(reason string) (code int, message string) {
 		return grpcDeadlineExceeded, "drainproxy: the upstream did not answer in time"
 	case ReasonClientDeadline:
 		return grpcDeadlineExceeded, "drainproxy: the call's deadline passed"
-	case ReasonClientBody:
-		return grpcInternal, "drainproxy: the request body broke off or is malformed"
 	case ReasonBodyTooLarge:
 		return grpcResourceExhausted, "drainproxy: the request body is over the limit"
 	case ReasonRefused:

@@ -29,7 +29,7 @@ func BenchmarkIdleConnQuiet(b *testing.B) {
 	uc := newUpConn(c)
 	b.ReportAllocs()
 	for b.Loop() {
-		if !uc.quiet() {
+		if uc.check() != idleQuiet {
 			b.Fatal("an idle connection is not quiet")
 		}
 	}

@@ -33,6 +33,7 @@ type inlineTransport struct {
 	readTimeout   time.Duration // between two reads of a response body (progress.go)
 	maxHead       int64         // bytes a response head may take, 1xx heads included
 	pool          idlePool
+	guard         *strayGuard // quarantine of an upstream that sent stray responses (stray.go)
 }
 
 // max1xx bounds the informational responses accepted before the final one, as the
@@ -66,7 +67,13 @@ func newInlineTransport(opts Options, fallback *http.Transport, bufs *connBuffer
 	t := &inlineTransport{fallback: fallback, bufs: bufs, headerTimeout: opts.ResponseHeaderTimeout,
 		readTimeout: opts.ReadTimeout, maxHead: opts.MaxResponseHeaderBytes}
 	t.pool.max = opts.IdleConns
+	if opts.DisableKeepAlives {
+		t.pool.max = 0
+	}
 	t.pool.timeout = opts.IdleConnTimeout
+	t.guard = &strayGuard{counts: opts.ProtocolErrors, log: opts.Logger, target: opts.Upstream.String(),
+		period: opts.StrayQuarantine, closeIdle: t.CloseIdleConnections}
+	t.pool.guard = t.guard
 	u := opts.Upstream
 	guarded := fallback.DialContext
 	// The inline path guards its connections itself.
@@ -107,6 +114,7 @@ func (t *inlineTransport) inlinable(r *http.Request) bool {
 }
 
 func (t *inlineTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.guard.flushPending()
 	if !t.inlinable(r) {
 		return t.fallbackRoundTrip(r)
 	}
@@ -123,12 +131,18 @@ func (t *inlineTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // takeIdle takes the most recently used idle connection that is still quiet: one the
 // upstream closed meanwhile, or that received bytes nobody asked for (a late response, a
 // 408 before closing), is closed instead. Whatever such bytes are, they must not be read
-// as the answer to the request about to be sent.
+// as the answer to the request about to be sent; all but a 408 are a stray (StrayIdle).
 func (t *inlineTransport) takeIdle() *upConn {
 	for {
 		uc := t.pool.take()
-		if uc == nil || uc.quiet() {
+		if uc == nil {
+			return nil
+		}
+		switch uc.check() {
+		case idleQuiet:
 			return uc
+		case idleBytes:
+			t.guard.report(strayIdle, "bytes on an idle connection: "+uc.peekedText())
 		}
 		uc.c.Close()
 		t.pool.dropped.Add(1)
@@ -138,14 +152,14 @@ func (t *inlineTransport) takeIdle() *upConn {
 // CloseIdleConnections closes the idle connections of both paths.
 func (t *inlineTransport) CloseIdleConnections() {
 	t.pool.closeIdle(false)
-	t.fallback.CloseIdleConnections()
+	t.guard.closingIdle(t.fallback.CloseIdleConnections)
 }
 
 // close is CloseIdleConnections for a backend that takes no more requests: connections
 // coming back from requests still in flight are closed instead of kept.
 func (t *inlineTransport) close() {
 	t.pool.closeIdle(true)
-	t.fallback.CloseIdleConnections()
+	t.guard.closingIdle(t.fallback.CloseIdleConnections)
 }
 
 // errStale marks a failure on a reused connection before any response byte arrived.
@@ -298,14 +312,17 @@ func writeHead(bw *bufio.Writer, r *http.Request) error {
 }
 
 // writeField writes one header line; line breaks in v become spaces, as in Request.Write.
+// Byte by byte: other bytes, invalid UTF-8 included, go out as they came (strings.Map
+// would turn those into U+FFFD; FuzzWriteHead found it).
 func writeField(bw *bufio.Writer, k, v string) {
 	if strings.ContainsAny(v, "\r\n") {
-		v = strings.Map(func(r rune) rune {
-			if r == '\r' || r == '\n' {
-				return ' '
+		b := []byte(v)
+		for i, c := range b {
+			if c == '\r' || c == '\n' {
+				b[i] = ' '
 			}
-			return r
-		}, v)
+		}
+		v = string(b)
 	}
 	bw.WriteString(k)
 	bw.WriteString(": ")
@@ -351,8 +368,9 @@ type upConn struct {
 	// once per connection, so that a check does not allocate.
 	raw       syscall.RawConn
 	peekFn    func(fd uintptr)
-	peekBuf   [1]byte
-	peekQuiet bool
+	peekBuf   [len("HTTP/1.1 408")]byte
+	peekN     int
+	peekState idleState
 
 	// While a response head is read (inHead): how many more bytes may be read, and a copy
 	// of them for reusableHead.
@@ -377,23 +395,51 @@ func newUpConn(c net.Conn) *upConn {
 	return uc
 }
 
-// quiet reports whether an idle connection is still open and has received nothing: a
-// non-blocking MSG_PEEK of one byte, which finds both unread bytes and the peer's FIN.
-func (uc *upConn) quiet() bool {
+// idleState is what an idle connection's socket holds.
+type idleState int
+
+const (
+	idleQuiet  idleState = iota // open, nothing received: fit for reuse
+	idleClosed                  // the peer closed or reset it (or the check failed)
+	idleBytes                   // bytes nobody asked for (not a 408 before a close)
+)
+
+// check looks at an idle connection's socket: a non-blocking MSG_PEEK, which finds both
+// unread bytes and the peer's FIN. A 408 status line is the app's idle timeout, which
+// HTTP allows (net/http's Transport ignores it too): idleClosed, not idleBytes.
+func (uc *upConn) check() idleState {
 	if uc.raw == nil {
-		return true
+		return idleQuiet
 	}
-	uc.peekQuiet = false
+	uc.peekState = idleClosed
 	if err := uc.raw.Control(uc.peekFn); err != nil {
-		return false
+		return idleClosed
 	}
-	return uc.peekQuiet
+	return uc.peekState
 }
 
 func (uc *upConn) peek(fd uintptr) {
-	_, _, err := syscall.Recvfrom(int(fd), uc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	// Nothing to read and no FIN: EAGAIN. n > 0 (bytes) or n == 0 (EOF) mean drop it.
-	uc.peekQuiet = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+	n, _, err := syscall.Recvfrom(int(fd), uc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
+		uc.peekState = idleQuiet
+	case err != nil || n <= 0:
+		uc.peekState = idleClosed
+	default:
+		uc.peekN = n
+		uc.peekState = idleBytes
+		if is408(uc.peekBuf[:n]) {
+			uc.peekState = idleClosed
+		}
+	}
+}
+
+// peekedText is what check found, for the log.
+func (uc *upConn) peekedText() string { return fmt.Sprintf("%q", uc.peekBuf[:uc.peekN]) }
+
+// is408 reports whether b is (the start of) a 408 status line.
+func is408(b []byte) bool {
+	return len(b) == len("HTTP/1.1 408") && strings.HasPrefix(string(b), "HTTP/1.") && string(b[8:]) == " 408"
 }
 
 // startHead bounds and records what is read from now until endHead: the response head.
@@ -564,12 +610,16 @@ func (b *inlineBody) Close() error {
 	b.rc.Close()
 	// Bytes after the end of the response are a broken upstream: not a connection to keep.
 	// The buffer goes back first: once given to the pool, the connection is another's.
-	leftover := b.uc.br.Buffered() > 0
+	leftover := b.uc.br.Buffered()
+	if leftover > 0 {
+		peek, _ := b.uc.br.Peek(min(leftover, 16))
+		b.t.guard.report(strayUnrequested, fmt.Sprintf("%d bytes after a complete response: %q", leftover, peek))
+	}
 	b.uc.releaseReader(b.t.bufs)
 	if b.t.readTimeout > 0 {
 		b.uc.c.SetReadDeadline(time.Time{}) // an idle connection keeps no deadline
 	}
-	if leftover || !b.t.pool.give(b.uc) {
+	if leftover > 0 || !b.t.pool.give(b.uc) {
 		b.uc.c.Close()
 	}
 	return nil
@@ -584,7 +634,8 @@ type idlePool struct {
 	timeout time.Duration
 	timer   *time.Timer // armed while idle is not empty
 	armed   bool
-	closed  bool // the backend is retired: keep nothing
+	closed  bool        // the backend is retired: keep nothing
+	guard   *strayGuard // nothing is kept while it is quarantined
 
 	dropped atomic.Int64 // idle connections closed by takeIdle (for tests)
 }
@@ -608,7 +659,9 @@ func (p *idlePool) give(uc *upConn) bool {
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.idle) >= p.max {
+	// The quarantine is checked under the lock that closeIdle takes after it began: a
+	// connection is either refused here or closed there.
+	if p.closed || len(p.idle) >= p.max || (p.guard != nil && p.guard.quarantined()) {
 		return false
 	}
 	uc.lastUsed = now
@@ -631,6 +684,11 @@ func (p *idlePool) reap() {
 	defer p.mu.Unlock()
 	n := 0
 	for n < len(p.idle) && now.Sub(p.idle[n].lastUsed) >= p.timeout {
+		if p.guard != nil && p.idle[n].check() == idleBytes {
+			// A stray on a connection never taken again: counted all the same, by the
+			// next request (report closes idle connections, under this lock).
+			p.guard.deferReport(strayIdle)
+		}
 		p.idle[n].c.Close()
 		n++
 	}

@@ -23,7 +23,7 @@ func BenchmarkProxyPOST(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(p.CloseIdleConnections)
-	target := "http://" + serveOn(b, drain.New(drain.Options{}).Handler(p), nil) + "/"
+	target := "http://" + serveAsBinary(b, drain.New(drain.Options{}).Handler(p)) + "/"
 	client := newClient(b)
 	payload := []byte("hello, world\n")
 	post := func() {

@@ -409,7 +409,7 @@ func BenchmarkProxyHotPathWithProgressTimeouts(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(p.CloseIdleConnections)
-	addr := serveOn(b, drain.New(drain.Options{}).Handler(p), nil)
+	addr := serveAsBinary(b, drain.New(drain.Options{}).Handler(p))
 	benchmarkGET(b, "http://"+addr+"/")
 }
 

@@ -62,6 +62,18 @@ type Options struct {
 	// fields, 1xx heads included); a longer one answers 502 (zero: DefaultMaxResponseHeaderBytes).
 	MaxResponseHeaderBytes int64
 
+	// DisableKeepAlives gives every exchange with the upstream a connection of its own,
+	// closed after it (zero value: connections are pooled and reused). A stray response
+	// from the upstream then never reaches another exchange, at the cost of a connect per
+	// request (docs/requests.md has the measured cost).
+	DisableKeepAlives bool
+	// StrayQuarantine is how long an upstream that sent a stray response (stray.go) has
+	// each of its connections closed after one exchange (zero: DefaultStrayQuarantine).
+	StrayQuarantine time.Duration
+	// ProtocolErrors counts the stray responses seen, by case (nil: the proxy counts
+	// them in a value of its own). Share one to keep counting across reloads.
+	ProtocolErrors *ProtocolErrors
+
 	// MaxRequestBodyBytes answers 413 to a request body larger than this (zero: no limit).
 	MaxRequestBodyBytes int64
 
@@ -121,8 +133,7 @@ const (
 	ReasonTimeout        = "timeout"         // dial or response-header timeout: 504
 	ReasonBodyTooLarge   = "body_too_large"  // the request body exceeded the limit: 413
 	ReasonClientCanceled = "client_canceled" // the client went away first: nothing to answer
-	ReasonBadRequest     = "bad_request"     // a request target not to forward (refusedTarget): 400 or 405
-	ReasonClientBody     = "client_body"     // the client's request body broke off or is malformed: 400
+	ReasonBadRequest     = "bad_request"     // a request target not to forward (refusedTarget): 400 or 405; a request body cut short: 400
 	ReasonClientDeadline = "client_deadline" // the deadline the client set (grpc-timeout) passed: 504, gRPC DEADLINE_EXCEEDED
 	ReasonOverloaded     = "overloaded"      // no slot under the cap on requests in flight (Overload) in time: 503
 	ReasonOther          = "other"           // anything else (TLS, DNS, protocol): 502
@@ -168,10 +179,17 @@ func New(opts Options) (*Proxy, error) {
 	if opts.MaxResponseHeaderBytes <= 0 {
 		opts.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
 	}
+	if opts.StrayQuarantine <= 0 {
+		opts.StrayQuarantine = DefaultStrayQuarantine
+	}
+	if opts.ProtocolErrors == nil {
+		opts.ProtocolErrors = &ProtocolErrors{}
+	}
 	log := opts.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	opts.Logger = log
 
 	p := &Proxy{opts: opts, log: log, buffers: newBufferPool()}
 	switch opts.Upstream.Scheme {
@@ -235,11 +253,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// the ReverseProxy hands ModifyResponse the response, not the writer.
 	rp := &reply{w: w}
 	if r.Body != nil && r.Body != http.NoBody {
-		// Its errors are the client's, whatever the round trip makes of them.
-		rp.reqBody.ReadCloser = r.Body
-		r.Body = &rp.reqBody
+		rp.sent.ReadCloser = r.Body
+		r.Body = &rp.sent
 	}
-	p.serve(w, r.WithContext(context.WithValue(r.Context(), replyKey{}, rp)))
+	ctx := rp.detach(r)
+	defer rp.release()
+	p.serve(w, r.WithContext(ctx))
 }
 
 // CloseIdleConnections closes pooled upstream connections; call it once serving is over.
@@ -247,6 +266,9 @@ func (p *Proxy) CloseIdleConnections() { p.cur.Load().closeIdle() }
 
 // Upstream is the upstream address as shown in logs.
 func (p *Proxy) Upstream() string { return p.cur.Load().target }
+
+// ProtocolErrors is where the proxy counts stray upstream responses (Options.ProtocolErrors).
+func (p *Proxy) ProtocolErrors() *ProtocolErrors { return p.opts.ProtocolErrors }
 
 // DefaultMaxResponseHeaderBytes is Options.MaxResponseHeaderBytes's default, 64 KiB: more
 // than Envoy's 60 KiB and eight times nginx's 8 KiB proxy_buffer_size, so that large
@@ -269,6 +291,7 @@ func newTransport(opts Options) (*url.URL, *http.Transport, error) {
 		ExpectContinueTimeout: time.Second,
 		// Pass bodies through as the app encoded them; the client negotiated that.
 		DisableCompression: true,
+		DisableKeepAlives:  opts.DisableKeepAlives,
 	}
 	t.MaxResponseHeaderBytes = opts.MaxResponseHeaderBytes // the inline path's bound too
 	target := &url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
@@ -406,24 +429,28 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 // answerUpstreamError is answerError for an exchange with the upstream target.
 func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *http.Request, err error) {
 	reason, status := classify(r, err)
-	if bodyErr := clientBodyFailure(r); bodyErr != nil && reason != ReasonBodyTooLarge {
-		reason, status, err = ReasonClientBody, http.StatusBadRequest, bodyErr
-		if r.ProtoMajor == 1 {
-			w.Header().Set("Connection", "close") // where its body ends is unknown
-		}
+	if reason != ReasonBodyTooLarge && reason != ReasonClientCanceled && requestBodyFailed(r) {
+		// The client's request body ended before its length (a half-close mid-body): the
+		// upstream saw a request cut short, through no fault of its own.
+		reason, status = ReasonBadRequest, http.StatusBadRequest
 	}
 	if rec := recorderOf(w); rec != nil {
 		rec.RecordUpstreamError(reason, status, err)
 	}
 	if reason == ReasonClientCanceled {
-		// Nobody is left to answer; the access log records 499.
+		// Nobody is left to answer; the access log records 499. Returning without a
+		// word would let net/http answer an empty 200 to whoever still reads.
 		p.log.Debug("client went away before the upstream answered",
 			"upstream", target, "method", r.Method, "path", r.URL.Path)
-		return
+		panic(http.ErrAbortHandler)
 	}
-	if reason == ReasonClientBody || reason == ReasonClientDeadline {
+	if reason == ReasonBadRequest {
+		w.Header().Set("Connection", "close")
+		p.log.Warn("request body broke off or is malformed; answered 400", "method", r.Method, "path", r.URL.Path,
+			"client", r.RemoteAddr, "error", err.Error())
+	} else if reason == ReasonClientDeadline {
 		// The client's doing: at warning level and naming it, not the upstream.
-		p.log.Warn(clientFaultMessage[reason], "error", err.Error(),
+		p.log.Warn("the deadline the client set passed before the upstream answered", "error", err.Error(),
 			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
 	} else if reason == ReasonOverloaded {
 		p.logOverloaded(r)
@@ -447,15 +474,8 @@ func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *htt
 	io.WriteString(w, errorBody(status, reason))
 }
 
-var clientFaultMessage = map[string]string{
-	ReasonClientBody:     "client sent a broken request body; answered 400",
-	ReasonClientDeadline: "the deadline the client set passed before the upstream answered",
-}
-
 func errorBody(status int, reason string) string {
 	switch reason {
-	case ReasonClientBody:
-		return "400 Bad Request: the request body broke off or is malformed\n"
 	case ReasonClientDeadline:
 		return "504 Gateway Timeout: the deadline the request set passed\n"
 	case ReasonRefused:
@@ -468,6 +488,8 @@ func errorBody(status int, reason string) string {
 		return "413 Request Entity Too Large: the request body is over the limit\n"
 	case ReasonOverloaded:
 		return "503 Service Unavailable: too many requests in flight to the upstream; retry\n"
+	case ReasonBadRequest:
+		return "400 Bad Request: the request body broke off or is malformed\n"
 	}
 	return fmt.Sprintf("%d %s\n", status, http.StatusText(status))
 }

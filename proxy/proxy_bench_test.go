@@ -2,11 +2,13 @@ package proxy_test
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"testing"
 
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/internal/clientconn"
 	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/standin"
 )
@@ -23,8 +25,29 @@ func BenchmarkProxyHotPath(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(p.CloseIdleConnections)
-	addr := serveOn(b, drain.New(drain.Options{}).Handler(p), nil)
+	addr := serveAsBinary(b, drain.New(drain.Options{}).Handler(p))
 	benchmarkGET(b, "http://"+addr+"/")
+}
+
+// serveAsBinary serves h as serveOn does, on a server that keeps each request's
+// connection in its context as the binary's does (the proxy's watch of HTTP/1 clients).
+func serveAsBinary(b *testing.B, h http.Handler) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ConnContext: clientconn.ConnContext}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	b.Cleanup(func() {
+		srv.Close()
+		<-served
+	})
+	return ln.Addr().String()
 }
 
 // BenchmarkUpstreamDirect is BenchmarkProxyHotPath's request sent straight to the upstream.

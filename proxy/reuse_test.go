@@ -100,3 +100,43 @@ func TestIdleConnectionThatGotBytesIsDropped(t *testing.T) {
 		})
 	}
 }
+
+// TestStrayOnReapedConnectionIsCounted: a stray arrives on an idle inline connection that
+// is never taken again; the idle timeout closes it. It is counted all the same (and the
+// quarantine begins) when the next request comes.
+func TestStrayOnReapedConnectionIsCounted(t *testing.T) {
+	written := make(chan struct{})
+	var first sync.Once
+	up, _ := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		c.SetReadDeadline(time.Now().Add(inlineWait))
+		isFirst := false
+		first.Do(func() { isFirst = true })
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			if isFirst {
+				time.Sleep(20 * time.Millisecond)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+				close(written)
+				isFirst = false
+			}
+		}
+	})
+	p, base, _ := inlineFront(t, Options{Upstream: up, IdleConnTimeout: 200 * time.Millisecond})
+	c := inlineClient(t)
+	getOK(t, c, base+"/", 0)
+	<-written
+	eventually(t, "the connection reaped", func() bool { return p.inlineIdle() == 0 })
+	if n := p.ProtocolErrors().Counts(); n != [len(StrayCases)]uint64{} {
+		t.Fatalf("counted before the next request: %v", n)
+	}
+	getOK(t, c, base+"/", 1)
+	if n := p.ProtocolErrors().Counts()[strayIdle]; n != 1 {
+		t.Errorf("%d idle strays counted, want 1", n)
+	}
+	if !p.cur.Load().transport.guard.quarantined() {
+		t.Error("no quarantine after a stray")
+	}
+}

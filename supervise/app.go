@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/drain"
 )
 
 // App is the supervised app across zero-downtime restarts. One Supervisor (one instance of
@@ -20,7 +21,7 @@ import (
 // answers, switches new requests to it, lets the requests in flight to the old one finish,
 // and only then stops the old one. Both share one Reaper.
 //
-// App has the Supervisor's surface (Start, Gate, Guard, Stop, ExitCode, Close), so that
+// App has the Supervisor's surface (Start, Gate, Answering, RetryAfter, Stop, ExitCode, Close), so that
 // drainproxy wires it in the same places; they follow whichever instance is current.
 type App struct {
 	opts   AppOptions
@@ -43,8 +44,8 @@ type App struct {
 	restartWG sync.WaitGroup
 
 	retiredRestarts  atomic.Uint64 // policy restarts of instances no longer current
-	reloadsOK        atomic.Uint64
-	reloadsFailed    atomic.Uint64
+	rollingOK        atomic.Uint64
+	rollingFailed    atomic.Uint64
 	stopOnce, closed sync.Once
 	stopErr          error
 }
@@ -151,12 +152,11 @@ func (a *App) Gate(ctx context.Context) error {
 	return nil
 }
 
-// Guard is Supervisor.Guard for whichever instance is current.
-func (a *App) Guard(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.cur.Load().guard(next, w, r)
-	})
-}
+// Answering is Supervisor.Answering for whichever instance is current.
+func (a *App) Answering() bool { return a.cur.Load().Answering() }
+
+// RetryAfter is Supervisor.RetryAfter for whichever instance is current.
+func (a *App) RetryAfter() int { return a.cur.Load().RetryAfter() }
 
 // Restart starts a zero-downtime restart in the background and returns at once; the
 // steps are logged. It refuses (with the reason) while another restart runs
@@ -169,7 +169,7 @@ func (a *App) Restart(reason string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
-	case a.stopping || isClosed(a.abort):
+	case a.stopping || drain.Closed(a.abort):
 		return errors.New("the app is being stopped: drainproxy is draining")
 	case !a.answered:
 		return errors.New("the app has not answered yet")
@@ -186,18 +186,6 @@ func (a *App) Restart(reason string) error {
 		a.mu.Unlock()
 	}()
 	return nil
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	if ch == nil {
-		return false
-	}
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }
 
 // restartURL is the upstream with port 0, to be replaced by a fresh port.
@@ -310,7 +298,7 @@ func (a *App) restart(reason string) {
 	}
 	a.retire(old)
 	retired.Close()
-	a.reloadsOK.Add(1)
+	a.rollingOK.Add(1)
 	a.log.Info("app restart: old instance stopped", "pid", oldPid, "new_pid", next.Pid(), "took", since(begun))
 }
 
@@ -434,7 +422,7 @@ func (a *App) restartFailed(begun time.Time, what string, err error, inst *insta
 	}
 	a.log.Error("app restart failed; the old instance keeps serving", pairs...)
 	if inst == nil {
-		a.reloadsFailed.Add(1)
+		a.rollingFailed.Add(1)
 		return
 	}
 	running := inst.sup.Running()
@@ -444,7 +432,7 @@ func (a *App) restartFailed(begun time.Time, what string, err error, inst *insta
 	} else {
 		a.log.Info("app restart: new instance is gone", "pid", inst.pid)
 	}
-	a.reloadsFailed.Add(1)
+	a.rollingFailed.Add(1)
 }
 
 func since(t time.Time) string { return time.Since(t).Round(time.Millisecond).String() }
@@ -489,8 +477,11 @@ func (a *App) Close() {
 // instance (metrics.RestartCounter).
 func (a *App) Restarts() uint64 { return a.retiredRestarts.Load() + a.cur.Load().Restarts() }
 
-// Reloads is how many zero-downtime restarts succeeded and failed (metrics.ReloadCounter).
-func (a *App) Reloads() (ok, failed uint64) { return a.reloadsOK.Load(), a.reloadsFailed.Load() }
+// RollingRestarts is how many zero-downtime restarts succeeded and failed
+// (metrics.RollingRestartCounter).
+func (a *App) RollingRestarts() (ok, failed uint64) {
+	return a.rollingOK.Load(), a.rollingFailed.Load()
+}
 
 // Pid is the current instance's process id, or 0.
 func (a *App) Pid() int { return a.cur.Load().Pid() }

@@ -5,14 +5,17 @@
 // it only after the proxy has drained (stop signal, then SIGKILL after a timeout), passes
 // chosen signals on to it, and reaps the orphans it leaves behind.
 //
-// The API is small on purpose:
+// drainproxy uses it through App, which adds zero-downtime restarts (a second instance on
+// a fresh port, then a switch) to one Supervisor per instance:
 //
-//	sup, err := supervise.New(opts) // validate, resolve the command
-//	drain.Options{Gate: sup.Gate, StopApp: sup.Stop}
-//	sup.Start(d.Drain)              // first child; the restart loop runs from here
-//	d.Handler(sup.Guard(proxy))     // 503 + Retry-After while the app is down
-//	code := sup.ExitCode(summary.ExitCode())
-//	sup.Close()
+//	app, err := supervise.NewApp(supervise.AppOptions{Options: opts, Switch: swapProxy})
+//	drain.Options{Gate: app.Gate, StopApp: app.Stop}
+//	app.AbortOn(d.Requested())           // a drain wins over a restart not yet switched
+//	d.Handler(proxy.AppGuard(app, p))    // 503 + Retry-After while the app is down
+//	app.Start(d.Drain)                   // first instance; the restart policy runs from here
+//	app.Restart("POST /restart")         // SIGHUP and POST /restart
+//	code := app.ExitCode(summary.ExitCode())
+//	app.Close()
 //
 // All waiting for child processes goes through one Reaper per process (reaper.go); the
 // supervisor never calls wait itself, so reaping orphans cannot steal the app's status.
@@ -24,12 +27,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,8 +38,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-
-	"github.com/drainproxy/drainproxy/proxy"
 )
 
 // Options configures a Supervisor. The zero value of every field but Command is usable.
@@ -661,46 +660,12 @@ func (s *Supervisor) NotServing() string {
 	return "app started, not answering yet"
 }
 
-// Guard answers 503 with Retry-After while the app is not running or has not answered
-// yet since it (re)started, and passes requests to next otherwise. Put it in front of the
-// proxy, inside the drain's request accounting.
-func (s *Supervisor) Guard(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.guard(next, w, r) })
-}
+// Answering reports whether the app is running and has answered since it (re)started:
+// proxy.AppGuard lets requests through only then.
+func (s *Supervisor) Answering() bool { return s.answering.Load() }
 
-func (s *Supervisor) guard(next http.Handler, w http.ResponseWriter, r *http.Request) {
-	if s.answering.Load() {
-		next.ServeHTTP(w, r)
-		return
-	}
-	if rec, ok := w.(errorRecorder); ok {
-		rec.RecordUpstreamError(ReasonAppNotRunning, http.StatusServiceUnavailable, errAppNotRunning)
-	}
-	w.Header().Set("Retry-After", strconv.Itoa(s.retryAfter()))
-	const msg = "the app behind this proxy is not running right now; retry shortly"
-	if proxy.IsGRPC(r) {
-		// A text 503 would reach a gRPC client as "unexpected HTTP status code".
-		proxy.WriteGRPCError(w, proxy.GRPCUnavailable, "drainproxy: "+msg)
-		return
-	}
-	http.Error(w, msg, http.StatusServiceUnavailable)
-}
-
-// ReasonAppNotRunning is the Guard's upstream error reason (proxy.ErrorRecorder): the
-// request got 503 because the app was down or had not answered since it restarted. The
-// access log, the metrics and the drain's summary count it as a request drainproxy
-// answered for the app.
-const ReasonAppNotRunning = "app_not_running"
-
-var errAppNotRunning = errors.New("the app is not running, or has not answered since it restarted")
-
-// errorRecorder is proxy.ErrorRecorder, which the drain's ResponseWriter implements.
-type errorRecorder interface {
-	RecordUpstreamError(reason string, status int, err error)
-}
-
-// retryAfter is the whole seconds until the next planned start, at least 1.
-func (s *Supervisor) retryAfter() int {
+// RetryAfter is the whole seconds until the next planned start, at least 1.
+func (s *Supervisor) RetryAfter() int {
 	left := time.Until(time.Unix(0, s.retryAt.Load()))
 	secs := int((left + time.Second - 1) / time.Second)
 	return max(secs, 1)

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -23,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/drainproxy/drainproxy/internal/testenv"
 )
 
 var testApp string // path of the built test app, set by TestMain
@@ -92,15 +93,8 @@ func (o *output) wait(t *testing.T, re string, timeout time.Duration) []string {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
 	return port
 }
 
@@ -115,7 +109,7 @@ type testSup struct {
 
 func newTestSup(t *testing.T, r *Reaper, edit func(*Options), args ...string) *testSup {
 	t.Helper()
-	ts := &testSup{out: newOutput2(), port: freePort(t), exited: make(chan string, 1)}
+	ts := &testSup{out: newOutput2(), port: portOf(testenv.FreeAddr(t)), exited: make(chan string, 1)}
 	opts := Options{
 		Command:      append([]string{testApp}, args...),
 		Upstream:     &url.URL{Scheme: "http", Host: "127.0.0.1:" + ts.port},
@@ -168,12 +162,13 @@ func (ts *testSup) waitExit(t *testing.T) string {
 	}
 }
 
-// guardStatus is the status and Retry-After the Guard answers with (200 when it passes).
+// guardStatus is the status and Retry-After proxy.AppGuard answers with (200 when it
+// passes), from the state the Supervisor gives it.
 func (ts *testSup) guardStatus() (int, string) {
-	rec := httptest.NewRecorder()
-	ts.Guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})).
-		ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
-	return rec.Code, rec.Header().Get("Retry-After")
+	if ts.Answering() {
+		return http.StatusOK, ""
+	}
+	return http.StatusServiceUnavailable, strconv.Itoa(ts.RetryAfter())
 }
 
 // gone reports whether no process has pid any more (reaped, not a zombie).

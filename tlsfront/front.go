@@ -24,7 +24,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -33,10 +32,8 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/drainproxy/drainproxy/config"
-	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/listener"
-	"github.com/drainproxy/drainproxy/sigtrap"
 )
 
 // Options configures a Front.
@@ -55,15 +52,13 @@ type Options struct {
 }
 
 // Front is the TLS side of the public listeners. Build it with New, route each
-// listener's handler through Handler and its socket through Serve, then Start it.
+// listener's handler through Handler and its socket through Wrap, then Start it.
 type Front struct {
-	log         hclog.Logger
-	http2       *h2serve.Server
-	ownHTTP2    bool // http2 is the Front's own: Serve has the Drainer drain it
-	drainsHTTP2 bool
-	sites       map[string]*site // by configured listener address
-	order       []*site
-	issuers     []*certmagic.ACMEIssuer // answer HTTP-01 on the plain listeners
+	log     hclog.Logger
+	http2   *h2serve.Server
+	sites   map[string]*site // by configured listener address
+	order   []*site
+	issuers []*certmagic.ACMEIssuer // answer HTTP-01 on the plain listeners
 
 	httpAddr  net.Addr     // the first plain listener, bound
 	httpsPort atomic.Int32 // the first HTTPS listener's bound port, for redirects
@@ -98,7 +93,7 @@ func New(opts Options) (*Front, error) {
 	}
 	f := &Front{log: opts.Logger, http2: opts.HTTP2, sites: make(map[string]*site), cancel: func() {}}
 	if f.http2 == nil {
-		f.http2, f.ownHTTP2 = h2serve.New(h2serve.Options{Logger: opts.Logger.Named("http2")}), true
+		return nil, errors.New("tlsfront: Options.HTTP2 is required (the server that drains the HTTPS listeners' HTTP/2 connections)")
 	}
 	for _, l := range opts.Listeners {
 		if l.TLS == nil {
@@ -231,11 +226,11 @@ func (f *Front) Handler(l config.Listener, next http.Handler) http.Handler {
 	return h
 }
 
-// Serve returns the listener that srv must serve for l: ln itself for a plain listener;
+// Wrap returns the listener that srv must serve for l: ln itself for a plain listener;
 // for an HTTPS one, ln behind TLS, with srv set up to hand HTTP/2 connections to the
-// h2serve.Server of Options.HTTP2. Call it for every listener before Start, and before
-// d.Run.
-func (f *Front) Serve(l config.Listener, ln *listener.Listener, srv *http.Server, d *drain.Drainer) (net.Listener, error) {
+// h2serve.Server of Options.HTTP2 (whose owner drains it). Call it for every listener
+// before Start.
+func (f *Front) Wrap(l config.Listener, ln *listener.Listener, srv *http.Server) (net.Listener, error) {
 	s := f.sites[l.Address]
 	if s == nil {
 		if f.httpAddr == nil {
@@ -246,11 +241,6 @@ func (f *Front) Serve(l config.Listener, ln *listener.Listener, srv *http.Server
 	s.bound = ln.Addr()
 	if f.httpsPort.Load() == 0 {
 		f.httpsPort.Store(int32(portOf(ln.Addr())))
-	}
-	if f.ownHTTP2 && !f.drainsHTTP2 {
-		f.drainsHTTP2 = true
-		d.OnDrainStart(f.http2.Drain)
-		d.OnStopAccepting(func(context.Context) { f.http2.StopAccepting() })
 	}
 	f.http2.Configure(srv, false)
 	f.log.Info("serving HTTPS", "address", ln.Addr().String(), "certificate", s.source(),
@@ -268,7 +258,7 @@ func (s *site) source() string {
 // Start begins certificate management for the ACME listeners: certificates in storage
 // are loaded, missing ones are obtained in the background, and all are renewed until
 // Close. Challenges are answered on drainproxy's own listeners, so call Start after
-// Serve, once every listener is bound.
+// Wrap, once every listener is bound.
 func (f *Front) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	f.cancel = cancel
@@ -360,16 +350,6 @@ func (f *Front) ReloadStatic() error {
 			"subject", leaf.Subject.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return errors.Join(errs...)
-}
-
-// TrapReload makes SIGHUP reload the certificate files, when any listener has some;
-// otherwise it does nothing (SIGHUP keeps its default meaning). stop undoes it and waits
-// for the goroutine that reads the signals.
-func (f *Front) TrapReload() (stop func()) {
-	if !slices.ContainsFunc(f.order, func(s *site) bool { return s.static != nil }) {
-		return func() {}
-	}
-	return sigtrap.Handle(func(os.Signal) { f.ReloadStatic() }, syscall.SIGHUP) // logs the outcome
 }
 
 // Close ends certificate management (renewals, background obtains).

@@ -27,6 +27,7 @@ import (
 
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/listener"
 )
 
@@ -215,7 +216,8 @@ func TestFrontStaticHTTPS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := writeSelfSigned(t, dir, "a.test", 1)
 	l := config.Listener{Address: "127.0.0.1:0", TLS: &config.TLS{CertFile: certFile, KeyFile: keyFile, MinVersion: tls.VersionTLS12, HSTS: "max-age=60"}}
-	f, err := New(Options{Listeners: []config.Listener{l}})
+	h2 := h2serve.New(h2serve.Options{})
+	f, err := New(Options{Listeners: []config.Listener{l}, HTTP2: h2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +231,9 @@ func TestFrontStaticHTTPS(t *testing.T) {
 	srv := &http.Server{Handler: d.Handler(f.Handler(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Proto)
 	})))}
-	public, err := f.Serve(l, ln, srv, d)
+	d.OnDrainStart(h2.Drain)
+	d.OnStopAccepting(func(context.Context) { h2.StopAccepting() })
+	public, err := f.Wrap(l, ln, srv)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,35 +57,7 @@ func main() {
 	lat := make([]time.Duration, total) // by request index; -1 for a failed request
 	var wg sync.WaitGroup
 	for c := range *conns {
-		wg.Go(func() {
-			var cl *client
-			for i := c; i < total; i += *conns {
-				due := start.Add(time.Duration(i) * interval)
-				if w := time.Until(due); w > 0 {
-					time.Sleep(w)
-				}
-				if cl == nil {
-					var err error
-					if cl, err = dial(u.Host); err != nil {
-						lat[i] = -1
-						continue
-					}
-				}
-				keep, err := cl.do(req)
-				if err != nil {
-					lat[i] = -1
-				} else {
-					lat[i] = time.Since(due)
-				}
-				if err != nil || !keep {
-					cl.close()
-					cl = nil
-				}
-			}
-			if cl != nil {
-				cl.close()
-			}
-		})
+		wg.Go(func() { sendEvery(u.Host, req, lat, c, *conns, start, interval) })
 	}
 	wg.Wait()
 	measured := lat[skip:]
@@ -105,6 +77,40 @@ func main() {
 	}
 	fmt.Printf("sent %d ok %d errors %d seconds %.3f p50_ms %.3f p99_ms %.3f p999_ms %.3f max_ms %.3f\n",
 		len(measured), len(ok), len(measured)-len(ok), d.Seconds(), pct(0.50), pct(0.99), pct(0.999), pct(1))
+}
+
+// sendEvery sends requests c, c+step, c+2*step, ... of lat on one keep-alive connection
+// (a new one after an error or a close), each at its due time, and records its latency
+// from that time, or -1 for a failed one.
+func sendEvery(host string, req []byte, lat []time.Duration, c, step int, start time.Time, interval time.Duration) {
+	var cl *client
+	defer func() {
+		if cl != nil {
+			cl.close()
+		}
+	}()
+	for i := c; i < len(lat); i += step {
+		due := start.Add(time.Duration(i) * interval)
+		if w := time.Until(due); w > 0 {
+			time.Sleep(w)
+		}
+		if cl == nil {
+			var err error
+			if cl, err = dial(host); err != nil {
+				lat[i] = -1
+				continue
+			}
+		}
+		keep, err := cl.do(req)
+		lat[i] = time.Since(due)
+		if err != nil {
+			lat[i] = -1
+		}
+		if err != nil || !keep {
+			cl.close()
+			cl = nil
+		}
+	}
 }
 
 func fail(format string, args ...any) {

@@ -121,6 +121,7 @@ func launchWithStdout(t testing.TB, stdout io.Writer, args ...string) *proc {
 type launchOptions struct {
 	stdout   io.Writer // the process's stdout; nil is the test's
 	ownGroup bool      // lead a process group of its own, like a job a terminal's shell starts
+	noCaps   bool      // run without capabilities (setpriv), as our image runs: no SYN filter
 }
 
 func launchWith(t testing.TB, o launchOptions, args ...string) *proc {
@@ -134,6 +135,12 @@ func launchWith(t testing.TB, o launchOptions, args ...string) *proc {
 	}
 	full = append(full, args...)
 	cmd := exec.Command(binary, full...)
+	if o.noCaps {
+		// Root without capabilities, as in a container with all of them dropped: the
+		// kernel refuses the drain's SYN filter (CAP_NET_ADMIN) and the stop goes without.
+		testenv.NeedProgram(t, "setpriv", "util-linux")
+		cmd = exec.Command("setpriv", append([]string{"--inh-caps=-all", "--bounding-set=-all", "--", binary}, full...)...)
+	}
 	// A -race binary otherwise sleeps a second at exit, which would hide exit latency.
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1")
 	if o.ownGroup {

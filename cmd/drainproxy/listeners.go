@@ -46,7 +46,7 @@ func (p *publicListeners) open(ctx context.Context, l config.Listener) (string, 
 		p.h2.Configure(srv, !l.DisableH2C)
 	}
 	srv.ConnState = ln.ConnState // max_connections closes idle keep-alive connections to make room
-	public, err := p.front.Serve(l, ln, srv, p.d)
+	public, err := p.front.Wrap(l, ln, srv)
 	if err != nil {
 		ln.Close()
 		return "", fmt.Errorf("cannot serve HTTPS on %s: %w", l.Address, err)

@@ -34,57 +34,6 @@ import (
 	"github.com/drainproxy/drainproxy/tlsfront"
 )
 
-// setting is one thing a reload compares between the running and the new configuration.
-type setting struct {
-	name    string // as written in the config file
-	inPlace bool   // a reload applies it; otherwise it needs an upgrade
-	get     func(*config.Config) any
-}
-
-// settings lists every setting a reload looks at. Supervised mode moves upstream.url out
-// of reach: the app runs on a port of its own choosing after a restart, and the URL is
-// the template for it.
-func settings(supervised bool) []setting {
-	return []setting{
-		{"listener.tls.cert_file", true, func(c *config.Config) any { return certFiles(c.Listeners) }},
-		{"upstream.url", !supervised, func(c *config.Config) any { return c.Upstream.URL.String() }},
-		{"upstream.command", false, func(c *config.Config) any { return c.Upstream.Command }},
-		{"upstream.dial_timeout", true, func(c *config.Config) any { return c.Upstream.DialTimeout }},
-		{"upstream.response_header_timeout", true, func(c *config.Config) any { return c.Upstream.ResponseHeaderTimeout }},
-		{"upstream.idle_conns", true, func(c *config.Config) any { return c.Upstream.IdleConns }},
-		{"upstream.idle_conn_timeout", true, func(c *config.Config) any { return c.Upstream.IdleConnTimeout }},
-		{"upstream.read_timeout", true, func(c *config.Config) any { return c.Upstream.ReadTimeout }},
-		{"upstream.send_timeout", true, func(c *config.Config) any { return c.Upstream.SendTimeout }},
-		{"upstream.max_response_header_bytes", true, func(c *config.Config) any { return c.Upstream.MaxResponseHeaderBytes }},
-		{"upstream.max_requests", true, func(c *config.Config) any { return c.Upstream.MaxRequests }},
-		{"upstream.queue_timeout", true, func(c *config.Config) any { return c.Upstream.QueueTimeout }},
-		{"proxy.host_header", true, func(c *config.Config) any { return c.Proxy.HostHeader }},
-		{"proxy.trusted_proxies", true, func(c *config.Config) any { return c.Proxy.TrustedProxies }},
-		{"limits.max_request_body_bytes", true, func(c *config.Config) any { return c.Limits.MaxRequestBodyBytes }},
-		{"limits.send_timeout", true, func(c *config.Config) any { return c.Limits.SendTimeout }},
-		{"limits.client_body_timeout", true, func(c *config.Config) any { return c.Limits.ClientBodyTimeout }},
-		{"limits.upgrade_idle_timeout", true, func(c *config.Config) any { return c.Limits.UpgradeIdleTimeout }},
-		{"log.level", true, func(c *config.Config) any { return c.Log.Level }},
-		{"log.access_log", true, func(c *config.Config) any { return c.Log.AccessLog }},
-		{"log.access_log_format", true, func(c *config.Config) any { return c.Log.AccessLogFormat }},
-		{"log.access_log_buffer", true, func(c *config.Config) any { return c.Log.AccessLogBuffer }},
-		{"log.access_log_when_full", true, func(c *config.Config) any { return c.Log.AccessLogWhenFull }},
-		{"admin.token", true, func(c *config.Config) any { return c.Admin.Token }},
-		{"log.format", false, func(c *config.Config) any { return c.Log.Format }},
-		{"admin.address", false, func(c *config.Config) any { return c.Admin.Address }},
-		{"admin.allowed_hosts", false, func(c *config.Config) any { return c.Admin.AllowedHosts }},
-		{"drain", false, func(c *config.Config) any { return c.Drain }},
-		{"health_check", true, func(c *config.Config) any { return c.HealthCheck }},
-		{"app", false, func(c *config.Config) any { return c.App }},
-		{"limits", false, func(c *config.Config) any {
-			l := c.Limits
-			// compared on their own above
-			l.MaxRequestBodyBytes, l.SendTimeout, l.ClientBodyTimeout, l.UpgradeIdleTimeout = 0, 0, 0, 0
-			return l
-		}},
-	}
-}
-
 // certFiles is each listener's certificate and key file ("" for none), by address.
 func certFiles(ls []config.Listener) map[string][2]string {
 	m := map[string][2]string{}
@@ -145,19 +94,35 @@ func listenerChanges(running, next []config.Listener) (add []config.Listener, re
 	return add, remove, needUpgrade, served
 }
 
-// changes compares two configurations: the in-place settings that differ, and the others
-// that differ (compared with what the process started with, since a reload never applies
-// them).
-func changes(supervised bool, running, started, next *config.Config) (inPlace, needUpgrade []string) {
-	for _, s := range settings(supervised) {
-		if s.inPlace && !reflect.DeepEqual(s.get(running), s.get(next)) {
-			inPlace = append(inPlace, s.name)
-		}
-		if !s.inPlace && !reflect.DeepEqual(s.get(started), s.get(next)) {
-			needUpgrade = append(needUpgrade, s.name)
+// changes compares two configurations setting by setting (config.Settings): the settings a
+// reload applies that differ from the running ones, and the names of the others that differ
+// from what the process started with (a reload never applies them). Listeners are
+// listenerChanges'.
+func changes(supervised bool, running, started, next *config.Config) (inPlace []config.Setting, needUpgrade []string) {
+	for _, s := range config.Settings {
+		switch s.EffectFor(supervised) {
+		case config.PerListener:
+		case config.NeedsUpgrade:
+			if !reflect.DeepEqual(s.Value(started), s.Value(next)) {
+				needUpgrade = append(needUpgrade, s.Name)
+			}
+		default:
+			if !reflect.DeepEqual(s.Value(running), s.Value(next)) {
+				inPlace = append(inPlace, s)
+			}
 		}
 	}
 	return inPlace, needUpgrade
+}
+
+// has reports whether one of the settings has effect e.
+func has(settings []config.Setting, supervised bool, e config.Effect) bool {
+	return slices.ContainsFunc(settings, func(s config.Setting) bool { return s.EffectFor(supervised) == e })
+}
+
+// named reports whether one of the settings is one of names.
+func named(settings []config.Setting, names ...string) bool {
+	return slices.ContainsFunc(settings, func(s config.Setting) bool { return slices.Contains(names, s.Name) })
 }
 
 // live is what a reload can change in a running drainproxy, and how to build it again.
@@ -245,19 +210,20 @@ func (l *live) reload(reason string) {
 			"reason", reason, "error", err.Error())
 		return
 	}
-	inPlace, needUpgrade := changes(l.sup != nil, l.running, l.started, next)
+	supervised := l.sup != nil
+	inPlace, needUpgrade := changes(supervised, l.running, l.started, next)
 	addListeners, removeListeners, listenersNeedUpgrade, served := listenerChanges(l.running.Listeners, next.Listeners)
 	needUpgrade = append(needUpgrade, listenersNeedUpgrade...)
 
 	// Build first what can fail, so that a failure changes nothing.
 	var newProxy *proxy.Proxy
-	if hasAny(inPlace, "upstream.", "proxy.", "limits.max_request_body_bytes", "limits.send_timeout",
-		"limits.client_body_timeout", "limits.upgrade_idle_timeout") {
+	if has(inPlace, supervised, config.RebuildsProxy) {
 		target := next.Upstream.URL
 		if l.sup != nil {
 			target, _ = url.Parse(l.proxies.current().Upstream()) // the app instance serving now
 		}
-		if newProxy, err = buildProxy(next, target, l.overload, l.log); err != nil {
+		// The counts of stray responses carry over to the new proxy.
+		if newProxy, err = buildProxy(next, target, l.overload, l.proxies.current().ProtocolErrors(), l.log); err != nil {
 			log.Error("cannot build the proxy from the new configuration: still serving the running one", "error", err.Error())
 			return
 		}
@@ -265,7 +231,7 @@ func (l *live) reload(reason string) {
 	var newLog *accesslog.Log
 	// Each line's upstream is read from the proxy in service when it is written, so a new
 	// upstream needs no new log.
-	accessLogChanged := hasAny(inPlace, "log.access_log")
+	accessLogChanged := has(inPlace, supervised, config.ReopensAccessLog)
 	if accessLogChanged {
 		if newLog, err = newAccessLog(next.Log, l.proxies.upstream, l.stdout, l.stderr, l.log.Named("access-log")); err != nil {
 			if newProxy != nil {
@@ -308,26 +274,26 @@ func (l *live) reload(reason string) {
 			builtFor = newProxy.Upstream()
 		}
 		l.proxies.swap(newProxy, builtFor)
-		if slices.Contains(inPlace, "upstream.url") {
+		if named(inPlace, "upstream.url") {
 			l.checker.SetUpstream(next.Upstream.URL)
 		}
 	}
 	if accessLogChanged {
 		l.logs.swap(newLog, l.d.Workers)
 	}
-	if slices.Contains(inPlace, "health_check") {
+	if has(inPlace, supervised, config.ResetsHealthCheck) {
 		target, _ := url.Parse(l.proxies.current().Upstream())
 		opts := healthOptions(next, target, l.log)
 		l.checker.SetOptions(target, opts)
 		l.checkOpts.Store(&opts)
 	}
-	if slices.Contains(inPlace, "log.level") {
+	if named(inPlace, "log.level") {
 		l.log.SetLevel(hclog.LevelFromString(next.Log.Level))
 	}
-	if slices.Contains(inPlace, "admin.token") && l.adm != nil {
+	if named(inPlace, "admin.token", "admin.token_file") && l.adm != nil {
 		l.adm.SetToken(next.Admin.Token)
 	}
-	if slices.Contains(inPlace, "listener.tls.cert_file") {
+	if named(inPlace, "listener.tls.cert_file", "listener.tls.key_file") {
 		running, served := certFiles(l.running.Listeners), certFiles(l.started.Listeners)
 		for addr, files := range certFiles(next.Listeners) {
 			if _, ok := served[addr]; ok && running[addr] != files { // a new listener needs an upgrade
@@ -352,15 +318,19 @@ func (l *live) reload(reason string) {
 	l.running.Listeners = served
 	status = reloaded
 
+	var applied []string
+	for _, s := range inPlace {
+		applied = append(applied, s.Name)
+	}
 	if len(opened) > 0 {
-		inPlace = append(inPlace, "listener added: "+strings.Join(opened, ", "))
+		applied = append(applied, "listener added: "+strings.Join(opened, ", "))
 	}
 	if len(removeListeners) > 0 {
-		inPlace = append(inPlace, "listener removed: "+strings.Join(removeListeners, ", "))
+		applied = append(applied, "listener removed: "+strings.Join(removeListeners, ", "))
 	}
 	changed := "nothing"
-	if len(inPlace) > 0 {
-		changed = strings.Join(inPlace, ", ")
+	if len(applied) > 0 {
+		changed = strings.Join(applied, ", ")
 	}
 	log.Info("configuration reloaded", "reason", reason, "source", next.Source, "changed", changed,
 		"upstream", l.proxies.current().Upstream())
@@ -373,17 +343,6 @@ func (l *live) reload(reason string) {
 			log.Warn("not restarting the app", "reason", err.Error())
 		}
 	}
-}
-
-func hasAny(names []string, prefixes ...string) bool {
-	for _, n := range names {
-		for _, p := range prefixes {
-			if strings.HasPrefix(n, p) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // healthOptions are the health check settings of cfg for upstream u.
@@ -401,9 +360,10 @@ func healthOptions(cfg *config.Config, u *url.URL, log hclog.Logger) health.Opti
 	}
 }
 
-// buildProxy builds the proxy as cfg says, sending requests to target.
-// overload is the cap on requests in flight, shared by the proxies one after another.
-func buildProxy(cfg *config.Config, target *url.URL, overload *proxy.Overload, log hclog.Logger) (*proxy.Proxy, error) {
+// buildProxy builds the proxy as cfg says, sending requests to target and counting stray
+// upstream responses in protocolErrors (nil: a new count). overload is the cap on
+// requests in flight, shared by the proxies one after another.
+func buildProxy(cfg *config.Config, target *url.URL, overload *proxy.Overload, protocolErrors *proxy.ProtocolErrors, log hclog.Logger) (*proxy.Proxy, error) {
 	overload.Set(cfg.Upstream.MaxRequests, cfg.Upstream.QueueTimeout)
 	return proxy.New(proxy.Options{
 		Upstream:               target,
@@ -422,6 +382,8 @@ func buildProxy(cfg *config.Config, target *url.URL, overload *proxy.Overload, l
 		WindowTimeout:          cfg.Limits.H2WindowTimeout,
 		Overload:               overload,
 		MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
+		DisableKeepAlives:      !cfg.Upstream.KeepAlive,
+		ProtocolErrors:         protocolErrors,
 		Logger:                 log.Named("proxy"),
 	})
 }

@@ -191,8 +191,8 @@ func TestReloadChangesTheHealthCheckInPlace(t *testing.T) {
 	writeConfig(t, cfgPath, upstreamConfig(up.addr, "", check("/no-such-path")))
 	p.Signal(syscall.SIGHUP)
 	m := p.WaitLog("configuration reloaded", 10*time.Second)
-	if changed, _ := m["changed"].(string); changed != "health_check" {
-		t.Fatalf("the reload line says changed=%q, want health_check", changed)
+	if changed, _ := m["changed"].(string); changed != "health_check.path" {
+		t.Fatalf("the reload line says changed=%q, want health_check.path", changed)
 	}
 	waitFor(t, 10*time.Second, func() bool { return readyz() == http.StatusServiceUnavailable })
 
@@ -232,8 +232,8 @@ func TestReloadMovesTheCertificateFiles(t *testing.T) {
 	writeConfig(t, cfgPath, edited)
 	p.Signal(syscall.SIGHUP)
 	m := p.WaitLog("configuration reloaded", 10*time.Second)
-	if changed, _ := m["changed"].(string); changed != "listener.tls.cert_file" {
-		t.Fatalf("the reload line says changed=%q, want listener.tls.cert_file", changed)
+	if changed, _ := m["changed"].(string); changed != "listener.tls.cert_file, listener.tls.key_file" {
+		t.Fatalf("the reload line says changed=%q, want listener.tls.cert_file, listener.tls.key_file", changed)
 	}
 	if p.FindLog("these settings changed but a reload cannot apply them: they need an upgrade (SIGUSR2) or a restart", 0) != nil {
 		t.Fatal("the reload says the certificate paths need an upgrade")

@@ -31,7 +31,7 @@ func TestReloadChanges(t *testing.T) {
 		{"body limit and a server timeout", false, func(c *config.Config) {
 			c.Limits.MaxRequestBodyBytes = 1 << 20
 			c.Limits.IdleTimeout = time.Minute
-		}, []string{"limits.max_request_body_bytes"}, []string{"limits"}},
+		}, []string{"limits.max_request_body_bytes"}, []string{"limits.idle_timeout"}},
 		{"listeners and log format", false, func(c *config.Config) {
 			c.Listeners = append(c.Listeners, config.Listener{Address: "127.0.0.1:8081"})
 			c.Log.Format = "json"
@@ -41,14 +41,21 @@ func TestReloadChanges(t *testing.T) {
 			c.Admin.Token = "0123456789abcdef"
 			c.Log.Level = "debug"
 			c.HealthCheck.Path = "/healthz"
-		}, []string{"log.level", "log.access_log", "admin.token", "health_check"}, nil},
-		{"drain timing", false, func(c *config.Config) { c.Drain.Grace = time.Minute }, nil, []string{"drain"}},
+		}, []string{"admin.token", "health_check.path", "log.level", "log.access_log"}, nil},
+		{"drain timing", false, func(c *config.Config) { c.Drain.Grace = time.Minute }, nil, []string{"drain.grace"}},
+		{"certificate files", false, func(c *config.Config) {
+			c.Listeners[0].TLS = &config.TLS{CertFile: "a.pem", KeyFile: "a.key"}
+		}, []string{"listener.tls.cert_file", "listener.tls.key_file"}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			next := base()
 			tc.edit(next)
-			inPlace, needUpgrade := changes(tc.supervised, base(), base(), next)
+			settings, needUpgrade := changes(tc.supervised, base(), base(), next)
+			var inPlace []string
+			for _, s := range settings {
+				inPlace = append(inPlace, s.Name)
+			}
 			if !slices.Equal(inPlace, tc.inPlace) || !slices.Equal(needUpgrade, tc.needUpgrade) {
 				t.Fatalf("changes = %q, %q; want %q, %q", inPlace, needUpgrade, tc.inPlace, tc.needUpgrade)
 			}

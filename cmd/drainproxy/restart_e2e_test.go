@@ -46,10 +46,10 @@ func restartLogPid(t *testing.T, p *proc, msg, key string, timeout time.Duration
 	return int(pid)
 }
 
-// restartReloads is drainproxy_app_reloads_total{result} from /metrics.
-func restartReloads(t *testing.T, p *proc, result string) int {
+// rollingRestarts is drainproxy_app_rolling_restarts_total{result} from /metrics.
+func rollingRestarts(t *testing.T, p *proc, result string) int {
 	t.Helper()
-	return int(metricValue(t, p, "", `drainproxy_app_reloads_total{result="`+result+`"}`))
+	return int(metricValue(t, p, "", `drainproxy_app_rolling_restarts_total{result="`+result+`"}`))
 }
 
 // metricValue is the value of series (name and labels as exposed) in p's /metrics.
@@ -147,7 +147,7 @@ func TestRestartUnderLoadLosesNothing(t *testing.T) {
 		t.Errorf("after the restart GET /pid = %d, want the new instance's %d (the old was %d)", pid, next, first)
 	}
 	supGone(t, first, 5*time.Second)
-	if ok, failed := restartReloads(t, p, "ok"), restartReloads(t, p, "failed"); ok != 1 || failed != 0 {
+	if ok, failed := rollingRestarts(t, p, "ok"), rollingRestarts(t, p, "failed"); ok != 1 || failed != 0 {
 		t.Errorf("app_reloads_total ok=%d failed=%d, want 1 and 0", ok, failed)
 	}
 	t.Logf("answered %d through the restart", res.ok.Load())
@@ -228,7 +228,7 @@ func TestRestartNewInstanceNeverHealthy(t *testing.T) {
 	if pid := restartPid(t, p); pid != first {
 		t.Errorf("after the failed restart GET /pid = %d, want the old instance's %d", pid, first)
 	}
-	if ok, failed := restartReloads(t, p, "ok"), restartReloads(t, p, "failed"); ok != 0 || failed != 1 {
+	if ok, failed := rollingRestarts(t, p, "ok"), rollingRestarts(t, p, "failed"); ok != 0 || failed != 1 {
 		t.Errorf("app_reloads_total ok=%d failed=%d, want 0 and 1", ok, failed)
 	}
 	restartStopAndCheck(t, p, first)

@@ -26,6 +26,7 @@ import (
 	"github.com/drainproxy/drainproxy/gcfloor"
 	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/health"
+	"github.com/drainproxy/drainproxy/internal/clientconn"
 	"github.com/drainproxy/drainproxy/listener"
 	"github.com/drainproxy/drainproxy/metrics"
 	"github.com/drainproxy/drainproxy/proxy"
@@ -149,11 +150,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var adm *admin.Server   // started below, once the listeners are
 	var d *drain.Drainer
 	d = drain.New(drain.Options{
-		Delay:        cfg.Drain.Delay,
-		Grace:        cfg.Drain.Grace,
-		IdleClose:    cfg.Drain.IdleClose,
-		FlushTimeout: cfg.Drain.FlushTimeout,
-		Logger:       log.Named("drain"),
+		Delay:     cfg.Drain.Delay,
+		Grace:     cfg.Drain.Grace,
+		IdleClose: cfg.Drain.IdleClose,
+		// readiness stays 200 this long into the drain (KEP-1669 terminating endpoints)
+		ReadinessFailDelay: cfg.Drain.ReadinessFailDelay,
+		FlushTimeout:       cfg.Drain.FlushTimeout,
+		Logger:             log.Named("drain"),
 		// Ready only once the upstream has answered; then a process this one upgrades
 		// may drain, and systemd hears READY=1.
 		Gate: func(ctx context.Context) error {
@@ -180,7 +183,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer stopSignals()
 
 	overload := proxy.NewOverload(cfg.Upstream.MaxRequests, cfg.Upstream.QueueTimeout)
-	p, err := buildProxy(cfg, cfg.Upstream.URL, overload, log)
+	p, err := buildProxy(cfg, cfg.Upstream.URL, overload, nil, log)
 	if err != nil {
 		log.Error("cannot build the proxy", "error", err.Error())
 		return exitUsage
@@ -200,7 +203,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	var upstream http.Handler = proxies
 	if sup != nil {
-		upstream = sup.Guard(proxies) // 503 + Retry-After while the app is down
+		upstream = proxy.AppGuard(sup, proxies) // 503 + Retry-After while the app is down
 	}
 	publics := &publicListeners{upg: upg, d: d, front: front, h2: h2, handler: upstream, limits: cfg.Limits,
 		drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
@@ -224,7 +227,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	adminAddr := "off"
 	reloads := newReloadStats()
 	if cfg.Admin.Address != "" {
-		m := newMetrics(d, checker, logs, sup, reloads, overload, log.Named("metrics"))
+		m := newMetrics(d, checker, logs, sup, reloads, proxies.current().ProtocolErrors(), overload, log.Named("metrics"))
 		d.Observe(m)
 		ln, err := upg.socket(cfg.Admin.Address, "admin", admin.Listen) // or FileDescriptorName=admin
 		if err != nil {
@@ -316,13 +319,13 @@ func trapLogSignals(accessLog *logSwitch) (stop func()) {
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
 // supervised app are nil here, and must stay nil interfaces in metrics.Options.
-func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, overload *proxy.Overload, log hclog.Logger) *metrics.Metrics {
-	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, ConfigReloads: reloads, Logger: log}
-	opts.UpstreamRequests = overload.Inflight
+func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, protocolErrors *proxy.ProtocolErrors, overload *proxy.Overload, log hclog.Logger) *metrics.Metrics {
+	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, ConfigReloads: reloads, Logger: log,
+		UpstreamProtocolErrors: protocolErrors, UpstreamRequests: overload.Inflight}
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
-		opts.Reloads = sup
+		opts.RollingRestarts = sup
 	}
 	return metrics.New(opts)
 }
@@ -360,6 +363,9 @@ func newServer(h http.Handler, lim config.Limits, log hclog.Logger) *http.Server
 		}),
 		// OPTIONS * is the app's to answer; net/http would answer it itself otherwise.
 		DisableGeneralOptionsHandler: true,
+		// The proxy asks the kernel about a request's client when net/http ends its
+		// context: a half-closed client still gets its answer (proxy/halfclose.go).
+		ConnContext: clientconn.ConnContext,
 	}
 }
 

@@ -278,7 +278,7 @@ func (u *upgrader) upgrade() {
 	case d == nil:
 		log.Warn("not upgrading: not ready yet; send SIGUSR2 again once /readyz answers 200")
 		return
-	case isDone(d.Requested()):
+	case drain.Closed(d.Requested()):
 		log.Warn("not upgrading: the drain has begun")
 		return
 	}
@@ -317,15 +317,6 @@ func (u *upgrader) upgrade() {
 func (u *upgrader) stop() {
 	if u.tf != nil {
 		u.tf.Stop()
-	}
-}
-
-func isDone(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
 	}
 }
 

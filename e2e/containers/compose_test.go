@@ -94,12 +94,26 @@ func TestCompose(t *testing.T) {
 	if l.failed() != 0 {
 		t.Fatalf("requests failed before the stop: %s", l)
 	}
+	// New connections only, from the project's network (the proxy's address) and through
+	// the published port (docker-proxy, which cannot pass a refusal on: shown, not failed).
+	inNet := startNewConns("the compose network", containerIP(t, proxy)+":8080")
+	viaProxy := startNewConns("the published port on 127.0.0.1 (docker-proxy)", addr)
+	defer inNet.finish()
+	defer viaProxy.finish()
 	// Longer than the example's drain delay, so in flight when the listener closes; any
 	// that reaches drainproxy a little after the stop is still within the delay.
 	slow := slowRequests(addr, 5, 5*time.Second)
 	okBefore := l.ok.Load()
-	c.must("stop") // the proxy first (it depends on the app), then the app
+	stopped := make(chan struct{})
+	go func() { c.run("stop"); close(stopped) }() // the proxy first (it depends on the app), then the app
+	slowFailed := collect(slow, 5)
+	// drainproxy exits right after the slow requests: stop probing before its address goes.
+	inNet.finish()
+	viaProxy.finish()
+	<-stopped
 	l.finish()
+	inNet.check(t)
+	t.Log("new connections: " + viaProxy.String())
 
 	t.Logf("load: %s (ok before stop: %d)", l, okBefore)
 	if n := l.failedReused.Load(); n != 0 {
@@ -108,8 +122,8 @@ func TestCompose(t *testing.T) {
 	if l.ok.Load() <= okBefore {
 		t.Errorf("no request was served after the stop began (during the drain delay)")
 	}
-	if failed := collect(slow, 5); len(failed) > 0 {
-		t.Errorf("%d of 5 slow requests failed: %v", len(failed), failed)
+	if len(slowFailed) > 0 {
+		t.Errorf("%d of 5 slow requests failed: %v", len(slowFailed), slowFailed)
 	}
 	if code := exitCode(t, proxy); code != "0" {
 		t.Errorf("drainproxy's exit code = %s, want 0", code)
@@ -118,4 +132,5 @@ func TestCompose(t *testing.T) {
 	if !strings.Contains(logs, `"drain complete"`) || !strings.Contains(logs, `"aborted":0`) {
 		t.Errorf("no clean drain in drainproxy's log:\n%s", logs)
 	}
+	checkDrainLog(t, logs)
 }

@@ -40,18 +40,26 @@ type volume struct {
 }
 
 type container struct {
-	Name      string   `yaml:"name"`
-	Image     string   `yaml:"image"`
-	Command   []string `yaml:"command"`
-	Args      []string `yaml:"args"`
-	Lifecycle *struct {
+	Name    string   `yaml:"name"`
+	Image   string   `yaml:"image"`
+	Command []string `yaml:"command"`
+	Args    []string `yaml:"args"`
+	// RestartPolicy "Always" on an init container makes it a native sidecar (KEP-753).
+	RestartPolicy string `yaml:"restartPolicy"`
+	Lifecycle     *struct {
 		PreStop *struct {
 			HTTPGet *httpGet `yaml:"httpGet"`
+			Exec    *struct {
+				Command []string `yaml:"command"`
+			} `yaml:"exec"`
 		} `yaml:"preStop"`
 	} `yaml:"lifecycle"`
 	ReadinessProbe *struct {
 		HTTPGet *httpGet `yaml:"httpGet"`
 	} `yaml:"readinessProbe"`
+	StartupProbe *struct {
+		HTTPGet *httpGet `yaml:"httpGet"`
+	} `yaml:"startupProbe"`
 	Ports []struct {
 		Name          string `yaml:"name"`
 		ContainerPort int    `yaml:"containerPort"`
@@ -106,9 +114,10 @@ func (c container) flag(name string) string {
 	return ""
 }
 
-// drainproxy is the container that runs drainproxy (by its -upstream flag).
+// drainproxy is the container that runs drainproxy (by its -upstream flag), a native
+// sidecar among the init containers included.
 func (s podSpec) drainproxy() (container, bool) {
-	for _, c := range s.Containers {
+	for _, c := range append(slices.Clone(s.InitContainers), s.Containers...) {
 		if c.flag("-upstream") != "" {
 			return c, true
 		}
@@ -201,6 +210,9 @@ func TestManifests(t *testing.T) {
 						t.Errorf("container %s: preStop httpGet %s on %s, want /drained on the admin port %s", c.Name, h.Path, h.Port, adminPort)
 					}
 				}
+			}
+			if strings.Contains(f, "native-sidecar") {
+				checkNativeSidecar(t, spec, dp)
 			}
 			if strings.Contains(f, "two-containers") {
 				app := spec.Containers[0]

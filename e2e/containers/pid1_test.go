@@ -80,6 +80,7 @@ func TestWrapPID1(t *testing.T) {
 		t.Errorf("exit code after docker stop = %s, want 0", code)
 	}
 	logs, _ = dockerErr("logs", name)
+	checkDrainLog(t, logs)
 	finished := strings.Index(logs, `"in-flight requests finished"`)
 	stopped := strings.Index(logs, `"app stopped"`)
 	if finished < 0 || stopped < 0 || finished > stopped {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -74,6 +75,10 @@ func startPod(t *testing.T, im images, name string, spec podSpec) *pod {
 		return append(append(args, im.resolve(t, c.Image)), argv...)
 	}
 	for _, c := range spec.InitContainers {
+		if c.isSidecar() { // native sidecar: started, not run to completion (native_sidecar_test.go)
+			p.startSidecar(c, dockerArgs(c))
+			continue
+		}
 		name := p.id + "-init-" + c.Name
 		out := docker(t, append([]string{"run", "--name", name}, dockerArgs(c)...)...)
 		dockerErr("rm", name)
@@ -84,7 +89,7 @@ func startPod(t *testing.T, im images, name string, spec podSpec) *pod {
 		run(t, name, dockerArgs(c)...)
 		p.containers[c.Name] = name
 	}
-	for _, c := range spec.Containers {
+	for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
 		if rp := c.ReadinessProbe; rp != nil && rp.HTTPGet != nil {
 			port, err := c.port(rp.HTTPGet.Port)
 			if err != nil {
@@ -109,6 +114,9 @@ type termination struct {
 // preStop hook (an httpGet on the pod IP, which the test sends itself), then SIGTERM;
 // SIGKILL to whatever still runs terminationGracePeriodSeconds after the start.
 func (p *pod) terminate() *termination {
+	if p.spec.hasSidecars() { // as kubelet: ordered termination only with native sidecars
+		return p.terminateNative()
+	}
 	t := p.t
 	tr := &termination{hooks: map[string]string{}, codes: map[string]string{}}
 	grace := time.Duration(p.spec.TerminationGracePeriodSeconds) * time.Second
@@ -188,6 +196,8 @@ func TestPod(t *testing.T) {
 		{"wrap-emptydir", loadDeployment(t, "wrap-emptydir.yaml"), true},
 		{"wrap-image", loadDeployment(t, "wrap-image.yaml"), true},
 		{"naive", naive, false},
+		{"native-sidecar", loadDeployment(t, "native-sidecar.yaml"), true},
+		{"native-sidecar-no-hooks", withoutHooks(loadDeployment(t, "native-sidecar.yaml")), false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dp, ok := tt.spec.drainproxy()
@@ -217,17 +227,23 @@ func TestPod(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			slow := slowRequests(addr, 3, 4*time.Second)
+			// New connections from inside the pod's network all through the termination:
+			// served, then refused once drainproxy has stopped accepting (and after it exits).
+			fresh := startNewConns("the pod network", addr)
+			defer fresh.finish()
 			mu.Lock()
 			began = time.Now()
 			mu.Unlock()
 			okBefore := l.ok.Load()
 			tr := p.terminate()
+			fresh.finish()
 			l.wg.Wait() // the workers end by themselves: no new connections after propagation
 			slowFailed := collect(slow, 3)
 			t.Logf("%s: load %s (ok before deletion %d); hooks %v %v; exit codes %v; SIGKILLed %v; slow failed %d/3",
 				tt.name, l, okBefore, tr.hooks, tr.hookErr, tr.codes, tr.killed, len(slowFailed))
 
 			if !tt.lossless {
+				t.Log("new connections: " + fresh.String())
 				if l.failed() == 0 && len(slowFailed) == 0 {
 					t.Errorf("the naive recipe lost nothing: this simulation cannot tell a lossless recipe from a lossy one")
 				}
@@ -236,6 +252,9 @@ func TestPod(t *testing.T) {
 			if l.failed() != 0 {
 				t.Errorf("%d requests failed", l.failed())
 			}
+			fresh.check(t)
+			logs, _ := dockerErr("logs", p.containers[dp.Name])
+			checkDrainLog(t, logs)
 			if len(slowFailed) > 0 {
 				t.Errorf("slow requests failed: %v", slowFailed)
 			}

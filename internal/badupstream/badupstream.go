@@ -19,11 +19,16 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
+	"time"
 )
 
 // NonceHeader is the request header whose value tags every byte sent for that request.
 const NonceHeader = "X-Nonce"
+
+// LateStray is the path of the poisoning case that is not in Cases: the upstream answers,
+// then after ?delay=<duration> sends a second complete response (tagged with the same
+// nonce) on the connection, and only then reads the next request.
+const LateStray = "late-stray"
 
 // Case is one broken (or, for "ok", correct) way to answer.
 type Case struct {
@@ -227,8 +232,6 @@ type Server struct {
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
-	open  atomic.Int64
-	total atomic.Int64
 }
 
 // Start listens on 127.0.0.1 (a free port) and serves the corpus until Close.
@@ -258,10 +261,6 @@ func (s *Server) Done(nonce string) bool {
 	return ok
 }
 
-// Open is how many connections to the server are open now; Accepted how many it took.
-func (s *Server) Open() int64     { return s.open.Load() }
-func (s *Server) Accepted() int64 { return s.total.Load() }
-
 // Close stops the listener, closes every connection and waits for their goroutines.
 func (s *Server) Close() error {
 	err := s.ln.Close()
@@ -280,8 +279,6 @@ func (s *Server) accept() {
 		if err != nil {
 			return
 		}
-		s.total.Add(1)
-		s.open.Add(1)
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
@@ -291,7 +288,6 @@ func (s *Server) accept() {
 				delete(s.conns, c)
 				s.mu.Unlock()
 				c.Close()
-				s.open.Add(-1)
 			}()
 			s.serve(c)
 		})
@@ -314,7 +310,20 @@ func (s *Server) serve(c net.Conn) {
 			io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 			return
 		}
-		cs, found := s.cases[strings.TrimPrefix(req.URL.Path, "/")]
+		name := strings.TrimPrefix(req.URL.Path, "/")
+		if name == LateStray {
+			// Answered, then, after the delay, a second complete response that nobody
+			// asked for: it poisons the next request written on the connection meanwhile.
+			delay, _ := time.ParseDuration(req.URL.Query().Get("delay"))
+			io.WriteString(c, ok(nonce))
+			time.Sleep(delay)
+			if _, err := io.WriteString(c, tagged(200, nonce)); err != nil {
+				return
+			}
+			s.done.Store(nonce, struct{}{})
+			continue
+		}
+		cs, found := s.cases[name]
 		if !found {
 			io.WriteString(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
 			continue

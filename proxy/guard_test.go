@@ -1,9 +1,8 @@
-package supervise
+package proxy
 
 import (
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 )
@@ -20,31 +19,29 @@ func (w *recordingWriter) RecordUpstreamError(reason string, status int, _ error
 	w.reason, w.status = reason, status
 }
 
+// downApp is an app that is not answering.
+type downApp struct{}
+
+func (downApp) Answering() bool { return false }
+func (downApp) RetryAfter() int { return 3 }
+
 // The Guard's 503 is recorded as drainproxy answering for the app, so that the access log,
 // the metrics and the drain's summary count it.
-func TestGuardRecordsItsAnswer(t *testing.T) {
-	s, err := New(Options{Command: []string{testApp}, Upstream: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+func TestAppGuardRecordsItsAnswer(t *testing.T) {
 	w := &recordingWriter{ResponseRecorder: httptest.NewRecorder()}
-	s.Guard(http.NotFoundHandler()).ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
-	if w.Code != http.StatusServiceUnavailable || w.reason != ReasonAppNotRunning || w.status != http.StatusServiceUnavailable {
+	AppGuard(downApp{}, http.NotFoundHandler()).ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
+	if w.Code != http.StatusServiceUnavailable || w.reason != ReasonAppNotRunning || w.status != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "3" {
 		t.Fatalf("guard answered %d and recorded %q %d; want 503 recorded as %q", w.Code, w.reason, w.status, ReasonAppNotRunning)
 	}
 }
 
 // A gRPC call gets a gRPC answer while the app is down: UNAVAILABLE in trailers-only form,
 // which gRPC clients report (and retry by policy), not a text 503.
-func TestGuardAnswersGRPCInKind(t *testing.T) {
-	s, err := New(Options{Command: []string{testApp}, Upstream: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+func TestAppGuardAnswersGRPCInKind(t *testing.T) {
 	w := &recordingWriter{ResponseRecorder: httptest.NewRecorder()}
 	r := httptest.NewRequest("POST", "/pkg.Service/Method", nil)
 	r.Header.Set("Content-Type", "application/grpc+proto")
-	s.Guard(http.NotFoundHandler()).ServeHTTP(w, r)
+	AppGuard(downApp{}, http.NotFoundHandler()).ServeHTTP(w, r)
 	h := w.Header()
 	if w.Code != http.StatusOK || h.Get("Content-Type") != "application/grpc" || h.Get("Grpc-Status") != "14" ||
 		!strings.Contains(h.Get("Grpc-Message"), "not running") || w.Body.Len() != 0 {
