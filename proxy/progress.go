@@ -209,7 +209,7 @@ func (w *progressWriter) Write(b []byte) (int, error) {
 	w.writing.Store(0)
 	if err != nil {
 		w.sendFailed(err)
-	} else {
+	} else if n > 0 {
 		w.sent.Store(true)
 	}
 	return n, err
@@ -221,9 +221,7 @@ func (w *progressWriter) FlushError() error {
 	err := http.NewResponseController(w.ResponseWriter).Flush()
 	w.writing.Store(0)
 	if err != nil {
-		w.sendFailed(err)
-	} else {
-		w.sent.Store(true)
+		w.sendFailed(err) // a flush may carry no body byte: it does not end the window wait
 	}
 	return err
 }
