@@ -524,9 +524,7 @@ func classify(r *http.Request, err error) (reason string, status int) {
 // HTTP/2 tunnel past header cleaning, the access log and the metrics, as nginx and Envoy
 // also refuse to pass. HTTP2-Settings belongs to that upgrade alone.
 func dropH2CUpgrade(h http.Header) {
-	if _, ok := h["Http2-Settings"]; ok {
-		delete(h, "Http2-Settings")
-	}
+	delete(h, "Http2-Settings")
 	if up, ok := h["Upgrade"]; ok {
 		for _, v := range up {
 			for token := range strings.SplitSeq(v, ",") {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -99,13 +98,9 @@ func TestHTTP2ZeroWindowFloodLeavesOthersServed(t *testing.T) {
 	// Let the flood fill the cap, then ask as canaries: one HTTP/1.1 client, one h2c.
 	time.Sleep(3 * time.Second)
 	h1 := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	h2c := &http.Client{Transport: &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}}
+	var h2cOnly http.Protocols
+	h2cOnly.SetUnencryptedHTTP2(true)
+	h2c := &http.Client{Transport: &http.Transport{Protocols: &h2cOnly}}
 	var worst time.Duration
 	var lat []string
 	var failures []string
