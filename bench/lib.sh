@@ -141,6 +141,10 @@ start_target() {
 		"$work/rpplain" -listen "127.0.0.1:$port_proxy" -upstream "http://127.0.0.1:$port_up" 2>"$work/rpplain.log" &
 		proxy_pid=$!
 		;;
+	rp-h1serve)
+		"$work/rpplain" -server h1serve -listen "127.0.0.1:$port_proxy" -upstream "http://127.0.0.1:$port_up" 2>"$work/rpplain.log" &
+		proxy_pid=$!
+		;;
 	drainproxy) dp_args+=(-admin "127.0.0.1:$port_admin" -access-log "$work/access.log") ;;
 	alt)
 		dp_args+=(-admin "127.0.0.1:$port_admin" -access-log "$work/access.log")

@@ -183,10 +183,16 @@ func (t *tracker) waitIdle(stop <-chan struct{}) bool {
 	return true
 }
 
-// closeUpgraded closes every upgraded connection; the deadline's last resort.
+// closeUpgraded closes every upgraded connection; the deadline's last resort. One whose
+// handler set a goodbye (SetGoingAway) says it first, on a goroutine of its own.
 func (t *tracker) closeUpgraded() {
 	t.upgraded.Range(func(k, _ any) bool {
-		k.(*upgradedConn).Close()
+		u := k.(*upgradedConn)
+		if fn := u.goingAway.Load(); fn != nil {
+			go (*fn)()
+		} else {
+			u.Close()
+		}
 		return true
 	})
 }
@@ -201,7 +207,15 @@ type upgradedConn struct {
 	// busy counts reads and writes in progress: their bytes are counted when the call
 	// returns, which can be after the peer saw them and after the handler returned.
 	busy atomic.Int32
+	// goingAway, when set, ends the connection at the deadline instead of Close (a
+	// WebSocket close frame first, see SetGoingAway).
+	goingAway atomic.Pointer[func()]
 }
+
+// SetGoingAway makes the drain's deadline call fn instead of closing the connection at
+// once: the proxy says goodbye in the connection's own protocol first (a WebSocket close
+// frame). fn must close the connection, and return within a second.
+func (u *upgradedConn) SetGoingAway(fn func()) { u.goingAway.Store(&fn) }
 
 func (t *tracker) addUpgrade(c net.Conn) *upgradedConn {
 	u := &upgradedConn{Conn: c, t: t}

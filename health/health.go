@@ -70,6 +70,9 @@ type Checker struct {
 	opts  atomic.Pointer[Options] // SetOptions replaces it (reload.go)
 	log   hclog.Logger
 	probe atomic.Pointer[probe] // how the upstream is checked; SetUpstream replaces it
+	// movedAt is when SetUpstream last moved the checks (unix nanoseconds): a request
+	// that started before went to the previous upstream and says nothing about this one.
+	movedAt atomic.Int64
 
 	healthy atomic.Bool
 	// failing mirrors failures != 0, so that a successful request (the common case)
@@ -193,6 +196,7 @@ func (c *Checker) SetUpstream(u *url.URL) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.probe.Store(pr)
+	c.movedAt.Store(time.Now().UnixNano())
 	c.successes, c.failures, c.failChecks = 0, 0, 0
 	c.failing.Store(false)
 	c.log.Info("checking a new upstream", "upstream", pr.address)
@@ -360,8 +364,13 @@ func (c *Checker) describe(err error) error {
 // Observe implements drain.Observer: a proxied request that could not reach the upstream
 // (refused, reset, timed out) counts as a failed check; one that got the upstream's answer
 // ends a run of failures. It never makes an unhealthy upstream healthy: that takes active
-// checks.
+// checks. A request that started before the upstream last moved (SetUpstream) is not
+// counted: it went to the previous upstream (an app instance that a restart retired, still
+// finishing its requests), whose failures say nothing about the one in service.
 func (c *Checker) Observe(x *drain.Exchange) {
+	if moved := c.movedAt.Load(); moved != 0 && x.Start.UnixNano() < moved {
+		return
+	}
 	switch x.UpstreamError {
 	case "":
 		if x.Status != proxy.StatusClientClosedRequest && c.failing.Load() {

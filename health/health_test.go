@@ -332,3 +332,28 @@ func httptestServe(t *testing.T) *url.URL {
 	t.Cleanup(func() { srv.Close() })
 	return &url.URL{Scheme: "http", Host: ln.Addr().String()}
 }
+
+// Requests that started before SetUpstream went to the previous upstream (an app instance
+// a restart retired): their failures never count against the one now checked, however
+// many; those that started after do.
+func TestPassiveFailuresOfThePreviousUpstreamDoNotCount(t *testing.T) {
+	ln := listen(t, "127.0.0.1:0")
+	c := New(Options{Upstream: mustParse(t, "http://"+ln.Addr().String()), UnhealthyThreshold: 2, HealthyThreshold: 1})
+	checkN(t, c, 1)
+	before := time.Now()
+	next := listen(t, "127.0.0.1:0")
+	c.SetUpstream(mustParse(t, "http://"+next.Addr().String()))
+	for range 10 {
+		c.Observe(&drain.Exchange{Start: before, Status: 502, UpstreamError: proxy.ReasonRefused})
+	}
+	if !c.Healthy() {
+		t.Fatalf("unhealthy after failures of requests to the previous upstream: %s", c.Reason())
+	}
+	after := time.Now().Add(time.Millisecond)
+	for range 2 {
+		c.Observe(&drain.Exchange{Start: after, Status: 502, UpstreamError: proxy.ReasonRefused})
+	}
+	if c.Healthy() {
+		t.Fatal("still healthy after 2 failed requests to the upstream in service")
+	}
+}

@@ -17,6 +17,7 @@ import (
 // one behind an atomic pointer; Switch replaces it and hands back the previous one, whose
 // Wait returns once the requests it still carries are done.
 type Backend struct {
+	proxy     *Proxy
 	target    string // the upstream as logged
 	rp        *httputil.ReverseProxy
 	transport *inlineTransport // the inline fast path over the pooled http.Transport
@@ -47,7 +48,7 @@ func (p *Proxy) newBackend(u *url.URL) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{target: u.String(), transport: newInlineTransport(opts, transport, &p.conns), idle: make(chan struct{})}
+	b := &Backend{proxy: p, target: u.String(), transport: newInlineTransport(opts, transport, &p.conns), idle: make(chan struct{})}
 	// After the inline path took its dialer: it writes only request heads, and its
 	// cancel poisons deadlines that a per-write deadline would undo.
 	transport.DialContext = withSendTimeout(transport.DialContext, opts.UpstreamSendTimeout)
@@ -70,6 +71,7 @@ func (p *Proxy) newBackend(u *url.URL) (*Backend, error) {
 	// passResponse watches the body for a cut-short end (access log, flush); endGRPCStreams,
 	// outside it, turns such an end of a gRPC response into trailers a gRPC client reads.
 	b.rp.ModifyResponse = func(res *http.Response) error {
+		wsAppSide(res)
 		if err := p.passResponse(b.target, res); err != nil {
 			return err
 		}
@@ -108,6 +110,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		rp.w = g // the cut-short watch flushes through the guard's lock
 	}
 	defer p.recoverRequest(b.target, g, r)
+	if isWebSocketUpgrade(r) {
+		ws, wr, end := p.startWebSocket(b, g, r)
+		defer end()
+		b.rp.ServeHTTP(ws, wr)
+		return
+	}
 	b.rp.ServeHTTP(g, r)
 }
 

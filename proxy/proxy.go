@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -148,8 +149,10 @@ type Proxy struct {
 	cur     atomic.Pointer[Backend] // where requests go now; Switch replaces it
 	buffers httputil.BufferPool     // shared by every backend
 	conns   connBuffers             // upstream connection buffers, shared by every backend
-	opts    Options
-	log     hclog.Logger
+	// websockets holds the WebSockets open through the proxy (*wsSession), for GoAway.
+	websockets sync.Map
+	opts       Options
+	log        hclog.Logger
 
 	basePath bool // the upstream URL has a path that prefixes every request's
 

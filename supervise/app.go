@@ -69,12 +69,17 @@ type AppOptions struct {
 	Grace time.Duration
 }
 
-// Retired is the upstream a Switch replaced (proxy.Backend).
+// Retired is the upstream a Switch replaced (proxy.Backend). One that also has GoAway()
+// has it called when the grace period ends with requests still in flight, before the old
+// instance is stopped: it ends WebSockets with a close frame to each side.
 type Retired interface {
 	// Wait returns once no request is in flight to it, or with an error when ctx ends.
 	Wait(ctx context.Context) error
 	// Close closes its idle connections.
 	Close()
+	// Inflight is how many requests (streams and upgraded connections included) are
+	// still in flight to it.
+	Inflight() int64
 }
 
 // ErrRestartInProgress is Restart's answer while a restart runs: one at a time.
@@ -288,13 +293,18 @@ func (a *App) restart(reason string) {
 	a.log.Info("app restart: switched", "pid", next.Pid(), "upstream", u.String(), "old_pid", oldPid, "took", since(begun))
 
 	// Let the old instance's requests finish, for at most the grace period.
+	waitedFor := retired.Inflight()
 	graceCtx, graceDone := context.WithTimeout(stopCtx, a.opts.Grace)
 	err = retired.Wait(graceCtx)
 	graceDone()
 	if err != nil {
-		a.log.Warn("app restart: old instance still busy; stopping it anyway", "pid", oldPid, "grace", a.opts.Grace.String(), "error", err.Error())
+		if g, ok := retired.(interface{ GoAway() }); ok {
+			g.GoAway() // WebSocket close frames (1001) before the instance goes
+		}
+		a.log.Warn("app restart: old instance still busy; stopping it anyway", "pid", oldPid, "grace", a.opts.Grace.String(),
+			"waited_for", waitedFor, "still_inflight", retired.Inflight(), "took", since(switched), "error", err.Error())
 	} else {
-		a.log.Info("app restart: old instance drained", "pid", oldPid, "took", since(switched))
+		a.log.Info("app restart: old instance drained", "pid", oldPid, "waited_for", waitedFor, "took", since(switched))
 	}
 	a.retire(old)
 	retired.Close()

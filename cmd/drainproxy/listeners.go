@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -31,6 +32,42 @@ type publicListeners struct {
 	mu     sync.Mutex
 	byAddr map[string]*listener.Listener // by the address as configured
 	served map[string]net.Listener       // what the drain serves each on (for Remove)
+	// held, while not nil, collects the servers opened before serveHeld: a process an
+	// upgrade started accepts nothing until it is ready (see upgrader.holdUntilReady).
+	held []heldServer
+}
+
+// heldServer is a server open but not accepting yet, and the listener it will serve.
+type heldServer struct {
+	srv    *http.Server
+	public net.Listener
+}
+
+// hold makes open keep the servers from accepting until serveHeld.
+func (p *publicListeners) hold() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held = []heldServer{}
+}
+
+// serveHeld starts accepting on the servers hold kept back. A drain that began meanwhile
+// refuses them: their copies of the sockets are closed (the process that handed them
+// over still serves on its own).
+func (p *publicListeners) serveHeld() error {
+	p.mu.Lock()
+	held := p.held
+	p.held = nil
+	p.mu.Unlock()
+	var first error
+	for _, h := range held {
+		if err := p.d.AddServer("public", h.srv, h.public); err != nil {
+			h.public.Close()
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return first
 }
 
 // open binds l's address and serves it; it returns the bound address.
@@ -51,9 +88,17 @@ func (p *publicListeners) open(ctx context.Context, l config.Listener) (string, 
 		ln.Close()
 		return "", fmt.Errorf("cannot serve HTTPS on %s: %w", l.Address, err)
 	}
-	if err := p.d.AddServer("public", srv, public); err != nil {
-		ln.Close()
-		return "", err
+	p.mu.Lock()
+	held := p.held != nil
+	if held {
+		p.held = append(p.held, heldServer{srv, public})
+	}
+	p.mu.Unlock()
+	if !held {
+		if err := p.d.AddServer("public", srv, public); err != nil {
+			ln.Close()
+			return "", err
+		}
 	}
 	p.mu.Lock()
 	p.byAddr[l.Address], p.served[l.Address] = ln, public
@@ -67,7 +112,13 @@ func (p *publicListeners) remove(addr string) error {
 	ln, public := p.byAddr[addr], p.served[addr]
 	delete(p.byAddr, addr)
 	delete(p.served, addr)
+	held := slices.ContainsFunc(p.held, func(h heldServer) bool { return h.public == public })
+	p.held = slices.DeleteFunc(p.held, func(h heldServer) bool { return h.public == public })
 	p.mu.Unlock()
+	if held { // never served: nothing to drain
+		p.upg.forget(ln)
+		return public.Close()
+	}
 	if ln == nil {
 		return nil
 	}

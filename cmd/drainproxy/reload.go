@@ -5,10 +5,12 @@ package main
 // the access log, the log level, the admin token, certificate files, plain listeners
 // added or removed), the rest is named in
 // one line as needing an upgrade (SIGUSR2). A configuration that does not parse or
-// validate changes nothing: the error says file:line:col, and the running one serves on.
+// validate changes nothing: the error says file:line:col, and the running one serves on;
+// in supervised mode the app is not restarted either (a valid one restarts it).
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -204,10 +206,17 @@ func (l *live) reload(reason string) {
 		l.stats.record(status == reloaded)
 		l.notify.ready(status)
 	}()
+	// A refused configuration changes nothing, the supervised app included: restarting it
+	// would apply half of a change the operator meant as a whole (a new app with the old
+	// proxy settings) and bury the error; POST /restart restarts the app alone.
+	refused := []any{"reason", reason}
+	if l.sup != nil {
+		refused = append(refused, "app", "not restarted")
+	}
 	next, err := config.Parse(l.args, io.Discard)
 	if err != nil {
 		log.Error("the new configuration is invalid: still serving the running one (drainproxy -check shows the same)",
-			"reason", reason, "error", err.Error())
+			append(refused, "error", err.Error())...)
 		return
 	}
 	supervised := l.sup != nil
@@ -224,7 +233,7 @@ func (l *live) reload(reason string) {
 		}
 		// The counts of stray responses carry over to the new proxy.
 		if newProxy, err = buildProxy(next, target, l.overload, l.proxies.current().ProtocolErrors(), l.log); err != nil {
-			log.Error("cannot build the proxy from the new configuration: still serving the running one", "error", err.Error())
+			log.Error("cannot build the proxy from the new configuration: still serving the running one", append(refused, "error", err.Error())...)
 			return
 		}
 	}
@@ -237,7 +246,7 @@ func (l *live) reload(reason string) {
 			if newProxy != nil {
 				newProxy.CloseIdleConnections()
 			}
-			log.Error("cannot open the new access log: still serving the running configuration", "error", err.Error())
+			log.Error("cannot open the new access log: still serving the running configuration", append(refused, "error", err.Error())...)
 			return
 		}
 	}
@@ -258,7 +267,7 @@ func (l *live) reload(reason string) {
 				cancel()
 				newLog.Run(ctx)
 			}
-			log.Error("cannot open a new listener: still serving the running configuration", "error", err.Error())
+			log.Error("cannot open a new listener: still serving the running configuration", append(refused, "error", err.Error())...)
 			return
 		}
 		opened = append(opened, nl.Address)
@@ -392,9 +401,14 @@ func buildProxy(cfg *config.Config, target *url.URL, overload *proxy.Overload, p
 // are proxied builds a new proxy.Proxy and swaps it in: requests that start from then on
 // use it, requests in flight finish on the one they started on, whose idle upstream
 // connections are closed once the last of them is done.
+//
+// A retired proxy still sends its requests in flight to the app instance it was serving,
+// so an app restart (switchUpstream) waits for them too, not only for those of the
+// current proxy: retired keeps every retired proxy that still has requests in flight.
 type proxySwitch struct {
-	cur atomic.Pointer[proxyGen]
-	mu  sync.Mutex // orders swap with switchUpstream
+	cur     atomic.Pointer[proxyGen]
+	mu      sync.Mutex  // orders swap with switchUpstream; guards retired
+	retired []*proxyGen // swapped out, perhaps still busy
 }
 
 // proxyGen is one proxy and the count of requests on it, in one word with retiredBit once
@@ -404,13 +418,16 @@ type proxyGen struct {
 	p     *proxy.Proxy
 	state atomic.Int64
 	once  sync.Once
+	idle  chan struct{} // closed once retired with nothing in flight
 }
 
 const retiredBit = int64(1) << 62
 
+func newProxyGen(p *proxy.Proxy) *proxyGen { return &proxyGen{p: p, idle: make(chan struct{})} }
+
 func newProxySwitch(p *proxy.Proxy) *proxySwitch {
 	s := &proxySwitch{}
-	s.cur.Store(&proxyGen{p: p})
+	s.cur.Store(newProxyGen(p))
 	return s
 }
 
@@ -439,10 +456,22 @@ func (s *proxySwitch) acquire() *proxyGen {
 }
 
 // switchUpstream moves the current proxy to u: a supervised app's zero-downtime restart.
-func (s *proxySwitch) switchUpstream(u *url.URL) (*proxy.Backend, error) {
+// What it returns waits for the requests in flight to the previous upstream, through the
+// current proxy and through every proxy a reload retired that still has some.
+func (s *proxySwitch) switchUpstream(u *url.URL) (supervise.Retired, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.current().Switch(u)
+	old, err := s.current().Switch(u)
+	if err != nil {
+		return nil, err
+	}
+	s.pruneRetired()
+	return &retiredUpstream{backend: old, gens: slices.Clone(s.retired)}, nil
+}
+
+// pruneRetired forgets the retired proxies with nothing in flight. s.mu must be held.
+func (s *proxySwitch) pruneRetired() {
+	s.retired = slices.DeleteFunc(s.retired, (*proxyGen).isIdle)
 }
 
 // swap sends every request from now on to p. builtFor, when not empty, is the upstream
@@ -457,9 +486,13 @@ func (s *proxySwitch) swap(p *proxy.Proxy, builtFor string) {
 			}
 		}
 	}
-	old := s.cur.Swap(&proxyGen{p: p})
+	old := s.cur.Swap(newProxyGen(p))
 	if old.state.Add(retiredBit) == retiredBit {
 		old.retire()
+	}
+	s.pruneRetired()
+	if !old.isIdle() {
+		s.retired = append(s.retired, old)
 	}
 }
 
@@ -469,7 +502,75 @@ func (g *proxyGen) release() {
 	}
 }
 
-func (g *proxyGen) retire() { g.once.Do(g.p.CloseIdleConnections) }
+func (g *proxyGen) retire() {
+	g.once.Do(func() {
+		close(g.idle)
+		g.p.CloseIdleConnections()
+	})
+}
+
+func (g *proxyGen) isIdle() bool {
+	select {
+	case <-g.idle:
+		return true
+	default:
+		return false
+	}
+}
+
+// inflight is how many requests are in flight on g.
+func (g *proxyGen) inflight() int64 { return g.state.Load() &^ retiredBit }
+
+// retiredUpstream is the app instance a restart replaced, as the proxies reach it: the
+// current proxy's previous backend, and the proxies a reload retired while requests were
+// still in flight on them (those go to the previous instance, or to an older one that is
+// already stopped). It implements supervise.Retired.
+type retiredUpstream struct {
+	backend *proxy.Backend
+	gens    []*proxyGen
+}
+
+// Wait waits for the requests through the current proxy, then for those on each retired
+// proxy; each wakes when its last request ends.
+func (r *retiredUpstream) Wait(ctx context.Context) error {
+	if err := r.backend.Wait(ctx); err != nil {
+		return fmt.Errorf("%w (and %d on proxies retired by a reload)", err, r.gensInflight())
+	}
+	for _, g := range r.gens {
+		select {
+		case <-g.idle:
+		case <-ctx.Done():
+			return fmt.Errorf("%d requests still in flight to %s on proxies retired by a reload: %w",
+				r.gensInflight(), r.backend.Upstream(), ctx.Err())
+		}
+	}
+	return nil
+}
+
+func (r *retiredUpstream) gensInflight() int64 {
+	var n int64
+	for _, g := range r.gens {
+		n += g.inflight()
+	}
+	return n
+}
+
+// Inflight is how many requests are still in flight to the previous upstream.
+func (r *retiredUpstream) Inflight() int64 { return r.backend.Inflight() + r.gensInflight() }
+
+// GoAway ends the WebSockets still open to the previous upstream with close frames.
+func (r *retiredUpstream) GoAway() {
+	var wg sync.WaitGroup
+	wg.Go(r.backend.GoAway)
+	for _, g := range r.gens {
+		wg.Go(g.p.GoAway)
+	}
+	wg.Wait()
+}
+
+// Close closes the previous backend's idle connections; a retired proxy closes its own
+// when its last request ends.
+func (r *retiredUpstream) Close() { r.backend.Close() }
 
 // logSwitch is the access log as the drain observes it: the log a reload opened last, or
 // none. A swap waits for the Observe calls that hold the old log, then ends the old log's

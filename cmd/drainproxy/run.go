@@ -80,6 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	upg := newUpgrader(log, notify, upgradeTimeout)
 	defer upg.stop()
+	started := cfg // as configured: what a reload compares with (reload.go)
 	if upg.upgraded() && len(cfg.Upstream.Command) > 0 {
 		// The previous process's app still serves on the configured port: start this
 		// one's instance on a fresh port, as a zero-downtime restart does.
@@ -88,7 +89,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			log.Error("cannot start the app", "error", err.Error())
 			return exitFailure
 		}
-		cfg.Upstream.URL = u
+		moved := *cfg
+		moved.Upstream.URL = u
+		cfg = &moved
 	}
 
 	healthOpts := healthOptions(cfg, cfg.Upstream.URL, log)
@@ -148,6 +151,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer front.Close()
 	gate = front.Gate(gate) // and ready only once every ACME domain has a certificate
 	var adm *admin.Server   // started below, once the listeners are
+	var publics *publicListeners
+	releaseAdmin := make(chan struct{}) // the admin listener accepts once closed (an upgrade's new process: once ready)
 	var d *drain.Drainer
 	d = drain.New(drain.Options{
 		Delay:     cfg.Drain.Delay,
@@ -158,11 +163,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		FlushTimeout:       cfg.Drain.FlushTimeout,
 		Logger:             log.Named("drain"),
 		// Ready only once the upstream has answered; then a process this one upgrades
-		// may drain, and systemd hears READY=1.
+		// may drain, and systemd hears READY=1. A process an upgrade started accepts on
+		// the sockets it shares with that one only from here on (publics.hold): until
+		// its own app answers, every connection goes to the process still serving.
 		Gate: func(ctx context.Context) error {
 			if err := gate(ctx); err != nil {
 				return err
 			}
+			if err := publics.serveHeld(); err != nil {
+				return err
+			}
+			close(releaseAdmin)
 			closeAdmin := func() {}
 			if adm != nil {
 				closeAdmin = adm.Close
@@ -205,8 +216,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if sup != nil {
 		upstream = proxy.AppGuard(sup, proxies) // 503 + Retry-After while the app is down
 	}
-	publics := &publicListeners{upg: upg, d: d, front: front, h2: h2, handler: upstream, limits: cfg.Limits,
+	publics = &publicListeners{upg: upg, d: d, front: front, h2: h2, handler: upstream, limits: cfg.Limits,
 		drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
+	if upg.upgraded() {
+		publics.hold()
+	}
 	addrs := make([]string, 0, len(cfg.Listeners))
 	for _, l := range cfg.Listeners {
 		addr, err := publics.open(ctx, l)
@@ -234,8 +248,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			log.Error("cannot start the admin listener", "error", err.Error())
 			return exitFailure
 		}
+		var adminLn net.Listener = ln
+		if upg.upgraded() {
+			adminLn = &heldListener{Listener: ln, release: releaseAdmin, closed: make(chan struct{})}
+		}
 		adm, err = admin.Start(admin.Options{
-			Address: cfg.Admin.Address, Listener: ln, Token: cfg.Admin.Token, AllowedHosts: cfg.Admin.AllowedHosts,
+			Address: cfg.Admin.Address, Listener: adminLn, Token: cfg.Admin.Token, AllowedHosts: cfg.Admin.AllowedHosts,
 			Drainer: d, Health: checker, Metrics: m.Handler(), Restarter: restarter(sup), App: supervisedApp(sup),
 			Upstream: p.Upstream(), CurrentUpstream: proxies.upstream, ConfigSource: cfg.Source, Version: version,
 			Logger: log.Named("admin"),
@@ -255,7 +273,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	// SIGHUP reloads the configuration (reload.go), SIGUSR2 upgrades (upgrade.go).
 	lv := &live{
-		args: args, stdout: stdout, stderr: stderr, log: log, started: cfg, running: cfg,
+		args: args, stdout: stdout, stderr: stderr, log: log, started: started, running: cfg,
 		proxies: proxies, logs: logs, checker: checker, checkOpts: &checkOpts, front: front, sup: sup, adm: adm,
 		d: d, notify: notify, stats: reloads, publics: publics, overload: overload,
 	}

@@ -257,6 +257,30 @@ func (u *upgrader) ready(d *drain.Drainer, closeAdmin func()) {
 	u.notify.ready("serving")
 }
 
+// heldListener accepts nothing until release is closed: the admin socket of a process an
+// upgrade started, so that probes keep reaching the process still serving until this one
+// is ready. The public listeners are held by publicListeners.hold.
+type heldListener struct {
+	net.Listener
+	release <-chan struct{}
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func (l *heldListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.release:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+	return l.Listener.Accept()
+}
+
+func (l *heldListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
 // trap makes SIGUSR2 upgrade; stop undoes it and waits for an upgrade in progress.
 func (u *upgrader) trap() (stop func()) {
 	return sigtrap.Handle(func(os.Signal) { u.upgrade() }, syscall.SIGUSR2)

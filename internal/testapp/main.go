@@ -54,6 +54,7 @@ func main() {
 		stopDelay  time.Duration
 		report     bool
 		logReqs    bool
+		startDelay time.Duration
 		spawn      time.Duration // internal: the middle process of the double fork
 		sleep      time.Duration // internal: the orphan itself
 	)
@@ -70,6 +71,7 @@ func main() {
 	flag.DurationVar(&stopDelay, "stop-delay", 0, "on SIGTERM, serve this long, then exit 0")
 	flag.BoolVar(&report, "report-signals", false, "print the signals SIGUSR1, SIGUSR2 and SIGWINCH as they arrive")
 	flag.BoolVar(&logReqs, "log-requests", false, "print each request as it arrives")
+	flag.DurationVar(&startDelay, "start-delay", 0, "wait this long before listening (an app slow to start)")
 	flag.DurationVar(&spawn, "spawn", 0, "internal")
 	flag.DurationVar(&sleep, "sleep", 0, "internal")
 	flag.Parse()
@@ -159,6 +161,7 @@ func main() {
 		select {}
 	}
 
+	time.Sleep(startDelay)
 	addr := net.JoinHostPort("127.0.0.1", os.Getenv("PORT"))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
