@@ -137,8 +137,11 @@ func TestHTTP2ZeroWindowFloodLeavesOthersServed(t *testing.T) {
 			t.Logf("RST_STREAM %s: %d", http2.ErrCode(i), n)
 		}
 	}
-	// The race detector slows the proxy several times on a machine this test shares.
-	if bound := map[bool]time.Duration{false: time.Second, true: 2 * time.Second}[raceEnabled]; worst > bound {
+	// The race detector slows the proxy several times, and a full -race run of this package
+	// on a loaded 2-core machine starved it for seconds (3.8 s once); the bound that matters
+	// is the real build's. Under -race the connection count below still fails without the
+	// cap (5,002 at once before it).
+	if bound := map[bool]time.Duration{false: time.Second, true: 5 * time.Second}[raceEnabled]; worst > bound {
 		t.Errorf("slowest canary took %s during the flood, want within %s", worst, bound)
 	}
 	// Each request in flight holds an upstream connection; a few more may be idle in the
