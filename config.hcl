@@ -34,6 +34,7 @@ listener {
 #     hsts = ""
 #     # Either certificate files (PEM; the chain first in cert_file), read at start-up and again on SIGHUP ...
 #     cert_file = "/etc/drainproxy/tls/fullchain.pem"
+#     # The private key of cert_file (PEM), read with it.
 #     key_file  = "/etc/drainproxy/tls/privkey.pem"
 #     # ... or automatic certificates from an ACME CA (certmagic); not both.
 #     acme {
@@ -104,10 +105,16 @@ proxy {
 }
 
 drain {
-  # Keep serving this long after SIGTERM while /readyz says 503; use about "5s" on Kubernetes so the pod leaves the endpoints first.
+  # Keep serving this long after SIGTERM while /readyz says 503; use about "5s" on Kubernetes so the pod leaves the endpoints first. "auto" ends the delay once no new connection has arrived for quiet (safe when new connections come much more often than quiet; with sparse traffic use a fixed delay).
   delay = "0s"
   # Keep /readyz at 200 this long after SIGTERM (at most delay) while responses already say "Connection: close": for externalTrafficPolicy: Local, where kube-proxy keeps a node's last terminating endpoint only while it is ready (KEP-1669).
   readiness_fail_delay = "0s"
+  # With delay = "auto": the delay ends once no new connection has arrived for this long.
+  quiet = "1s"
+  # With delay = "auto": never end the delay sooner than this after the signal.
+  delay_min = "0s"
+  # With delay = "auto": end the delay this long after the signal even if new connections keep arriving.
+  delay_max = "10s"
   # How long in-flight requests may take after the listeners close; keep it below the orchestrator's kill timeout.
   grace = "30s"
   # During a drain, a keep-alive connection idle this long (plus a margin of its round trip and retransmission timeout, 3 s if its handshake was retransmitted; counted from the latest of its last response, the client's acknowledgement of it, and the signal) is closed; a client idle longer that sends just as we close can lose that request.
@@ -116,6 +123,10 @@ drain {
   handshake_wait = "2s"
   # Bound on waiting for the access log and other background workers to flush at exit.
   flush_timeout = "5s"
+  # While the drain waits, log what is left (counts, the oldest requests, time to the deadline) this often; "0s" never.
+  progress_interval = "5s"
+  # Write the drain's summary line to this file at exit, so "kubectl describe pod" shows how the last drain ended; "auto" is /dev/termination-log where it exists, "" none.
+  termination_log = "auto"
 }
 
 admin {
@@ -142,6 +153,7 @@ app {
   restart = "never"
   # Restarts allowed within restart_window (waiting 100ms, doubling up to 10s, between them); one more exit and drainproxy drains and exits 1.
   max_restarts = 5
+  # The window max_restarts counts in: a restart older than this no longer counts.
   restart_window = "1m"
   # Written before each line of the app's stdout and stderr, e.g. "app | "; "" passes its output through byte for byte.
   output_prefix = ""

@@ -15,7 +15,11 @@
 //	               process stays up after it until its own SIGTERM (drainproxy drain)
 //	POST /restart  restart the supervised app without downtime, as SIGHUP does: 202
 //	               started, 409 not supervised or already restarting, 503 draining
-//	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source
+//	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source, the
+//	               drain's step and deadline, and what is in flight (oldest first, at most
+//	               100; ?inflight=N for another cap up to 1000, 0 for the counts only);
+//	               ?wait_drained=DUR answers once the drain has finished waiting, or after
+//	               DUR (a watcher that must not miss the outcome of a process about to exit)
 //
 // With a token, every endpoint except the probes (/healthz, /readyz, /drained) needs
 // "Authorization: Bearer TOKEN": probes keep working without a secret, while draining the
@@ -37,6 +41,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -236,27 +241,52 @@ func (s *Server) Stop(ctx context.Context) error {
 // Handler is the admin endpoints' handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	// Probes: read-only, for orchestrators, which call them on the pod IP or a service
-	// name. They answer any Host and need no token. A new probe is one more line here;
-	// everything else goes below.
-	probes := []struct {
-		pattern string
-		handler http.HandlerFunc
-	}{
-		{"GET /healthz", s.healthz},
-		{"GET /readyz", s.readyz},
-		{"GET /drained", s.drained}, // a pod's preStop hook (drained.go)
-	}
-	for _, p := range probes {
-		mux.Handle(p.pattern, p.handler)
+	for pattern, h := range s.probeEndpoints() {
+		mux.Handle(pattern, h)
 	}
 	// For operators and their tools: this listener's own Host, the token, and for
 	// POSTs no cross-site request (guard.go).
-	mux.Handle("GET /metrics", s.operator(s.metrics()))
-	mux.Handle("POST /drain", s.operator(http.HandlerFunc(s.drain)))
-	mux.Handle("POST /restart", s.operator(http.HandlerFunc(s.restart)))
-	mux.Handle("GET /status", s.operator(http.HandlerFunc(s.status)))
+	for pattern, h := range s.operatorEndpoints() {
+		mux.Handle(pattern, s.operator(h()))
+	}
 	return mux
+}
+
+// probeEndpoints are the probes, by pattern: read-only, for orchestrators, which call
+// them on the pod IP or a service name. They answer any Host and need no token. A new
+// probe is one more line here; everything else goes in operatorEndpoints.
+func (s *Server) probeEndpoints() map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
+		"GET /healthz": s.healthz,
+		"GET /readyz":  s.readyz,
+		"GET /drained": s.drained, // a pod's preStop hook (drained.go)
+	}
+}
+
+// operatorEndpoints are the endpoints behind s.operator, by pattern. The handlers are
+// made on demand, so that Endpoints can list the patterns of a zero Server.
+func (s *Server) operatorEndpoints() map[string]func() http.Handler {
+	return map[string]func() http.Handler{
+		"GET /metrics":  s.metrics,
+		"POST /drain":   func() http.Handler { return http.HandlerFunc(s.drain) },
+		"POST /restart": func() http.Handler { return http.HandlerFunc(s.restart) },
+		"GET /status":   func() http.Handler { return http.HandlerFunc(s.status) },
+	}
+}
+
+// Endpoints lists every endpoint's pattern ("GET /readyz", "POST /drain"), sorted, for
+// help texts and the test that holds -admin's help to them.
+func Endpoints() []string {
+	s := &Server{}
+	var out []string
+	for p := range s.probeEndpoints() {
+		out = append(out, p)
+	}
+	for p := range s.operatorEndpoints() {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // authorized requires the bearer token, when there is one. Both sides are hashed first,
@@ -422,7 +452,30 @@ type Status struct {
 	Config              string         `json:"config"`
 	Version             string         `json:"version"`
 	PID                 int            `json:"pid"`
+
+	// The drain's accounting so far (drain.Summary).
+	CutBeforeHead  int64 `json:"cut_before_head"`
+	CutMidResponse int64 `json:"cut_mid_response"`
+	UpgradesClosed int64 `json:"upgrades_closed"`
+	UpstreamFailed int64 `json:"upstream_failed"`
+	// Unserved: connections the listeners closed without serving (drain.Summary.Unserved).
+	Unserved int64 `json:"unserved_connections"`
+	// Drain is where the drain is; absent before it begins.
+	Drain *drain.DrainClock `json:"drain,omitempty"`
+	// Inflight is what is in flight now, oldest first (absent if the drainer cannot list it).
+	Inflight *drain.Inflight `json:"inflight,omitempty"`
 }
+
+// InflightLister is what /status needs to list what is in flight (drain.Drainer).
+type InflightLister interface {
+	Inflight(max int) drain.Inflight
+}
+
+// Caps on the in-flight list of /status: the default, and the most ?inflight= may ask.
+const (
+	DefaultInflightShown = 100
+	MaxInflightShown     = 1000
+)
 
 // UpstreamStatus is the upstream part of Status.
 type UpstreamStatus struct {
@@ -432,7 +485,19 @@ type UpstreamStatus struct {
 	Reason  string `json:"reason,omitempty"`
 }
 
-func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	shown := DefaultInflightShown
+	if q := r.URL.Query().Get("inflight"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 0 {
+			plain(w, http.StatusBadRequest, "bad request: ?inflight= takes a number of entries, 0 to "+strconv.Itoa(MaxInflightShown))
+			return
+		}
+		shown = min(n, MaxInflightShown)
+	}
+	if !s.waitDrained(w, r) {
+		return
+	}
 	st := s.opts.Drainer.Stats()
 	notReady := s.notReady()
 	doc := Status{
@@ -450,6 +515,16 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 		Config:              s.opts.ConfigSource,
 		Version:             s.opts.Version,
 		PID:                 os.Getpid(),
+		CutBeforeHead:       st.CutBeforeHead,
+		CutMidResponse:      st.CutMidResponse,
+		UpgradesClosed:      st.UpgradesClosed,
+		UpstreamFailed:      st.UpstreamFailed,
+		Unserved:            st.Unserved,
+		Drain:               st.Drain,
+	}
+	if l, ok := s.opts.Drainer.(InflightLister); ok {
+		in := l.Inflight(shown)
+		doc.Inflight = &in
 	}
 	if cur := s.opts.CurrentUpstream; cur != nil {
 		doc.Upstream.URL = cur()

@@ -103,6 +103,36 @@ func (s *Server) drained(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// waitDrained serves /status?wait_drained=DUR: it holds the answer until the drain has
+// finished waiting (the document then has its outcome) or DUR has passed. A watcher keeps
+// one such request open, so that it learns the outcome even when the process exits right
+// after: the admin listener's Stop lets a request in progress finish. It reports false
+// when it has answered (a bad parameter) or the client left.
+func (s *Server) waitDrained(w http.ResponseWriter, r *http.Request) bool {
+	if r.URL.Query().Get("wait_drained") == "" {
+		return true
+	}
+	wait, err := durationParam(r, "wait_drained", 0)
+	if err != nil {
+		plain(w, http.StatusBadRequest, err.Error())
+		return false
+	}
+	dw, ok := s.opts.Drainer.(DrainWaiter)
+	if !ok {
+		return true
+	}
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + 5*time.Second))
+	bound := time.NewTimer(wait)
+	defer bound.Stop()
+	select {
+	case <-dw.Waited():
+	case <-bound.C:
+	case <-r.Context().Done():
+		return false
+	}
+	return true
+}
+
 // durationParam reads a query parameter that holds a Go duration, within [0, drainedMaxWait].
 func durationParam(r *http.Request, name string, def time.Duration) (time.Duration, error) {
 	v := r.URL.Query().Get(name)

@@ -191,7 +191,25 @@ type Drain struct {
 	HandshakeWait time.Duration
 	// FlushTimeout bounds the wait for background workers (access log, metrics) at exit.
 	FlushTimeout time.Duration
+
+	// DelayAuto is delay = "auto": the delay ends once no new connection has arrived for
+	// Quiet, but not before DelayMin nor after DelayMax; Delay is then 0.
+	DelayAuto          bool
+	Quiet              time.Duration
+	DelayMin, DelayMax time.Duration
+	// ProgressInterval is how often the wait step logs what is left; 0 never.
+	ProgressInterval time.Duration
+	// TerminationLog is the file the drain's summary line is written to at exit ("" none);
+	// TerminationLogAuto: /dev/termination-log where it exists (Kubernetes).
+	TerminationLog string
 }
+
+// TerminationLogAuto is drain.termination_log's default: Kubernetes' /dev/termination-log,
+// used only where it exists.
+const TerminationLogAuto = "auto"
+
+// DefaultTerminationLog is the file TerminationLogAuto writes to where it exists.
+const DefaultTerminationLog = "/dev/termination-log"
 
 // Admin is the listener for /healthz, /readyz, /metrics and POST /drain.
 type Admin struct {
@@ -338,6 +356,12 @@ func Default() *Config {
 			IdleClose:     time.Second,
 			HandshakeWait: 2 * time.Second,
 			FlushTimeout:  5 * time.Second,
+			// Issue 25: drain.delay = "auto" and what the drain tells operators.
+			Quiet:            time.Second,
+			DelayMin:         0,
+			DelayMax:         10 * time.Second,
+			ProgressInterval: 5 * time.Second,
+			TerminationLog:   TerminationLogAuto,
 		},
 		Admin: Admin{Address: "127.0.0.1:9901"},
 		HealthCheck: HealthCheck{

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"io"
 	"net/netip"
 	"net/url"
 	"os"
@@ -146,7 +147,7 @@ limits {
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"),
 			netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("::1/128"),
 		}}
-		c.Drain = Drain{Delay: 5 * time.Second, ReadinessFailDelay: 5 * time.Second, Grace: time.Minute, IdleClose: 250 * time.Millisecond, HandshakeWait: time.Second, FlushTimeout: 2 * time.Second}
+		c.Drain.Delay, c.Drain.ReadinessFailDelay, c.Drain.Grace, c.Drain.IdleClose, c.Drain.HandshakeWait, c.Drain.FlushTimeout = 5*time.Second, 5*time.Second, time.Minute, 250*time.Millisecond, time.Second, 2*time.Second
 		c.Admin = Admin{Address: "", Token: "s3cret-token"}
 		c.HealthCheck = HealthCheck{Path: "/healthz", Interval: time.Second, Timeout: 500 * time.Millisecond,
 			HealthyThreshold: 1, UnhealthyThreshold: 5}
@@ -164,6 +165,7 @@ limits {
 	}
 
 	partialPath := writeConfig(t, "upstream {\n  url = \"http://app:3000\"\n}\ndrain {\n  grace = \"10s\"\n}\n")
+	autoPath := writeConfig(t, "upstream {\n  url = \"http://app:3000\"\n}\ndrain {\n  delay = \"auto\"\n  quiet = \"500ms\"\n  delay_min = \"2s\"\n  delay_max = \"8s\"\n  progress_interval = \"0s\"\n  termination_log = \"/tmp/t\"\n}\n")
 
 	tests := []struct {
 		name string
@@ -213,6 +215,25 @@ limits {
 				c.Drain.ReadinessFailDelay = 0
 				c.Drain.Grace = 45 * time.Second
 				c.Log.Level, c.Log.Format, c.Log.AccessLog = "warn", "text", "off"
+			}),
+		},
+		{
+			name: "drain.delay = auto and its bounds",
+			args: []string{"-config", autoPath},
+			want: withDefaults(func(c *Config) {
+				c.Source = autoPath
+				c.Upstream.URL = mustURL(t, "http://app:3000")
+				c.Drain.DelayAuto, c.Drain.Quiet, c.Drain.DelayMin, c.Drain.DelayMax = true, 500*time.Millisecond, 2*time.Second, 8*time.Second
+				c.Drain.ProgressInterval, c.Drain.TerminationLog = 0, "/tmp/t"
+			}),
+		},
+		{
+			name: "-drain-delay auto",
+			args: []string{"-upstream", "http://127.0.0.1:3000", "-drain-delay", "auto"},
+			want: withDefaults(func(c *Config) {
+				c.Source = "flags"
+				c.Upstream.URL = mustURL(t, "http://127.0.0.1:3000")
+				c.Drain.DelayAuto = true
 			}),
 		},
 		{
@@ -283,7 +304,7 @@ func TestFileErrors(t *testing.T) {
 		{
 			name: "unknown attribute",
 			src:  "upstream {\n  url = \"http://a:1\"\n}\ndrain {\n  grase = \"5s\"\n}\n",
-			want: []string{"config.hcl:5:3: drain.grase: unknown setting; drain takes delay, flush_timeout, grace, handshake_wait, idle_close"},
+			want: []string{"config.hcl:5:3: drain.grase: unknown setting; did you mean grace; drain takes delay, delay_max, delay_min, flush_timeout, grace, handshake_wait, idle_close, progress_interval, quiet, readiness_fail_delay, termination_log"},
 		},
 		{
 			name: "readiness_fail_delay longer than delay",
@@ -420,7 +441,7 @@ func TestFileErrors(t *testing.T) {
 		{
 			name: "missing upstream",
 			src:  "drain {\n  grace = \"5s\"\n}\n",
-			want: []string{"no upstream: give -upstream URL or upstream { url = ... } in the config file"},
+			want: []string{"no upstream: give -upstream URL, DRAINPROXY_UPSTREAM_URL in the environment, or upstream { url = ... } in the config file"},
 		},
 		{
 			name: "empty command program",
@@ -532,7 +553,7 @@ func TestFlagErrors(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"no upstream", []string{"-listen", ":8080"}, []string{"no upstream: give -upstream URL or upstream { url = ... } in the config file"}},
+		{"no upstream", []string{"-listen", ":8080"}, []string{"no upstream: give -upstream URL, DRAINPROXY_UPSTREAM_URL in the environment, or upstream { url = ... } in the config file"}},
 		{"command without upstream", []string{"--", "./app"}, []string{"no upstream:"}},
 		{"bad duration", []string{"-upstream", "http://a:1", "-grace", "5 seconds"}, []string{`-grace: "5 seconds" is not a duration; write e.g. "30s"`}},
 		{"negative duration", []string{"-upstream", "http://a:1", "-drain-delay", "-5s"}, []string{`-drain-delay: "-5s" is negative`}},
@@ -723,5 +744,68 @@ health_check {
 	}
 	if u := cfg.Upstream.URL; u.Scheme != "unix+h2c" || u.Path != "/run/grpc.sock" {
 		t.Errorf("upstream %v", u)
+	}
+}
+
+// TestFileErrorsAllAtOnce: every mistake of a file in one run, in file order, each with
+// its position, and the name meant for a misspelled setting or block.
+func TestFileErrorsAllAtOnce(t *testing.T) {
+	src := `upstream {
+  url = "http://a:1"
+}
+drain {
+  grase = "5s"
+  delay = "5 parsecs"
+}
+helth_check {
+  path = "/"
+}
+limits {
+  max_connections = "many"
+  idle_timeot = "1s"
+}
+listener {
+  tls {
+    acme {
+      domain = ["example.com"]
+    }
+  }
+}
+`
+	path := writeConfig(t, src)
+	_, err := Parse([]string{"-config", path}, io.Discard)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	want := []string{
+		"config.hcl:5:3: drain.grase: unknown setting; did you mean grace;",
+		"config.hcl:6:11: drain.delay: ",
+		"config.hcl:8:1: helth_check: unknown block; did you mean health_check { ... };",
+		"config.hcl:12:22: limits.max_connections: ",
+		"config.hcl:13:3: limits.idle_timeot: unknown setting; did you mean idle_timeout;",
+		"config.hcl:15:10: Missing required argument",
+		"config.hcl:18:7: listener.tls.acme.domain: unknown setting; did you mean domains;",
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Errorf("got %d lines, want %d:\n%v", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if i >= len(lines) || !strings.Contains(lines[i], w) {
+			t.Errorf("line %d does not contain %q:\n%v", i+1, w, err)
+		}
+	}
+}
+
+func TestDidYouMean(t *testing.T) {
+	names := []string{"delay", "grace", "idle_close", "handshake_wait", "flush_timeout"}
+	for in, want := range map[string]string{
+		"grase": "grace", "gracee": "grace", "idle_clsoe": "idle_close", "flushtimeout": "flush_timeout",
+		"dealy": "delay", "xyz": "", "timeout": "", "g": "",
+	} {
+		got := didYouMean(in, names, "")
+		if (want == "") != (got == "") || !strings.Contains(got, want) {
+			t.Errorf("didYouMean(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -16,23 +16,33 @@ const usageHeader = `Usage: drainproxy [flags] [-- COMMAND [ARGS...]]
        drainproxy install DEST              (copy this binary, e.g. into a shared volume)
 
 drainproxy proxies HTTP to an upstream app and, on SIGTERM or SIGINT, drains it without
-failing a request it has accepted. Settings come from defaults, then the -config file,
-then these flags. Without a file, -upstream is enough to run. A COMMAND after -- is the
-app to start and supervise.
+failing a request it has accepted. Settings come from defaults, then the -config file
+(or $DRAINPROXY_CONFIG), then the environment (DRAINPROXY_ and the setting's name in the
+file: DRAINPROXY_UPSTREAM_URL, DRAINPROXY_DRAIN_GRACE, ...), then these flags. Without a
+file, -upstream is enough to run. A COMMAND after -- is the app to start and supervise.
 
 Flags:
 `
 
 // errNoUpstream is the message for a config with nowhere to send requests.
-const errNoUpstream = "no upstream: give -upstream URL or upstream { url = ... } in the config file"
+const errNoUpstream = "no upstream: give -upstream URL, DRAINPROXY_UPSTREAM_URL in the environment, or upstream { url = ... } in the config file"
 
-// Parse parses the command line (args without the program name). If -config FILE is
-// given it loads that file over the defaults; then it applies the flags, then validates.
+// Parse is ParseEnv without an environment: defaults, the file, the flags.
+func Parse(args []string, out io.Writer) (*Config, error) {
+	return ParseEnv(args, nil, out)
+}
+
+// ParseEnv parses the command line (args without the program name). If -config FILE (or
+// $DRAINPROXY_CONFIG) is given it loads that file over the defaults; then the settings
+// getenv has (env.go; nil reads none), then the flags; then it validates.
 // Errors are ready to print as they are: file problems one per line as
 // "FILE:LINE:COL: block.setting: what is wrong; what to write instead", flag problems
 // naming the flag. For -h or -help it writes the usage to out and returns flag.ErrHelp.
 // Args after "--" become Upstream.Command. With -version nothing is loaded or validated.
-func Parse(args []string, out io.Writer) (*Config, error) {
+func ParseEnv(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
 	fs := flag.NewFlagSet("drainproxy", flag.ContinueOnError)
 	// The flag package would print errors and the usage itself; the caller prints the
 	// returned error instead, so that it appears exactly once.
@@ -71,10 +81,10 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 			override(func(c *Config) { c.Upstream.URL = u })
 			return nil
 		})
-	fs.Func("admin", "serve /healthz, /readyz, /metrics and POST /drain on `ADDR`, or \"off\" (default 127.0.0.1:9901)",
+	fs.Func("admin", "serve the admin endpoints on `ADDR`, or \"off\" (default 127.0.0.1:9901): probes GET /healthz, GET /readyz, GET /drained; for operators GET /metrics, GET /status, POST /drain, POST /restart",
 		stringFlag(parseAdminAddress, override, func(c *Config, v string) { c.Admin.Address = v }))
-	fs.Func("drain-delay", "keep serving for `DUR` after the signal so load balancers deregister us, e.g. 5s (default 0s)",
-		stringFlag(parseDuration, override, func(c *Config, d time.Duration) { c.Drain.Delay = d }))
+	fs.Func("drain-delay", "keep serving for `DUR` after the signal so load balancers deregister us, e.g. 5s, or \"auto\": until new connections stop (default 0s)",
+		stringFlag(parseDelay, override, func(c *Config, d delaySetting) { c.Drain.Delay, c.Drain.DelayAuto = d.fixed, d.auto }))
 	fs.Func("readiness-fail-delay", "keep /readyz at 200 for `DUR` after the signal, at most the drain delay, e.g. for externalTrafficPolicy: Local (default 0s)",
 		stringFlag(parseDuration, override, func(c *Config, d time.Duration) { c.Drain.ReadinessFailDelay = d }))
 	fs.Func("grace", "let in-flight requests finish for up to `DUR` after the listeners close (default 30s)",
@@ -109,6 +119,9 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 	if showVersion {
 		return cfg, nil
 	}
+	if configPath == "" {
+		configPath = getenv(EnvConfigFile)
+	}
 	if configPath != "" {
 		cfg.Source = configPath
 		src, err := os.ReadFile(configPath)
@@ -118,6 +131,9 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 		if err := loadFile(src, configPath, cfg); err != nil {
 			return nil, err
 		}
+	}
+	if err := loadEnv(getenv, cfg); err != nil {
+		return nil, err
 	}
 	for _, set := range overrides {
 		set(cfg)
@@ -129,6 +145,9 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 		cfg.Upstream.Command = command
 	}
 	if err := checkWhole(cfg); err != nil {
+		if cfg.Upstream.URL == nil && getenv(EnvPrefix+"UPSTREAM") != "" {
+			err = fmt.Errorf("%w (the environment variable is %s, not %s)", err, EnvVarName("upstream.url"), EnvPrefix+"UPSTREAM")
+		}
 		return nil, err
 	}
 	return cfg, nil
@@ -174,7 +193,7 @@ func checkWhole(cfg *Config) error {
 	if cfg.Upstream.URL == nil {
 		return errors.New(errNoUpstream)
 	}
-	if d := cfg.Drain; d.ReadinessFailDelay > d.Delay {
+	if d := cfg.Drain; d.ReadinessFailDelay > d.Delay && !d.DelayAuto { // auto: the delay starts its quiet count when readiness fails
 		return fmt.Errorf("drain.readiness_fail_delay (-readiness-fail-delay) %v", readinessFailDelayError(d.ReadinessFailDelay, d.Delay))
 	}
 	// Port 0 asks the kernel for a free port, so it never collides.

@@ -135,6 +135,12 @@ var Settings = []Setting{
 	{Name: "drain.idle_close", Field: "Drain.IdleClose", Effect: NeedsUpgrade},
 	{Name: "drain.handshake_wait", Field: "Drain.HandshakeWait", Effect: NeedsUpgrade},
 	{Name: "drain.flush_timeout", Field: "Drain.FlushTimeout", Effect: NeedsUpgrade},
+	{Name: "drain.delay", Field: "Drain.DelayAuto", Effect: NeedsUpgrade}, // delay = "auto"
+	{Name: "drain.quiet", Field: "Drain.Quiet", Effect: NeedsUpgrade},
+	{Name: "drain.delay_min", Field: "Drain.DelayMin", Effect: NeedsUpgrade},
+	{Name: "drain.delay_max", Field: "Drain.DelayMax", Effect: NeedsUpgrade},
+	{Name: "drain.progress_interval", Field: "Drain.ProgressInterval", Effect: NeedsUpgrade},
+	{Name: "drain.termination_log", Field: "Drain.TerminationLog", Effect: NeedsUpgrade},
 
 	{Name: "admin.address", Field: "Admin.Address", Effect: NeedsUpgrade},
 	{Name: "admin.token", Field: "Admin.Token", Effect: AppliedInPlace},

@@ -254,7 +254,7 @@ func TestTLSFileErrors(t *testing.T) {
 			src:  "listener {\n  address = \":443\"\n  tls {\n    cert = \"x\"\n    acme {\n      domain = [\"a\"]\n    }\n    letsencrypt {\n    }\n  }\n}\n",
 			want: []string{
 				"config.hcl:4:5: listener.tls.cert: unknown setting; tls takes cert_file, hsts, key_file, min_version and the block acme",
-				"config.hcl:6:7: listener.tls.acme.domain: unknown setting; acme takes agree_terms, ca, challenges, domains, email, staging, storage, trusted_roots",
+				"config.hcl:6:7: listener.tls.acme.domain: unknown setting; did you mean domains; acme takes agree_terms, ca, challenges, domains, email, staging, storage, trusted_roots",
 				"config.hcl:8:5: listener.tls.letsencrypt: unknown block; tls takes",
 			},
 		},

@@ -366,6 +366,34 @@ func (cw *chunkWriter) close() {
 	}
 }
 
+// head is the response head as writeHeader builds it: the handler's header (or the
+// snapshot taken at WriteHeader), the keys left out of it, and the fields added.
+type head struct {
+	header  http.Header
+	owned   bool // header is the snapshot: delete from it directly
+	exclude map[string]bool
+	extra   extraHeader
+}
+
+// del leaves key out of the head without touching the handler's header.
+func (h *head) del(key string) {
+	if h.owned {
+		h.header.Del(key)
+		return
+	}
+	if _, ok := h.header[key]; !ok {
+		return
+	}
+	h.leaveOut(key)
+}
+
+func (h *head) leaveOut(key string) {
+	if h.exclude == nil {
+		h.exclude = make(map[string]bool)
+	}
+	h.exclude[key] = true
+}
+
 // writeHeader decides the framing and connection reuse and writes the head, with the
 // same rules (and the same header order) as net/http's server. p is the first body
 // bytes, or all of them when the handler has returned.
@@ -377,186 +405,181 @@ func (cw *chunkWriter) writeHeader(p []byte) {
 	w := cw.res
 	isHEAD := w.req.Method == "HEAD"
 
-	header := cw.header
-	owned := header != nil
-	if !owned {
-		header = w.handlerHeader
+	h := &head{header: cw.header, owned: cw.header != nil}
+	if !h.owned {
+		h.header = w.handlerHeader
 	}
-	var exclude map[string]bool
-	delHeader := func(key string) {
-		if owned {
-			header.Del(key)
-			return
-		}
-		if _, ok := header[key]; !ok {
-			return
-		}
-		if exclude == nil {
-			exclude = make(map[string]bool)
-		}
-		exclude[key] = true
-	}
-	var extra extraHeader
+	trailers := cw.declareTrailers(h)
 
-	trailers := false
-	for k := range cw.header {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			if exclude == nil {
-				exclude = make(map[string]bool)
-			}
-			exclude[k] = true
-			trailers = true
-		}
-	}
-	for _, v := range cw.header["Trailer"] {
-		trailers = true
-		foreachHeaderElement(v, w.declareTrailer)
-	}
-
-	te := headerGet(header, "Transfer-Encoding")
+	te := headerGet(h.header, "Transfer-Encoding")
 	hasTE := te != ""
-
-	_, haveCL := header["Content-Length"]
+	_, haveCL := h.header["Content-Length"]
 	if w.handlerDone && !trailers && !hasTE && bodyAllowedForStatus(w.status) && !haveCL && (!isHEAD || len(p) > 0) {
 		w.contentLength = int64(len(p))
-		extra.contentLength = strconv.AppendInt(w.clenBuf[:0], int64(len(p)), 10)
+		h.extra.contentLength = strconv.AppendInt(w.clenBuf[:0], int64(len(p)), 10)
 	}
-
-	if w.wants10KeepAlive {
-		if headerGet(header, "Content-Length") != "" && headerGet(header, "Connection") == "keep-alive" {
-			w.closeAfterReply = false
-		}
-	}
-
 	hasCL := w.contentLength != -1
-
-	if w.wants10KeepAlive && (isHEAD || hasCL || !bodyAllowedForStatus(w.status)) {
-		if _, set := header["Connection"]; !set {
-			extra.connection = "keep-alive"
-		}
-	} else if !w.req.ProtoAtLeast(1, 1) || w.wantsClose {
-		w.closeAfterReply = true
-	}
-
-	if headerGet(header, "Connection") == "close" {
-		w.closeAfterReply = true
-	}
-
-	// A client that waits for 100 Continue and whose body we did not read to its end
-	// cannot keep the connection.
-	if b, ok := w.req.Body.(*reqBody); ok && b.expectContinue && !b.sawEOF.Load() {
-		w.closeAfterReply = true
-	}
-
-	// Read what is left of the body (up to 256 KiB) before answering: clients that send
-	// a whole request before reading could otherwise deadlock.
-	if w.req.ContentLength != 0 && !w.closeAfterReply && !w.fullDuplex {
-		var discard, tooBig bool
-		switch bdy := w.req.Body.(type) {
-		case *reqBody:
-			if bdy.expectContinue {
-				break // read to its end, see above
-			}
-			bdy.mu.Lock()
-			switch {
-			case bdy.closed:
-				if !bdy.sawEOF.Load() {
-					w.closeAfterReply = true
-				}
-			case bdy.remaining >= maxPostHandlerReadBytes:
-				tooBig = true
-			default:
-				discard = true
-			}
-			bdy.mu.Unlock()
-		default:
-			discard = true
-		}
-		if discard {
-			_, err := io.CopyN(io.Discard, w.body, maxPostHandlerReadBytes+1)
-			switch err {
-			case nil:
-				tooBig = true
-			case http.ErrBodyReadAfterClose:
-			case io.EOF:
-				if err := w.body.Close(); err != nil {
-					w.closeAfterReply = true
-				}
-			default:
-				w.closeAfterReply = true
-			}
-		}
-		if tooBig {
-			w.requestTooLarge()
-			delHeader("Connection")
-			extra.connection = "close"
-		}
-	}
+	w.decideReuse(h, isHEAD, hasCL)
+	w.discardUnreadBody(h)
 
 	code := w.status
 	if bodyAllowedForStatus(code) {
-		_, haveType := header["Content-Type"]
-		if header.Get("Content-Encoding") == "" && !haveType && !hasTE && len(p) > 0 {
-			extra.contentType = http.DetectContentType(p)
+		_, haveType := h.header["Content-Type"]
+		if h.header.Get("Content-Encoding") == "" && !haveType && !hasTE && len(p) > 0 {
+			h.extra.contentType = http.DetectContentType(p)
 		}
 	} else {
 		for _, k := range suppressedHeaders(code) {
-			delHeader(k)
+			h.del(k)
 		}
 	}
-
-	if _, ok := header["Date"]; !ok {
-		extra.date = time.Now().UTC().AppendFormat(w.dateBuf[:0], http.TimeFormat)
+	if _, ok := h.header["Date"]; !ok {
+		h.extra.date = time.Now().UTC().AppendFormat(w.dateBuf[:0], http.TimeFormat)
 	}
-
 	if hasCL && hasTE && te != "identity" {
 		w.c.srv.logf("h1serve: WriteHeader called with both Transfer-Encoding of %q and a Content-Length of %d", te, w.contentLength)
-		delHeader("Content-Length")
+		h.del("Content-Length")
 		hasCL = false
 	}
-
-	switch {
-	case isHEAD || !bodyAllowedForStatus(code) || code == http.StatusNoContent:
-		delHeader("Transfer-Encoding")
-	case hasCL:
-		delHeader("Transfer-Encoding")
-	case w.req.ProtoAtLeast(1, 1):
-		if hasTE && te == "identity" {
-			cw.chunking = false
-			w.closeAfterReply = true
-			delHeader("Transfer-Encoding")
-		} else {
-			cw.chunking = true
-			extra.transferEncoding = "chunked"
-			if hasTE && te == "chunked" {
-				delHeader("Transfer-Encoding")
-			}
-		}
-	default:
-		// HTTP/1.0 without a length: the body ends when the connection closes
-		w.closeAfterReply = true
-		delHeader("Transfer-Encoding")
-	}
-
-	if cw.chunking {
-		delHeader("Content-Length")
-	}
+	cw.decideFraming(h, isHEAD, hasCL, te)
 	if !w.req.ProtoAtLeast(1, 0) {
 		return
 	}
-
-	if w.closeAfterReply && !hasToken(headerGet(cw.header, "Connection"), "close") && !isProtocolSwitchResponse(code, header) {
-		delHeader("Connection")
+	if w.closeAfterReply && !hasToken(headerGet(cw.header, "Connection"), "close") && !isProtocolSwitchResponse(code, h.header) {
+		h.del("Connection")
 		if w.req.ProtoAtLeast(1, 1) {
-			extra.connection = "close"
+			h.extra.connection = "close"
 		}
 	}
 
 	bw := w.c.bw
 	writeStatusLine(bw, w.req.ProtoAtLeast(1, 1), code)
-	cw.header.WriteSubset(bw, exclude)
-	extra.write(bw)
+	cw.header.WriteSubset(bw, h.exclude)
+	h.extra.write(bw)
 	bw.WriteString("\r\n")
+}
+
+// declareTrailers leaves the http.TrailerPrefix keys out of the head and declares the
+// trailers the Trailer header names; it reports whether there are any.
+func (cw *chunkWriter) declareTrailers(h *head) bool {
+	trailers := false
+	for k := range cw.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			h.leaveOut(k)
+			trailers = true
+		}
+	}
+	for _, v := range cw.header["Trailer"] {
+		trailers = true
+		foreachHeaderElement(v, cw.res.declareTrailer)
+	}
+	return trailers
+}
+
+// decideReuse decides whether the connection closes after this response: HTTP/1.0
+// keep-alive, Connection: close on either side, a 100-continue body left unread.
+func (w *response) decideReuse(h *head, isHEAD, hasCL bool) {
+	if w.wants10KeepAlive {
+		if headerGet(h.header, "Content-Length") != "" && headerGet(h.header, "Connection") == "keep-alive" {
+			w.closeAfterReply = false
+		}
+	}
+	if w.wants10KeepAlive && (isHEAD || hasCL || !bodyAllowedForStatus(w.status)) {
+		if _, set := h.header["Connection"]; !set {
+			h.extra.connection = "keep-alive"
+		}
+	} else if !w.req.ProtoAtLeast(1, 1) || w.wantsClose {
+		w.closeAfterReply = true
+	}
+	if headerGet(h.header, "Connection") == "close" {
+		w.closeAfterReply = true
+	}
+	// A client that waits for 100 Continue and whose body we did not read to its end
+	// cannot keep the connection.
+	if b, ok := w.req.Body.(*reqBody); ok && b.expectContinue && !b.sawEOF.Load() {
+		w.closeAfterReply = true
+	}
+}
+
+// discardUnreadBody reads what is left of the request body (up to 256 KiB) before the
+// answer, so that a client that sends a whole request before reading cannot deadlock; a
+// longer rest closes the connection.
+func (w *response) discardUnreadBody(h *head) {
+	if w.req.ContentLength == 0 || w.closeAfterReply || w.fullDuplex {
+		return
+	}
+	var discard, tooBig bool
+	switch bdy := w.req.Body.(type) {
+	case *reqBody:
+		if bdy.expectContinue {
+			break // read to its end, see decideReuse
+		}
+		bdy.mu.Lock()
+		switch {
+		case bdy.closed:
+			if !bdy.sawEOF.Load() {
+				w.closeAfterReply = true
+			}
+		case bdy.remaining >= maxPostHandlerReadBytes:
+			tooBig = true
+		default:
+			discard = true
+		}
+		bdy.mu.Unlock()
+	default:
+		discard = true
+	}
+	if discard {
+		_, err := io.CopyN(io.Discard, w.body, maxPostHandlerReadBytes+1)
+		switch err {
+		case nil:
+			tooBig = true
+		case http.ErrBodyReadAfterClose:
+		case io.EOF:
+			if err := w.body.Close(); err != nil {
+				w.closeAfterReply = true
+			}
+		default:
+			w.closeAfterReply = true
+		}
+	}
+	if tooBig {
+		w.requestTooLarge()
+		h.del("Connection")
+		h.extra.connection = "close"
+	}
+}
+
+// decideFraming picks how the body is delimited: Content-Length, chunked (HTTP/1.1), or
+// the connection's close (HTTP/1.0 without a length, Transfer-Encoding: identity).
+func (cw *chunkWriter) decideFraming(h *head, isHEAD, hasCL bool, te string) {
+	w := cw.res
+	code := w.status
+	switch {
+	case isHEAD || !bodyAllowedForStatus(code) || code == http.StatusNoContent:
+		h.del("Transfer-Encoding")
+	case hasCL:
+		h.del("Transfer-Encoding")
+	case w.req.ProtoAtLeast(1, 1):
+		if te == "identity" {
+			cw.chunking = false
+			w.closeAfterReply = true
+			h.del("Transfer-Encoding")
+		} else {
+			cw.chunking = true
+			h.extra.transferEncoding = "chunked"
+			if te == "chunked" {
+				h.del("Transfer-Encoding")
+			}
+		}
+	default:
+		// HTTP/1.0 without a length: the body ends when the connection closes
+		w.closeAfterReply = true
+		h.del("Transfer-Encoding")
+	}
+	if cw.chunking {
+		h.del("Content-Length")
+	}
 }
 
 func suppressedHeaders(status int) []string {

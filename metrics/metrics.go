@@ -378,6 +378,7 @@ type statsCollector struct {
 	stats                                              func() drain.Stats
 	inflight, upgraded, conns, phase, drained, aborted *prometheus.Desc
 	drainUpstreamFailed                                *prometheus.Desc
+	cut                                                *prometheus.Desc // by "how"
 	drainUnserved                                      *prometheus.Desc
 }
 
@@ -401,13 +402,16 @@ func newStatsCollector(stats func() drain.Stats) *statsCollector {
 			"Requests still in flight when the drain's grace period ended, closed by force."),
 		drainUpstreamFailed: desc("drain_upstream_failed_total",
 			"Requests after the drain began that drainproxy answered itself with 502, 503 or 504 because the app did not."),
+		cut: prometheus.NewDesc(Namespace+"_drain_cut_total",
+			"Exchanges the drain's deadline cut, by how: before_head (no response sent), mid_response, tunnel (an upgraded connection such as a WebSocket closed).",
+			[]string{"how"}, nil),
 		drainUnserved: desc("drain_unserved_connections_total",
 			"Connections the kernel had accepted that the drain closed without serving (reset as the listeners stopped)."),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.inflight, c.upgraded, c.conns, c.phase, c.drained, c.aborted, c.drainUpstreamFailed, c.drainUnserved} {
+	for _, d := range []*prometheus.Desc{c.inflight, c.upgraded, c.conns, c.phase, c.drained, c.aborted, c.drainUpstreamFailed, c.cut, c.drainUnserved} {
 		ch <- d
 	}
 }
@@ -421,6 +425,9 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.drained, prometheus.CounterValue, float64(s.Drained))
 	ch <- prometheus.MustNewConstMetric(c.aborted, prometheus.CounterValue, float64(s.Aborted))
 	ch <- prometheus.MustNewConstMetric(c.drainUpstreamFailed, prometheus.CounterValue, float64(s.UpstreamFailed))
+	ch <- prometheus.MustNewConstMetric(c.cut, prometheus.CounterValue, float64(s.CutBeforeHead), drain.CutBeforeHead)
+	ch <- prometheus.MustNewConstMetric(c.cut, prometheus.CounterValue, float64(s.CutMidResponse), drain.CutMidResponse)
+	ch <- prometheus.MustNewConstMetric(c.cut, prometheus.CounterValue, float64(s.UpgradesClosed), drain.CutTunnel)
 	ch <- prometheus.MustNewConstMetric(c.drainUnserved, prometheus.CounterValue, float64(s.Unserved))
 }
 

@@ -7,9 +7,10 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/internal/swap"
 )
 
 // Backend is one upstream the proxy serves through: its address, its own keep-alive pool
@@ -22,15 +23,9 @@ type Backend struct {
 	rp        *httputil.ReverseProxy
 	transport *inlineTransport // the inline fast path over the pooled http.Transport
 
-	// state is the in-flight count, plus retiredBit once Switch has replaced the backend.
-	// One word for both makes "count a request unless retired" a single atomic add, and
-	// lets exactly the add that leaves a retired backend idle see it.
-	state    atomic.Int64
-	idle     chan struct{} // closed once retired with nothing in flight
-	idleShut atomic.Bool   // idle is closed (or about to be)
+	// gen counts the requests in flight; Switch retires it (package swap).
+	gen *swap.Gen
 }
-
-const retiredBit = int64(1) << 62
 
 // maxAcquire bounds how often a request looks for a backend that Switch has not retired
 // meanwhile. Only a Switch between its load and its count makes it look again, so more
@@ -48,7 +43,7 @@ func (p *Proxy) newBackend(u *url.URL) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{proxy: p, target: u.String(), transport: newInlineTransport(opts, transport, &p.conns), idle: make(chan struct{})}
+	b := &Backend{proxy: p, target: u.String(), transport: newInlineTransport(opts, transport, &p.conns), gen: swap.New(nil)}
 	// After the inline path took its dialer: it writes only request heads, and its
 	// cancel poisons deadlines that a per-write deadline would undo.
 	transport.DialContext = withSendTimeout(transport.DialContext, opts.UpstreamSendTimeout)
@@ -123,35 +118,17 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 // won maxAcquire races in a row.
 func (p *Proxy) acquire() *Backend {
 	for range maxAcquire {
-		b := p.cur.Load()
-		if b.state.Add(1)&retiredBit == 0 {
+		// A b that Switch retired after the load refuses: its Wait may already have
+		// returned, so the request must not go there. The backend that replaced it is
+		// stored by now.
+		if b := p.cur.Load(); b.gen.Acquire() {
 			return b
 		}
-		// Switch retired b after we loaded it: its Wait may already have returned, so the
-		// request must not go there. The backend that replaced it is stored by now.
-		b.release()
 	}
 	return nil
 }
 
-func (b *Backend) release() {
-	if b.state.Add(-1) == retiredBit {
-		b.markIdle()
-	}
-}
-
-func (b *Backend) markIdle() {
-	if b.idleShut.CompareAndSwap(false, true) {
-		close(b.idle)
-	}
-}
-
-// retire stops b from taking requests; Wait then waits for those it has.
-func (b *Backend) retire() {
-	if b.state.Or(retiredBit)&^retiredBit == 0 {
-		b.markIdle()
-	}
-}
+func (b *Backend) release() { b.gen.Release() }
 
 // Switch sends every request that starts from now on to u, with a keep-alive pool of its
 // own, and returns the backend that served until now: Wait on it for the requests still in
@@ -166,7 +143,7 @@ func (p *Proxy) Switch(u *url.URL) (old *Backend, err error) {
 		return nil, err
 	}
 	old = p.cur.Swap(b)
-	old.retire()
+	old.gen.Retire()
 	return old, nil
 }
 
@@ -174,18 +151,16 @@ func (p *Proxy) Switch(u *url.URL) (old *Backend, err error) {
 func (b *Backend) Upstream() string { return b.target }
 
 // Inflight is how many requests are in flight to this backend now.
-func (b *Backend) Inflight() int64 { return b.state.Load() &^ retiredBit }
+func (b *Backend) Inflight() int64 { return b.gen.Inflight() }
 
 // Wait returns nil once a backend that Switch replaced has no request in flight, or an
 // error saying how many are left when ctx ends first. It wakes when the last one finishes;
 // it does not poll. On the current backend it waits for ctx.
 func (b *Backend) Wait(ctx context.Context) error {
-	select {
-	case <-b.idle:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%d requests still in flight to %s: %w", b.Inflight(), b.target, ctx.Err())
+	if err := b.gen.Wait(ctx); err != nil {
+		return fmt.Errorf("%d requests still in flight to %s: %w", b.Inflight(), b.target, err)
 	}
+	return nil
 }
 
 // Close closes the backend's idle keep-alive connections. Call it after Wait; requests

@@ -75,7 +75,7 @@ type progressWriter struct {
 	context.Context
 	p   *Proxy
 	r   *http.Request
-	rec ErrorRecorder // the writer's, when it has one
+	rec ErrorRecorder // the writer's (or a writer's inside it), when it has one
 
 	body upstreamBody // the response body's wrapper on the inline path: one allocation less
 
@@ -105,7 +105,7 @@ func (p *Proxy) watchProgress(w http.ResponseWriter, r *http.Request) (http.Resp
 		return w, r
 	}
 	pw := &progressWriter{ResponseWriter: w, Context: r.Context(), p: p}
-	pw.rec, _ = w.(ErrorRecorder)
+	pw.rec = recorderOf(w) // through wrappers too (http10Writer for an HTTP/1.0 client)
 	if o.ClientBodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
 		r.Body = &clientBody{ReadCloser: r.Body, w: pw, timeout: o.ClientBodyTimeout}
 	}

@@ -112,6 +112,26 @@ type ErrorRecorder interface {
 	RecordUpstreamError(reason string, status int, err error)
 }
 
+// IDRecorder may be implemented by the http.ResponseWriter handed to ServeHTTP, or by one
+// it wraps (the drain's in-flight list), to learn the request id the proxy settled on.
+type IDRecorder interface {
+	RecordRequestID(id string)
+}
+
+// idRecorderOf finds the IDRecorder among w and the writers it wraps; nil if none is.
+func idRecorderOf(w http.ResponseWriter) IDRecorder {
+	for {
+		if rec, ok := w.(IDRecorder); ok {
+			return rec
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil
+		}
+		w = u.Unwrap()
+	}
+}
+
 // recorderOf finds the ErrorRecorder among w and the writers it wraps; nil if none is.
 func recorderOf(w http.ResponseWriter) ErrorRecorder {
 	for {
@@ -214,10 +234,11 @@ const RequestIDHeader = "X-Request-Id"
 // ServeHTTP forwards r to the upstream. r.Header carries the request id from here on: the
 // client's when it is a trusted proxy, a new one otherwise.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// A trusted proxy's id counts unless it named the header in Connection (hop-by-hop).
-	if r.Header.Get(RequestIDHeader) == "" || !p.trusted(r.RemoteAddr) ||
-		namedInConnection(r.Header, RequestIDHeader) {
-		r.Header.Set(RequestIDHeader, newRequestID())
+	if r.Context().Value(requestIDAssigned{}) == nil {
+		p.setRequestID(r)
+	}
+	if rec := idRecorderOf(w); rec != nil {
+		rec.RecordRequestID(r.Header.Get(RequestIDHeader))
 	}
 	dropH2CUpgrade(r.Header)
 	if status, why := refusedTarget(r); status != 0 {
@@ -370,6 +391,26 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 			return w
 		}
 		w = u.Unwrap()
+	}
+}
+
+// requestIDAssigned marks a request that WithRequestID gave its id.
+type requestIDAssigned struct{}
+
+// WithRequestID gives r its request id as ServeHTTP would, for a handler in front of the
+// proxy that may answer by itself (the supervisor's 503 while the app is down), so that
+// its access log line has the id too; ServeHTTP keeps it.
+func (p *Proxy) WithRequestID(r *http.Request) *http.Request {
+	p.setRequestID(r)
+	return r.WithContext(context.WithValue(r.Context(), requestIDAssigned{}, true))
+}
+
+// setRequestID keeps a trusted proxy's id, unless it named the header in Connection
+// (hop-by-hop), and gives every other request a new one.
+func (p *Proxy) setRequestID(r *http.Request) {
+	if r.Header.Get(RequestIDHeader) == "" || !p.trusted(r.RemoteAddr) ||
+		namedInConnection(r.Header, RequestIDHeader) {
+		r.Header.Set(RequestIDHeader, newRequestID())
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/internal/logdur"
 )
 
 // App is the supervised app across zero-downtime restarts. One Supervisor (one instance of
@@ -445,7 +446,7 @@ func (a *App) restartFailed(begun time.Time, what string, err error, inst *insta
 	a.rollingFailed.Add(1)
 }
 
-func since(t time.Time) string { return time.Since(t).Round(time.Millisecond).String() }
+func since(t time.Time) string { return logdur.Since(t) }
 
 // Stop ends a restart in progress (stopping whichever instance it no longer needs), then
 // stops the current instance (Supervisor.Stop). drain.Options.StopApp.

@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/internal/logdur"
 )
 
 // Options configures a Supervisor. The zero value of every field but Command is usable.
@@ -416,7 +418,7 @@ func (s *Supervisor) supervise(c *child) {
 		if stopping {
 			return // Stop reports this exit
 		}
-		pairs := append([]any{"pid", c.proc.Pid, "ran", ran.Round(time.Millisecond).String()}, exit.logPairs()...)
+		pairs := append([]any{"pid", c.proc.Pid, "ran", logdur.Format(ran)}, exit.logPairs()...)
 		if !s.opts.Restart.wants(exit) {
 			s.log.Info("app exited, not restarting it", append(pairs, "restart", s.opts.Restart)...)
 			s.ended(ending{kind: endExited, exit: exit})
@@ -504,7 +506,7 @@ func (s *Supervisor) awaitAnswer(c *child) {
 		s.log.Warn("restarted app does not answer; passing requests to it anyway",
 			"pid", c.proc.Pid, "start_timeout", s.opts.StartTimeout.String(), "address", s.address())
 	} else {
-		s.log.Info("app answers", "pid", c.proc.Pid, "took", time.Since(c.started).Round(time.Millisecond).String())
+		s.log.Info("app answers", "pid", c.proc.Pid, "took", logdur.Since(c.started))
 	}
 	s.markAnswering(c)
 }
@@ -610,7 +612,7 @@ func (s *Supervisor) Gate(ctx context.Context) error {
 		return fmt.Errorf("the app did not answer on %s within %v (start_timeout): make it listen there%s, or raise start_timeout if it starts slowly (last check: %v)",
 			s.address(), s.opts.StartTimeout, hint, err)
 	}
-	s.log.Info("app answers", "pid", c.proc.Pid, "address", s.address(), "took", time.Since(start).Round(time.Millisecond).String())
+	s.log.Info("app answers", "pid", c.proc.Pid, "address", s.address(), "took", logdur.Since(start))
 	s.markAnswering(c)
 	return nil
 }

@@ -9,6 +9,7 @@
 package tlsfront
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -335,10 +336,21 @@ func (f *Front) Gate(next func(context.Context) error) func(context.Context) err
 // ReloadStatic reads every certificate file pair again. A pair that fails to load is
 // logged and the one served so far stays; the error says which.
 func (f *Front) ReloadStatic() error {
+	_, err := f.ReloadStaticChanged()
+	return err
+}
+
+// ReloadStaticChanged is ReloadStatic that also returns the addresses of the listeners
+// whose certificate is now another one (the files held a new certificate).
+func (f *Front) ReloadStaticChanged() (changed []string, err error) {
 	var errs []error
 	for _, s := range f.order {
 		if s.static == nil {
 			continue
+		}
+		var before []byte
+		if leaf := s.static.Leaf(); leaf != nil {
+			before = leaf.Raw
 		}
 		if err := s.static.Reload(); err != nil {
 			f.log.Error("cannot reload the certificate; still serving the previous one", "address", s.addr, "error", err.Error())
@@ -348,8 +360,11 @@ func (f *Front) ReloadStatic() error {
 		leaf := s.static.Leaf()
 		f.log.Info("certificate reloaded", "address", s.addr, "cert_file", s.conf.CertFile,
 			"subject", leaf.Subject.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+		if !bytes.Equal(before, leaf.Raw) {
+			changed = append(changed, s.addr)
+		}
 	}
-	return errors.Join(errs...)
+	return changed, errors.Join(errs...)
 }
 
 // Close ends certificate management (renewals, background obtains).

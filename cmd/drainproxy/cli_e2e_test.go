@@ -200,8 +200,8 @@ func TestCLIFlagsAlone(t *testing.T) {
 
 func TestCLIVersion(t *testing.T) {
 	code, out := runBinary(t, "-version")
-	if code != exitOK || !strings.HasPrefix(out, "drainproxy ") {
-		t.Errorf("-version: exit %d, output %q; want 0 and the version", code, out)
+	if code != exitOK || !strings.HasPrefix(out, "drainproxy ") || !strings.Contains(out, "(commit ") {
+		t.Errorf("-version: exit %d, output %q; want 0, the version and the commit", code, out)
 	}
 }
 

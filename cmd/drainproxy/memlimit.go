@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"math"
-	"os"
 	"runtime/debug"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
@@ -20,12 +19,12 @@ const memLimitRatio = 0.9
 // perhaps). GOMEMLIMIT in the environment wins; otherwise the limit is memLimitRatio of the
 // cgroup's memory limit (AUTOMEMLIMIT=0.8 sets another ratio, AUTOMEMLIMIT=off none). Go
 // already takes GOMAXPROCS from the cgroup's CPU quota.
-func setMemoryLimit(log hclog.Logger) {
-	if v := os.Getenv("GOMEMLIMIT"); v != "" {
+func setMemoryLimit(getenv func(string) string, log hclog.Logger) {
+	if v := getenv("GOMEMLIMIT"); v != "" {
 		log.Info("memory limit from GOMEMLIMIT", "GOMEMLIMIT", v, "GOMEMLIMIT_bytes", debug.SetMemoryLimit(-1))
 		return
 	}
-	if os.Getenv("AUTOMEMLIMIT") == "off" {
+	if getenv("AUTOMEMLIMIT") == "off" {
 		log.Debug("AUTOMEMLIMIT=off: no memory limit for the runtime")
 		return
 	}

@@ -86,3 +86,39 @@ func TestSupervisedRefusesATakenPort(t *testing.T) {
 		t.Errorf("the logs do not say %q:\n%s", want, p.Logs())
 	}
 }
+
+// Issue 24.11: the 503 that drainproxy answers while the app is down has a request id in
+// the access log and the X-Request-Id of the request, as every proxied request has.
+func TestSupervised503HasARequestID(t *testing.T) {
+	_, testappBin := supApps(t)
+	port := supPort(t)
+	flags := append(supConfig(t, "restart = \"on-failure\"\nmax_restarts = 20"), "-access-log", "stderr")
+	p := startProxy(t, supArgs(flags, port, testappBin, "-exit-after", "300ms", "-exit-code", "3")...)
+	supKillOnCleanup(t, supAppPid(t, p))
+	p.waitLogWhere("app exited, restarting it", 20*time.Second, func(m map[string]any) bool { return m["restarts"] == float64(3) })
+	resp, err := http.Get(p.URL() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("during the backoff: %d, want 503", resp.StatusCode)
+	}
+	var line map[string]any
+	waitFor(t, 10*time.Second, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, m := range p.lines {
+			if m["status"] == float64(503) {
+				line = m
+				return true
+			}
+		}
+		return false
+	})
+	if id, _ := line["request_id"].(string); len(id) != 32 {
+		t.Errorf("the 503's access log line has request_id %q: %v", id, line)
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(20 * time.Second)
+}

@@ -30,6 +30,8 @@ import (
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/health"
+	"github.com/drainproxy/drainproxy/internal/logdur"
+	"github.com/drainproxy/drainproxy/internal/swap"
 	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/sigtrap"
 	"github.com/drainproxy/drainproxy/supervise"
@@ -129,7 +131,8 @@ func named(settings []config.Setting, names ...string) bool {
 
 // live is what a reload can change in a running drainproxy, and how to build it again.
 type live struct {
-	args           []string // the command line as at start
+	args           []string            // the command line as at start
+	getenv         func(string) string // the environment, as at start
 	stdout, stderr io.Writer
 	log            hclog.Logger // the root logger
 	started        *config.Config
@@ -213,145 +216,197 @@ func (l *live) reload(reason string) {
 	if l.sup != nil {
 		refused = append(refused, "app", "not restarted")
 	}
-	next, err := config.Parse(l.args, io.Discard)
+	next, err := config.ParseEnv(l.args, l.getenv, io.Discard)
 	if err != nil {
 		log.Error("the new configuration is invalid: still serving the running one (drainproxy -check shows the same)",
 			append(refused, "error", err.Error())...)
 		return
 	}
-	supervised := l.sup != nil
-	inPlace, needUpgrade := changes(supervised, l.running, l.started, next)
-	addListeners, removeListeners, listenersNeedUpgrade, served := listenerChanges(l.running.Listeners, next.Listeners)
-	needUpgrade = append(needUpgrade, listenersNeedUpgrade...)
-
+	plan := l.plan(next)
 	// Build first what can fail, so that a failure changes nothing.
-	var newProxy *proxy.Proxy
-	if has(inPlace, supervised, config.RebuildsProxy) {
-		target := next.Upstream.URL
-		if l.sup != nil {
-			target, _ = url.Parse(l.proxies.current().Upstream()) // the app instance serving now
-		}
-		// The counts of stray responses carry over to the new proxy.
-		if newProxy, err = buildProxy(next, target, l.overload, l.proxies.current().ProtocolErrors(), l.log); err != nil {
-			log.Error("cannot build the proxy from the new configuration: still serving the running one", append(refused, "error", err.Error())...)
-			return
-		}
+	if msg, err := l.build(plan); err != nil {
+		log.Error(msg, append(refused, "error", err.Error())...)
+		return
 	}
-	var newLog *accesslog.Log
-	// Each line's upstream is read from the proxy in service when it is written, so a new
-	// upstream needs no new log.
-	accessLogChanged := has(inPlace, supervised, config.ReopensAccessLog)
-	if accessLogChanged {
-		if newLog, err = newAccessLog(next.Log, l.proxies.upstream, l.stdout, l.stderr, l.log.Named("access-log")); err != nil {
-			if newProxy != nil {
-				newProxy.CloseIdleConnections()
-			}
-			log.Error("cannot open the new access log: still serving the running configuration", append(refused, "error", err.Error())...)
-			return
-		}
-	}
-
-	// New listeners last of what can fail: a port in use changes nothing.
-	var opened []string
-	for i, nl := range addListeners {
-		bound, err := l.publics.open(context.Background(), nl)
-		if err != nil {
-			for _, a := range addListeners[:i] {
-				l.publics.remove(a.Address) // new, so next to nothing to drain
-			}
-			if newProxy != nil {
-				newProxy.CloseIdleConnections()
-			}
-			if newLog != nil { // Run with its context over closes it
-				ctx, cancel := context.WithCancel(context.Background())
-				cancel()
-				newLog.Run(ctx)
-			}
-			log.Error("cannot open a new listener: still serving the running configuration", append(refused, "error", err.Error())...)
-			return
-		}
-		opened = append(opened, nl.Address)
-		if bound != nl.Address {
-			opened[len(opened)-1] += " (" + bound + ")"
-		}
-	}
-
 	// Then switch, each in one step that no request sees half done.
-	if newProxy != nil {
-		builtFor := ""
-		if l.sup != nil {
-			builtFor = newProxy.Upstream()
-		}
-		l.proxies.swap(newProxy, builtFor)
-		if named(inPlace, "upstream.url") {
-			l.checker.SetUpstream(next.Upstream.URL)
-		}
-	}
-	if accessLogChanged {
-		l.logs.swap(newLog, l.d.Workers)
-	}
-	if has(inPlace, supervised, config.ResetsHealthCheck) {
-		target, _ := url.Parse(l.proxies.current().Upstream())
-		opts := healthOptions(next, target, l.log)
-		l.checker.SetOptions(target, opts)
-		l.checkOpts.Store(&opts)
-	}
-	if named(inPlace, "log.level") {
-		l.log.SetLevel(hclog.LevelFromString(next.Log.Level))
-	}
-	if named(inPlace, "admin.token", "admin.token_file") && l.adm != nil {
-		l.adm.SetToken(next.Admin.Token)
-	}
-	if named(inPlace, "listener.tls.cert_file", "listener.tls.key_file") {
-		running, served := certFiles(l.running.Listeners), certFiles(l.started.Listeners)
-		for addr, files := range certFiles(next.Listeners) {
-			if _, ok := served[addr]; ok && running[addr] != files { // a new listener needs an upgrade
-				if err := l.front.SetCertFiles(addr, files[0], files[1]); err != nil {
-					log.Error("cannot use the new certificate files; still serving the previous ones", "error", err.Error())
-				}
-			}
-		}
-	}
-	l.front.ReloadStatic() // certificate files are read again whether or not their paths changed; logs its outcome
-	// Removed listeners drain as at shutdown, each on its own: the reload does not wait.
-	for _, addr := range removeListeners {
-		l.d.Workers.Go("remove listener "+addr, func(context.Context) {
-			start := time.Now()
-			if err := l.publics.remove(addr); err != nil {
-				log.Warn("removing the listener", "address", addr, "error", err.Error())
-			}
-			log.Info("listener removed", "address", addr, "took", time.Since(start).String())
-		})
-	}
-	l.running = next
-	l.running.Listeners = served
+	certs := l.apply(plan, log)
 	status = reloaded
 
-	var applied []string
-	for _, s := range inPlace {
-		applied = append(applied, s.Name)
-	}
-	if len(opened) > 0 {
-		applied = append(applied, "listener added: "+strings.Join(opened, ", "))
-	}
-	if len(removeListeners) > 0 {
-		applied = append(applied, "listener removed: "+strings.Join(removeListeners, ", "))
-	}
-	changed := "nothing"
-	if len(applied) > 0 {
-		changed = strings.Join(applied, ", ")
-	}
-	log.Info("configuration reloaded", "reason", reason, "source", next.Source, "changed", changed,
+	log.Info("configuration reloaded", "reason", reason, "source", next.Source, "changed", plan.changed(certs),
 		"upstream", l.proxies.current().Upstream())
-	if len(needUpgrade) > 0 {
+	if len(plan.needUpgrade) > 0 {
 		log.Warn("these settings changed but a reload cannot apply them: they need an upgrade (SIGUSR2) or a restart",
-			"settings", strings.Join(needUpgrade, ", "))
+			"settings", strings.Join(plan.needUpgrade, ", "))
 	}
 	if l.sup != nil {
 		if err := l.sup.Restart(reason); err != nil {
 			log.Warn("not restarting the app", "reason", err.Error())
 		}
 	}
+}
+
+// reloadPlan is what a reload changes: the settings that differ, the listeners to open and
+// remove, and the parts built for them.
+type reloadPlan struct {
+	next             *config.Config
+	supervised       bool
+	inPlace          []config.Setting
+	needUpgrade      []string
+	add              []config.Listener
+	remove           []string
+	served           []config.Listener // the listeners serving once the reload is done
+	newProxy         *proxy.Proxy      // nil: the proxy stays
+	accessLogChanged bool
+	newLog           *accesslog.Log
+	opened           []string // the listeners opened, as "address (bound)"
+}
+
+func (l *live) plan(next *config.Config) *reloadPlan {
+	p := &reloadPlan{next: next, supervised: l.sup != nil}
+	p.inPlace, p.needUpgrade = changes(p.supervised, l.running, l.started, next)
+	var listenersNeedUpgrade []string
+	p.add, p.remove, listenersNeedUpgrade, p.served = listenerChanges(l.running.Listeners, next.Listeners)
+	p.needUpgrade = append(p.needUpgrade, listenersNeedUpgrade...)
+	p.accessLogChanged = has(p.inPlace, p.supervised, config.ReopensAccessLog)
+	return p
+}
+
+// build builds the new proxy and access log and opens the new listeners. On an error it
+// undoes what it built and returns the line to log with the error: nothing changed.
+func (l *live) build(p *reloadPlan) (string, error) {
+	next := p.next
+	if has(p.inPlace, p.supervised, config.RebuildsProxy) {
+		target := next.Upstream.URL
+		if p.supervised {
+			target, _ = url.Parse(l.proxies.current().Upstream()) // the app instance serving now
+		}
+		// The counts of stray responses carry over to the new proxy.
+		var err error
+		if p.newProxy, err = buildProxy(next, target, l.overload, l.proxies.current().ProtocolErrors(), l.log); err != nil {
+			return "cannot build the proxy from the new configuration: still serving the running one", err
+		}
+	}
+	// Each line's upstream is read from the proxy in service when it is written, so a new
+	// upstream needs no new log.
+	if p.accessLogChanged {
+		var err error
+		if p.newLog, err = newAccessLog(next.Log, l.proxies.upstream, l.stdout, l.stderr, l.log.Named("access-log")); err != nil {
+			p.discard()
+			return "cannot open the new access log: still serving the running configuration", err
+		}
+	}
+	// New listeners last of what can fail: a port in use changes nothing.
+	for i, nl := range p.add {
+		bound, err := l.publics.open(context.Background(), nl)
+		if err != nil {
+			for _, a := range p.add[:i] {
+				l.publics.remove(a.Address) // new, so next to nothing to drain
+			}
+			p.discard()
+			return "cannot open a new listener: still serving the running configuration", err
+		}
+		opened := nl.Address
+		if bound != nl.Address {
+			opened += " (" + bound + ")"
+		}
+		p.opened = append(p.opened, opened)
+	}
+	return "", nil
+}
+
+// discard closes what build built, for a reload that fails.
+func (p *reloadPlan) discard() {
+	if p.newProxy != nil {
+		p.newProxy.CloseIdleConnections()
+	}
+	if p.newLog != nil { // Run with its context over closes it
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		p.newLog.Run(ctx)
+	}
+}
+
+// apply puts what build built in service and applies the settings that need no part built;
+// it returns the listeners whose certificate files were read anew.
+func (l *live) apply(p *reloadPlan, log hclog.Logger) (certs []string) {
+	next := p.next
+	if p.newProxy != nil {
+		builtFor := ""
+		if p.supervised {
+			builtFor = p.newProxy.Upstream()
+		}
+		l.proxies.swap(p.newProxy, builtFor)
+		if named(p.inPlace, "upstream.url") {
+			l.checker.SetUpstream(next.Upstream.URL)
+		}
+	}
+	if p.accessLogChanged {
+		l.logs.swap(p.newLog, l.d.Workers)
+	}
+	if has(p.inPlace, p.supervised, config.ResetsHealthCheck) {
+		target, _ := url.Parse(l.proxies.current().Upstream())
+		opts := healthOptions(next, target, l.log)
+		l.checker.SetOptions(target, opts)
+		l.checkOpts.Store(&opts)
+	}
+	if named(p.inPlace, "log.level") {
+		l.log.SetLevel(hclog.LevelFromString(next.Log.Level))
+	}
+	if named(p.inPlace, "admin.token", "admin.token_file") && l.adm != nil {
+		l.adm.SetToken(next.Admin.Token)
+	}
+	if named(p.inPlace, "listener.tls.cert_file", "listener.tls.key_file") {
+		l.moveCertFiles(next, log)
+	}
+	// Certificate files are read again whether or not their paths changed; logs its outcome.
+	certs, _ = l.front.ReloadStaticChanged()
+	// Removed listeners drain as at shutdown, each on its own: the reload does not wait.
+	for _, addr := range p.remove {
+		l.d.Workers.Go("remove listener "+addr, func(context.Context) {
+			start := time.Now()
+			if err := l.publics.remove(addr); err != nil {
+				log.Warn("removing the listener", "address", addr, "error", err.Error())
+			}
+			log.Info("listener removed", "address", addr, "took", logdur.Since(start))
+		})
+	}
+	l.running = next
+	l.running.Listeners = p.served
+	return certs
+}
+
+// moveCertFiles serves the certificate files next names for the HTTPS listeners this
+// process started with (a new HTTPS listener needs an upgrade).
+func (l *live) moveCertFiles(next *config.Config, log hclog.Logger) {
+	running, served := certFiles(l.running.Listeners), certFiles(l.started.Listeners)
+	for addr, files := range certFiles(next.Listeners) {
+		if _, ok := served[addr]; ok && running[addr] != files {
+			if err := l.front.SetCertFiles(addr, files[0], files[1]); err != nil {
+				log.Error("cannot use the new certificate files; still serving the previous ones", "error", err.Error())
+			}
+		}
+	}
+}
+
+// changed is the reload line's list of what the reload applied ("nothing" when nothing).
+func (p *reloadPlan) changed(certs []string) string {
+	var applied []string
+	for _, s := range p.inPlace {
+		applied = append(applied, s.Name)
+	}
+	if len(certs) > 0 {
+		applied = append(applied, "certificate: "+strings.Join(certs, ", "))
+	}
+	if len(p.opened) > 0 {
+		applied = append(applied, "listener added: "+strings.Join(p.opened, ", "))
+	}
+	if len(p.remove) > 0 {
+		applied = append(applied, "listener removed: "+strings.Join(p.remove, ", "))
+	}
+	if len(applied) == 0 {
+		return "nothing"
+	}
+	return strings.Join(applied, ", ")
 }
 
 // healthOptions are the health check settings of cfg for upstream u.
@@ -411,19 +466,16 @@ type proxySwitch struct {
 	retired []*proxyGen // swapped out, perhaps still busy
 }
 
-// proxyGen is one proxy and the count of requests on it, in one word with retiredBit once
-// the proxy was replaced (the pattern of proxy.Backend), so that "count a request unless
-// retired" is a single atomic add.
+// proxyGen is one proxy and the requests on it (package swap); once a reload retired it
+// and its last request ended, its idle keep-alive connections are closed.
 type proxyGen struct {
-	p     *proxy.Proxy
-	state atomic.Int64
-	once  sync.Once
-	idle  chan struct{} // closed once retired with nothing in flight
+	p   *proxy.Proxy
+	gen *swap.Gen
 }
 
-const retiredBit = int64(1) << 62
-
-func newProxyGen(p *proxy.Proxy) *proxyGen { return &proxyGen{p: p, idle: make(chan struct{})} }
+func newProxyGen(p *proxy.Proxy) *proxyGen {
+	return &proxyGen{p: p, gen: swap.New(p.CloseIdleConnections)}
+}
 
 func newProxySwitch(p *proxy.Proxy) *proxySwitch {
 	s := &proxySwitch{}
@@ -439,7 +491,7 @@ func (s *proxySwitch) upstream() string { return s.current().Upstream() }
 
 func (s *proxySwitch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g := s.acquire()
-	defer g.release()
+	defer g.gen.Release()
 	g.p.ServeHTTP(w, r)
 }
 
@@ -447,11 +499,9 @@ func (s *proxySwitch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // and the count makes it look again; the proxy that replaced it is stored by then.
 func (s *proxySwitch) acquire() *proxyGen {
 	for {
-		g := s.cur.Load()
-		if g.state.Add(1)&retiredBit == 0 {
+		if g := s.cur.Load(); g.gen.Acquire() {
 			return g
 		}
-		g.release()
 	}
 }
 
@@ -471,7 +521,7 @@ func (s *proxySwitch) switchUpstream(u *url.URL) (supervise.Retired, error) {
 
 // pruneRetired forgets the retired proxies with nothing in flight. s.mu must be held.
 func (s *proxySwitch) pruneRetired() {
-	s.retired = slices.DeleteFunc(s.retired, (*proxyGen).isIdle)
+	s.retired = slices.DeleteFunc(s.retired, func(g *proxyGen) bool { return g.gen.IsIdle() })
 }
 
 // swap sends every request from now on to p. builtFor, when not empty, is the upstream
@@ -487,39 +537,12 @@ func (s *proxySwitch) swap(p *proxy.Proxy, builtFor string) {
 		}
 	}
 	old := s.cur.Swap(newProxyGen(p))
-	if old.state.Add(retiredBit) == retiredBit {
-		old.retire()
-	}
+	old.gen.Retire()
 	s.pruneRetired()
-	if !old.isIdle() {
+	if !old.gen.IsIdle() {
 		s.retired = append(s.retired, old)
 	}
 }
-
-func (g *proxyGen) release() {
-	if g.state.Add(-1) == retiredBit {
-		g.retire()
-	}
-}
-
-func (g *proxyGen) retire() {
-	g.once.Do(func() {
-		close(g.idle)
-		g.p.CloseIdleConnections()
-	})
-}
-
-func (g *proxyGen) isIdle() bool {
-	select {
-	case <-g.idle:
-		return true
-	default:
-		return false
-	}
-}
-
-// inflight is how many requests are in flight on g.
-func (g *proxyGen) inflight() int64 { return g.state.Load() &^ retiredBit }
 
 // retiredUpstream is the app instance a restart replaced, as the proxies reach it: the
 // current proxy's previous backend, and the proxies a reload retired while requests were
@@ -537,11 +560,9 @@ func (r *retiredUpstream) Wait(ctx context.Context) error {
 		return fmt.Errorf("%w (and %d on proxies retired by a reload)", err, r.gensInflight())
 	}
 	for _, g := range r.gens {
-		select {
-		case <-g.idle:
-		case <-ctx.Done():
+		if err := g.gen.Wait(ctx); err != nil {
 			return fmt.Errorf("%d requests still in flight to %s on proxies retired by a reload: %w",
-				r.gensInflight(), r.backend.Upstream(), ctx.Err())
+				r.gensInflight(), r.backend.Upstream(), err)
 		}
 	}
 	return nil
@@ -550,7 +571,7 @@ func (r *retiredUpstream) Wait(ctx context.Context) error {
 func (r *retiredUpstream) gensInflight() int64 {
 	var n int64
 	for _, g := range r.gens {
-		n += g.inflight()
+		n += g.gen.Inflight()
 	}
 	return n
 }
@@ -573,72 +594,105 @@ func (r *retiredUpstream) GoAway() {
 func (r *retiredUpstream) Close() { r.backend.Close() }
 
 // logSwitch is the access log as the drain observes it: the log a reload opened last, or
-// none. A swap waits for the Observe calls that hold the old log, then ends the old log's
-// worker, which writes what is queued and closes its file.
+// none. Each log is a generation (package swap): a swap retires the old one, whose worker
+// is ended (it writes what is queued and closes its file) once the last Observe call that
+// holds it returns.
 type logSwitch struct {
-	mu   sync.RWMutex
-	cur  *accesslog.Log
-	stop context.CancelFunc // ends cur's worker
+	cur atomic.Pointer[logGen] // nil before the first swap
 
-	// Counters of the logs swapped out, so that the totals never go down.
-	dropped, writeErrors atomic.Uint64
+	// mu guards the counters of the logs swapped out, so that the totals never go down:
+	// a retired log counts in retiring until its worker is ended, then in the sums.
+	mu                   sync.Mutex
+	retiring             []*logGen
+	dropped, writeErrors uint64
+}
+
+// logGen is one access log (nil: none) and the end of its worker.
+type logGen struct {
+	l    *accesslog.Log
+	stop context.CancelFunc
+	gen  *swap.Gen
 }
 
 // swap makes l (nil: none) the log and runs its worker in workers.
 func (s *logSwitch) swap(l *accesslog.Log, workers *drain.Group) {
-	var stop context.CancelFunc = func() {}
+	g := &logGen{l: l, stop: func() {}}
+	g.gen = swap.New(func() { s.retired(g) })
 	if l != nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		stop = cancel
+		g.stop = cancel
 		workers.Go("access-log", func(group context.Context) {
 			defer context.AfterFunc(group, cancel)()
 			l.Run(ctx)
 		})
 	}
 	s.mu.Lock()
-	old, oldStop := s.cur, s.stop
-	s.cur, s.stop = l, stop
+	old := s.cur.Swap(g)
+	if old != nil {
+		s.retiring = append(s.retiring, old)
+	}
 	s.mu.Unlock()
 	if old != nil {
-		oldStop()
-		s.dropped.Add(old.Dropped())
-		s.writeErrors.Add(old.WriteErrors())
+		old.gen.Retire() // may call s.retired at once: after the unlock
 	}
 }
 
-func (s *logSwitch) Observe(x *drain.Exchange) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.cur != nil {
-		s.cur.Observe(x)
+// retired ends g's worker once nothing observes through it any more, and keeps its counts.
+func (s *logSwitch) retired(g *logGen) {
+	g.stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retiring = slices.DeleteFunc(s.retiring, func(r *logGen) bool { return r == g })
+	if g.l != nil {
+		s.dropped += g.l.Dropped()
+		s.writeErrors += g.l.WriteErrors()
 	}
 }
+
+// use runs fn with the current log, counted as a use of it; not at all when there is none.
+func (s *logSwitch) use(fn func(*accesslog.Log)) {
+	for {
+		g := s.cur.Load()
+		if g == nil {
+			return
+		}
+		if g.gen.Acquire() {
+			defer g.gen.Release()
+			if g.l != nil {
+				fn(g.l)
+			}
+			return
+		}
+	}
+}
+
+func (s *logSwitch) Observe(x *drain.Exchange) { s.use(func(l *accesslog.Log) { l.Observe(x) }) }
 
 // Reopen reopens the current log's file (SIGUSR1).
-func (s *logSwitch) Reopen() {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.cur != nil {
-		s.cur.Reopen()
+func (s *logSwitch) Reopen() { s.use((*accesslog.Log).Reopen) }
+
+// counts sums count over the logs swapped out and the current one.
+func (s *logSwitch) counts(done uint64, count func(*accesslog.Log) uint64) uint64 {
+	n := done
+	for _, g := range s.retiring {
+		if g.l != nil {
+			n += count(g.l)
+		}
 	}
+	if g := s.cur.Load(); g != nil && g.l != nil {
+		n += count(g.l)
+	}
+	return n
 }
 
 func (s *logSwitch) Dropped() uint64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	n := s.dropped.Load()
-	if s.cur != nil {
-		n += s.cur.Dropped()
-	}
-	return n
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts(s.dropped, (*accesslog.Log).Dropped)
 }
 
 func (s *logSwitch) WriteErrors() uint64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	n := s.writeErrors.Load()
-	if s.cur != nil {
-		n += s.cur.WriteErrors()
-	}
-	return n
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts(s.writeErrors, (*accesslog.Log).WriteErrors)
 }

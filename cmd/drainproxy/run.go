@@ -9,8 +9,10 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -35,8 +37,37 @@ import (
 	"github.com/drainproxy/drainproxy/tlsfront"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+// version and commit are set at build time (scripts/release, scripts/image) with
+// -ldflags "-X main.version=v1.2.3 -X main.commit=0123abc". A binary built without them
+// (go install ...@v1.2.3, go build) takes what the Go toolchain recorded instead.
+var (
+	version = "dev"
+	commit  = ""
+)
+
+func init() { version, commit = buildVersion(version, commit, debug.ReadBuildInfo) }
+
+// buildVersion fills in, from the build information the Go toolchain records, what
+// -ldflags did not set: the module version (go install ...@v1.2.3) and the VCS revision
+// (go build in a git checkout).
+func buildVersion(version, commit string, read func() (*debug.BuildInfo, bool)) (string, string) {
+	info, ok := read()
+	if !ok {
+		info = &debug.BuildInfo{}
+	}
+	if version == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		version = info.Main.Version
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && commit == "" {
+			commit = s.Value[:min(len(s.Value), 12)]
+		}
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	return version, commit
+}
 
 // Exit codes; the README lists them.
 const (
@@ -46,12 +77,15 @@ const (
 )
 
 // run is the whole program; main only maps it to the process. Canceling ctx starts a
-// drain, as SIGTERM does. stdout carries the access log (by default), stderr the logs.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// drain, as SIGTERM does. getenv is the environment (settings as DRAINPROXY_*, GOGC,
+// GOMEMLIMIT); what systemd and an upgrade hand over through the environment (LISTEN_FDS,
+// NOTIFY_SOCKET) comes with the process's file descriptors and stays in upgrade.go and
+// systemd.go. stdout carries the access log (by default), stderr the logs.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if code, ok := subcommand(ctx, args, stdout, stderr); ok { // probe, install
 		return code
 	}
-	cfg, err := config.Parse(args, stderr)
+	cfg, err := config.ParseEnv(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
@@ -60,7 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if cfg.ShowVersion {
-		fmt.Fprintf(stderr, "drainproxy %s\n", version)
+		fmt.Fprintf(stderr, "drainproxy %s (commit %s)\n", version, commit)
 		return exitOK
 	}
 	log := newLogger(cfg.Log, stderr)
@@ -69,8 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Info("configuration is valid", "source", cfg.Source)
 		return exitOK
 	}
-	setMemoryLimit(log) // before the floor, which stays under the limit
-	defer startGCFloor(cfg.Limits.GCHeapFloorBytes, log)()
+	setMemoryLimit(getenv, log) // before the floor, which stays under the limit
+	defer startGCFloor(cfg.Limits.GCHeapFloorBytes, getenv, log)()
 
 	// Sockets from systemd or from the process this one upgrades, and SIGUSR2 (upgrade.go).
 	notify := newNotifier(log.Named("systemd"))
@@ -162,6 +196,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ReadinessFailDelay: cfg.Drain.ReadinessFailDelay,
 		FlushTimeout:       cfg.Drain.FlushTimeout,
 		Logger:             log.Named("drain"),
+		// Issue 25: drain.delay = "auto", progress lines, the termination log.
+		DelayAuto: cfg.Drain.DelayAuto, Quiet: cfg.Drain.Quiet, DelayMin: cfg.Drain.DelayMin, DelayMax: cfg.Drain.DelayMax,
+		ProgressInterval: progressInterval(cfg.Drain.ProgressInterval),
+		TerminationLog:   terminationLog(cfg.Drain.TerminationLog),
 		// Ready only once the upstream has answered; then a process this one upgrades
 		// may drain, and systemd hears READY=1. A process an upgrade started accepts on
 		// the sockets it shares with that one only from here on (publics.hold): until
@@ -214,7 +252,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	var upstream http.Handler = proxies
 	if sup != nil {
-		upstream = proxy.AppGuard(sup, proxies) // 503 + Retry-After while the app is down
+		guard := proxy.AppGuard(sup, proxies) // 503 + Retry-After while the app is down
+		// The guard's own 503s get a request id too (access log, X-Request-Id upstream).
+		upstream = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			guard.ServeHTTP(w, proxies.current().WithRequestID(r))
+		})
 	}
 	publics = &publicListeners{upg: upg, d: d, front: front, h2: h2, handler: upstream, limits: cfg.Limits,
 		drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
@@ -225,11 +267,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, l := range cfg.Listeners {
 		addr, err := publics.open(ctx, l)
 		if err != nil {
+			// A systemd socket that matches no listener is the usual cause of an address
+			// in use under socket activation: say so before failing.
+			upg.closeUnused()
 			log.Error("cannot listen", "error", err.Error())
 			return exitFailure
 		}
 		addrs = append(addrs, addr)
 	}
+	warnLoopbackInContainer(addrs, getenv, log)
 	if err := front.Start(ctx); err != nil {
 		log.Error("cannot manage certificates", "error", err.Error())
 		return exitFailure
@@ -273,7 +319,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	// SIGHUP reloads the configuration (reload.go), SIGUSR2 upgrades (upgrade.go).
 	lv := &live{
-		args: args, stdout: stdout, stderr: stderr, log: log, started: started, running: cfg,
+		args: args, getenv: getenv, stdout: stdout, stderr: stderr, log: log, started: started, running: cfg,
 		proxies: proxies, logs: logs, checker: checker, checkOpts: &checkOpts, front: front, sup: sup, adm: adm,
 		d: d, notify: notify, stats: reloads, publics: publics, overload: overload,
 	}
@@ -300,6 +346,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return sup.ExitCode(d.Run(ctx).ExitCode())
+}
+
+// warnLoopbackInContainer says so when every listener is on loopback inside a container,
+// where nothing outside the container's network namespace (docker run -p, a Service) can
+// reach it: connections through a published port are reset, and the admin's /readyz still
+// says ready. Containers are recognised by the files Docker and Podman create and by the
+// variable Kubernetes sets.
+func warnLoopbackInContainer(addrs []string, getenv func(string) string, log hclog.Logger) {
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.IsLoopback() {
+			return
+		}
+	}
+	inContainer := getenv("KUBERNETES_SERVICE_HOST") != ""
+	for _, f := range []string{"/.dockerenv", "/run/.containerenv"} {
+		if _, err := os.Stat(f); err == nil {
+			inContainer = true
+		}
+	}
+	if inContainer && len(addrs) > 0 {
+		log.Warn("listening on loopback only, inside a container: published ports and Services cannot reach it; listen on all interfaces, e.g. -listen :8080 (the image's default)",
+			"listen", strings.Join(addrs, ","))
+	}
 }
 
 // newAccessLog opens the access log the configuration asks for; nil when it is off.
@@ -407,11 +477,11 @@ func routeStdlog(log hclog.Logger) (undo func()) {
 // startGCFloor keeps the garbage collector from collecting a small heap dozens of times a
 // second under load (package gcfloor), unless GOGC in the environment says how it should
 // run. It returns what undoes it.
-func startGCFloor(floor int64, log hclog.Logger) (stop func()) {
+func startGCFloor(floor int64, getenv func(string) string, log hclog.Logger) (stop func()) {
 	if floor <= 0 {
 		return func() {}
 	}
-	if v, ok := os.LookupEnv("GOGC"); ok {
+	if v := getenv("GOGC"); v != "" {
 		log.Debug("GOGC is set, so the heap floor is off", "GOGC", v)
 		return func() {}
 	}
@@ -440,4 +510,26 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// progressInterval is drain.progress_interval for drain.Options, where 0 would mean the
+// default: "0s" in the config turns the progress lines off.
+func progressInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// terminationLog is the file the drain's summary goes to: drain.termination_log, where
+// "auto" is Kubernetes' /dev/termination-log if it exists (kubelet mounts it into every
+// container; elsewhere we write nothing).
+func terminationLog(setting string) string {
+	if setting != config.TerminationLogAuto {
+		return setting
+	}
+	if _, err := os.Stat(config.DefaultTerminationLog); err != nil {
+		return ""
+	}
+	return config.DefaultTerminationLog
 }

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/drainproxy/drainproxy/sigtrap"
 )
 
 // slowGet sends GET path on a fresh raw connection and reports its outcome on the
@@ -88,5 +90,25 @@ func TestDoubleDeliveredSIGTERMDoesNotForce(t *testing.T) {
 	}
 	if m := p.FindLog("forcing the drain: closing whatever is still open", 0); m != nil {
 		t.Fatalf("the drain was forced: %v", m)
+	}
+}
+
+// Issue 24.11: a second SIGTERM forces the drain, and the log says so instead of claiming
+// that the grace period (20s here) was over.
+func TestSecondSIGTERMLogsAForcedDrain(t *testing.T) {
+	p := startProxy(t, "-upstream", startUpstream(t), "-grace", "20s")
+	inflight := slowGet(t, p.Addr, "/slow?d=15s")
+	waitFor(t, 5*time.Second, func() bool { return p.inflight() == 1 })
+	p.Signal(syscall.SIGTERM)
+	p.WaitLog("stopped accepting", 5*time.Second)
+	time.Sleep(2 * sigtrap.Coalesce) // a second signal, not the same one delivered twice
+	p.Signal(syscall.SIGTERM)
+	p.WaitLog("drain forced before the grace period was over, closing what is still open", 5*time.Second)
+	if m := p.FindLog("grace period over, closing what is still open", 0); m != nil {
+		t.Errorf("a forced drain logged that the grace period was over: %v", m)
+	}
+	<-inflight
+	if code := p.Wait(10 * time.Second); code != 1 {
+		t.Errorf("exit code %d after a forced drain, want 1", code)
 	}
 }

@@ -543,6 +543,10 @@ func TestTLSStaticCertReloadOnSIGHUP(t *testing.T) {
 	if s := serial(); s != 101 {
 		t.Errorf("after SIGHUP serving serial %d, want 101", s)
 	}
+	// Issue 24.11: the reload's summary names the certificate, not changed=nothing.
+	if m := p.WaitLog("configuration reloaded", 10*time.Second); !strings.HasPrefix(fmt.Sprint(m["changed"]), "certificate: ") {
+		t.Errorf("after a new certificate the reload says changed=%v", m["changed"])
+	}
 
 	tlsWriteFile(t, filepath.Join(dir, "cert.pem"), []byte("not a certificate"))
 	time.Sleep(sigtrap.Coalesce) // sooner, the second SIGHUP counts as the same delivery

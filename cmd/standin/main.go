@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/drainproxy/drainproxy/standin"
@@ -39,9 +41,28 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "standin: serving on %s\n", ln.Addr())
+	dieOnSignals()
 	srv := &http.Server{Handler: standin.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintln(os.Stderr, srv.Serve(ln))
 	os.Exit(1)
+}
+
+// dieOnSignals makes SIGTERM and SIGINT end the process at once, as they end a legacy app
+// that never heard of them: killed by the signal. As PID 1 of a container, where the
+// kernel ignores a signal whose action is the default, it exits with the code a shell
+// reports for such a death (143, 130) instead: Go's own handling exited 2 there, which
+// reads as a usage error.
+func dieOnSignals() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		sig := (<-ch).(syscall.Signal)
+		if os.Getpid() == 1 {
+			os.Exit(128 + int(sig))
+		}
+		signal.Reset(sig)
+		syscall.Kill(os.Getpid(), sig) // Go's default: killed by the signal
+	}()
 }
 
 func probe(url string) int {

@@ -42,10 +42,12 @@ func newCompose(t *testing.T, im images) *compose {
 }
 
 func (c *compose) run(args ...string) (string, error) {
-	file := filepath.Join(repoRoot(), "examples", "compose", "docker-compose.yml")
-	full := append(append([]string{}, c.cmd[1:]...), append([]string{"-p", c.project, "-f", file}, args...)...)
+	// As the file's comment says to run it: from its directory, no -f, the project named
+	// by the environment, so that the commands are the ones users type.
+	full := append(append([]string{}, c.cmd[1:]...), args...)
 	cmd := exec.Command(c.cmd[0], full...)
-	cmd.Env = c.env
+	cmd.Dir = filepath.Join(repoRoot(), "examples", "compose")
+	cmd.Env = append(c.env, "COMPOSE_PROJECT_NAME="+c.project)
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
