@@ -49,6 +49,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/net/netutil"
+
+	"github.com/drainproxy/drainproxy/listener"
 
 	"github.com/drainproxy/drainproxy/drain"
 )
@@ -135,7 +138,16 @@ type Server struct {
 	// offLoopback: the listener is reachable from elsewhere, so without a token the
 	// authorized endpoints need a loopback client.
 	offLoopback bool
+
+	drainedWaits atomic.Int64 // GET /drained calls waiting now (drained.go)
+	failures     tokenFailures
 }
+
+// maxAdminConns caps the admin listener's connections, so that nobody can take the
+// process's descriptors through it (the probes and /drained need no token): past it new
+// ones wait in the kernel's queue. Kubelet, a Prometheus scraper and an operator need a
+// handful.
+const maxAdminConns = 128
 
 // Start listens on opts.Address and serves the admin endpoints until Stop.
 func Start(opts Options) (*Server, error) {
@@ -155,6 +167,7 @@ func Start(opts Options) (*Server, error) {
 			return nil, listenError(opts.Address, err)
 		}
 	}
+	ln = netutil.LimitListener(listener.WarnOutOfDescriptors(ln, opts.Logger), maxAdminConns)
 	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{}),
 		allowed: make(map[string]bool), crossOrigin: http.NewCrossOriginProtection()}
 	for _, h := range opts.AllowedHosts {
@@ -293,6 +306,7 @@ func (s *Server) authorized(next http.Handler) http.Handler {
 		got, err := bearerToken(r.Header.Get("Authorization"))
 		sum := sha256.Sum256([]byte(got))
 		if err != nil || subtle.ConstantTimeCompare(sum[:], token.sum[:]) != 1 {
+			s.tokenFailed(r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="drainproxy admin"`)
 			plain(w, http.StatusUnauthorized, "unauthorized: send Authorization: Bearer <admin token>")
 			return

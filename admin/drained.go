@@ -16,11 +16,17 @@ type DrainWaiter interface {
 	Waited() <-chan struct{}
 }
 
-// The bounds of GET /drained, and how long a hook may ask them to be.
+// The bounds of GET /drained, and how long a hook may ask them to be. begin_within is
+// waited for with no drain under way, by anyone (the endpoint needs no token): above
+// drainedMaxBeginWithin it is cut to that, so that nobody holds a connection for long
+// while nothing happens. At most maxDrainedWaits calls wait at once; more are answered
+// 503 at once (a pod has a few containers, each with one hook).
 const (
-	drainedBeginWithin = 2 * time.Second
-	drainedTimeout     = 60 * time.Second
-	drainedMaxWait     = 10 * time.Minute
+	drainedBeginWithin    = 2 * time.Second
+	drainedMaxBeginWithin = 5 * time.Second
+	drainedTimeout        = 60 * time.Second
+	drainedMaxWait        = 10 * time.Minute
+	maxDrainedWaits       = 32
 )
 
 // drained serves GET /drained, the preStop hook of an app container that has drainproxy
@@ -48,11 +54,19 @@ func (s *Server) drained(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	beginWithin = min(beginWithin, drainedMaxBeginWithin)
 	timeout, err := durationParam(r, "timeout", drainedTimeout)
 	if err != nil {
 		plain(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if s.drainedWaits.Add(1) > maxDrainedWaits {
+		s.drainedWaits.Add(-1)
+		s.log.Warn("GET /drained: too many calls waiting; answered 503", "max", maxDrainedWaits, "client", r.RemoteAddr)
+		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("more than %d calls of /drained wait already", maxDrainedWaits))
+		return
+	}
+	defer s.drainedWaits.Add(-1)
 	// The admin server's write timeout is shorter than a drain can be.
 	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(beginWithin + timeout + 5*time.Second))
 

@@ -64,6 +64,8 @@ upstream {
   read_timeout = "45s"
   send_timeout = "15s"
   max_response_header_bytes = 8192
+  max_requests = 64
+  queue_timeout = "250ms"
 }
 proxy {
   host_header = "upstream"
@@ -118,6 +120,8 @@ limits {
   client_body_timeout = "25s"
   upgrade_idle_timeout = "0s"
   gc_heap_floor_bytes = 0
+  h2_max_concurrent_streams = 32
+  h2_window_timeout = "3s"
 }
 `
 	fullPath := writeConfig(t, full)
@@ -136,6 +140,8 @@ limits {
 			KeepAlive:             false,
 
 			MaxResponseHeaderBytes: 8192,
+			MaxRequests:            64,
+			QueueTimeout:           250 * time.Millisecond,
 		}
 		c.Proxy = Proxy{HostHeader: "upstream", TrustedProxies: []netip.Prefix{
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"),
@@ -154,6 +160,7 @@ limits {
 			MaxConnections: 0, MaxHeaderBytes: 65536, MaxRequestBodyBytes: 10 << 20,
 			ReadHeaderTimeout: 3 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute,
 			IdleTimeout: 30 * time.Second, SendTimeout: 20 * time.Second, ClientBodyTimeout: 25 * time.Second,
+			H2MaxConcurrentStreams: 32, H2WindowTimeout: 3 * time.Second,
 		}
 	}
 

@@ -72,7 +72,9 @@ type upstreamBlock struct {
 	SendTimeout           *string   `hcl:"send_timeout,optional"`
 	KeepAlive             *bool     `hcl:"keepalive,optional"`
 
-	MaxResponseHeaderBytes *int64 `hcl:"max_response_header_bytes,optional"`
+	MaxResponseHeaderBytes *int64  `hcl:"max_response_header_bytes,optional"`
+	MaxRequests            *int    `hcl:"max_requests,optional"`
+	QueueTimeout           *string `hcl:"queue_timeout,optional"`
 }
 
 type proxyBlock struct {
@@ -147,6 +149,9 @@ type limitsBlock struct {
 	ClientBodyTimeout   *string `hcl:"client_body_timeout,optional"`
 	UpgradeIdleTimeout  *string `hcl:"upgrade_idle_timeout,optional"`
 	GCHeapFloorBytes    *int64  `hcl:"gc_heap_floor_bytes,optional"`
+
+	H2MaxConcurrentStreams *int    `hcl:"h2_max_concurrent_streams,optional"`
+	H2WindowTimeout        *string `hcl:"h2_window_timeout,optional"`
 }
 
 // loadFile applies the config file src (named filename in messages) over cfg. It reports
@@ -232,6 +237,8 @@ func (b *upstreamBlock) apply(s section, u *Upstream) {
 	apply(s, "read_timeout", b.ReadTimeout, parseDuration, &u.ReadTimeout)
 	apply(s, "send_timeout", b.SendTimeout, parseDuration, &u.SendTimeout)
 	apply(s, "max_response_header_bytes", b.MaxResponseHeaderBytes, atLeast[int64](1024), &u.MaxResponseHeaderBytes)
+	apply(s, "max_requests", b.MaxRequests, atLeast(1), &u.MaxRequests)
+	apply(s, "queue_timeout", b.QueueTimeout, parseDuration, &u.QueueTimeout)
 	if b.KeepAlive != nil {
 		u.KeepAlive = *b.KeepAlive
 	}
@@ -366,6 +373,8 @@ func (b *limitsBlock) apply(s section, l *Limits) {
 	apply(s, "client_body_timeout", b.ClientBodyTimeout, parseDuration, &l.ClientBodyTimeout)
 	apply(s, "upgrade_idle_timeout", b.UpgradeIdleTimeout, parseDuration, &l.UpgradeIdleTimeout)
 	apply(s, "gc_heap_floor_bytes", b.GCHeapFloorBytes, atLeast[int64](0), &l.GCHeapFloorBytes)
+	apply(s, "h2_max_concurrent_streams", b.H2MaxConcurrentStreams, atLeast(1), &l.H2MaxConcurrentStreams)
+	apply(s, "h2_window_timeout", b.H2WindowTimeout, parseDuration, &l.H2WindowTimeout)
 }
 
 func applyListeners(decoded []listenerBlock, blocks []*hclsyntax.Block, filename string, probs *problems) []Listener {

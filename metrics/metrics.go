@@ -81,6 +81,10 @@ type Options struct {
 	ConfigReloads ConfigReloadCounter
 	// UpstreamHealthy, when set, exports drainproxy_upstream_healthy (nil: not exported).
 	UpstreamHealthy func() bool
+	// UpstreamRequests, when set, exports drainproxy_upstream_requests_inflight and
+	// drainproxy_upstream_requests_queued: the requests holding a slot under
+	// upstream.max_requests, and those waiting for one (nil: not exported).
+	UpstreamRequests func() (inflight, queued int)
 	// UpstreamProtocolErrors, when set, exports
 	// drainproxy_upstream_protocol_errors_total{case} (stray upstream responses; nil: not
 	// exported).
@@ -151,6 +155,7 @@ var reasons = [...]string{
 	proxy.ReasonRefused, proxy.ReasonReset, proxy.ReasonTimeout,
 	proxy.ReasonBodyTooLarge, proxy.ReasonClientCanceled, proxy.ReasonBadRequest, proxy.ReasonOther,
 	proxy.ReasonSendTimeout, proxy.ReasonClientBodyTimeout, proxy.ReasonReadTimeout, proxy.ReasonUpgradeIdleTimeout,
+	proxy.ReasonOverloaded, proxy.ReasonWindowTimeout, proxy.ReasonShed,
 }
 
 // New builds the registry with every drainproxy metric and the Go and process collectors.
@@ -264,6 +269,20 @@ func New(opts Options) *Metrics {
 				_, at := cr.LastConfigReload()
 				return float64(at.UnixNano()) / 1e9
 			}),
+		)
+	}
+	if requests := opts.UpstreamRequests; requests != nil {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: Namespace,
+				Name:      "upstream_requests_inflight",
+				Help:      "Requests in flight to the upstream, counted against upstream.max_requests.",
+			}, func() float64 { n, _ := requests(); return float64(n) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: Namespace,
+				Name:      "upstream_requests_queued",
+				Help:      "Requests waiting for a slot under upstream.max_requests (up to upstream.queue_timeout, then 503).",
+			}, func() float64 { _, n := requests(); return float64(n) }),
 		)
 	}
 	if pe := opts.UpstreamProtocolErrors; pe != nil {

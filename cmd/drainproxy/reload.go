@@ -137,9 +137,10 @@ type live struct {
 	log            hclog.Logger // the root logger
 	started        *config.Config
 
-	proxies *proxySwitch
-	logs    *logSwitch
-	checker *health.Checker
+	proxies  *proxySwitch
+	overload *proxy.Overload // the cap on requests in flight, kept across reloads
+	logs     *logSwitch
+	checker  *health.Checker
 	// checkOpts are the health check settings a restarted app instance is checked with.
 	checkOpts *atomic.Pointer[health.Options]
 	front     *tlsfront.Front
@@ -281,7 +282,7 @@ func (l *live) build(p *reloadPlan) (string, error) {
 		}
 		// The counts of stray responses carry over to the new proxy.
 		var err error
-		if p.newProxy, err = buildProxy(next, target, l.proxies.current().ProtocolErrors(), l.log); err != nil {
+		if p.newProxy, err = buildProxy(next, target, l.overload, l.proxies.current().ProtocolErrors(), l.log); err != nil {
 			return "cannot build the proxy from the new configuration: still serving the running one", err
 		}
 	}
@@ -424,8 +425,10 @@ func healthOptions(cfg *config.Config, u *url.URL, log hclog.Logger) health.Opti
 }
 
 // buildProxy builds the proxy as cfg says, sending requests to target and counting stray
-// upstream responses in protocolErrors (nil: a new count).
-func buildProxy(cfg *config.Config, target *url.URL, protocolErrors *proxy.ProtocolErrors, log hclog.Logger) (*proxy.Proxy, error) {
+// upstream responses in protocolErrors (nil: a new count). overload is the cap on
+// requests in flight, shared by the proxies one after another.
+func buildProxy(cfg *config.Config, target *url.URL, overload *proxy.Overload, protocolErrors *proxy.ProtocolErrors, log hclog.Logger) (*proxy.Proxy, error) {
+	overload.Set(cfg.Upstream.MaxRequests, cfg.Upstream.QueueTimeout)
 	return proxy.New(proxy.Options{
 		Upstream:               target,
 		HostHeader:             cfg.Proxy.HostHeader,
@@ -440,6 +443,8 @@ func buildProxy(cfg *config.Config, target *url.URL, protocolErrors *proxy.Proto
 		ReadTimeout:            cfg.Upstream.ReadTimeout,
 		UpstreamSendTimeout:    cfg.Upstream.SendTimeout,
 		UpgradeIdleTimeout:     cfg.Limits.UpgradeIdleTimeout,
+		WindowTimeout:          cfg.Limits.H2WindowTimeout,
+		Overload:               overload,
 		MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
 		DisableKeepAlives:      !cfg.Upstream.KeepAlive,
 		ProtocolErrors:         protocolErrors,

@@ -172,7 +172,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// HTTPS listeners: certificates from files or ACME, HTTP/2, redirects (package tlsfront).
 	// HTTP/2 on every listener (h2 by ALPN, h2c on plain ones): GOAWAY at drain start.
-	h2 := h2serve.New(h2serve.Options{Logger: log.Named("http2")})
+	h2 := h2serve.New(h2serve.Options{
+		MaxConcurrentStreams: uint32(cfg.Limits.H2MaxConcurrentStreams), Logger: log.Named("http2"),
+	})
 	front, err := tlsfront.New(tlsfront.Options{
 		Listeners: cfg.Listeners, HTTP2: h2, Logger: log.Named("tls"),
 	})
@@ -229,7 +231,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	stopSignals := d.TrapSignals()
 	defer stopSignals()
 
-	p, err := buildProxy(cfg, cfg.Upstream.URL, nil, log)
+	overload := proxy.NewOverload(cfg.Upstream.MaxRequests, cfg.Upstream.QueueTimeout)
+	p, err := buildProxy(cfg, cfg.Upstream.URL, overload, nil, log)
 	if err != nil {
 		log.Error("cannot build the proxy", "error", err.Error())
 		return exitUsage
@@ -284,7 +287,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	adminAddr := "off"
 	reloads := newReloadStats()
 	if cfg.Admin.Address != "" {
-		m := newMetrics(d, checker, logs, sup, reloads, proxies.current().ProtocolErrors(), log.Named("metrics"))
+		m := newMetrics(d, checker, logs, sup, reloads, proxies.current().ProtocolErrors(), overload, log.Named("metrics"))
 		d.Observe(m)
 		ln, err := upg.socket(cfg.Admin.Address, "admin", admin.Listen) // or FileDescriptorName=admin
 		if err != nil {
@@ -318,7 +321,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	lv := &live{
 		args: args, getenv: getenv, stdout: stdout, stderr: stderr, log: log, started: started, running: cfg,
 		proxies: proxies, logs: logs, checker: checker, checkOpts: &checkOpts, front: front, sup: sup, adm: adm,
-		d: d, notify: notify, stats: reloads, publics: publics,
+		d: d, notify: notify, stats: reloads, publics: publics, overload: overload,
 	}
 	stopReload := lv.trapReload()
 	defer stopReload()
@@ -404,9 +407,9 @@ func trapLogSignals(accessLog *logSwitch) (stop func()) {
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
 // supervised app are nil here, and must stay nil interfaces in metrics.Options.
-func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, protocolErrors *proxy.ProtocolErrors, log hclog.Logger) *metrics.Metrics {
+func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, protocolErrors *proxy.ProtocolErrors, overload *proxy.Overload, log hclog.Logger) *metrics.Metrics {
 	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, ConfigReloads: reloads, Logger: log,
-		UpstreamProtocolErrors: protocolErrors}
+		UpstreamProtocolErrors: protocolErrors, UpstreamRequests: overload.Inflight}
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
@@ -488,12 +491,16 @@ func startGCFloor(floor int64, getenv func(string) string, log hclog.Logger) (st
 // newLogger builds the root logger: text for a terminal, JSON for machines.
 func newLogger(c config.Log, w io.Writer) hclog.Logger {
 	jsonFormat := c.Format == "json" || (c.Format == "auto" && !isTerminal(w))
-	return hclog.New(&hclog.LoggerOptions{
+	log := hclog.New(&hclog.LoggerOptions{
 		Name:       "drainproxy",
 		Level:      hclog.LevelFromString(c.Level),
 		Output:     w,
 		JSONFormat: jsonFormat,
 	})
+	if !jsonFormat {
+		return escapingLogger{log}
+	}
+	return log
 }
 
 func isTerminal(w io.Writer) bool {
