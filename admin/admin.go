@@ -140,14 +140,32 @@ type Server struct {
 	offLoopback bool
 
 	drainedWaits atomic.Int64 // GET /drained calls waiting now (drained.go)
+	maxConns     int          // the admin listener's connection cap (adminConnCap)
 	failures     tokenFailures
 }
 
 // maxAdminConns caps the admin listener's connections, so that nobody can take the
 // process's descriptors through it (the probes and /drained need no token): past it new
 // ones wait in the kernel's queue. Kubelet, a Prometheus scraper and an operator need a
-// handful.
+// handful. Under a low descriptor limit the cap is lower still (adminConnCap).
 const maxAdminConns = 128
+
+// adminConnCap is the admin listener's connection cap under a descriptor limit of nofile:
+// at most a quarter of the descriptors, so that three quarters stay in reserve for the
+// public listeners and the upstream connections whatever happens on the admin plane; at
+// least 16, and at most maxAdminConns.
+func adminConnCap(nofile uint64) int {
+	return int(min(max(nofile/4, 16), maxAdminConns))
+}
+
+// descriptorLimit is the process's soft limit on open files (maxAdminConns*4 when unknown).
+func descriptorLimit() uint64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return maxAdminConns * 4
+	}
+	return rl.Cur
+}
 
 // Start listens on opts.Address and serves the admin endpoints until Stop.
 func Start(opts Options) (*Server, error) {
@@ -167,8 +185,9 @@ func Start(opts Options) (*Server, error) {
 			return nil, listenError(opts.Address, err)
 		}
 	}
-	ln = netutil.LimitListener(listener.WarnOutOfDescriptors(ln, opts.Logger), maxAdminConns)
-	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{}),
+	maxConns := adminConnCap(descriptorLimit())
+	ln = netutil.LimitListener(listener.WarnOutOfDescriptors(ln, opts.Logger), maxConns)
+	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{}), maxConns: maxConns,
 		allowed: make(map[string]bool), crossOrigin: http.NewCrossOriginProtection()}
 	for _, h := range opts.AllowedHosts {
 		s.allowed[h] = true
@@ -180,17 +199,22 @@ func Start(opts Options) (*Server, error) {
 		s.allowed[strings.ToLower(host)] = true // the name it was told to listen on
 	}
 	s.SetToken(opts.Token)
+	// Short header timeout and no keep-alive: a connection that sends nothing gives its
+	// place under the connection cap back within seconds, and one that got its answer at
+	// once, so that probes queued behind a flood get through (admin clients are few and
+	// reconnect; kubelet opens a connection per probe anyway).
 	s.http = &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: 2 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		IdleTimeout:       5 * time.Second, // unused while keep-alives are off; a bound if turned on
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog: opts.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{
 			InferLevels: true, ForceLevel: hclog.Debug,
 		}),
 	}
+	s.http.SetKeepAlivesEnabled(false)
 	if opts.Token == "" && !isLoopback(ln.Addr()) {
 		s.log.Info("the admin listener is not on loopback and has no token: /healthz, /readyz and /drained answer anyone, /metrics, /status, POST /drain and POST /restart only clients on loopback (this host, or this pod); set admin { token_file = ... } to reach them from elsewhere",
 			"admin", ln.Addr().String())

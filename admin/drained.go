@@ -60,10 +60,10 @@ func (s *Server) drained(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if s.drainedWaits.Add(1) > maxDrainedWaits {
+	if s.drainedWaits.Add(1) > s.drainedWaitCap() {
 		s.drainedWaits.Add(-1)
-		s.log.Warn("GET /drained: too many calls waiting; answered 503", "max", maxDrainedWaits, "client", r.RemoteAddr)
-		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("more than %d calls of /drained wait already", maxDrainedWaits))
+		s.log.Warn("GET /drained: too many calls waiting; answered 503", "max", s.drainedWaitCap(), "client", r.RemoteAddr)
+		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("more than %d calls of /drained wait already", s.drainedWaitCap()))
 		return
 	}
 	defer s.drainedWaits.Add(-1)
@@ -145,3 +145,7 @@ func durationParam(r *http.Request, name string, def time.Duration) (time.Durati
 	}
 	return d, nil
 }
+
+// drainedWaitCap is how many /drained calls may wait at once: maxDrainedWaits, and never
+// more than a quarter of the admin connections, so that probes always find room.
+func (s *Server) drainedWaitCap() int64 { return int64(min(maxDrainedWaits, max(s.maxConns/4, 1))) }

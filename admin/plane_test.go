@@ -21,17 +21,17 @@ func TestDrainedCannotHoldTheAdminPlane(t *testing.T) {
 	f.waitReadyz(200, "ready\n")
 
 	start := time.Now()
-	waits := make([]<-chan answer, maxDrainedWaits)
+	waits := make([]<-chan answer, f.srv.drainedWaitCap())
 	for i := range waits {
 		waits[i] = f.getAsync("/drained?begin_within=10m")
 	}
 	// Once they all wait, one more is refused at once.
 	deadline := time.Now().Add(10 * time.Second)
-	for f.srv.drainedWaits.Load() < maxDrainedWaits && time.Now().Before(deadline) {
+	for f.srv.drainedWaits.Load() < f.srv.drainedWaitCap() && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	if a := wait(t, f.getAsync("/drained?begin_within=10m")); a.code != http.StatusServiceUnavailable {
-		t.Errorf("GET /drained past %d waiting: %d %q, want 503", maxDrainedWaits, a.code, a.body)
+		t.Errorf("GET /drained past %d waiting: %d %q, want 503", f.srv.drainedWaitCap(), a.code, a.body)
 	}
 	for _, ch := range waits {
 		if a := wait(t, ch); a.code != 200 || a.body != "not draining\n" {
@@ -47,13 +47,13 @@ func TestDrainedCannotHoldTheAdminPlane(t *testing.T) {
 
 	// The connection cap: past maxAdminConns idle connections, a new one is not served
 	// until one of them closes.
-	conns := make([]net.Conn, 0, maxAdminConns)
+	conns := make([]net.Conn, 0, f.srv.maxConns)
 	t.Cleanup(func() {
 		for _, c := range conns {
 			c.Close()
 		}
 	})
-	for range maxAdminConns {
+	for range f.srv.maxConns {
 		c, err := net.Dial("tcp", f.srv.Addr())
 		if err != nil {
 			t.Fatal(err)
@@ -68,7 +68,7 @@ func TestDrainedCannotHoldTheAdminPlane(t *testing.T) {
 	fmt.Fprintf(extra, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", f.srv.Addr())
 	extra.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if n, _ := extra.Read(make([]byte, 1)); n > 0 {
-		t.Errorf("connection %d was served while %d were open", maxAdminConns+1, maxAdminConns)
+		t.Errorf("connection %d was served while %d were open", f.srv.maxConns+1, f.srv.maxConns)
 	}
 	conns[0].Close()
 	extra.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -111,5 +111,27 @@ func TestTokenFailuresLoggedAndSlowed(t *testing.T) {
 	}
 	if !strings.Contains(logs, "client=127.0.0.1:") {
 		t.Errorf("the line does not name the client:\n%s", logs)
+	}
+}
+
+// The admin plane takes at most a quarter of the descriptors, so that the rest stay in
+// reserve for the public listeners; /drained waits at most a quarter of its connections,
+// so that probes always find room.
+func TestAdminCapsFollowTheDescriptorLimit(t *testing.T) {
+	for _, tc := range []struct {
+		nofile uint64
+		conns  int
+		waits  int64
+	}{
+		{32, 16, 4},
+		{256, 64, 16},
+		{1024, 128, 32},
+		{1 << 20, 128, 32},
+	} {
+		s := &Server{maxConns: adminConnCap(tc.nofile)}
+		if s.maxConns != tc.conns || s.drainedWaitCap() != tc.waits {
+			t.Errorf("descriptor limit %d: %d admin connections, %d /drained waits; want %d, %d",
+				tc.nofile, s.maxConns, s.drainedWaitCap(), tc.conns, tc.waits)
+		}
 	}
 }
