@@ -30,8 +30,12 @@ func TestHTTP2ZeroWindowFloodLeavesOthersServed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a flood of 20 connections for several seconds")
 	}
+	// DRAINPROXY_FLOOD_CONNS runs the full attack (80) by hand; CI runs 20.
+	attackers := 20
+	if n, err := strconv.Atoi(os.Getenv("DRAINPROXY_FLOOD_CONNS")); err == nil && n > 0 {
+		attackers = n
+	}
 	const (
-		attackers  = 20
 		streamsPer = 250
 		bodySize   = 64 << 10
 		attackFor  = 8 * time.Second
