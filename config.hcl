@@ -85,6 +85,12 @@ upstream {
   # A longer response head (status line and headers, 1xx included) answers 502 with one log line: it bounds the memory one
   # bad response can take. More than Envoy's 60 KiB and nginx's 8 KiB buffer; at least 1024.
   max_response_header_bytes = 65536
+  # Requests in flight to the app, every client and protocol together (Envoy's circuit breaker, same default): one HTTP/2
+  # peer cannot multiply streams into thousands of upstream connections. Past it a request waits up to queue_timeout for a
+  # slot (a connection holding few slots goes first), then gets 503 with Retry-After (gRPC: UNAVAILABLE). At least 1.
+  max_requests = 1024
+  # How long a request past max_requests waits for a slot before its 503.
+  queue_timeout = "1s"
   # Reuse connections to the app. An app that sends a response nobody asked for (a second one, a body after a 204 or
   # on a HEAD) is quarantined for 30s when drainproxy sees it (no reuse; drainproxy_upstream_protocol_errors_total),
   # but an exchange already in flight can get the stray. false: one connection per exchange, never a wrong answer.
@@ -99,10 +105,16 @@ proxy {
 }
 
 drain {
-  # Keep serving this long after SIGTERM while /readyz says 503; use about "5s" on Kubernetes so the pod leaves the endpoints first.
+  # Keep serving this long after SIGTERM while /readyz says 503; use about "5s" on Kubernetes so the pod leaves the endpoints first. "auto" ends the delay once no new connection has arrived for quiet (safe when new connections come much more often than quiet; with sparse traffic use a fixed delay).
   delay = "0s"
   # Keep /readyz at 200 this long after SIGTERM (at most delay) while responses already say "Connection: close": for externalTrafficPolicy: Local, where kube-proxy keeps a node's last terminating endpoint only while it is ready (KEP-1669).
   readiness_fail_delay = "0s"
+  # With delay = "auto": the delay ends once no new connection has arrived for this long.
+  quiet = "1s"
+  # With delay = "auto": never end the delay sooner than this after the signal.
+  delay_min = "0s"
+  # With delay = "auto": end the delay this long after the signal even if new connections keep arriving.
+  delay_max = "10s"
   # How long in-flight requests may take after the listeners close; keep it below the orchestrator's kill timeout.
   grace = "30s"
   # During a drain, a keep-alive connection idle this long (plus a margin of its round trip and retransmission timeout, 3 s if its handshake was retransmitted; counted from the latest of its last response, the client's acknowledgement of it, and the signal) is closed; a client idle longer that sends just as we close can lose that request.
@@ -111,6 +123,10 @@ drain {
   handshake_wait = "2s"
   # Bound on waiting for the access log and other background workers to flush at exit.
   flush_timeout = "5s"
+  # While the drain waits, log what is left (counts, the oldest requests, time to the deadline) this often; "0s" never.
+  progress_interval = "5s"
+  # Write the drain's summary line to this file at exit, so "kubectl describe pod" shows how the last drain ended; "auto" is /dev/termination-log where it exists, "" none.
+  termination_log = "auto"
 }
 
 admin {
@@ -183,8 +199,10 @@ limits {
   # connection idle longest (closed, as nginx does); one with a request in progress is never closed, and without an idle one
   # new clients wait in the kernel backlog.
   max_connections = 10000
-  # Largest request header block accepted (1 MiB, Go's default).
-  max_header_bytes = 1048576
+  # Largest request header list accepted, else 431: the bytes of an HTTP/1 head, the decoded list of HTTP/2 (32 bytes per
+  # field counted, as RFC 9113 does). Bounds HPACK amplification: a 4,000-byte header indexed once and referenced 250
+  # times is ~250 bytes on the wire and ~1 MB decoded. Near Envoy's 60 KiB and above nginx's 32 KiB; 0 is Go's 1 MiB.
+  max_header_bytes = 65536
   # Largest request body accepted, else 413; 0 is unlimited, leaving the limit to the app.
   max_request_body_bytes = 0
   # Time to read request headers; bounds slow-loris clients that trickle them in.
@@ -204,6 +222,12 @@ limits {
   # An upgraded connection (WebSocket) on which nothing moved either way for this long is closed (HAProxy's timeout
   # tunnel). Longer than the others: an open but quiet WebSocket is normal. Pings count as traffic. 0 is none.
   upgrade_idle_timeout = "1h"
+  # HTTP/2 streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused. 100
+  # is what most servers announce; each stream may hold an upstream request.
+  h2_max_concurrent_streams = 100
+  # An HTTP/2 stream whose client gives its response no send window for this long is reset (a client that sets
+  # SETTINGS_INITIAL_WINDOW_SIZE=0 would otherwise hold an upstream request for the whole send_timeout). 0 is none.
+  h2_window_timeout = "10s"
   # Under load (16 MB/s of allocation or more) the heap may grow to this many bytes before Go's garbage collector
   # runs, however little is alive: far fewer collections, for memory near this size. Never above half of the memory limit (GOMEMLIMIT, or 90% of the container's). 0 leaves Go's own pacing; GOGC in the environment wins.
   gc_heap_floor_bytes = 33554432

@@ -228,6 +228,7 @@ func (l *Log) Observe(x *drain.Exchange) {
 		bytesIn:   x.BytesIn,
 		bytesOut:  x.BytesOut,
 		upgraded:  x.Upgraded,
+		cut:       x.CutByDrain,
 	}
 	if rec.uri == "" { // a request built in-process rather than read from a client
 		rec.uri = r.URL.RequestURI()

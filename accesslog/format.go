@@ -34,6 +34,7 @@ type record struct {
 	bytesIn   int64
 	bytesOut  int64
 	upgraded  bool
+	cut       string // drain.Cut*: how the drain's deadline cut it, or ""
 }
 
 // appendFunc appends one formatted line, newline included.
@@ -83,6 +84,10 @@ func jsonAppender(upstream string) appendFunc {
 		}
 		if r.upgraded {
 			b = append(b, `,"upgraded":true`...)
+		}
+		if r.cut != "" {
+			b = append(b, `,"cut_by_drain":`...)
+			b = appendJSONString(b, r.cut)
 		}
 		b = append(b, `,"request_id":`...)
 		b = appendJSONString(b, r.requestID)

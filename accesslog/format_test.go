@@ -52,6 +52,14 @@ func TestFormats(t *testing.T) {
 				`"upstream":"http://127.0.0.1:3000","upstream_error":"refused","upgraded":true,"request_id":""}` + "\n",
 		},
 		{
+			name:   "json for a request the drain's deadline cut",
+			format: jsonAppender(upstream),
+			edit:   func(r *record) { r.cut = "mid_response" },
+			want: `{"time":"2026-11-25T04:25:12.123Z","client":"192.0.2.7:51234","method":"GET","host":"example.com",` +
+				`"path":"/a/b?c=d","proto":"HTTP/1.1","status":200,"bytes_in":5,"bytes_out":13,"duration_ms":1.235,` +
+				`"upstream":"http://127.0.0.1:3000","cut_by_drain":"mid_response","request_id":"0123456789abcdef0123456789abcdef"}` + "\n",
+		},
+		{
 			name:   "common",
 			format: appendCommon,
 			want:   `192.0.2.7 - - [25/Nov/2026:04:25:12 +0000] "GET /a/b?c=d HTTP/1.1" 200 13` + "\n",

@@ -15,7 +15,11 @@
 //	               process stays up after it until its own SIGTERM (drainproxy drain)
 //	POST /restart  restart the supervised app without downtime, as SIGHUP does: 202
 //	               started, 409 not supervised or already restarting, 503 draining
-//	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source
+//	GET  /status   JSON: phase, counts, uptime, upstream and its health, config source, the
+//	               drain's step and deadline, and what is in flight (oldest first, at most
+//	               100; ?inflight=N for another cap up to 1000, 0 for the counts only);
+//	               ?wait_drained=DUR answers once the drain has finished waiting, or after
+//	               DUR (a watcher that must not miss the outcome of a process about to exit)
 //
 // With a token, every endpoint except the probes (/healthz, /readyz, /drained) needs
 // "Authorization: Bearer TOKEN": probes keep working without a secret, while draining the
@@ -45,6 +49,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/net/netutil"
+
+	"github.com/drainproxy/drainproxy/listener"
 
 	"github.com/drainproxy/drainproxy/drain"
 )
@@ -131,6 +138,33 @@ type Server struct {
 	// offLoopback: the listener is reachable from elsewhere, so without a token the
 	// authorized endpoints need a loopback client.
 	offLoopback bool
+
+	drainedWaits atomic.Int64 // GET /drained calls waiting now (drained.go)
+	maxConns     int          // the admin listener's connection cap (adminConnCap)
+	failures     tokenFailures
+}
+
+// maxAdminConns caps the admin listener's connections, so that nobody can take the
+// process's descriptors through it (the probes and /drained need no token): past it new
+// ones wait in the kernel's queue. Kubelet, a Prometheus scraper and an operator need a
+// handful. Under a low descriptor limit the cap is lower still (adminConnCap).
+const maxAdminConns = 128
+
+// adminConnCap is the admin listener's connection cap under a descriptor limit of nofile:
+// at most a quarter of the descriptors, so that three quarters stay in reserve for the
+// public listeners and the upstream connections whatever happens on the admin plane; at
+// least 16, and at most maxAdminConns.
+func adminConnCap(nofile uint64) int {
+	return int(min(max(nofile/4, 16), maxAdminConns))
+}
+
+// descriptorLimit is the process's soft limit on open files (maxAdminConns*4 when unknown).
+func descriptorLimit() uint64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return maxAdminConns * 4
+	}
+	return rl.Cur
 }
 
 // Start listens on opts.Address and serves the admin endpoints until Stop.
@@ -151,7 +185,9 @@ func Start(opts Options) (*Server, error) {
 			return nil, listenError(opts.Address, err)
 		}
 	}
-	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{}),
+	maxConns := adminConnCap(descriptorLimit())
+	ln = netutil.LimitListener(listener.WarnOutOfDescriptors(ln, opts.Logger), maxConns)
+	s := &Server{opts: opts, log: opts.Logger, ln: ln, served: make(chan struct{}), maxConns: maxConns,
 		allowed: make(map[string]bool), crossOrigin: http.NewCrossOriginProtection()}
 	for _, h := range opts.AllowedHosts {
 		s.allowed[h] = true
@@ -163,17 +199,22 @@ func Start(opts Options) (*Server, error) {
 		s.allowed[strings.ToLower(host)] = true // the name it was told to listen on
 	}
 	s.SetToken(opts.Token)
+	// Short header timeout and no keep-alive: a connection that sends nothing gives its
+	// place under the connection cap back within seconds, and one that got its answer at
+	// once, so that probes queued behind a flood get through (admin clients are few and
+	// reconnect; kubelet opens a connection per probe anyway).
 	s.http = &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: 2 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		IdleTimeout:       5 * time.Second, // unused while keep-alives are off; a bound if turned on
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog: opts.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{
 			InferLevels: true, ForceLevel: hclog.Debug,
 		}),
 	}
+	s.http.SetKeepAlivesEnabled(false)
 	if opts.Token == "" && !isLoopback(ln.Addr()) {
 		s.log.Info("the admin listener is not on loopback and has no token: /healthz, /readyz and /drained answer anyone, /metrics, /status, POST /drain and POST /restart only clients on loopback (this host, or this pod); set admin { token_file = ... } to reach them from elsewhere",
 			"admin", ln.Addr().String())
@@ -289,6 +330,7 @@ func (s *Server) authorized(next http.Handler) http.Handler {
 		got, err := bearerToken(r.Header.Get("Authorization"))
 		sum := sha256.Sum256([]byte(got))
 		if err != nil || subtle.ConstantTimeCompare(sum[:], token.sum[:]) != 1 {
+			s.tokenFailed(r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="drainproxy admin"`)
 			plain(w, http.StatusUnauthorized, "unauthorized: send Authorization: Bearer <admin token>")
 			return
@@ -434,7 +476,30 @@ type Status struct {
 	Config              string         `json:"config"`
 	Version             string         `json:"version"`
 	PID                 int            `json:"pid"`
+
+	// The drain's accounting so far (drain.Summary).
+	CutBeforeHead  int64 `json:"cut_before_head"`
+	CutMidResponse int64 `json:"cut_mid_response"`
+	UpgradesClosed int64 `json:"upgrades_closed"`
+	UpstreamFailed int64 `json:"upstream_failed"`
+	// Unserved: connections the listeners closed without serving (drain.Summary.Unserved).
+	Unserved int64 `json:"unserved_connections"`
+	// Drain is where the drain is; absent before it begins.
+	Drain *drain.DrainClock `json:"drain,omitempty"`
+	// Inflight is what is in flight now, oldest first (absent if the drainer cannot list it).
+	Inflight *drain.Inflight `json:"inflight,omitempty"`
 }
+
+// InflightLister is what /status needs to list what is in flight (drain.Drainer).
+type InflightLister interface {
+	Inflight(max int) drain.Inflight
+}
+
+// Caps on the in-flight list of /status: the default, and the most ?inflight= may ask.
+const (
+	DefaultInflightShown = 100
+	MaxInflightShown     = 1000
+)
 
 // UpstreamStatus is the upstream part of Status.
 type UpstreamStatus struct {
@@ -444,7 +509,19 @@ type UpstreamStatus struct {
 	Reason  string `json:"reason,omitempty"`
 }
 
-func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	shown := DefaultInflightShown
+	if q := r.URL.Query().Get("inflight"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 0 {
+			plain(w, http.StatusBadRequest, "bad request: ?inflight= takes a number of entries, 0 to "+strconv.Itoa(MaxInflightShown))
+			return
+		}
+		shown = min(n, MaxInflightShown)
+	}
+	if !s.waitDrained(w, r) {
+		return
+	}
 	st := s.opts.Drainer.Stats()
 	notReady := s.notReady()
 	doc := Status{
@@ -462,6 +539,16 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 		Config:              s.opts.ConfigSource,
 		Version:             s.opts.Version,
 		PID:                 os.Getpid(),
+		CutBeforeHead:       st.CutBeforeHead,
+		CutMidResponse:      st.CutMidResponse,
+		UpgradesClosed:      st.UpgradesClosed,
+		UpstreamFailed:      st.UpstreamFailed,
+		Unserved:            st.Unserved,
+		Drain:               st.Drain,
+	}
+	if l, ok := s.opts.Drainer.(InflightLister); ok {
+		in := l.Inflight(shown)
+		doc.Inflight = &in
 	}
 	if cur := s.opts.CurrentUpstream; cur != nil {
 		doc.Upstream.URL = cur()

@@ -237,6 +237,17 @@ func TestStatus(t *testing.T) {
 	if st.Phase != "draining" || st.Ready || st.NotReadyReason != "draining" {
 		t.Errorf("status while draining = %+v", st)
 	}
+	// Issue 25: the drain's clock and the in-flight list (empty: no public server here).
+	if st.Drain == nil || st.Drain.Step != drain.StepDelay || st.Drain.Reason != "admin POST /drain" ||
+		!st.Drain.Deadline.After(st.Drain.Started) || st.Inflight == nil || st.Inflight.Total != 0 {
+		t.Errorf("status while draining: drain %+v, inflight %+v", st.Drain, st.Inflight)
+	}
+	if code, _, body := f.do("GET", "/status?inflight=many", ""); code != 400 || !strings.Contains(body, "?inflight=") {
+		t.Errorf("/status?inflight=many = %d %q; want 400 saying what it takes", code, body)
+	}
+	if code, _, body := f.do("GET", "/status?wait_drained=forever", ""); code != 400 || !strings.Contains(body, "wait_drained") {
+		t.Errorf("/status?wait_drained=forever = %d %q; want 400", code, body)
+	}
 }
 
 func TestPortInUse(t *testing.T) {

@@ -16,11 +16,17 @@ type DrainWaiter interface {
 	Waited() <-chan struct{}
 }
 
-// The bounds of GET /drained, and how long a hook may ask them to be.
+// The bounds of GET /drained, and how long a hook may ask them to be. begin_within is
+// waited for with no drain under way, by anyone (the endpoint needs no token): above
+// drainedMaxBeginWithin it is cut to that, so that nobody holds a connection for long
+// while nothing happens. At most maxDrainedWaits calls wait at once; more are answered
+// 503 at once (a pod has a few containers, each with one hook).
 const (
-	drainedBeginWithin = 2 * time.Second
-	drainedTimeout     = 60 * time.Second
-	drainedMaxWait     = 10 * time.Minute
+	drainedBeginWithin    = 2 * time.Second
+	drainedMaxBeginWithin = 5 * time.Second
+	drainedTimeout        = 60 * time.Second
+	drainedMaxWait        = 10 * time.Minute
+	maxDrainedWaits       = 32
 )
 
 // drained serves GET /drained, the preStop hook of an app container that has drainproxy
@@ -48,11 +54,19 @@ func (s *Server) drained(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	beginWithin = min(beginWithin, drainedMaxBeginWithin)
 	timeout, err := durationParam(r, "timeout", drainedTimeout)
 	if err != nil {
 		plain(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if s.drainedWaits.Add(1) > s.drainedWaitCap() {
+		s.drainedWaits.Add(-1)
+		s.log.Warn("GET /drained: too many calls waiting; answered 503", "max", s.drainedWaitCap(), "client", r.RemoteAddr)
+		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("more than %d calls of /drained wait already", s.drainedWaitCap()))
+		return
+	}
+	defer s.drainedWaits.Add(-1)
 	// The admin server's write timeout is shorter than a drain can be.
 	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(beginWithin + timeout + 5*time.Second))
 
@@ -89,6 +103,36 @@ func (s *Server) drained(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// waitDrained serves /status?wait_drained=DUR: it holds the answer until the drain has
+// finished waiting (the document then has its outcome) or DUR has passed. A watcher keeps
+// one such request open, so that it learns the outcome even when the process exits right
+// after: the admin listener's Stop lets a request in progress finish. It reports false
+// when it has answered (a bad parameter) or the client left.
+func (s *Server) waitDrained(w http.ResponseWriter, r *http.Request) bool {
+	if r.URL.Query().Get("wait_drained") == "" {
+		return true
+	}
+	wait, err := durationParam(r, "wait_drained", 0)
+	if err != nil {
+		plain(w, http.StatusBadRequest, err.Error())
+		return false
+	}
+	dw, ok := s.opts.Drainer.(DrainWaiter)
+	if !ok {
+		return true
+	}
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + 5*time.Second))
+	bound := time.NewTimer(wait)
+	defer bound.Stop()
+	select {
+	case <-dw.Waited():
+	case <-bound.C:
+	case <-r.Context().Done():
+		return false
+	}
+	return true
+}
+
 // durationParam reads a query parameter that holds a Go duration, within [0, drainedMaxWait].
 func durationParam(r *http.Request, name string, def time.Duration) (time.Duration, error) {
 	v := r.URL.Query().Get(name)
@@ -101,3 +145,7 @@ func durationParam(r *http.Request, name string, def time.Duration) (time.Durati
 	}
 	return d, nil
 }
+
+// drainedWaitCap is how many /drained calls may wait at once: maxDrainedWaits, and never
+// more than a quarter of the admin connections, so that probes always find room.
+func (s *Server) drainedWaitCap() int64 { return int64(min(maxDrainedWaits, max(s.maxConns/4, 1))) }

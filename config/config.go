@@ -142,6 +142,11 @@ type Upstream struct {
 	// MaxResponseHeaderBytes caps an upstream response head (status line and header
 	// fields, 1xx heads included); a longer one answers 502 and logs one line.
 	MaxResponseHeaderBytes int64
+	// MaxRequests caps the requests in flight to the upstream, every client and protocol
+	// together (Envoy's circuit breaker max_requests); above it a request waits up to
+	// QueueTimeout for a slot, then is answered 503 with Retry-After (gRPC: UNAVAILABLE).
+	MaxRequests  int
+	QueueTimeout time.Duration
 }
 
 // Host header policies for Proxy.HostHeader.
@@ -186,7 +191,25 @@ type Drain struct {
 	HandshakeWait time.Duration
 	// FlushTimeout bounds the wait for background workers (access log, metrics) at exit.
 	FlushTimeout time.Duration
+
+	// DelayAuto is delay = "auto": the delay ends once no new connection has arrived for
+	// Quiet, but not before DelayMin nor after DelayMax; Delay is then 0.
+	DelayAuto          bool
+	Quiet              time.Duration
+	DelayMin, DelayMax time.Duration
+	// ProgressInterval is how often the wait step logs what is left; 0 never.
+	ProgressInterval time.Duration
+	// TerminationLog is the file the drain's summary line is written to at exit ("" none);
+	// TerminationLogAuto: /dev/termination-log where it exists (Kubernetes).
+	TerminationLog string
 }
+
+// TerminationLogAuto is drain.termination_log's default: Kubernetes' /dev/termination-log,
+// used only where it exists.
+const TerminationLogAuto = "auto"
+
+// DefaultTerminationLog is the file TerminationLogAuto writes to where it exists.
+const DefaultTerminationLog = "/dev/termination-log"
 
 // Admin is the listener for /healthz, /readyz, /metrics and POST /drain.
 type Admin struct {
@@ -273,7 +296,8 @@ type Limits struct {
 	// MaxConnections caps concurrent client connections per listener; 0 is unlimited.
 	// When full, the keep-alive connection idle longest makes room for a new client.
 	MaxConnections int
-	// MaxHeaderBytes caps a request's header size (http.Server.MaxHeaderBytes).
+	// MaxHeaderBytes caps a request's header list (http.Server.MaxHeaderBytes): an HTTP/1
+	// head's bytes, HTTP/2's decoded list (which bounds HPACK amplification); 431 above.
 	MaxHeaderBytes int
 	// MaxRequestBodyBytes caps a request body; above it the answer is 413. 0 is unlimited.
 	MaxRequestBodyBytes int64
@@ -295,6 +319,12 @@ type Limits struct {
 	// UpgradeIdleTimeout closes an upgraded connection (WebSocket) on which nothing moved
 	// either way for this long (HAProxy's timeout tunnel). 0 is none.
 	UpgradeIdleTimeout time.Duration
+	// H2MaxConcurrentStreams is the HTTP/2 stream limit per client connection announced
+	// in SETTINGS; a client that opens more has them refused.
+	H2MaxConcurrentStreams int
+	// H2WindowTimeout resets an HTTP/2 stream whose client gives its response no send
+	// window for this long (SETTINGS_INITIAL_WINDOW_SIZE=0); 0 leaves it to SendTimeout.
+	H2WindowTimeout time.Duration
 	// GCHeapFloorBytes lets the heap grow to this size before Go's garbage collector runs,
 	// however little is alive, while the process allocates fast (package gcfloor); 0 leaves
 	// Go's pacing alone. GOGC set in the environment turns it off.
@@ -316,6 +346,8 @@ func Default() *Config {
 			KeepAlive:             true,
 			// Above Envoy's 60 KiB and 8x nginx's 8 KiB buffer; see proxy.DefaultMaxResponseHeaderBytes.
 			MaxResponseHeaderBytes: 64 << 10,
+			MaxRequests:            1024,
+			QueueTimeout:           time.Second,
 		},
 		Proxy: Proxy{HostHeader: HostHeaderClient},
 		Drain: Drain{
@@ -324,6 +356,12 @@ func Default() *Config {
 			IdleClose:     time.Second,
 			HandshakeWait: 2 * time.Second,
 			FlushTimeout:  5 * time.Second,
+			// Issue 25: drain.delay = "auto" and what the drain tells operators.
+			Quiet:            time.Second,
+			DelayMin:         0,
+			DelayMax:         10 * time.Second,
+			ProgressInterval: 5 * time.Second,
+			TerminationLog:   TerminationLogAuto,
 		},
 		Admin: Admin{Address: "127.0.0.1:9901"},
 		HealthCheck: HealthCheck{
@@ -348,17 +386,19 @@ func Default() *Config {
 			AccessLog: "stdout", AccessLogFormat: "json", AccessLogBuffer: 4096, AccessLogWhenFull: "block",
 		},
 		Limits: Limits{
-			MaxConnections:      10000,
-			MaxHeaderBytes:      1 << 20,
-			MaxRequestBodyBytes: 0,
-			ReadHeaderTimeout:   10 * time.Second,
-			ReadTimeout:         0,
-			WriteTimeout:        0,
-			IdleTimeout:         120 * time.Second,
-			SendTimeout:         60 * time.Second,
-			ClientBodyTimeout:   60 * time.Second,
-			UpgradeIdleTimeout:  time.Hour,
-			GCHeapFloorBytes:    32 << 20,
+			MaxConnections:         10000,
+			MaxHeaderBytes:         64 << 10, // the decoded header list, HTTP/1 and HTTP/2 (HPACK amplification); Envoy 60 KiB
+			MaxRequestBodyBytes:    0,
+			ReadHeaderTimeout:      10 * time.Second,
+			ReadTimeout:            0,
+			WriteTimeout:           0,
+			IdleTimeout:            120 * time.Second,
+			SendTimeout:            60 * time.Second,
+			ClientBodyTimeout:      60 * time.Second,
+			UpgradeIdleTimeout:     time.Hour,
+			H2MaxConcurrentStreams: 100,
+			H2WindowTimeout:        10 * time.Second,
+			GCHeapFloorBytes:       32 << 20,
 		},
 	}
 }

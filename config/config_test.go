@@ -64,6 +64,8 @@ upstream {
   read_timeout = "45s"
   send_timeout = "15s"
   max_response_header_bytes = 8192
+  max_requests = 64
+  queue_timeout = "250ms"
 }
 proxy {
   host_header = "upstream"
@@ -118,6 +120,8 @@ limits {
   client_body_timeout = "25s"
   upgrade_idle_timeout = "0s"
   gc_heap_floor_bytes = 0
+  h2_max_concurrent_streams = 32
+  h2_window_timeout = "3s"
 }
 `
 	fullPath := writeConfig(t, full)
@@ -136,12 +140,14 @@ limits {
 			KeepAlive:             false,
 
 			MaxResponseHeaderBytes: 8192,
+			MaxRequests:            64,
+			QueueTimeout:           250 * time.Millisecond,
 		}
 		c.Proxy = Proxy{HostHeader: "upstream", TrustedProxies: []netip.Prefix{
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"),
 			netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("::1/128"),
 		}}
-		c.Drain = Drain{Delay: 5 * time.Second, ReadinessFailDelay: 5 * time.Second, Grace: time.Minute, IdleClose: 250 * time.Millisecond, HandshakeWait: time.Second, FlushTimeout: 2 * time.Second}
+		c.Drain.Delay, c.Drain.ReadinessFailDelay, c.Drain.Grace, c.Drain.IdleClose, c.Drain.HandshakeWait, c.Drain.FlushTimeout = 5*time.Second, 5*time.Second, time.Minute, 250*time.Millisecond, time.Second, 2*time.Second
 		c.Admin = Admin{Address: "", Token: "s3cret-token"}
 		c.HealthCheck = HealthCheck{Path: "/healthz", Interval: time.Second, Timeout: 500 * time.Millisecond,
 			HealthyThreshold: 1, UnhealthyThreshold: 5}
@@ -154,10 +160,12 @@ limits {
 			MaxConnections: 0, MaxHeaderBytes: 65536, MaxRequestBodyBytes: 10 << 20,
 			ReadHeaderTimeout: 3 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute,
 			IdleTimeout: 30 * time.Second, SendTimeout: 20 * time.Second, ClientBodyTimeout: 25 * time.Second,
+			H2MaxConcurrentStreams: 32, H2WindowTimeout: 3 * time.Second,
 		}
 	}
 
 	partialPath := writeConfig(t, "upstream {\n  url = \"http://app:3000\"\n}\ndrain {\n  grace = \"10s\"\n}\n")
+	autoPath := writeConfig(t, "upstream {\n  url = \"http://app:3000\"\n}\ndrain {\n  delay = \"auto\"\n  quiet = \"500ms\"\n  delay_min = \"2s\"\n  delay_max = \"8s\"\n  progress_interval = \"0s\"\n  termination_log = \"/tmp/t\"\n}\n")
 
 	tests := []struct {
 		name string
@@ -207,6 +215,25 @@ limits {
 				c.Drain.ReadinessFailDelay = 0
 				c.Drain.Grace = 45 * time.Second
 				c.Log.Level, c.Log.Format, c.Log.AccessLog = "warn", "text", "off"
+			}),
+		},
+		{
+			name: "drain.delay = auto and its bounds",
+			args: []string{"-config", autoPath},
+			want: withDefaults(func(c *Config) {
+				c.Source = autoPath
+				c.Upstream.URL = mustURL(t, "http://app:3000")
+				c.Drain.DelayAuto, c.Drain.Quiet, c.Drain.DelayMin, c.Drain.DelayMax = true, 500*time.Millisecond, 2*time.Second, 8*time.Second
+				c.Drain.ProgressInterval, c.Drain.TerminationLog = 0, "/tmp/t"
+			}),
+		},
+		{
+			name: "-drain-delay auto",
+			args: []string{"-upstream", "http://127.0.0.1:3000", "-drain-delay", "auto"},
+			want: withDefaults(func(c *Config) {
+				c.Source = "flags"
+				c.Upstream.URL = mustURL(t, "http://127.0.0.1:3000")
+				c.Drain.DelayAuto = true
 			}),
 		},
 		{
@@ -277,7 +304,7 @@ func TestFileErrors(t *testing.T) {
 		{
 			name: "unknown attribute",
 			src:  "upstream {\n  url = \"http://a:1\"\n}\ndrain {\n  grase = \"5s\"\n}\n",
-			want: []string{"config.hcl:5:3: drain.grase: unknown setting; did you mean grace; drain takes delay, flush_timeout, grace, handshake_wait, idle_close"},
+			want: []string{"config.hcl:5:3: drain.grase: unknown setting; did you mean grace; drain takes delay, delay_max, delay_min, flush_timeout, grace, handshake_wait, idle_close, progress_interval, quiet, readiness_fail_delay, termination_log"},
 		},
 		{
 			name: "readiness_fail_delay longer than delay",

@@ -72,7 +72,9 @@ type upstreamBlock struct {
 	SendTimeout           *string   `hcl:"send_timeout,optional"`
 	KeepAlive             *bool     `hcl:"keepalive,optional"`
 
-	MaxResponseHeaderBytes *int64 `hcl:"max_response_header_bytes,optional"`
+	MaxResponseHeaderBytes *int64  `hcl:"max_response_header_bytes,optional"`
+	MaxRequests            *int    `hcl:"max_requests,optional"`
+	QueueTimeout           *string `hcl:"queue_timeout,optional"`
 }
 
 type proxyBlock struct {
@@ -88,6 +90,12 @@ type drainBlock struct {
 	IdleClose          *string `hcl:"idle_close,optional"`
 	HandshakeWait      *string `hcl:"handshake_wait,optional"`
 	FlushTimeout       *string `hcl:"flush_timeout,optional"`
+	// Issue 25: delay = "auto" and what the drain tells operators.
+	Quiet            *string `hcl:"quiet,optional"`
+	DelayMin         *string `hcl:"delay_min,optional"`
+	DelayMax         *string `hcl:"delay_max,optional"`
+	ProgressInterval *string `hcl:"progress_interval,optional"`
+	TerminationLog   *string `hcl:"termination_log,optional"`
 }
 
 type adminBlock struct {
@@ -141,6 +149,9 @@ type limitsBlock struct {
 	ClientBodyTimeout   *string `hcl:"client_body_timeout,optional"`
 	UpgradeIdleTimeout  *string `hcl:"upgrade_idle_timeout,optional"`
 	GCHeapFloorBytes    *int64  `hcl:"gc_heap_floor_bytes,optional"`
+
+	H2MaxConcurrentStreams *int    `hcl:"h2_max_concurrent_streams,optional"`
+	H2WindowTimeout        *string `hcl:"h2_window_timeout,optional"`
 }
 
 // loadFile applies the config file src (named filename in messages) over cfg. It reports
@@ -183,139 +194,187 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 		cfg.Listeners = applyListeners(fc.Listeners, blocks["listener"], filename, &probs)
 	}
 	if b := fc.Upstream; b != nil {
-		s, u := sec("upstream"), &cfg.Upstream
-		if b.URL != nil {
-			if parsed, err := parseUpstreamURL(*b.URL); err != nil {
-				s.fail("url", -1, err)
-			} else {
-				u.URL = parsed
-			}
-		}
-		apply(s, "command", b.Command, parseCommand, &u.Command)
-		apply(s, "dial_timeout", b.DialTimeout, parseDuration, &u.DialTimeout)
-		apply(s, "response_header_timeout", b.ResponseHeaderTimeout, parseDuration, &u.ResponseHeaderTimeout)
-		apply(s, "idle_conns", b.IdleConns, atLeast(1), &u.IdleConns)
-		apply(s, "idle_conn_timeout", b.IdleConnTimeout, parseDuration, &u.IdleConnTimeout)
-		apply(s, "read_timeout", b.ReadTimeout, parseDuration, &u.ReadTimeout)
-		apply(s, "send_timeout", b.SendTimeout, parseDuration, &u.SendTimeout)
-		apply(s, "max_response_header_bytes", b.MaxResponseHeaderBytes, atLeast[int64](1024), &u.MaxResponseHeaderBytes)
-		if b.KeepAlive != nil {
-			u.KeepAlive = *b.KeepAlive
-		}
+		b.apply(sec("upstream"), &cfg.Upstream)
 	}
 	if b := fc.Proxy; b != nil {
-		s, p := sec("proxy"), &cfg.Proxy
-		apply(s, "host_header", b.HostHeader, oneOf(hostHeaders()), &p.HostHeader)
-		if b.TrustedProxies != nil {
-			p.TrustedProxies = nil
-			for i, v := range *b.TrustedProxies {
-				if prefix, err := parseTrustedProxy(v); err != nil {
-					s.fail("trusted_proxies", i, err)
-				} else {
-					p.TrustedProxies = append(p.TrustedProxies, prefix)
-				}
-			}
-		}
+		b.apply(sec("proxy"), &cfg.Proxy)
 	}
 	if b := fc.Drain; b != nil {
-		s, d := sec("drain"), &cfg.Drain
-		apply(s, "delay", b.Delay, parseDuration, &d.Delay)
-		apply(s, "readiness_fail_delay", b.ReadinessFailDelay, parseDuration, &d.ReadinessFailDelay)
-		if d.ReadinessFailDelay > d.Delay && b.ReadinessFailDelay != nil && b.Delay != nil { // else checkWhole, after the flags
-			s.fail("readiness_fail_delay", -1, readinessFailDelayError(d.ReadinessFailDelay, d.Delay))
-		}
-		apply(s, "grace", b.Grace, parseDuration, &d.Grace)
-		apply(s, "idle_close", b.IdleClose, parseDuration, &d.IdleClose)
-		apply(s, "handshake_wait", b.HandshakeWait, parseDuration, &d.HandshakeWait)
-		apply(s, "flush_timeout", b.FlushTimeout, parseDuration, &d.FlushTimeout)
+		b.apply(sec("drain"), &cfg.Drain)
 	}
 	if b := fc.Admin; b != nil {
-		s, a := sec("admin"), &cfg.Admin
-		apply(s, "address", b.Address, parseAdminAddress, &a.Address)
-		apply(s, "token", b.Token, parseAdminToken, &a.Token)
-		if b.TokenFile != nil && *b.TokenFile != "" {
-			if a.Token != "" {
-				s.fail("token_file", -1, errors.New("is set as well as token; keep one of them"))
-			} else {
-				apply(s, "token_file", b.TokenFile, readTokenFile, &a.Token)
-				a.TokenFile = *b.TokenFile
-			}
-		}
-		if b.AllowedHosts != nil {
-			a.AllowedHosts = nil
-			for i, v := range *b.AllowedHosts {
-				if h, err := parseAllowedHost(v); err != nil {
-					s.fail("allowed_hosts", i, err)
-				} else {
-					a.AllowedHosts = append(a.AllowedHosts, h)
-				}
-			}
-		}
+		b.apply(sec("admin"), &cfg.Admin)
 	}
 	if b := fc.HealthCheck; b != nil {
-		s, h := sec("health_check"), &cfg.HealthCheck
-		apply(s, "path", b.Path, parseHealthPath, &h.Path)
-		apply(s, "interval", b.Interval, parsePositiveDuration, &h.Interval)
-		apply(s, "timeout", b.Timeout, parsePositiveDuration, &h.Timeout)
-		apply(s, "healthy_threshold", b.HealthyThreshold, atLeast(1), &h.HealthyThreshold)
-		apply(s, "unhealthy_threshold", b.UnhealthyThreshold, atLeast(1), &h.UnhealthyThreshold)
-		if b.GRPC != nil {
-			h.GRPC = *b.GRPC
-		}
-		if b.Service != nil {
-			h.GRPCService = *b.Service
-			if !h.GRPC && h.GRPCService != "" {
-				s.fail("service", -1, errors.New("names the service of a gRPC health check; add grpc = true, or remove service"))
-			}
-		}
-		if h.GRPC && h.Path != "" {
-			s.fail("path", -1, errors.New("is for HTTP checks; with grpc = true the check calls grpc.health.v1.Health/Check (name the service with service), so remove path"))
-		}
+		b.apply(sec("health_check"), &cfg.HealthCheck)
 	}
 	if b := fc.App; b != nil {
-		s, a := sec("app"), &cfg.App
-		apply(s, "stop_signal", b.StopSignal, supervise.ParseStopSignal, &a.StopSignal)
-		apply(s, "stop_timeout", b.StopTimeout, parsePositiveDuration, &a.StopTimeout)
-		apply(s, "start_timeout", b.StartTimeout, parsePositiveDuration, &a.StartTimeout)
-		apply(s, "restart", b.Restart, supervise.ParseRestart, &a.Restart)
-		apply(s, "max_restarts", b.MaxRestarts, atLeast(1), &a.MaxRestarts)
-		apply(s, "restart_window", b.RestartWindow, parsePositiveDuration, &a.RestartWindow)
-		apply(s, "output_prefix", b.OutputPrefix, func(v string) (string, error) { return v, nil }, &a.OutputPrefix)
-		if b.ForwardSignals != nil {
-			a.ForwardSignals = nil
-			for i, v := range *b.ForwardSignals {
-				if sig, err := supervise.ParseForwardSignal(v); err != nil {
-					s.fail("forward_signals", i, err)
-				} else {
-					a.ForwardSignals = append(a.ForwardSignals, sig)
-				}
+		b.apply(sec("app"), &cfg.App)
+	}
+	if b := fc.Log; b != nil {
+		b.apply(sec("log"), &cfg.Log)
+	}
+	if b := fc.Limits; b != nil {
+		b.apply(sec("limits"), &cfg.Limits)
+	}
+	return probs.err()
+}
+
+// apply validates the upstream block and sets what it gives in u.
+func (b *upstreamBlock) apply(s section, u *Upstream) {
+	if b.URL != nil {
+		if parsed, err := parseUpstreamURL(*b.URL); err != nil {
+			s.fail("url", -1, err)
+		} else {
+			u.URL = parsed
+		}
+	}
+	apply(s, "command", b.Command, parseCommand, &u.Command)
+	apply(s, "dial_timeout", b.DialTimeout, parseDuration, &u.DialTimeout)
+	apply(s, "response_header_timeout", b.ResponseHeaderTimeout, parseDuration, &u.ResponseHeaderTimeout)
+	apply(s, "idle_conns", b.IdleConns, atLeast(1), &u.IdleConns)
+	apply(s, "idle_conn_timeout", b.IdleConnTimeout, parseDuration, &u.IdleConnTimeout)
+	apply(s, "read_timeout", b.ReadTimeout, parseDuration, &u.ReadTimeout)
+	apply(s, "send_timeout", b.SendTimeout, parseDuration, &u.SendTimeout)
+	apply(s, "max_response_header_bytes", b.MaxResponseHeaderBytes, atLeast[int64](1024), &u.MaxResponseHeaderBytes)
+	apply(s, "max_requests", b.MaxRequests, atLeast(1), &u.MaxRequests)
+	apply(s, "queue_timeout", b.QueueTimeout, parseDuration, &u.QueueTimeout)
+	if b.KeepAlive != nil {
+		u.KeepAlive = *b.KeepAlive
+	}
+}
+
+// apply validates the proxy block and sets what it gives in p.
+func (b *proxyBlock) apply(s section, p *Proxy) {
+	apply(s, "host_header", b.HostHeader, oneOf(hostHeaders()), &p.HostHeader)
+	if b.TrustedProxies != nil {
+		p.TrustedProxies = nil
+		for i, v := range *b.TrustedProxies {
+			if prefix, err := parseTrustedProxy(v); err != nil {
+				s.fail("trusted_proxies", i, err)
+			} else {
+				p.TrustedProxies = append(p.TrustedProxies, prefix)
 			}
 		}
 	}
-	if b := fc.Log; b != nil {
-		s, l := sec("log"), &cfg.Log
-		apply(s, "level", b.Level, oneOf(logLevels()), &l.Level)
-		apply(s, "format", b.Format, oneOf(logFormats()), &l.Format)
-		apply(s, "access_log", b.AccessLog, parseAccessLog, &l.AccessLog)
-		apply(s, "access_log_format", b.AccessLogFormat, oneOf(accessLogFormats()), &l.AccessLogFormat)
-		apply(s, "access_log_buffer", b.AccessLogBuffer, atLeast(1), &l.AccessLogBuffer)
-		apply(s, "access_log_when_full", b.AccessLogWhenFull, oneOf(accessLogWhenFull()), &l.AccessLogWhenFull)
+}
+
+// apply validates the drain block and sets what it gives in d.
+func (b *drainBlock) apply(s section, d *Drain) {
+	var delay delaySetting
+	apply(s, "delay", b.Delay, parseDelay, &delay)
+	if b.Delay != nil {
+		d.Delay, d.DelayAuto = delay.fixed, delay.auto
 	}
-	if b := fc.Limits; b != nil {
-		s, l := sec("limits"), &cfg.Limits
-		apply(s, "max_connections", b.MaxConnections, atLeast(0), &l.MaxConnections)
-		apply(s, "max_header_bytes", b.MaxHeaderBytes, atLeast(0), &l.MaxHeaderBytes)
-		apply(s, "max_request_body_bytes", b.MaxRequestBodyBytes, atLeast[int64](0), &l.MaxRequestBodyBytes)
-		apply(s, "read_header_timeout", b.ReadHeaderTimeout, parseDuration, &l.ReadHeaderTimeout)
-		apply(s, "read_timeout", b.ReadTimeout, parseDuration, &l.ReadTimeout)
-		apply(s, "write_timeout", b.WriteTimeout, parseDuration, &l.WriteTimeout)
-		apply(s, "idle_timeout", b.IdleTimeout, parseDuration, &l.IdleTimeout)
-		apply(s, "send_timeout", b.SendTimeout, parseDuration, &l.SendTimeout)
-		apply(s, "client_body_timeout", b.ClientBodyTimeout, parseDuration, &l.ClientBodyTimeout)
-		apply(s, "upgrade_idle_timeout", b.UpgradeIdleTimeout, parseDuration, &l.UpgradeIdleTimeout)
-		apply(s, "gc_heap_floor_bytes", b.GCHeapFloorBytes, atLeast[int64](0), &l.GCHeapFloorBytes)
+	apply(s, "readiness_fail_delay", b.ReadinessFailDelay, parseDuration, &d.ReadinessFailDelay)
+	if d.ReadinessFailDelay > d.Delay && !d.DelayAuto && b.ReadinessFailDelay != nil && b.Delay != nil { // else checkWhole, after the flags
+		s.fail("readiness_fail_delay", -1, readinessFailDelayError(d.ReadinessFailDelay, d.Delay))
 	}
-	return probs.err()
+	apply(s, "quiet", b.Quiet, parsePositiveDuration, &d.Quiet)
+	apply(s, "delay_min", b.DelayMin, parseDuration, &d.DelayMin)
+	apply(s, "delay_max", b.DelayMax, parsePositiveDuration, &d.DelayMax)
+	if d.DelayMin > d.DelayMax {
+		s.fail("delay_min", -1, fmt.Errorf("%v is more than delay_max (%v); make delay_min at most delay_max", d.DelayMin, d.DelayMax))
+	}
+	apply(s, "progress_interval", b.ProgressInterval, parseDuration, &d.ProgressInterval)
+	apply(s, "termination_log", b.TerminationLog, func(v string) (string, error) { return v, nil }, &d.TerminationLog)
+	apply(s, "grace", b.Grace, parseDuration, &d.Grace)
+	apply(s, "idle_close", b.IdleClose, parseDuration, &d.IdleClose)
+	apply(s, "handshake_wait", b.HandshakeWait, parseDuration, &d.HandshakeWait)
+	apply(s, "flush_timeout", b.FlushTimeout, parseDuration, &d.FlushTimeout)
+}
+
+// apply validates the admin block and sets what it gives in a.
+func (b *adminBlock) apply(s section, a *Admin) {
+	apply(s, "address", b.Address, parseAdminAddress, &a.Address)
+	apply(s, "token", b.Token, parseAdminToken, &a.Token)
+	if b.TokenFile != nil && *b.TokenFile != "" {
+		if a.Token != "" {
+			s.fail("token_file", -1, errors.New("is set as well as token; keep one of them"))
+		} else {
+			apply(s, "token_file", b.TokenFile, readTokenFile, &a.Token)
+			a.TokenFile = *b.TokenFile
+		}
+	}
+	if b.AllowedHosts != nil {
+		a.AllowedHosts = nil
+		for i, v := range *b.AllowedHosts {
+			if h, err := parseAllowedHost(v); err != nil {
+				s.fail("allowed_hosts", i, err)
+			} else {
+				a.AllowedHosts = append(a.AllowedHosts, h)
+			}
+		}
+	}
+}
+
+// apply validates the health_check block and sets what it gives in h.
+func (b *healthCheckBlock) apply(s section, h *HealthCheck) {
+	apply(s, "path", b.Path, parseHealthPath, &h.Path)
+	apply(s, "interval", b.Interval, parsePositiveDuration, &h.Interval)
+	apply(s, "timeout", b.Timeout, parsePositiveDuration, &h.Timeout)
+	apply(s, "healthy_threshold", b.HealthyThreshold, atLeast(1), &h.HealthyThreshold)
+	apply(s, "unhealthy_threshold", b.UnhealthyThreshold, atLeast(1), &h.UnhealthyThreshold)
+	if b.GRPC != nil {
+		h.GRPC = *b.GRPC
+	}
+	if b.Service != nil {
+		h.GRPCService = *b.Service
+		if !h.GRPC && h.GRPCService != "" {
+			s.fail("service", -1, errors.New("names the service of a gRPC health check; add grpc = true, or remove service"))
+		}
+	}
+	if h.GRPC && h.Path != "" {
+		s.fail("path", -1, errors.New("is for HTTP checks; with grpc = true the check calls grpc.health.v1.Health/Check (name the service with service), so remove path"))
+	}
+}
+
+// apply validates the app block and sets what it gives in a.
+func (b *appBlock) apply(s section, a *App) {
+	apply(s, "stop_signal", b.StopSignal, supervise.ParseStopSignal, &a.StopSignal)
+	apply(s, "stop_timeout", b.StopTimeout, parsePositiveDuration, &a.StopTimeout)
+	apply(s, "start_timeout", b.StartTimeout, parsePositiveDuration, &a.StartTimeout)
+	apply(s, "restart", b.Restart, supervise.ParseRestart, &a.Restart)
+	apply(s, "max_restarts", b.MaxRestarts, atLeast(1), &a.MaxRestarts)
+	apply(s, "restart_window", b.RestartWindow, parsePositiveDuration, &a.RestartWindow)
+	apply(s, "output_prefix", b.OutputPrefix, func(v string) (string, error) { return v, nil }, &a.OutputPrefix)
+	if b.ForwardSignals != nil {
+		a.ForwardSignals = nil
+		for i, v := range *b.ForwardSignals {
+			if sig, err := supervise.ParseForwardSignal(v); err != nil {
+				s.fail("forward_signals", i, err)
+			} else {
+				a.ForwardSignals = append(a.ForwardSignals, sig)
+			}
+		}
+	}
+}
+
+// apply validates the log block and sets what it gives in l.
+func (b *logBlock) apply(s section, l *Log) {
+	apply(s, "level", b.Level, oneOf(logLevels()), &l.Level)
+	apply(s, "format", b.Format, oneOf(logFormats()), &l.Format)
+	apply(s, "access_log", b.AccessLog, parseAccessLog, &l.AccessLog)
+	apply(s, "access_log_format", b.AccessLogFormat, oneOf(accessLogFormats()), &l.AccessLogFormat)
+	apply(s, "access_log_buffer", b.AccessLogBuffer, atLeast(1), &l.AccessLogBuffer)
+	apply(s, "access_log_when_full", b.AccessLogWhenFull, oneOf(accessLogWhenFull()), &l.AccessLogWhenFull)
+}
+
+// apply validates the limits block and sets what it gives in l.
+func (b *limitsBlock) apply(s section, l *Limits) {
+	apply(s, "max_connections", b.MaxConnections, atLeast(0), &l.MaxConnections)
+	apply(s, "max_header_bytes", b.MaxHeaderBytes, atLeast(0), &l.MaxHeaderBytes)
+	apply(s, "max_request_body_bytes", b.MaxRequestBodyBytes, atLeast[int64](0), &l.MaxRequestBodyBytes)
+	apply(s, "read_header_timeout", b.ReadHeaderTimeout, parseDuration, &l.ReadHeaderTimeout)
+	apply(s, "read_timeout", b.ReadTimeout, parseDuration, &l.ReadTimeout)
+	apply(s, "write_timeout", b.WriteTimeout, parseDuration, &l.WriteTimeout)
+	apply(s, "idle_timeout", b.IdleTimeout, parseDuration, &l.IdleTimeout)
+	apply(s, "send_timeout", b.SendTimeout, parseDuration, &l.SendTimeout)
+	apply(s, "client_body_timeout", b.ClientBodyTimeout, parseDuration, &l.ClientBodyTimeout)
+	apply(s, "upgrade_idle_timeout", b.UpgradeIdleTimeout, parseDuration, &l.UpgradeIdleTimeout)
+	apply(s, "gc_heap_floor_bytes", b.GCHeapFloorBytes, atLeast[int64](0), &l.GCHeapFloorBytes)
+	apply(s, "h2_max_concurrent_streams", b.H2MaxConcurrentStreams, atLeast(1), &l.H2MaxConcurrentStreams)
+	apply(s, "h2_window_timeout", b.H2WindowTimeout, parseDuration, &l.H2WindowTimeout)
 }
 
 func applyListeners(decoded []listenerBlock, blocks []*hclsyntax.Block, filename string, probs *problems) []Listener {

@@ -83,8 +83,8 @@ func ParseEnv(args []string, getenv func(string) string, out io.Writer) (*Config
 		})
 	fs.Func("admin", "serve the admin endpoints on `ADDR`, or \"off\" (default 127.0.0.1:9901): probes GET /healthz, GET /readyz, GET /drained; for operators GET /metrics, GET /status, POST /drain, POST /restart",
 		stringFlag(parseAdminAddress, override, func(c *Config, v string) { c.Admin.Address = v }))
-	fs.Func("drain-delay", "keep serving for `DUR` after the signal so load balancers deregister us, e.g. 5s (default 0s)",
-		stringFlag(parseDuration, override, func(c *Config, d time.Duration) { c.Drain.Delay = d }))
+	fs.Func("drain-delay", "keep serving for `DUR` after the signal so load balancers deregister us, e.g. 5s, or \"auto\": until new connections stop (default 0s)",
+		stringFlag(parseDelay, override, func(c *Config, d delaySetting) { c.Drain.Delay, c.Drain.DelayAuto = d.fixed, d.auto }))
 	fs.Func("readiness-fail-delay", "keep /readyz at 200 for `DUR` after the signal, at most the drain delay, e.g. for externalTrafficPolicy: Local (default 0s)",
 		stringFlag(parseDuration, override, func(c *Config, d time.Duration) { c.Drain.ReadinessFailDelay = d }))
 	fs.Func("grace", "let in-flight requests finish for up to `DUR` after the listeners close (default 30s)",
@@ -193,7 +193,7 @@ func checkWhole(cfg *Config) error {
 	if cfg.Upstream.URL == nil {
 		return errors.New(errNoUpstream)
 	}
-	if d := cfg.Drain; d.ReadinessFailDelay > d.Delay {
+	if d := cfg.Drain; d.ReadinessFailDelay > d.Delay && !d.DelayAuto { // auto: the delay starts its quiet count when readiness fails
 		return fmt.Errorf("drain.readiness_fail_delay (-readiness-fail-delay) %v", readinessFailDelayError(d.ReadinessFailDelay, d.Delay))
 	}
 	// Port 0 asks the kernel for a free port, so it never collides.

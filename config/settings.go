@@ -123,6 +123,8 @@ var Settings = []Setting{
 	{Name: "upstream.send_timeout", Field: "Upstream.SendTimeout", Effect: RebuildsProxy},
 	{Name: "upstream.max_response_header_bytes", Field: "Upstream.MaxResponseHeaderBytes", Effect: RebuildsProxy},
 	{Name: "upstream.keepalive", Field: "Upstream.KeepAlive", Effect: RebuildsProxy},
+	{Name: "upstream.max_requests", Field: "Upstream.MaxRequests", Effect: RebuildsProxy},
+	{Name: "upstream.queue_timeout", Field: "Upstream.QueueTimeout", Effect: RebuildsProxy},
 
 	{Name: "proxy.host_header", Field: "Proxy.HostHeader", Effect: RebuildsProxy},
 	{Name: "proxy.trusted_proxies", Field: "Proxy.TrustedProxies", Effect: RebuildsProxy},
@@ -133,6 +135,12 @@ var Settings = []Setting{
 	{Name: "drain.idle_close", Field: "Drain.IdleClose", Effect: NeedsUpgrade},
 	{Name: "drain.handshake_wait", Field: "Drain.HandshakeWait", Effect: NeedsUpgrade},
 	{Name: "drain.flush_timeout", Field: "Drain.FlushTimeout", Effect: NeedsUpgrade},
+	{Name: "drain.delay", Field: "Drain.DelayAuto", Effect: NeedsUpgrade}, // delay = "auto"
+	{Name: "drain.quiet", Field: "Drain.Quiet", Effect: NeedsUpgrade},
+	{Name: "drain.delay_min", Field: "Drain.DelayMin", Effect: NeedsUpgrade},
+	{Name: "drain.delay_max", Field: "Drain.DelayMax", Effect: NeedsUpgrade},
+	{Name: "drain.progress_interval", Field: "Drain.ProgressInterval", Effect: NeedsUpgrade},
+	{Name: "drain.termination_log", Field: "Drain.TerminationLog", Effect: NeedsUpgrade},
 
 	{Name: "admin.address", Field: "Admin.Address", Effect: NeedsUpgrade},
 	{Name: "admin.token", Field: "Admin.Token", Effect: AppliedInPlace},
@@ -173,6 +181,8 @@ var Settings = []Setting{
 	{Name: "limits.send_timeout", Field: "Limits.SendTimeout", Effect: RebuildsProxy},
 	{Name: "limits.client_body_timeout", Field: "Limits.ClientBodyTimeout", Effect: RebuildsProxy},
 	{Name: "limits.upgrade_idle_timeout", Field: "Limits.UpgradeIdleTimeout", Effect: RebuildsProxy},
+	{Name: "limits.h2_max_concurrent_streams", Field: "Limits.H2MaxConcurrentStreams", Effect: NeedsUpgrade},
+	{Name: "limits.h2_window_timeout", Field: "Limits.H2WindowTimeout", Effect: RebuildsProxy},
 	{Name: "limits.gc_heap_floor_bytes", Field: "Limits.GCHeapFloorBytes", Effect: NeedsUpgrade},
 }
 

@@ -37,6 +37,23 @@ func parseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// delaySetting is drain.delay: a duration, or "auto".
+type delaySetting struct {
+	fixed time.Duration
+	auto  bool
+}
+
+func parseDelay(s string) (delaySetting, error) {
+	if s == "auto" {
+		return delaySetting{auto: true}, nil
+	}
+	d, err := parseDuration(s)
+	if _, bad := time.ParseDuration(s); bad != nil {
+		err = fmt.Errorf("%q is neither a duration nor \"auto\"; write e.g. \"5s\", or \"auto\" to end the delay once new connections stop", s)
+	}
+	return delaySetting{fixed: d}, err
+}
+
 func parsePositiveDuration(s string) (time.Duration, error) {
 	d, err := parseDuration(s)
 	if err == nil && d == 0 {

@@ -83,6 +83,19 @@ type Options struct {
 	// StopApp, when set, is step 7: stop the supervised app. Its context carries the
 	// deadline the caller chose (none here).
 	StopApp func(ctx context.Context) error
+
+	// DelayAuto ends the delay once no new connection has arrived for Quiet (zero: 1s),
+	// never before DelayMin nor after DelayMax (zero: 10s); Delay is then unused
+	// (autodelay.go).
+	DelayAuto          bool
+	Quiet              time.Duration
+	DelayMin, DelayMax time.Duration
+	// ProgressInterval is how often the wait step logs what is left (zero: 5s;
+	// negative: never; progress.go).
+	ProgressInterval time.Duration
+	// TerminationLog, when set, is a file the summary line is written to at the end
+	// (Kubernetes shows /dev/termination-log in kubectl describe pod; summaryfile.go).
+	TerminationLog string
 }
 
 // Summary is the outcome of Run.
@@ -99,6 +112,10 @@ type Summary struct {
 	// not change ExitCode: that says whether the drain kept its word, not the app.
 	UpstreamFailed int64
 
+	// What the deadline cut (account.go): requests with no response head sent yet,
+	// requests cut mid-response, and upgraded connections (WebSockets) closed. Their sum
+	// is Aborted (give or take a request that finished as the deadline struck).
+	CutBeforeHead, CutMidResponse, UpgradesClosed int64
 	// Unserved counts the connections the kernel had accepted (or whose handshake it had
 	// answered) that the listeners closed without serving: still queued when the grace
 	// period ended, or reset as the socket stopped listening (see UnservedCounter). Their
@@ -201,8 +218,11 @@ type Drainer struct {
 	aborted  atomic.Int64 // requests still open at the deadline
 	aborting atomic.Bool  // the deadline passed: what finishes now was cut off
 
-	upstreamFailed atomic.Int64 // requests after the drain began that drainproxy answered for the app
-	unserved       atomic.Int64 // connections the listeners closed without serving (Summary.Unserved)
+	upstreamFailed atomic.Int64                 // requests after the drain began that drainproxy answered for the app
+	cuts           cuts                         // what the deadline cut, by kind (account.go)
+	clock          atomic.Pointer[DrainClock]   // progress.go
+	last           atomic.Pointer[lastFinished] // progress.go
+	unserved       atomic.Int64                 // connections the listeners closed without serving (Summary.Unserved)
 
 	mu        sync.Mutex // servers, running
 	servers   []*server
@@ -361,6 +381,8 @@ func (d *Drainer) Handler(next http.Handler) http.Handler {
 			x.body.ReadCloser = r.Body
 			r.Body = &x.body
 		}
+		x.proto, x.path = protocolOf(r), shownPath(r)
+		d.t.reg.add(x)
 		defer d.finish(x)
 		next.ServeHTTP(x, r)
 	})
@@ -368,6 +390,13 @@ func (d *Drainer) Handler(next http.Handler) http.Handler {
 
 func (d *Drainer) finish(x *exchange) {
 	x.finish()
+	if d.t.closing.Load() {
+		d.noteFinished(x)
+	}
+	d.t.reg.remove(x)
+	if c := x.cut.Load(); c != 0 {
+		x.CutByDrain = cutNames[c]
+	}
 	for _, o := range d.observers {
 		o.Observe(&x.Exchange)
 	}
@@ -418,6 +447,10 @@ type Stats struct {
 	ReadinessHeld bool
 	// UpstreamFailed is Summary.UpstreamFailed so far.
 	UpstreamFailed int64
+	// What the deadline cut, as in Summary.
+	CutBeforeHead, CutMidResponse, UpgradesClosed int64
+	// Drain is where the drain is (nil before it begins; progress.go).
+	Drain *DrainClock
 	// Unserved is Summary.Unserved; set once the listeners have stopped.
 	Unserved int64
 }
@@ -432,6 +465,10 @@ func (d *Drainer) Stats() Stats {
 		Drained:          d.drained.Load(),
 		Aborted:          d.aborted.Load(),
 		UpstreamFailed:   d.upstreamFailed.Load(),
+		CutBeforeHead:    d.cuts.beforeHead.Load(),
+		CutMidResponse:   d.cuts.midResponse.Load(),
+		UpgradesClosed:   d.cuts.tunnels.Load(),
+		Drain:            d.clock.Load(),
 		Unserved:         d.unserved.Load(),
 		ReadinessHeld:    d.readinessHeld(),
 	}
@@ -533,6 +570,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	} else {
 		d.log.Info("drain started", "reason", d.reason.Load(), "phase", PhaseDraining.String())
 	}
+	d.enterStep(StepDelay, begun, wasReady)
 	var drainHooks sync.WaitGroup
 	for _, fn := range d.onDrain {
 		drainHooks.Go(fn)
@@ -540,7 +578,9 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	defer drainHooks.Wait()
 
 	// 3. delay
-	if d.opts.Delay > 0 && wasReady {
+	if d.opts.DelayAuto && wasReady {
+		d.autoDelay(begun) // autodelay.go
+	} else if d.opts.Delay > 0 && wasReady {
 		d.sleep(d.opts.Delay)
 		d.log.Info("drain delay over", "took", logdur.Since(begun))
 	}
@@ -548,6 +588,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	// 4. stop accepting
 	step := time.Now()
 	d.setPhase(PhaseStopping)
+	d.enterStep(StepStopAccepting, step, true)
 	grace, cancelGrace := context.WithTimeout(context.Background(), d.opts.Grace)
 	defer cancelGrace()
 	go func() { // a second signal ends the grace period at once
@@ -566,13 +607,18 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 
 	// 5. wait
 	step = time.Now()
+	d.enterStep(StepWait, step, true)
+	stopProgress := d.logProgress(grace) // progress.go
 	idle := d.t.waitIdle(grace.Done())
+	stopProgress()
 	var aborted int64
 	if idle {
-		d.log.Info("in-flight requests finished", "took", logdur.Since(step))
+		d.log.Info("in-flight requests finished", d.lastFinishedFields(time.Since(step))...)
 	} else {
 		// 6. deadline
+		d.enterStep(StepDeadline, time.Now(), true)
 		d.aborting.Store(true)
+		d.markCuts() // account.go
 		aborted = d.t.requests.Load()
 		d.aborted.Store(aborted)
 		why := "grace period over, closing what is still open"
@@ -600,6 +646,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 	// 7. stop the app
 	if d.opts.StopApp != nil {
 		step = time.Now()
+		d.enterStep(StepStopApp, step, true)
 		if err := d.opts.StopApp(context.Background()); err != nil {
 			d.fail(fmt.Errorf("stop the app: %w", err))
 		}
@@ -608,6 +655,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 
 	// 8. flush
 	step = time.Now()
+	d.enterStep(StepFlush, step, true)
 	unfinished := d.Workers.Wait(d.opts.FlushTimeout)
 	if len(unfinished) > 0 {
 		d.log.Error("background workers did not finish in time", "workers", unfinished,
@@ -626,6 +674,7 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		Err:     d.failure,
 	}
 	sum.UpstreamFailed = d.upstreamFailed.Load()
+	sum.CutBeforeHead, sum.CutMidResponse, sum.UpgradesClosed = d.cuts.beforeHead.Load(), d.cuts.midResponse.Load(), d.cuts.tunnels.Load()
 	if sum.Unserved = d.unserved.Load(); sum.Unserved > 0 {
 		d.log.Warn("the listeners closed connections the kernel had accepted without serving them: their clients saw a reset (see \"stopping the listener\" above)",
 			"unserved", sum.Unserved)
@@ -634,8 +683,9 @@ func (d *Drainer) Run(ctx context.Context) Summary {
 		d.log.Warn("the app failed requests during the drain: drainproxy answered them 502/503/504 itself; if the app stopped before drainproxy had drained, see the README's sidecar recipes",
 			"upstream_failed", sum.UpstreamFailed)
 	}
-	d.log.Info("drain complete", "drained", sum.Drained, "aborted", sum.Aborted, "upstream_failed", sum.UpstreamFailed,
-		"unserved", sum.Unserved, "took", logdur.Format(sum.Took), "forced", sum.Forced, "exit_code", sum.ExitCode())
+	d.log.Info("drain complete", sum.logFields()...) // summaryfile.go
+	d.enterStep(StepDone, time.Now(), true)
+	d.writeTerminationLog(sum)
 
 	// 9. hold (DrainAndHold only): stay until told to stop, then return at once.
 	if d.hold.Load() {

@@ -39,6 +39,12 @@ type tracker struct {
 
 	conn     sync.Map // net.Conn -> *connInfo, for the connections http.Server tracks
 	upgraded sync.Map // *upgradedConn -> struct{}, for force-closing at the deadline
+
+	reg registry // the requests inside the handler, for what-is-in-flight (inflight.go)
+
+	// lastNew is when the last connection arrived after the drain began (unix
+	// nanoseconds; 0: none), for drain.delay = "auto" (autodelay.go).
+	lastNew atomic.Int64
 }
 
 // connInfo follows one client connection through its states.
@@ -59,6 +65,9 @@ func newTracker(idleClose time.Duration) *tracker {
 func (t *tracker) connState(c net.Conn, state http.ConnState) {
 	switch state {
 	case http.StateNew:
+		if t.closing.Load() {
+			t.lastNew.Store(time.Now().UnixNano())
+		}
 		ci := &connInfo{synRetrans: readTCPInfo(c).totalRetrans > 0}
 		ci.state.Store(int32(state))
 		t.conn.Store(c, ci)
@@ -273,6 +282,8 @@ type Exchange struct {
 	// UpstreamError is why the proxy answered instead of the upstream (proxy.Reason*), or "".
 	UpstreamError string
 	Err           error
+	// CutByDrain says how the drain's deadline cut the exchange (Cut*), or "" when it did not.
+	CutByDrain string
 }
 
 // Observer receives every finished exchange (access log, metrics). Observe runs on the
@@ -292,6 +303,17 @@ type exchange struct {
 	wroteHeader bool
 	body        countingBody
 	upgraded    *upgradedConn
+
+	// For readers of the in-flight list (inflight.go), on other goroutines.
+	shard          *registryShard
+	prevIn, nextIn *exchange // shard.mu
+	reqID          string    // shard.mu
+	proto          string    // shard.mu once registered (an upgrade renames it)
+	path           string    // set before the exchange is registered
+	out            atomic.Int64
+	headerSent     atomic.Bool
+	tunnel         atomic.Pointer[upgradedConn]
+	cut            atomic.Int32 // cut* from the deadline on
 }
 
 func (x *exchange) WriteHeader(code int) {
@@ -301,6 +323,7 @@ func (x *exchange) WriteHeader(code int) {
 	}
 	if code >= 200 {
 		x.wroteHeader = true
+		x.headerSent.Store(true)
 		x.Status = code
 		if (x.t.closing.Load() || x.t.serverClosing(x.Request)) && x.Request.ProtoMajor == 1 {
 			// The client leaves after this response instead of sending another request
@@ -316,7 +339,7 @@ func (x *exchange) Write(p []byte) (int, error) {
 		x.WriteHeader(http.StatusOK)
 	}
 	n, err := x.ResponseWriter.Write(p)
-	x.BytesOut += int64(n)
+	x.out.Add(int64(n))
 	return n, err
 }
 
@@ -338,6 +361,13 @@ func (x *exchange) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	x.Upgraded = true
 	x.Status = http.StatusSwitchingProtocols
 	x.upgraded = x.t.addUpgrade(c)
+	x.tunnel.Store(x.upgraded)
+	if x.shard != nil {
+		proto := upgradeProtocol(x.Request)
+		x.shard.mu.Lock()
+		x.proto = proto
+		x.shard.mu.Unlock()
+	}
 	return x.upgraded, brw, nil
 }
 
@@ -357,6 +387,7 @@ func (x *exchange) RecordUpstreamError(reason string, status int, err error) {
 func (x *exchange) finish() {
 	x.Duration = time.Since(x.Start)
 	x.BytesIn = x.body.n.Load()
+	x.BytesOut = x.out.Load()
 	if u := x.upgraded; u != nil {
 		u.settle()
 		x.BytesIn += u.in.Load()
@@ -368,11 +399,20 @@ func (x *exchange) finish() {
 // body on its own goroutine after the response arrived, hence the atomic.
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n    atomic.Int64
+	done atomic.Bool // read to its end, or closed
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err != nil {
+		b.done.Store(true)
+	}
 	return n, err
+}
+
+func (b *countingBody) Close() error {
+	b.done.Store(true)
+	return b.ReadCloser.Close()
 }

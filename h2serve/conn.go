@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -53,6 +54,9 @@ type conn struct {
 	lastID   uint32              // from the server's own GOAWAY, once it went out
 	finalOut bool                // the server's own GOAWAY went out
 	closing  sync.Once
+
+	idleAt time.Time // when open last became empty (or the connection opened)
+	onIdle func()    // wakes a listener waiting for room (listener.AttachMultiplexed)
 }
 
 // tlsConn is a conn over TLS: x/net/http2 reads the TLS state through ConnectionState.
@@ -64,7 +68,7 @@ type tlsConn struct {
 func (c tlsConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
 
 func newConn(nc net.Conn, srv *Server, sawPreface bool) *conn {
-	c := &conn{Conn: nc, srv: srv, open: make(map[uint32]struct{})}
+	c := &conn{Conn: nc, srv: srv, open: make(map[uint32]struct{}), idleAt: time.Now(), onIdle: func() {}}
 	if !sawPreface {
 		c.in.skip = len(http2.ClientPreface)
 	}
@@ -188,7 +192,7 @@ func (c *conn) onIn(f frameTop) {
 		c.mu.Unlock()
 	case http2.FrameRSTStream:
 		c.mu.Lock()
-		delete(c.open, f.streamID)
+		c.endStreamLocked(f.streamID)
 		c.mu.Unlock()
 	case http2.FramePing:
 		if f.flags.Has(http2.FlagPingAck) {
@@ -211,12 +215,12 @@ func (c *conn) onOut(f frameTop) {
 	case http2.FrameHeaders, http2.FrameData:
 		if f.flags&0x1 != 0 { // END_STREAM, the same bit for both
 			c.mu.Lock()
-			delete(c.open, f.streamID)
+			c.endStreamLocked(f.streamID)
 			c.mu.Unlock()
 		}
 	case http2.FrameRSTStream:
 		c.mu.Lock()
-		delete(c.open, f.streamID)
+		c.endStreamLocked(f.streamID)
 		c.mu.Unlock()
 	case http2.FrameGoAway:
 		// Only the server's own frames are scanned, not the injected ones: this is the
@@ -281,4 +285,53 @@ func (c *conn) closeNow() {
 		c.srv.closedEarly.Add(1)
 		c.Conn.Close()
 	})
+}
+
+// endStreamLocked forgets an ended stream; the connection turns idle with its last.
+func (c *conn) endStreamLocked(id uint32) {
+	if _, ok := c.open[id]; !ok {
+		return
+	}
+	delete(c.open, id)
+	if len(c.open) == 0 {
+		c.idleAt = time.Now()
+		c.onIdle()
+	}
+}
+
+// IdleSince implements listener.Multiplexed: a connection with no stream open is idle
+// for max_connections, like an HTTP/1 keep-alive connection between requests.
+func (c *conn) IdleSince() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.idleAt, len(c.open) == 0 && c.step == stepServing
+}
+
+// Reclaim implements listener.Multiplexed: when the connection is still idle, it writes
+// a GOAWAY (no error, the last stream the client opened) between two of the server's
+// frames and closes the connection, to make room under max_connections for a new
+// client. A connection that opened a stream meanwhile, is draining, or has the server in
+// the middle of a frame is left alone.
+func (c *conn) Reclaim() bool {
+	if !c.wmu.TryLock() { // the server is writing: not idle for long
+		return false
+	}
+	defer c.wmu.Unlock()
+	if !c.out.atBoundary() || c.inject != nil || c.outFrames == 0 {
+		return false
+	}
+	c.mu.Lock()
+	if len(c.open) > 0 || c.step != stepServing {
+		c.mu.Unlock()
+		return false
+	}
+	c.step = stepClosed // no stream is accepted from here on: the reader sees a closed conn
+	last := c.maxSeen
+	c.mu.Unlock()
+	var buf bytes.Buffer
+	http2.NewFramer(&buf, nil).WriteGoAway(last, http2.ErrCodeNo, nil)
+	c.Conn.SetWriteDeadline(time.Now().Add(time.Second)) // an idle client's socket has room for 17 bytes
+	c.Conn.Write(buf.Bytes())
+	c.closing.Do(func() { c.Conn.Close() })
+	return true
 }

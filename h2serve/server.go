@@ -35,6 +35,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/net/http2"
+
+	"github.com/drainproxy/drainproxy/listener"
 )
 
 // nextProtoUnencryptedHTTP2 is the TLSNextProto key under which net/http (Go 1.24 and
@@ -48,11 +50,16 @@ type Options struct {
 	// without it the connection moves on to the final GOAWAY anyway (zero: 1s).
 	PingTimeout time.Duration
 	// MaxConcurrentStreams is the per-connection stream limit announced to clients
-	// (zero: x/net/http2's default, 250 today).
+	// (zero: DefaultMaxConcurrentStreams). x/net/http2's own default is 250; most servers
+	// announce 100, and each stream may hold an upstream request.
 	MaxConcurrentStreams uint32
 	// Logger receives failures to set a connection up (zero: discard).
 	Logger hclog.Logger
 }
+
+// DefaultMaxConcurrentStreams is Options.MaxConcurrentStreams's default, what nginx,
+// Envoy's recommended edge settings and most servers announce.
+const DefaultMaxConcurrentStreams = 100
 
 // Server is the HTTP/2 side of every public listener.
 type Server struct {
@@ -74,6 +81,9 @@ func New(opts Options) *Server {
 	}
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.MaxConcurrentStreams == 0 {
+		opts.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
 	return &Server{opts: opts, log: opts.Logger, conns: make(map[*conn]struct{})}
 }
@@ -115,6 +125,8 @@ func tlsConnOf(tc *tls.Conn) net.Conn { return tc }
 // serve runs one HTTP/2 connection until it ends.
 func (s *Server) serve(hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handler, sawPreface bool) {
 	c := newConn(nc, s, sawPreface)
+	// max_connections counts it idle while no stream is open, and may reclaim it then.
+	c.onIdle = listener.AttachMultiplexed(nc, c)
 	var served net.Conn = c
 	if tc != nil {
 		served = tlsConn{conn: c, tc: tc}

@@ -205,7 +205,10 @@ func TestPassiveFailures(t *testing.T) {
 	c.Observe(ok)
 	c.Observe(failed)
 	c.Observe(failed)
-	c.Observe(&drain.Exchange{Status: 413, UpstreamError: proxy.ReasonBodyTooLarge}) // the client's fault
+	c.Observe(&drain.Exchange{Status: 413, UpstreamError: proxy.ReasonBodyTooLarge})   // the client's fault
+	c.Observe(&drain.Exchange{Status: 400, UpstreamError: proxy.ReasonBadRequest})     // so is a broken body
+	c.Observe(&drain.Exchange{Status: 504, UpstreamError: proxy.ReasonClientDeadline}) // and its own deadline
+	c.Observe(&drain.Exchange{Status: 503, UpstreamError: proxy.ReasonOverloaded})     // and our cap
 	if !c.Healthy() {
 		t.Fatal("unhealthy without 3 failures in a row")
 	}

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/drainproxy/drainproxy/internal/clientconn"
 )
 
 // A diversion keeps new connections away from a listening socket without a socket filter
@@ -37,6 +39,10 @@ type diversion struct {
 	sink, plug int // file descriptors
 	port       int // the listener's port, for the half-open count
 }
+
+// afterSinkListen, when set (by tests only), runs between the sink's listen and the first
+// selection program: the window in which a client can take the sink's place.
+var afterSinkListen func(sink int)
 
 // skfNetOff is SKF_NET_OFF: a classic-BPF load at this offset plus k reads the network
 // header at k, whatever the program's data starts at (for reuseport: the TCP payload).
@@ -127,13 +133,21 @@ func divert(rc syscall.RawConn) (_ *diversion, err error) {
 	if err := unix.Listen(d.sink, 0); err != nil {
 		return nil, fmt.Errorf("sink listen: %w", err)
 	}
+	if afterSinkListen != nil {
+		afterSinkListen(d.sink)
+	}
 	if err := attachReuseportProgram(d.sink, plugOnlyProgram(bound)); err != nil {
 		return nil, err
 	}
-	if err := connectWithin(d.plug, target, time.Second); err != nil {
+	if err := unix.Connect(d.plug, target); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return nil, fmt.Errorf("plug connect: %w", err)
 	}
-	if err := waitQueued(d.sink, 1, time.Second); err != nil {
+	// The sink's one place is taken by the plug, or by a client whose SYN came between the
+	// sink's listen and the program: either way the sink is full, which is all the
+	// diversion needs. (Waiting for the plug itself failed under a storm of new
+	// connections: a client in the sink's place makes the kernel drop the plug's SYN.)
+	// Such a client is counted at close.
+	if err := waitQueued(d.sink, 1, 2*time.Second); err != nil {
 		return nil, err
 	}
 	if err := attachReuseportProgram(d.sink, []bpf.Instruction{bpf.RetConstant{Val: 1}}); err != nil {
@@ -227,40 +241,14 @@ func attachReuseportProgram(fd int, prog []bpf.Instruction) error {
 	return nil
 }
 
-// connectWithin connects the non-blocking socket fd to sa, waiting up to d.
-func connectWithin(fd int, sa unix.Sockaddr, d time.Duration) error {
-	err := unix.Connect(fd, sa)
-	if err == nil {
-		return nil
+// plugConnected reports whether the plug's handshake completed: it holds a place in the
+// sink's queue (else a client took the place, and the plug's SYN was dropped).
+func (d *diversion) plugConnected() bool {
+	if d.plug < 0 {
+		return false
 	}
-	if !errors.Is(err, unix.EINPROGRESS) {
-		return err
-	}
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	for deadline := time.Now().Add(d); ; {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return errors.New("timed out")
-		}
-		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			break
-		}
-	}
-	soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-	if err != nil {
-		return err
-	}
-	if soErr != 0 {
-		return unix.Errno(soErr)
-	}
-	return nil
+	info, err := unix.GetsockoptTCPInfo(d.plug, unix.IPPROTO_TCP, unix.TCP_INFO)
+	return err == nil && info.State == clientconn.StateEstablished
 }
 
 // sinkQueueLen is the sink's accept-queue length (see acceptQueueLen).
@@ -293,8 +281,12 @@ func waitQueued(fd, n int, d time.Duration) error {
 // connections were in the sink's queue (clients that were reset with it).
 func (d *diversion) close() (strays int) {
 	if d.sink >= 0 {
-		if n, err := sinkQueueLen(d.sink); err == nil && n > 1 {
-			strays = n - 1
+		if n, err := sinkQueueLen(d.sink); err == nil {
+			strays = n
+			if d.plugConnected() {
+				strays-- // the plug's own place
+			}
+			strays = max(strays, 0)
 		}
 		unix.Shutdown(d.sink, unix.SHUT_RD)
 		unix.Close(d.sink)

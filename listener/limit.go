@@ -116,20 +116,62 @@ func (l *limitListener) waitForRoom(poll bool) error {
 	return nil
 }
 
-// oldestIdleLocked returns the connection idle longest, or nil when none is idle.
-// A linear scan: it runs only when the listener is full.
+// oldestIdleLocked returns the connection idle longest, or nil when none is idle: an
+// HTTP/1 keep-alive connection between requests, or a multiplexed (HTTP/2) one with no
+// stream open. A linear scan: it runs only when the listener is full.
 func (l *limitListener) oldestIdleLocked() *limitedConn {
 	var oldest *limitedConn
 	var since int64
 	for c := range l.conns {
-		if c.state.Load() != stateIdle {
+		var s int64
+		if m := c.mux.Load(); m != nil {
+			at, idle := (*m).IdleSince()
+			if !idle || c.state.Load() == stateReclaimed {
+				continue
+			}
+			s = at.UnixNano()
+		} else if c.state.Load() == stateIdle {
+			s = c.idleSince.Load()
+		} else {
 			continue
 		}
-		if s := c.idleSince.Load(); oldest == nil || s < since {
+		if oldest == nil || s < since {
 			oldest, since = c, s
 		}
 	}
 	return oldest
+}
+
+// Multiplexed is a connection that serves many requests at once (HTTP/2, package
+// h2serve), whose idleness net/http's ConnState does not report: the limit asks the
+// connection itself.
+type Multiplexed interface {
+	// IdleSince is when the connection's last stream ended (or it opened), and whether it
+	// has no stream open now.
+	IdleSince() (time.Time, bool)
+	// Reclaim tells the client to go away (GOAWAY) and closes the connection, if it is
+	// still idle; it reports whether it did.
+	Reclaim() bool
+}
+
+// AttachMultiplexed tells the connection limit of the listener that accepted c (found
+// through NetConn, as ConnState does) that m serves it, so that m counts as idle while
+// it has no stream open and may be reclaimed then. It returns what m calls when its last
+// stream ends, to wake an Accept waiting for room; a connection from a listener without
+// a limit gets a no-op.
+func AttachMultiplexed(c net.Conn, m Multiplexed) (idle func()) {
+	for c != nil {
+		if lc, ok := c.(*limitedConn); ok {
+			lc.mux.Store(&m)
+			return lc.l.signal
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
+	}
+	return func() {}
 }
 
 func (l *limitListener) release() {
@@ -169,6 +211,7 @@ type limitedConn struct {
 	state     atomic.Int32
 	idleSince atomic.Int64 // unix nanoseconds of the last move to idle
 	closeOnce sync.Once
+	mux       atomic.Pointer[Multiplexed] // set when HTTP/2 serves it (AttachMultiplexed)
 }
 
 // Read marks the connection busy as soon as bytes of a next request arrive, before the
@@ -187,6 +230,17 @@ func (c *limitedConn) Read(p []byte) (int, error) {
 func (c *limitedConn) reclaim() bool {
 	if pendingInput(c.Conn) {
 		return false
+	}
+	if m := c.mux.Load(); m != nil {
+		prev := c.state.Load()
+		if prev == stateReclaimed || !c.state.CompareAndSwap(prev, stateReclaimed) {
+			return false
+		}
+		if !(*m).Reclaim() {
+			c.state.Store(prev)
+			return false
+		}
+		return true
 	}
 	if !c.state.CompareAndSwap(stateIdle, stateReclaimed) {
 		return false

@@ -53,6 +53,7 @@ type Listener struct {
 	addr  string           // the bound address, for messages
 
 	handshakeWaitNs atomic.Int64 // SetHandshakeWait; zero: DefaultHandshakeWait
+	fds             fdWarner     // SetLogger
 
 	mu       sync.Mutex
 	stopping bool // StopAccepting has begun; Close and later StopAccepting calls do nothing
@@ -141,6 +142,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 	if err != nil && errors.Is(err, syscall.EINVAL) && l.isStopping() {
 		// The socket stopped listening (Unlisten) just before it was closed.
 		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
+	}
+	if err != nil {
+		l.fds.note(l.inner.Addr(), err)
 	}
 	return c, err
 }

@@ -197,3 +197,52 @@ func TestReuseportDiversionBlocksNewConnections(t *testing.T) {
 		})
 	}
 }
+
+// A client whose SYN reaches the sink between its listen and the first selection program
+// takes the sink's one place, so the kernel drops the plug's SYN. The diversion still
+// holds (the sink is full either way) and that client is counted at close. Before, the
+// plug's connect timed out after a second and the stop fell back to MethodShutdown,
+// which under a storm of new connections reset a client without counting it.
+func TestReuseportDiversionWithAClientInTheSink(t *testing.T) {
+	l := newListener(t, "127.0.0.1", 0)
+	addr := l.Addr().String()
+	var mu sync.Mutex
+	var clients []net.Conn
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range clients {
+			c.Close()
+		}
+	})
+	afterSinkListen = func(sink int) {
+		// Each SYN goes to the listener or the sink by the port hash; dial until one
+		// lands in the sink (the listener's queue takes the others: nothing accepts).
+		for range 200 {
+			if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+				mu.Lock()
+				clients = append(clients, c)
+				mu.Unlock()
+			}
+			if n, err := sinkQueueLen(sink); err == nil && n > 0 {
+				return
+			}
+		}
+		t.Error("no client reached the sink in 200 dials")
+	}
+	t.Cleanup(func() { afterSinkListen = nil })
+	rc, err := l.tcp.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := divert(rc)
+	if err != nil {
+		t.Fatalf("divert with a client in the sink: %v (the stop would fall back to shutdown)", err)
+	}
+	if d.plugConnected() {
+		t.Fatal("the plug connected, though a client held the sink's place")
+	}
+	if n := d.close(); n != 1 {
+		t.Fatalf("close counted %d client(s) reset with the sink, want 1", n)
+	}
+}

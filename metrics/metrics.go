@@ -81,6 +81,10 @@ type Options struct {
 	ConfigReloads ConfigReloadCounter
 	// UpstreamHealthy, when set, exports drainproxy_upstream_healthy (nil: not exported).
 	UpstreamHealthy func() bool
+	// UpstreamRequests, when set, exports drainproxy_upstream_requests_inflight and
+	// drainproxy_upstream_requests_queued: the requests holding a slot under
+	// upstream.max_requests, and those waiting for one (nil: not exported).
+	UpstreamRequests func() (inflight, queued int)
 	// UpstreamProtocolErrors, when set, exports
 	// drainproxy_upstream_protocol_errors_total{case} (stray upstream responses; nil: not
 	// exported).
@@ -151,6 +155,7 @@ var reasons = [...]string{
 	proxy.ReasonRefused, proxy.ReasonReset, proxy.ReasonTimeout,
 	proxy.ReasonBodyTooLarge, proxy.ReasonClientCanceled, proxy.ReasonBadRequest, proxy.ReasonOther,
 	proxy.ReasonSendTimeout, proxy.ReasonClientBodyTimeout, proxy.ReasonReadTimeout, proxy.ReasonUpgradeIdleTimeout,
+	proxy.ReasonOverloaded, proxy.ReasonWindowTimeout, proxy.ReasonShed,
 }
 
 // New builds the registry with every drainproxy metric and the Go and process collectors.
@@ -266,6 +271,20 @@ func New(opts Options) *Metrics {
 			}),
 		)
 	}
+	if requests := opts.UpstreamRequests; requests != nil {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: Namespace,
+				Name:      "upstream_requests_inflight",
+				Help:      "Requests in flight to the upstream, counted against upstream.max_requests.",
+			}, func() float64 { n, _ := requests(); return float64(n) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: Namespace,
+				Name:      "upstream_requests_queued",
+				Help:      "Requests waiting for a slot under upstream.max_requests (up to upstream.queue_timeout, then 503).",
+			}, func() float64 { _, n := requests(); return float64(n) }),
+		)
+	}
 	if pe := opts.UpstreamProtocolErrors; pe != nil {
 		for i, c := range proxy.StrayCases {
 			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -359,6 +378,7 @@ type statsCollector struct {
 	stats                                              func() drain.Stats
 	inflight, upgraded, conns, phase, drained, aborted *prometheus.Desc
 	drainUpstreamFailed                                *prometheus.Desc
+	cut                                                *prometheus.Desc // by "how"
 	drainUnserved                                      *prometheus.Desc
 }
 
@@ -382,13 +402,16 @@ func newStatsCollector(stats func() drain.Stats) *statsCollector {
 			"Requests still in flight when the drain's grace period ended, closed by force."),
 		drainUpstreamFailed: desc("drain_upstream_failed_total",
 			"Requests after the drain began that drainproxy answered itself with 502, 503 or 504 because the app did not."),
+		cut: prometheus.NewDesc(Namespace+"_drain_cut_total",
+			"Exchanges the drain's deadline cut, by how: before_head (no response sent), mid_response, tunnel (an upgraded connection such as a WebSocket closed).",
+			[]string{"how"}, nil),
 		drainUnserved: desc("drain_unserved_connections_total",
 			"Connections the kernel had accepted that the drain closed without serving (reset as the listeners stopped)."),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.inflight, c.upgraded, c.conns, c.phase, c.drained, c.aborted, c.drainUpstreamFailed, c.drainUnserved} {
+	for _, d := range []*prometheus.Desc{c.inflight, c.upgraded, c.conns, c.phase, c.drained, c.aborted, c.drainUpstreamFailed, c.cut, c.drainUnserved} {
 		ch <- d
 	}
 }
@@ -402,6 +425,9 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.drained, prometheus.CounterValue, float64(s.Drained))
 	ch <- prometheus.MustNewConstMetric(c.aborted, prometheus.CounterValue, float64(s.Aborted))
 	ch <- prometheus.MustNewConstMetric(c.drainUpstreamFailed, prometheus.CounterValue, float64(s.UpstreamFailed))
+	ch <- prometheus.MustNewConstMetric(c.cut, prometheus.CounterValue, float64(s.CutBeforeHead), drain.CutBeforeHead)
+	ch <- prometheus.MustNewConstMetric(c.cut, prometheus.CounterValue, float64(s.CutMidResponse), drain.CutMidResponse)
+	ch <- prometheus.MustNewConstMetric(c.cut, prometheus.CounterValue, float64(s.UpgradesClosed), drain.CutTunnel)
 	ch <- prometheus.MustNewConstMetric(c.drainUnserved, prometheus.CounterValue, float64(s.Unserved))
 }
 

@@ -170,7 +170,8 @@ func TestScrapeReadsLiveCounters(t *testing.T) {
 		}
 	}
 
-	stats.Store(drain.Stats{Phase: drain.PhaseStopped, Drained: 12, Aborted: 3, Unserved: 2})
+	stats.Store(drain.Stats{Phase: drain.PhaseStopped, Drained: 12, Aborted: 6, Unserved: 2,
+		CutBeforeHead: 1, CutMidResponse: 2, UpgradesClosed: 3})
 	logs.dropped.Store(5)
 	logs.writeErrors.Store(1)
 	child.n.Store(2)
@@ -178,7 +179,7 @@ func TestScrapeReadsLiveCounters(t *testing.T) {
 	f = scrape(t, m)
 	want = map[string]float64{
 		"drainproxy_drain_phase": 4, "drainproxy_inflight_requests": 0, "drainproxy_drained_requests_total": 12,
-		"drainproxy_aborted_requests_total": 3, "drainproxy_drain_unserved_connections_total": 2,
+		"drainproxy_aborted_requests_total": 6, "drainproxy_drain_unserved_connections_total": 2,
 		"drainproxy_access_log_dropped_total":      5,
 		"drainproxy_access_log_write_errors_total": 1, "drainproxy_child_restarts_total": 2,
 		"drainproxy_upstream_healthy": 1,
@@ -186,6 +187,11 @@ func TestScrapeReadsLiveCounters(t *testing.T) {
 	for name, w := range want {
 		if got := value(f, name); got != w {
 			t.Errorf("after changes: %s = %v, want %v", name, got, w)
+		}
+	}
+	for how, w := range map[string]float64{drain.CutBeforeHead: 1, drain.CutMidResponse: 2, drain.CutTunnel: 3} {
+		if got := value(f, "drainproxy_drain_cut_total", "how", how); got != w {
+			t.Errorf("drainproxy_drain_cut_total{how=%q} = %v, want %v", how, got, w)
 		}
 	}
 }

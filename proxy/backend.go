@@ -84,8 +84,21 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	defer b.release()
 	w, r = p.watchProgress(w, r)
-	if pw, ok := w.(*progressWriter); ok {
+	pw, _ := w.(*progressWriter)
+	if pw != nil {
 		defer pw.finish()
+	}
+	if o := p.opts.Overload; o != nil && !isUpgrade(r) {
+		slot := o.acquire(r.RemoteAddr, pw, r.Context().Done())
+		if slot == nil {
+			if err := r.Context().Err(); err != nil {
+				p.answerError(w, r, err) // the client went away, or its deadline passed
+			} else {
+				p.answerError(w, r, errOverloaded)
+			}
+			return
+		}
+		defer slot.release()
 	}
 	g := &headerGuard{ResponseWriter: w}
 	if rp, ok := r.Context().Value(replyKey{}).(*reply); ok {

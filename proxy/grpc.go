@@ -39,9 +39,14 @@ func withGRPCDeadline(r *http.Request) (*http.Request, context.CancelFunc) {
 	if !ok {
 		return r, func() {}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), d)
+	ctx, cancel := context.WithTimeoutCause(r.Context(), d, errClientDeadline)
 	return r.WithContext(ctx), cancel
 }
+
+// errClientDeadline is the cause of a request context that ended at the deadline the
+// client set (grpc-timeout): the client's choice, not the upstream's slowness, so passive
+// health does not count it.
+var errClientDeadline = errors.New("the deadline the client set (grpc-timeout) passed")
 
 // parseGRPCTimeout parses a grpc-timeout value: at most 8 digits and a unit, H M S m u n
 // (PROTOCOL-HTTP2.md in the gRPC repository).
@@ -81,12 +86,16 @@ func grpcCode(reason string) (code int, message string) {
 	switch reason {
 	case ReasonTimeout:
 		return grpcDeadlineExceeded, "drainproxy: the upstream did not answer in time"
+	case ReasonClientDeadline:
+		return grpcDeadlineExceeded, "drainproxy: the call's deadline passed"
 	case ReasonBodyTooLarge:
 		return grpcResourceExhausted, "drainproxy: the request body is over the limit"
 	case ReasonRefused:
 		return grpcUnavailable, "drainproxy: the upstream refused the connection"
 	case ReasonReset:
 		return grpcUnavailable, "drainproxy: the upstream closed the connection"
+	case ReasonOverloaded:
+		return grpcUnavailable, "drainproxy: too many requests in flight to the upstream"
 	}
 	return grpcUnavailable, "drainproxy: the upstream request failed"
 }

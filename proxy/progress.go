@@ -33,7 +33,11 @@ const (
 	ReasonClientBodyTimeout  = "client_body_timeout"  // the client stopped sending its request body: 408
 	ReasonReadTimeout        = "read_timeout"         // the upstream stopped sending the response body: connection closed
 	ReasonUpgradeIdleTimeout = "upgrade_idle_timeout" // an upgraded connection (WebSocket) moved nothing either way: closed
+	ReasonWindowTimeout      = "window_timeout"       // an HTTP/2 client gave a response no send window: stream reset
+	ReasonShed               = "shed"                 // blocked on its client while others waited for the upstream (Overload): cut
 )
+
+var errShed = errors.New("cut to make room: blocked on the client while other requests waited for the upstream")
 
 // progressTimeout is the error of a cut by a progress timeout. It is a net.Error whose
 // Timeout is true, and it matches os.ErrDeadlineExceeded.
@@ -71,11 +75,18 @@ type progressWriter struct {
 	context.Context
 	p   *Proxy
 	r   *http.Request
-	rec ErrorRecorder // the writer's, when it has one
+	rec ErrorRecorder // the writer's (or a writer's inside it), when it has one
 
 	body upstreamBody // the response body's wrapper on the inline path: one allocation less
 
-	cut          atomic.Bool // a progress timeout has been recorded
+	cut atomic.Bool // a progress timeout has been recorded
+	// writing is when the write to the client in progress began (UnixNano), 0 between
+	// writes: Overload sheds requests blocked on their client.
+	writing atomic.Int64
+	// sent is set once a write to the client has returned: until then an HTTP/2 stream
+	// has the shorter WindowTimeout.
+	sent         atomic.Bool
+	shedding     atomic.Bool // Overload cut it
 	bodyTimedOut atomic.Bool // the client body timeout fired: answer 408
 
 	// What cut the exchange, set once cut is (from any goroutine: a timer, the
@@ -90,11 +101,11 @@ type progressWriter struct {
 // when all are off.
 func (p *Proxy) watchProgress(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *http.Request) {
 	o := &p.opts
-	if o.SendTimeout <= 0 && o.ClientBodyTimeout <= 0 && o.ReadTimeout <= 0 && o.UpgradeIdleTimeout <= 0 {
+	if o.SendTimeout <= 0 && o.WindowTimeout <= 0 && o.ClientBodyTimeout <= 0 && o.ReadTimeout <= 0 && o.UpgradeIdleTimeout <= 0 {
 		return w, r
 	}
 	pw := &progressWriter{ResponseWriter: w, Context: r.Context(), p: p}
-	pw.rec, _ = w.(ErrorRecorder)
+	pw.rec = recorderOf(w) // through wrappers too (http10Writer for an HTTP/1.0 client)
 	if o.ClientBodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
 		r.Body = &clientBody{ReadCloser: r.Body, w: pw, timeout: o.ClientBodyTimeout}
 	}
@@ -129,6 +140,12 @@ func (w *progressWriter) record(reason string, status int, err error) {
 	case ReasonReadTimeout:
 		log.Error("upstream stopped sending the response body; connection closed", "upstream", w.p.Upstream(),
 			"read_timeout", w.p.opts.ReadTimeout.String(), "method", r.Method, "path", r.URL.Path)
+	case ReasonWindowTimeout:
+		log.Debug("HTTP/2 client gave the response no send window; stream reset", "window_timeout", w.p.opts.WindowTimeout.String(),
+			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
+	case ReasonShed:
+		log.Debug("response blocked on its client cut to make room for waiting requests",
+			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
 	case ReasonUpgradeIdleTimeout:
 		log.Info("upgraded connection idle; closed", "upgrade_idle_timeout", w.p.opts.UpgradeIdleTimeout.String(),
 			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
@@ -143,17 +160,42 @@ func (w *progressWriter) finish() {
 	}
 }
 
-// armSend gives the next write to the client send_timeout from now.
-func (w *progressWriter) armSend() {
-	if d := w.p.opts.SendTimeout; d > 0 {
-		http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(d))
+// armSend gives the next write to the client send_timeout from now, or, for the first
+// write of an HTTP/2 response, window_timeout if shorter: a stream whose client never
+// gives it send window (SETTINGS_INITIAL_WINDOW_SIZE=0) would otherwise hold an
+// upstream request for the whole send_timeout. It returns the time it armed from.
+func (w *progressWriter) armSend() time.Time {
+	now := time.Now()
+	d := w.p.opts.SendTimeout
+	if wt := w.p.opts.WindowTimeout; !w.sent.Load() && wt > 0 && w.r.ProtoMajor == 2 && (d <= 0 || wt < d) {
+		d = wt
 	}
+	if d > 0 {
+		http.NewResponseController(w.ResponseWriter).SetWriteDeadline(now.Add(d))
+	}
+	return now
 }
 
 func (w *progressWriter) sendFailed(err error) {
-	if w.p.opts.SendTimeout > 0 && isTimeout(err) {
+	if !isTimeout(err) {
+		return
+	}
+	switch {
+	case w.shedding.Load():
+		w.record(ReasonShed, StatusClientClosedRequest, errShed)
+	case !w.sent.Load() && w.p.opts.WindowTimeout > 0 && w.r.ProtoMajor == 2:
+		w.record(ReasonWindowTimeout, StatusClientClosedRequest, &progressTimeout{"send window from the client", w.p.opts.WindowTimeout})
+	case w.p.opts.SendTimeout > 0:
 		w.record(ReasonSendTimeout, StatusClientClosedRequest, &progressTimeout{"send to the client", w.p.opts.SendTimeout})
 	}
+}
+
+// shed cuts the exchange to give its upstream slot to a waiting request (Overload): it
+// is blocked writing to a client that does not read. Called with the Overload's lock
+// held, while the request holds its slot, so its writer is still live.
+func (w *progressWriter) shed() {
+	w.shedding.Store(true)
+	http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(-time.Second))
 }
 
 func (w *progressWriter) WriteHeader(code int) {
@@ -162,20 +204,24 @@ func (w *progressWriter) WriteHeader(code int) {
 }
 
 func (w *progressWriter) Write(b []byte) (int, error) {
-	w.armSend()
+	w.writing.Store(w.armSend().UnixNano())
 	n, err := w.ResponseWriter.Write(b)
+	w.writing.Store(0)
 	if err != nil {
 		w.sendFailed(err)
+	} else if n > 0 {
+		w.sent.Store(true)
 	}
 	return n, err
 }
 
 // FlushError lets http.ResponseController (and so ReverseProxy's streaming) flush.
 func (w *progressWriter) FlushError() error {
-	w.armSend()
+	w.writing.Store(w.armSend().UnixNano())
 	err := http.NewResponseController(w.ResponseWriter).Flush()
+	w.writing.Store(0)
 	if err != nil {
-		w.sendFailed(err)
+		w.sendFailed(err) // a flush may carry no body byte: it does not end the window wait
 	}
 	return err
 }

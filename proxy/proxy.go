@@ -89,6 +89,14 @@ type Options struct {
 	ReadTimeout         time.Duration
 	UpstreamSendTimeout time.Duration
 	UpgradeIdleTimeout  time.Duration
+	// WindowTimeout bounds the first write of an HTTP/2 response when shorter than
+	// SendTimeout: a client that gives a stream no send window (SETTINGS_INITIAL_WINDOW_SIZE
+	// 0) has it reset after this, instead of holding an upstream request (zero: off).
+	WindowTimeout time.Duration
+
+	// Overload, when set, caps the requests in flight to the upstream (see Overload); it
+	// may be shared by the proxies a reload builds one after another. Nil: no cap.
+	Overload *Overload
 
 	// Logger receives one line per failed upstream exchange (zero: discard).
 	Logger hclog.Logger
@@ -102,6 +110,26 @@ type Options struct {
 // when its response broke off).
 type ErrorRecorder interface {
 	RecordUpstreamError(reason string, status int, err error)
+}
+
+// IDRecorder may be implemented by the http.ResponseWriter handed to ServeHTTP, or by one
+// it wraps (the drain's in-flight list), to learn the request id the proxy settled on.
+type IDRecorder interface {
+	RecordRequestID(id string)
+}
+
+// idRecorderOf finds the IDRecorder among w and the writers it wraps; nil if none is.
+func idRecorderOf(w http.ResponseWriter) IDRecorder {
+	for {
+		if rec, ok := w.(IDRecorder); ok {
+			return rec
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil
+		}
+		w = u.Unwrap()
+	}
 }
 
 // recorderOf finds the ErrorRecorder among w and the writers it wraps; nil if none is.
@@ -127,6 +155,8 @@ const (
 	ReasonBodyTooLarge   = "body_too_large"  // the request body exceeded the limit: 413
 	ReasonClientCanceled = "client_canceled" // the client went away first: nothing to answer
 	ReasonBadRequest     = "bad_request"     // a request target not to forward (refusedTarget): 400 or 405; a request body cut short: 400
+	ReasonClientDeadline = "client_deadline" // the deadline the client set (grpc-timeout) passed: 504, gRPC DEADLINE_EXCEEDED
+	ReasonOverloaded     = "overloaded"      // no slot under the cap on requests in flight (Overload) in time: 503
 	ReasonOther          = "other"           // anything else (TLS, DNS, protocol): 502
 )
 
@@ -143,6 +173,11 @@ type Proxy struct {
 	websockets sync.Map
 	opts       Options
 	log        hclog.Logger
+
+	basePath bool // the upstream URL has a path that prefixes every request's
+
+	overloadLogged atomic.Int64 // UnixNano of the last "overloaded" warning
+	overloadQuiet  atomic.Int64 // rejections since, not logged
 }
 
 // New builds the proxy. It does not contact the upstream.
@@ -180,6 +215,11 @@ func New(opts Options) (*Proxy, error) {
 	opts.Logger = log
 
 	p := &Proxy{opts: opts, log: log, buffers: newBufferPool()}
+	switch opts.Upstream.Scheme {
+	case "unix", SchemeUnixH2C: // the path is the socket's
+	default:
+		p.basePath = strings.Trim(opts.Upstream.Path, "/") != ""
+	}
 	b, err := p.newBackend(opts.Upstream)
 	if err != nil {
 		return nil, err
@@ -197,8 +237,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Context().Value(requestIDAssigned{}) == nil {
 		p.setRequestID(r)
 	}
+	if rec := idRecorderOf(w); rec != nil {
+		rec.RecordRequestID(r.Header.Get(RequestIDHeader))
+	}
+	dropH2CUpgrade(r.Header)
 	if status, why := refusedTarget(r); status != 0 {
 		p.refuse(w, r, status, why)
+		return
+	}
+	if p.basePath && climbsAboveRoot(r.URL.Path) {
+		p.refuse(w, r, http.StatusBadRequest, "the request path climbs above / with .. segments, out of the upstream's base path")
 		return
 	}
 	if IsGRPC(r) {
@@ -442,8 +490,15 @@ func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *htt
 	}
 	if reason == ReasonBadRequest {
 		w.Header().Set("Connection", "close")
-		p.log.Warn("request body ended before its length", "method", r.Method, "path", r.URL.Path,
+		p.log.Warn("request body broke off or is malformed; answered 400", "method", r.Method, "path", r.URL.Path,
 			"client", r.RemoteAddr, "error", err.Error())
+	} else if reason == ReasonClientDeadline {
+		// The client's doing: at warning level and naming it, not the upstream.
+		p.log.Warn("the deadline the client set passed before the upstream answered", "error", err.Error(),
+			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
+	} else if reason == ReasonOverloaded {
+		p.logOverloaded(r)
+		w.Header().Set("Retry-After", "1")
 	} else if reason == ReasonBodyTooLarge {
 		p.log.Warn("request body over the limit", "limit_bytes", p.opts.MaxRequestBodyBytes,
 			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
@@ -465,6 +520,8 @@ func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *htt
 
 func errorBody(status int, reason string) string {
 	switch reason {
+	case ReasonClientDeadline:
+		return "504 Gateway Timeout: the deadline the request set passed\n"
 	case ReasonRefused:
 		return "502 Bad Gateway: the upstream refused the connection\n"
 	case ReasonReset:
@@ -473,8 +530,10 @@ func errorBody(status int, reason string) string {
 		return "504 Gateway Timeout: the upstream did not answer in time\n"
 	case ReasonBodyTooLarge:
 		return "413 Request Entity Too Large: the request body is over the limit\n"
+	case ReasonOverloaded:
+		return "503 Service Unavailable: too many requests in flight to the upstream; retry\n"
 	case ReasonBadRequest:
-		return "400 Bad Request: the request body ended before its declared length\n"
+		return "400 Bad Request: the request body broke off or is malformed\n"
 	}
 	return fmt.Sprintf("%d %s\n", status, http.StatusText(status))
 }
@@ -486,6 +545,10 @@ func classify(r *http.Request, err error) (reason string, status int) {
 	switch {
 	case errors.As(err, &tooLarge):
 		return ReasonBodyTooLarge, http.StatusRequestEntityTooLarge
+	case errors.Is(err, errOverloaded):
+		return ReasonOverloaded, http.StatusServiceUnavailable
+	case errors.Is(context.Cause(r.Context()), errClientDeadline) && !errors.Is(err, syscall.ECONNREFUSED):
+		return ReasonClientDeadline, http.StatusGatewayTimeout
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
 		return ReasonClientCanceled, StatusClientClosedRequest
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, os.ErrNotExist):
@@ -498,4 +561,46 @@ func classify(r *http.Request, err error) (reason string, status int) {
 		return ReasonReset, http.StatusBadGateway
 	}
 	return ReasonOther, http.StatusBadGateway
+}
+
+// dropH2CUpgrade removes the HTTP/1.1 upgrade to h2c (RFC 7540, 3.2; dropped by RFC 9113)
+// from a request: forwarded, an app that accepts it would turn the connection into an
+// HTTP/2 tunnel past header cleaning, the access log and the metrics, as nginx and Envoy
+// also refuse to pass. HTTP2-Settings belongs to that upgrade alone.
+func dropH2CUpgrade(h http.Header) {
+	delete(h, "Http2-Settings")
+	if up, ok := h["Upgrade"]; ok {
+		for _, v := range up {
+			for token := range strings.SplitSeq(v, ",") {
+				if strings.EqualFold(strings.TrimSpace(token), "h2c") {
+					delete(h, "Upgrade")
+					return
+				}
+			}
+		}
+	}
+}
+
+// climbsAboveRoot reports whether the decoded request path has more ".." segments at some
+// point than segments before them ("/../x", "/a/../../x"; "%2e%2e" and "..%2f" arrive
+// decoded; "..;x" counts, as Tomcat reads it as ".."). Joined under an upstream base path
+// ("/api" + "/../admin"), such a path leaves it once the app resolves the dots, so it is
+// refused, as nginx refuses a URI that climbs above its root.
+func climbsAboveRoot(path string) bool {
+	if !strings.Contains(path, "..") {
+		return false
+	}
+	depth := 0
+	for seg := range strings.SplitSeq(path, "/") {
+		switch {
+		case seg == "" || seg == ".":
+		case seg == ".." || strings.HasPrefix(seg, "..;"):
+			if depth--; depth < 0 {
+				return true
+			}
+		default:
+			depth++
+		}
+	}
+	return false
 }

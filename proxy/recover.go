@@ -17,10 +17,15 @@ import (
 // of its own while its copy loop writes (under a lock of its own), and the cut-short
 // watch (response.go) flushes from the copy loop, outside that lock; net/http's
 // ResponseWriter takes one call at a time.
+//
+// And it passes at most max1xx informational heads on: the ReverseProxy forwards each 1xx
+// from its own trace hook as it arrives, before the round trip's bound (fallback.go) ends
+// the exchange, which left thousands of "100 Continue" to reach the client first.
 type headerGuard struct {
 	http.ResponseWriter
 	mu   sync.Mutex
 	sent bool
+	n1xx int
 }
 
 func (g *headerGuard) WriteHeader(code int) {
@@ -28,6 +33,8 @@ func (g *headerGuard) WriteHeader(code int) {
 	defer g.mu.Unlock()
 	if code >= 200 || code == http.StatusSwitchingProtocols {
 		g.sent = true
+	} else if g.n1xx++; g.n1xx > max1xx {
+		return
 	}
 	g.ResponseWriter.WriteHeader(code)
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"sync/atomic"
@@ -129,7 +130,10 @@ type sentBody struct {
 
 func (b *sentBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF {
+	if err != nil && err != io.EOF && !errors.Is(err, http.ErrBodyReadAfterClose) {
+		// A read after the round trip closed the body is ours, not the client's; any
+		// other failure is (a short body, a malformed chunk, bare LF, an over-long
+		// chunk extension).
 		b.failed.Store(true)
 	}
 	return n, err

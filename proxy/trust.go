@@ -10,7 +10,11 @@ import "net/http"
 //   - every X-Forwarded-* (Port, Prefix, Server, Uri, Method, Ssl, Scheme, Path, ...);
 //   - the address headers of other proxies and CDNs: X-Real-IP, True-Client-IP,
 //     X-Client-IP, X-Cluster-Client-IP, CF-Connecting-IP, Fastly-Client-IP,
-//     X-Original-Forwarded-For;
+//     X-Original-Forwarded-For, and those that frameworks' "client IP" helpers read
+//     (Client-IP, Proxy-Client-IP, WL-Proxy-Client-IP, X-Originating-IP, X-Remote-IP,
+//     X-Remote-Addr, X-ProxyUser-Ip, X-Forwarded, Forwarded-For,
+//     X-Envoy-External-Address);
+//   - host overrides: X-Host, X-HTTP-Host-Override;
 //   - path overrides that frameworks honour (Symfony, IIS, auth subrequests):
 //     X-Original-URL, X-Rewrite-URL, X-Original-URI; and X-Original-Host;
 //   - scheme hints: Front-End-Https, X-Url-Scheme.
@@ -27,11 +31,11 @@ func dropForwardingClaims(h http.Header) {
 
 // forwardingClaim reports whether the header name is one dropForwardingClaims removes.
 func forwardingClaim(name string) bool {
-	if len(name) < len("x-real-ip") { // the shortest below
+	if len(name) < len("x-host") { // the shortest below
 		return false
 	}
 	switch name[0] | 0x20 { // the first letter of every name below, in lower case
-	case 'x', 't', 'c', 'f':
+	case 'x', 't', 'c', 'f', 'p', 'w':
 	default:
 		return false
 	}
@@ -59,7 +63,10 @@ func forwardingClaim(name string) bool {
 	case "x-real-ip", "true-client-ip", "x-client-ip", "x-cluster-client-ip",
 		"cf-connecting-ip", "fastly-client-ip", "x-original-forwarded-for",
 		"x-original-url", "x-rewrite-url", "x-original-uri", "x-original-host",
-		"front-end-https", "x-url-scheme":
+		"front-end-https", "x-url-scheme",
+		"client-ip", "proxy-client-ip", "wl-proxy-client-ip", "x-originating-ip", "x-remote-ip",
+		"x-remote-addr", "x-proxyuser-ip", "x-forwarded", "forwarded-for", "x-envoy-external-address",
+		"x-host", "x-http-host-override":
 		return true
 	}
 	return false

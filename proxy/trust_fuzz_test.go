@@ -15,7 +15,10 @@ func claimsByHand(name string) bool {
 	case "x-real-ip", "true-client-ip", "x-client-ip", "x-cluster-client-ip",
 		"cf-connecting-ip", "fastly-client-ip", "x-original-forwarded-for",
 		"x-original-url", "x-rewrite-url", "x-original-uri", "x-original-host",
-		"front-end-https", "x-url-scheme":
+		"front-end-https", "x-url-scheme",
+		"client-ip", "proxy-client-ip", "wl-proxy-client-ip", "x-originating-ip", "x-remote-ip",
+		"x-remote-addr", "x-proxyuser-ip", "x-forwarded", "forwarded-for", "x-envoy-external-address",
+		"x-host", "x-http-host-override":
 		return true
 	}
 	return false
@@ -23,7 +26,7 @@ func claimsByHand(name string) bool {
 
 func FuzzForwardingClaim(f *testing.F) {
 	for _, s := range []string{"X-Real-Ip", "X_REAL_IP", "x-forwarded-", "X-Forwarded-Tls-Client-Cert-Info-And-More",
-		"X-Forwarded", "Forwarded", "Cf-Ray", "X-Url-Schemes", "x-original-forwarded-for", "", "X", "\xff-forwarded-x"} {
+		"X-Forwarded", "Forwarded", "Cf-Ray", "X-Hosts", "Wl-Proxy-Client-Ip", "P", "X-Hos", "X-Url-Schemes", "x-original-forwarded-for", "", "X", "\xff-forwarded-x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {

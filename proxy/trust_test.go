@@ -32,6 +32,18 @@ func TestForwardingClaimsFromUntrustedPeersRemoved(t *testing.T) {
 		"X-Original-Host":          "forged.example",
 		"Front-End-Https":          "on",
 		"X-Url-Scheme":             "https",
+		"Client-Ip":                "203.0.113.7", // issue 23, item 7: the names frameworks read too
+		"Proxy-Client-Ip":          "203.0.113.7",
+		"Wl-Proxy-Client-Ip":       "203.0.113.7",
+		"X-Originating-Ip":         "203.0.113.7",
+		"X-Remote-Ip":              "203.0.113.7",
+		"X-Remote-Addr":            "203.0.113.7",
+		"X-Proxyuser-Ip":           "203.0.113.7",
+		"X-Forwarded":              "for=203.0.113.7",
+		"Forwarded-For":            "203.0.113.7",
+		"X-Envoy-External-Address": "203.0.113.7",
+		"X-Host":                   "forged.example",
+		"X-Http-Host-Override":     "forged.example",
 		"X_real_ip":                "203.0.113.8", // HTTP_X_REAL_IP to a CGI app
 		"X_forwarded_for":          "203.0.113.8", // HTTP_X_FORWARDED_FOR
 		"X-Forwarded_host":         "forged.example",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -94,8 +95,39 @@ func drainCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "drainproxy drain: %v\n", err)
 		return exitFailure
 	}
-	fmt.Fprintf(stdout, "drained (waited %s); drainproxy holds until its SIGTERM\n", time.Since(started).Round(time.Millisecond))
+	waited := time.Since(started).Round(time.Millisecond)
+	if n := dc.aborted(ctx); n > 0 {
+		// The wait is over, but not every request was answered: the drain's exit code
+		// will be 1, and a hook that says "drained" would hide it.
+		fmt.Fprintf(stderr, "drainproxy drain: the drain's deadline (drain.grace) cut %d request(s) still in flight after %s (aborted_requests in /status); drainproxy holds until its SIGTERM and exits 1\n", n, waited)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "drained (waited %s); drainproxy holds until its SIGTERM\n", waited)
 	return exitOK
+}
+
+// aborted returns the drain's aborted_requests from GET /status: requests the deadline
+// cut. 0 when /status cannot be read (the process may have exited after a plain drain).
+func (c *drainClient) aborted(ctx context.Context) int {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.JoinPath("/status").String(), nil)
+	if err != nil {
+		return 0
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Aborted int `json:"aborted_requests"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st) != nil {
+		return 0
+	}
+	return st.Aborted
 }
 
 // adminBaseURL turns -admin into the URL to call: a wildcard or missing host (the

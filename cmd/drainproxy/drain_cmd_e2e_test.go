@@ -325,3 +325,28 @@ func TestReadinessFailDelay(t *testing.T) {
 		})
 	}
 }
+
+// A drain whose deadline cut a request is no "drained": `drainproxy drain -wait` says so
+// in one line and exits 1, as drainproxy itself will (exit_code=1), instead of printing
+// "drained" and exiting 0.
+func TestDrainCommandReportsAbortedRequests(t *testing.T) {
+	up, arrived, _ := holdingUpstream(t) // never released: the deadline cuts it
+	p := startProxy(t, "-upstream", up, "-drain-delay", "0s", "-grace", "1s")
+	slow := getAsync(p.URL() + "/hold")
+	<-arrived
+	dr := startDrainCommand(t, "-admin", p.Admin, "-wait")
+	code := dr.wait(t, 30*time.Second)
+	<-slow
+	stderr := strings.TrimSpace(dr.stderr.String())
+	if code != 1 || strings.Contains(dr.stdout.String(), "drained") {
+		t.Errorf("drainproxy drain -wait after a drain that aborted a request exited %d, stdout %q, stderr %q; want 1 and no \"drained\"", code, dr.stdout.String(), stderr)
+	}
+	if !strings.Contains(stderr, "cut 1 request(s)") || strings.Count(stderr, "\n") != 0 {
+		t.Errorf("stderr %q, want one line saying 1 request was cut", stderr)
+	}
+	p.WaitLog("drained; serving nothing and holding until SIGTERM (the drain was asked with hold)", 20*time.Second)
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(10 * time.Second); code != 1 {
+		t.Errorf("drainproxy exited %d after the held drain's SIGTERM, want 1 (aborted)", code)
+	}
+}

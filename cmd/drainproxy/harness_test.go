@@ -122,6 +122,7 @@ type launchOptions struct {
 	stdout   io.Writer // the process's stdout; nil is the test's
 	ownGroup bool      // lead a process group of its own, like a job a terminal's shell starts
 	noCaps   bool      // run without capabilities (setpriv), as our image runs: no SYN filter
+	nofile   int       // the open-files limit to run under (prlimit); 0 leaves it
 }
 
 func launchWith(t testing.TB, o launchOptions, args ...string) *proc {
@@ -140,6 +141,11 @@ func launchWith(t testing.TB, o launchOptions, args ...string) *proc {
 		// kernel refuses the drain's SYN filter (CAP_NET_ADMIN) and the stop goes without.
 		testenv.NeedProgram(t, "setpriv", "util-linux")
 		cmd = exec.Command("setpriv", append([]string{"--inh-caps=-all", "--bounding-set=-all", "--", binary}, full...)...)
+	}
+	if o.nofile > 0 {
+		testenv.NeedProgram(t, "prlimit", "util-linux")
+		lim := fmt.Sprintf("--nofile=%d:%d", o.nofile, o.nofile)
+		cmd = exec.Command("prlimit", append([]string{lim, "--"}, cmd.Args...)...)
 	}
 	// A -race binary otherwise sleeps a second at exit, which would hide exit latency.
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1")

@@ -78,6 +78,7 @@ func (p *publicListeners) open(ctx context.Context, l config.Listener) (string, 
 		return "", err
 	}
 	ln.SetHandshakeWait(p.drain.HandshakeWait)
+	ln.SetLogger(p.log.Named("listener"))
 	srv := newServer(p.d.Handler(p.front.Handler(l, p.handler)), p.limits, p.log)
 	if l.TLS == nil {
 		p.h2.Configure(srv, !l.DisableH2C)

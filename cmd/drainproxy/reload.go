@@ -138,9 +138,10 @@ type live struct {
 	log            hclog.Logger // the root logger
 	started        *config.Config
 
-	proxies *proxySwitch
-	logs    *logSwitch
-	checker *health.Checker
+	proxies  *proxySwitch
+	overload *proxy.Overload // the cap on requests in flight, kept across reloads
+	logs     *logSwitch
+	checker  *health.Checker
 	// checkOpts are the health check settings a restarted app instance is checked with.
 	checkOpts *atomic.Pointer[health.Options]
 	front     *tlsfront.Front
@@ -222,103 +223,146 @@ func (l *live) reload(reason string) {
 			append(refused, "error", err.Error())...)
 		return
 	}
-	supervised := l.sup != nil
-	inPlace, needUpgrade := changes(supervised, l.running, l.started, next)
-	addListeners, removeListeners, listenersNeedUpgrade, served := listenerChanges(l.running.Listeners, next.Listeners)
-	needUpgrade = append(needUpgrade, listenersNeedUpgrade...)
-
+	plan := l.plan(next)
 	// Build first what can fail, so that a failure changes nothing.
-	var newProxy *proxy.Proxy
-	if has(inPlace, supervised, config.RebuildsProxy) {
+	if msg, err := l.build(plan); err != nil {
+		log.Error(msg, append(refused, "error", err.Error())...)
+		return
+	}
+	// Then switch, each in one step that no request sees half done.
+	certs := l.apply(plan, log)
+	status = reloaded
+
+	log.Info("configuration reloaded", "reason", reason, "source", next.Source, "changed", plan.changed(certs),
+		"upstream", l.proxies.current().Upstream())
+	if len(plan.needUpgrade) > 0 {
+		log.Warn("these settings changed but a reload cannot apply them: they need an upgrade (SIGUSR2) or a restart",
+			"settings", strings.Join(plan.needUpgrade, ", "))
+	}
+	if l.sup != nil {
+		if err := l.sup.Restart(reason); err != nil {
+			log.Warn("not restarting the app", "reason", err.Error())
+		}
+	}
+}
+
+// reloadPlan is what a reload changes: the settings that differ, the listeners to open and
+// remove, and the parts built for them.
+type reloadPlan struct {
+	next             *config.Config
+	supervised       bool
+	inPlace          []config.Setting
+	needUpgrade      []string
+	add              []config.Listener
+	remove           []string
+	served           []config.Listener // the listeners serving once the reload is done
+	newProxy         *proxy.Proxy      // nil: the proxy stays
+	accessLogChanged bool
+	newLog           *accesslog.Log
+	opened           []string // the listeners opened, as "address (bound)"
+}
+
+func (l *live) plan(next *config.Config) *reloadPlan {
+	p := &reloadPlan{next: next, supervised: l.sup != nil}
+	p.inPlace, p.needUpgrade = changes(p.supervised, l.running, l.started, next)
+	var listenersNeedUpgrade []string
+	p.add, p.remove, listenersNeedUpgrade, p.served = listenerChanges(l.running.Listeners, next.Listeners)
+	p.needUpgrade = append(p.needUpgrade, listenersNeedUpgrade...)
+	p.accessLogChanged = has(p.inPlace, p.supervised, config.ReopensAccessLog)
+	return p
+}
+
+// build builds the new proxy and access log and opens the new listeners. On an error it
+// undoes what it built and returns the line to log with the error: nothing changed.
+func (l *live) build(p *reloadPlan) (string, error) {
+	next := p.next
+	if has(p.inPlace, p.supervised, config.RebuildsProxy) {
 		target := next.Upstream.URL
-		if l.sup != nil {
+		if p.supervised {
 			target, _ = url.Parse(l.proxies.current().Upstream()) // the app instance serving now
 		}
 		// The counts of stray responses carry over to the new proxy.
-		if newProxy, err = buildProxy(next, target, l.proxies.current().ProtocolErrors(), l.log); err != nil {
-			log.Error("cannot build the proxy from the new configuration: still serving the running one", append(refused, "error", err.Error())...)
-			return
+		var err error
+		if p.newProxy, err = buildProxy(next, target, l.overload, l.proxies.current().ProtocolErrors(), l.log); err != nil {
+			return "cannot build the proxy from the new configuration: still serving the running one", err
 		}
 	}
-	var newLog *accesslog.Log
 	// Each line's upstream is read from the proxy in service when it is written, so a new
 	// upstream needs no new log.
-	accessLogChanged := has(inPlace, supervised, config.ReopensAccessLog)
-	if accessLogChanged {
-		if newLog, err = newAccessLog(next.Log, l.proxies.upstream, l.stdout, l.stderr, l.log.Named("access-log")); err != nil {
-			if newProxy != nil {
-				newProxy.CloseIdleConnections()
-			}
-			log.Error("cannot open the new access log: still serving the running configuration", append(refused, "error", err.Error())...)
-			return
+	if p.accessLogChanged {
+		var err error
+		if p.newLog, err = newAccessLog(next.Log, l.proxies.upstream, l.stdout, l.stderr, l.log.Named("access-log")); err != nil {
+			p.discard()
+			return "cannot open the new access log: still serving the running configuration", err
 		}
 	}
-
 	// New listeners last of what can fail: a port in use changes nothing.
-	var opened []string
-	for i, nl := range addListeners {
+	for i, nl := range p.add {
 		bound, err := l.publics.open(context.Background(), nl)
 		if err != nil {
-			for _, a := range addListeners[:i] {
+			for _, a := range p.add[:i] {
 				l.publics.remove(a.Address) // new, so next to nothing to drain
 			}
-			if newProxy != nil {
-				newProxy.CloseIdleConnections()
-			}
-			if newLog != nil { // Run with its context over closes it
-				ctx, cancel := context.WithCancel(context.Background())
-				cancel()
-				newLog.Run(ctx)
-			}
-			log.Error("cannot open a new listener: still serving the running configuration", append(refused, "error", err.Error())...)
-			return
+			p.discard()
+			return "cannot open a new listener: still serving the running configuration", err
 		}
-		opened = append(opened, nl.Address)
+		opened := nl.Address
 		if bound != nl.Address {
-			opened[len(opened)-1] += " (" + bound + ")"
+			opened += " (" + bound + ")"
 		}
+		p.opened = append(p.opened, opened)
 	}
+	return "", nil
+}
 
-	// Then switch, each in one step that no request sees half done.
-	if newProxy != nil {
+// discard closes what build built, for a reload that fails.
+func (p *reloadPlan) discard() {
+	if p.newProxy != nil {
+		p.newProxy.CloseIdleConnections()
+	}
+	if p.newLog != nil { // Run with its context over closes it
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		p.newLog.Run(ctx)
+	}
+}
+
+// apply puts what build built in service and applies the settings that need no part built;
+// it returns the listeners whose certificate files were read anew.
+func (l *live) apply(p *reloadPlan, log hclog.Logger) (certs []string) {
+	next := p.next
+	if p.newProxy != nil {
 		builtFor := ""
-		if l.sup != nil {
-			builtFor = newProxy.Upstream()
+		if p.supervised {
+			builtFor = p.newProxy.Upstream()
 		}
-		l.proxies.swap(newProxy, builtFor)
-		if named(inPlace, "upstream.url") {
+		l.proxies.swap(p.newProxy, builtFor)
+		if named(p.inPlace, "upstream.url") {
 			l.checker.SetUpstream(next.Upstream.URL)
 		}
 	}
-	if accessLogChanged {
-		l.logs.swap(newLog, l.d.Workers)
+	if p.accessLogChanged {
+		l.logs.swap(p.newLog, l.d.Workers)
 	}
-	if has(inPlace, supervised, config.ResetsHealthCheck) {
+	if has(p.inPlace, p.supervised, config.ResetsHealthCheck) {
 		target, _ := url.Parse(l.proxies.current().Upstream())
 		opts := healthOptions(next, target, l.log)
 		l.checker.SetOptions(target, opts)
 		l.checkOpts.Store(&opts)
 	}
-	if named(inPlace, "log.level") {
+	if named(p.inPlace, "log.level") {
 		l.log.SetLevel(hclog.LevelFromString(next.Log.Level))
 	}
-	if named(inPlace, "admin.token", "admin.token_file") && l.adm != nil {
+	if named(p.inPlace, "admin.token", "admin.token_file") && l.adm != nil {
 		l.adm.SetToken(next.Admin.Token)
 	}
-	if named(inPlace, "listener.tls.cert_file", "listener.tls.key_file") {
-		running, served := certFiles(l.running.Listeners), certFiles(l.started.Listeners)
-		for addr, files := range certFiles(next.Listeners) {
-			if _, ok := served[addr]; ok && running[addr] != files { // a new listener needs an upgrade
-				if err := l.front.SetCertFiles(addr, files[0], files[1]); err != nil {
-					log.Error("cannot use the new certificate files; still serving the previous ones", "error", err.Error())
-				}
-			}
-		}
+	if named(p.inPlace, "listener.tls.cert_file", "listener.tls.key_file") {
+		l.moveCertFiles(next, log)
 	}
 	// Certificate files are read again whether or not their paths changed; logs its outcome.
-	certs, _ := l.front.ReloadStaticChanged()
+	certs, _ = l.front.ReloadStaticChanged()
 	// Removed listeners drain as at shutdown, each on its own: the reload does not wait.
-	for _, addr := range removeListeners {
+	for _, addr := range p.remove {
 		l.d.Workers.Go("remove listener "+addr, func(context.Context) {
 			start := time.Now()
 			if err := l.publics.remove(addr); err != nil {
@@ -328,37 +372,42 @@ func (l *live) reload(reason string) {
 		})
 	}
 	l.running = next
-	l.running.Listeners = served
-	status = reloaded
+	l.running.Listeners = p.served
+	return certs
+}
 
+// moveCertFiles serves the certificate files next names for the HTTPS listeners this
+// process started with (a new HTTPS listener needs an upgrade).
+func (l *live) moveCertFiles(next *config.Config, log hclog.Logger) {
+	running, served := certFiles(l.running.Listeners), certFiles(l.started.Listeners)
+	for addr, files := range certFiles(next.Listeners) {
+		if _, ok := served[addr]; ok && running[addr] != files {
+			if err := l.front.SetCertFiles(addr, files[0], files[1]); err != nil {
+				log.Error("cannot use the new certificate files; still serving the previous ones", "error", err.Error())
+			}
+		}
+	}
+}
+
+// changed is the reload line's list of what the reload applied ("nothing" when nothing).
+func (p *reloadPlan) changed(certs []string) string {
 	var applied []string
-	for _, s := range inPlace {
+	for _, s := range p.inPlace {
 		applied = append(applied, s.Name)
 	}
 	if len(certs) > 0 {
 		applied = append(applied, "certificate: "+strings.Join(certs, ", "))
 	}
-	if len(opened) > 0 {
-		applied = append(applied, "listener added: "+strings.Join(opened, ", "))
+	if len(p.opened) > 0 {
+		applied = append(applied, "listener added: "+strings.Join(p.opened, ", "))
 	}
-	if len(removeListeners) > 0 {
-		applied = append(applied, "listener removed: "+strings.Join(removeListeners, ", "))
+	if len(p.remove) > 0 {
+		applied = append(applied, "listener removed: "+strings.Join(p.remove, ", "))
 	}
-	changed := "nothing"
-	if len(applied) > 0 {
-		changed = strings.Join(applied, ", ")
+	if len(applied) == 0 {
+		return "nothing"
 	}
-	log.Info("configuration reloaded", "reason", reason, "source", next.Source, "changed", changed,
-		"upstream", l.proxies.current().Upstream())
-	if len(needUpgrade) > 0 {
-		log.Warn("these settings changed but a reload cannot apply them: they need an upgrade (SIGUSR2) or a restart",
-			"settings", strings.Join(needUpgrade, ", "))
-	}
-	if l.sup != nil {
-		if err := l.sup.Restart(reason); err != nil {
-			log.Warn("not restarting the app", "reason", err.Error())
-		}
-	}
+	return strings.Join(applied, ", ")
 }
 
 // healthOptions are the health check settings of cfg for upstream u.
@@ -377,8 +426,10 @@ func healthOptions(cfg *config.Config, u *url.URL, log hclog.Logger) health.Opti
 }
 
 // buildProxy builds the proxy as cfg says, sending requests to target and counting stray
-// upstream responses in protocolErrors (nil: a new count).
-func buildProxy(cfg *config.Config, target *url.URL, protocolErrors *proxy.ProtocolErrors, log hclog.Logger) (*proxy.Proxy, error) {
+// upstream responses in protocolErrors (nil: a new count). overload is the cap on
+// requests in flight, shared by the proxies one after another.
+func buildProxy(cfg *config.Config, target *url.URL, overload *proxy.Overload, protocolErrors *proxy.ProtocolErrors, log hclog.Logger) (*proxy.Proxy, error) {
+	overload.Set(cfg.Upstream.MaxRequests, cfg.Upstream.QueueTimeout)
 	return proxy.New(proxy.Options{
 		Upstream:               target,
 		HostHeader:             cfg.Proxy.HostHeader,
@@ -393,6 +444,8 @@ func buildProxy(cfg *config.Config, target *url.URL, protocolErrors *proxy.Proto
 		ReadTimeout:            cfg.Upstream.ReadTimeout,
 		UpstreamSendTimeout:    cfg.Upstream.SendTimeout,
 		UpgradeIdleTimeout:     cfg.Limits.UpgradeIdleTimeout,
+		WindowTimeout:          cfg.Limits.H2WindowTimeout,
+		Overload:               overload,
 		MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
 		DisableKeepAlives:      !cfg.Upstream.KeepAlive,
 		ProtocolErrors:         protocolErrors,

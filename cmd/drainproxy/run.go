@@ -175,7 +175,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// HTTPS listeners: certificates from files or ACME, HTTP/2, redirects (package tlsfront).
 	// HTTP/2 on every listener (h2 by ALPN, h2c on plain ones): GOAWAY at drain start.
-	h2 := h2serve.New(h2serve.Options{Logger: log.Named("http2")})
+	h2 := h2serve.New(h2serve.Options{
+		MaxConcurrentStreams: uint32(cfg.Limits.H2MaxConcurrentStreams), Logger: log.Named("http2"),
+	})
 	front, err := tlsfront.New(tlsfront.Options{
 		Listeners: cfg.Listeners, HTTP2: h2, Logger: log.Named("tls"),
 	})
@@ -197,6 +199,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ReadinessFailDelay: cfg.Drain.ReadinessFailDelay,
 		FlushTimeout:       cfg.Drain.FlushTimeout,
 		Logger:             log.Named("drain"),
+		// Issue 25: drain.delay = "auto", progress lines, the termination log.
+		DelayAuto: cfg.Drain.DelayAuto, Quiet: cfg.Drain.Quiet, DelayMin: cfg.Drain.DelayMin, DelayMax: cfg.Drain.DelayMax,
+		ProgressInterval: progressInterval(cfg.Drain.ProgressInterval),
+		TerminationLog:   terminationLog(cfg.Drain.TerminationLog),
 		// Ready only once the upstream has answered; then a process this one upgrades
 		// may drain, and systemd hears READY=1. A process an upgrade started accepts on
 		// the sockets it shares with that one only from here on (publics.hold): until
@@ -228,7 +234,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	stopSignals := d.TrapSignals()
 	defer stopSignals()
 
-	p, err := buildProxy(cfg, cfg.Upstream.URL, nil, log)
+	overload := proxy.NewOverload(cfg.Upstream.MaxRequests, cfg.Upstream.QueueTimeout)
+	p, err := buildProxy(cfg, cfg.Upstream.URL, overload, nil, log)
 	if err != nil {
 		log.Error("cannot build the proxy", "error", err.Error())
 		return exitUsage
@@ -283,7 +290,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	adminAddr := "off"
 	reloads := newReloadStats()
 	if cfg.Admin.Address != "" {
-		m := newMetrics(d, checker, logs, sup, reloads, proxies.current().ProtocolErrors(), log.Named("metrics"))
+		m := newMetrics(d, checker, logs, sup, reloads, proxies.current().ProtocolErrors(), overload, log.Named("metrics"))
 		d.Observe(m)
 		ln, err := upg.Socket(cfg.Admin.Address, "admin", admin.Listen) // or FileDescriptorName=admin
 		if err != nil {
@@ -317,7 +324,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	lv := &live{
 		args: args, getenv: getenv, stdout: stdout, stderr: stderr, log: log, started: started, running: cfg,
 		proxies: proxies, logs: logs, checker: checker, checkOpts: &checkOpts, front: front, sup: sup, adm: adm,
-		d: d, notify: notify, stats: reloads, publics: publics,
+		d: d, notify: notify, stats: reloads, publics: publics, overload: overload,
 	}
 	stopReload := lv.trapReload()
 	defer stopReload()
@@ -403,9 +410,9 @@ func trapLogSignals(accessLog *logSwitch) (stop func()) {
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
 // supervised app are nil here, and must stay nil interfaces in metrics.Options.
-func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, protocolErrors *proxy.ProtocolErrors, log hclog.Logger) *metrics.Metrics {
+func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, protocolErrors *proxy.ProtocolErrors, overload *proxy.Overload, log hclog.Logger) *metrics.Metrics {
 	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, ConfigReloads: reloads, Logger: log,
-		UpstreamProtocolErrors: protocolErrors}
+		UpstreamProtocolErrors: protocolErrors, UpstreamRequests: overload.Inflight}
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup
@@ -487,12 +494,16 @@ func startGCFloor(floor int64, getenv func(string) string, log hclog.Logger) (st
 // newLogger builds the root logger: text for a terminal, JSON for machines.
 func newLogger(c config.Log, w io.Writer) hclog.Logger {
 	jsonFormat := c.Format == "json" || (c.Format == "auto" && !isTerminal(w))
-	return hclog.New(&hclog.LoggerOptions{
+	log := hclog.New(&hclog.LoggerOptions{
 		Name:       "drainproxy",
 		Level:      hclog.LevelFromString(c.Level),
 		Output:     w,
 		JSONFormat: jsonFormat,
 	})
+	if !jsonFormat {
+		return escapingLogger{log}
+	}
+	return log
 }
 
 func isTerminal(w io.Writer) bool {
@@ -515,4 +526,26 @@ func withFreshPort(u *url.URL) (*url.URL, error) {
 	fresh := *u
 	fresh.Host = net.JoinHostPort(u.Hostname(), port)
 	return &fresh, nil
+}
+
+// progressInterval is drain.progress_interval for drain.Options, where 0 would mean the
+// default: "0s" in the config turns the progress lines off.
+func progressInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// terminationLog is the file the drain's summary goes to: drain.termination_log, where
+// "auto" is Kubernetes' /dev/termination-log if it exists (kubelet mounts it into every
+// container; elsewhere we write nothing).
+func terminationLog(setting string) string {
+	if setting != config.TerminationLogAuto {
+		return setting
+	}
+	if _, err := os.Stat(config.DefaultTerminationLog); err != nil {
+		return ""
+	}
+	return config.DefaultTerminationLog
 }

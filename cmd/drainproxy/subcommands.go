@@ -19,6 +19,7 @@ import (
 //	drainproxy probe [-timeout 2s] URL   GET URL: exit 0 on a 2xx answer, 1 otherwise
 //	drainproxy install DEST              copy this executable to DEST (a file or a directory)
 //	drainproxy drain [-wait] ...         start the drain of a running drainproxy (drain_cmd.go)
+//	drainproxy status [-watch] [-json]   what a running drainproxy does and waits for (status_cmd.go)
 func subcommand(ctx context.Context, args []string, stdout, stderr io.Writer) (code int, ok bool) {
 	if len(args) == 0 {
 		return 0, false
@@ -30,6 +31,8 @@ func subcommand(ctx context.Context, args []string, stdout, stderr io.Writer) (c
 		return install(args[1:], stdout, stderr), true
 	case "drain": // drain_cmd.go
 		return drainCommand(ctx, args[1:], stdout, stderr), true
+	case "status":
+		return statusCommand(ctx, args[1:], stdout, stderr), true // status_cmd.go
 	}
 	return 0, false
 }
