@@ -117,17 +117,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer upg.Stop()
 	notify := upg.Notifier()
 	started := cfg // as configured: what a reload compares with (reload.go)
-	if upg.Upgraded() && len(cfg.Upstream.Command) > 0 {
-		// The previous process's app still serves on the configured port: start this
-		// one's instance on a fresh port, as a zero-downtime restart does.
-		u, err := withFreshPort(cfg.Upstream.URL)
-		if err != nil {
-			log.Error("cannot start the app", "error", err.Error())
-			return exitFailure
-		}
-		moved := *cfg
-		moved.Upstream.URL = u
-		cfg = &moved
+	if cfg, err = appOnFreshPort(cfg, upg.Upgraded()); err != nil {
+		log.Error("cannot start the app", "error", err.Error())
+		return exitFailure
 	}
 
 	healthOpts := healthOptions(cfg, cfg.Upstream.URL, log)
@@ -292,17 +284,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.Admin.Address != "" {
 		m := newMetrics(d, checker, logs, sup, reloads, proxies.current().ProtocolErrors(), overload, log.Named("metrics"))
 		d.Observe(m)
-		ln, err := upg.Socket(cfg.Admin.Address, "admin", admin.Listen) // or FileDescriptorName=admin
-		if err != nil {
-			log.Error("cannot start the admin listener", "error", err.Error())
-			return exitFailure
-		}
-		var adminLn net.Listener = ln
-		if upg.Upgraded() {
-			adminLn = handover.Hold(ln, releaseAdmin)
-		}
-		adm, err = admin.Start(admin.Options{
-			Address: cfg.Admin.Address, Listener: adminLn, Token: cfg.Admin.Token, AllowedHosts: cfg.Admin.AllowedHosts,
+		adm, err = startAdmin(upg, releaseAdmin, admin.Options{
+			Address: cfg.Admin.Address, Token: cfg.Admin.Token, AllowedHosts: cfg.Admin.AllowedHosts,
 			Drainer: d, Health: checker, Metrics: m.Handler(), Restarter: restarter(sup), App: supervisedApp(sup),
 			Upstream: p.Upstream(), CurrentUpstream: proxies.upstream, ConfigSource: cfg.Source, Version: version,
 			Logger: log.Named("admin"),
@@ -548,4 +531,35 @@ func terminationLog(setting string) string {
 		return ""
 	}
 	return config.DefaultTerminationLog
+}
+
+// appOnFreshPort is cfg, with the supervised app on a fresh port in a process an upgrade
+// started: the previous process's app still serves on the configured one, so this one's
+// instance starts elsewhere, as a zero-downtime restart does.
+func appOnFreshPort(cfg *config.Config, upgraded bool) (*config.Config, error) {
+	if !upgraded || len(cfg.Upstream.Command) == 0 {
+		return cfg, nil
+	}
+	u, err := withFreshPort(cfg.Upstream.URL)
+	if err != nil {
+		return nil, err
+	}
+	moved := *cfg
+	moved.Upstream.URL = u
+	return &moved, nil
+}
+
+// startAdmin starts the admin listener on its socket (from systemd, the process being
+// upgraded, or bound now); in a process an upgrade started it accepts only once release
+// is closed, when this process is ready.
+func startAdmin(upg *handover.Handover, release <-chan struct{}, opts admin.Options) (*admin.Server, error) {
+	ln, err := upg.Socket(opts.Address, "admin", admin.Listen) // or FileDescriptorName=admin
+	if err != nil {
+		return nil, err
+	}
+	opts.Listener = ln
+	if upg.Upgraded() {
+		opts.Listener = handover.Hold(ln, release)
+	}
+	return admin.Start(opts)
 }
