@@ -230,9 +230,17 @@ func TestStatus(t *testing.T) {
 		t.Errorf("status = %+v", st)
 	}
 	f.do("POST", "/drain", "")
-	_, _, body = f.do("GET", "/status", "")
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		t.Fatal(err)
+	// The drain's goroutine enters its first step a moment after POST /drain returns.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, _, body = f.do("GET", "/status", "")
+		st = Status{}
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Drain != nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	if st.Phase != "draining" || st.Ready || st.NotReadyReason != "draining" {
 		t.Errorf("status while draining = %+v", st)
