@@ -102,9 +102,11 @@ func TestCompose(t *testing.T) {
 	viaProxy := startNewConns("the published port on 127.0.0.1 (docker-proxy)", addr)
 	defer inNet.finish()
 	defer viaProxy.finish()
-	// Longer than the example's drain delay, so in flight when the listener closes; any
-	// that reaches drainproxy a little after the stop is still within the delay.
-	slow := slowRequests(addr, 5, 5*time.Second)
+	// Longer than the example's drain delay (3 s) plus the time Compose may take to send
+	// the signal on a loaded machine, so in flight when the listener closes: they hold the
+	// wait open, during which new connections must be refused. Any that reaches
+	// drainproxy a little after the stop is still within the delay.
+	slow := slowRequests(addr, 5, 8*time.Second)
 	okBefore := l.ok.Load()
 	stopped := make(chan struct{})
 	go func() { c.run("stop"); close(stopped) }() // the proxy first (it depends on the app), then the app
