@@ -7,10 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -61,17 +59,10 @@ func drainCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "drainproxy drain: -admin %q: %v\n%s\n", *admin, err, usage)
 		return exitUsage
 	}
-	token := ""
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			fmt.Fprintf(stderr, "drainproxy drain: -token-file: %v\n", err)
-			return exitFailure
-		}
-		if token = strings.TrimSpace(string(b)); token == "" {
-			fmt.Fprintf(stderr, "drainproxy drain: -token-file %s is empty; it must hold the admin token\n", *tokenFile)
-			return exitFailure
-		}
+	token, err := readAdminToken(*tokenFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "drainproxy drain: %v\n", err)
+		return exitFailure
 	}
 	if *timeout > 0 {
 		var cancel context.CancelFunc
@@ -128,27 +119,6 @@ func (c *drainClient) aborted(ctx context.Context) int {
 		return 0
 	}
 	return st.Aborted
-}
-
-// adminBaseURL turns -admin into the URL to call: a wildcard or missing host (the
-// admin listener of a pod is often on 0.0.0.0 so that kubelet can probe it) becomes
-// loopback, which the admin listener always answers without a token being needed for
-// loopback clients.
-func adminBaseURL(addr string) (*url.URL, error) {
-	if strings.Contains(addr, "://") {
-		return nil, errors.New("want host:port, not a URL")
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, errors.New("want host:port, such as 127.0.0.1:9901 or :9901")
-	}
-	switch host {
-	case "", "0.0.0.0":
-		host = "127.0.0.1"
-	case "::":
-		host = "::1"
-	}
-	return &url.URL{Scheme: "http", Host: net.JoinHostPort(host, port)}, nil
 }
 
 type drainClient struct {

@@ -253,7 +253,7 @@ drain {
 	oneLine(t, "wrong token", startDrainCommand(t, "-admin", p.Admin, "-token-file", wrongFile), 1, "the token in "+wrongFile+" is not the admin listener's")
 	oneLine(t, "missing token file", startDrainCommand(t, "-admin", p.Admin, "-token-file", filepath.Join(dir, "none")), 1, "no such file")
 	oneLine(t, "extra argument", startDrainCommand(t, "now"), 2, `unexpected argument "now"`)
-	oneLine(t, "a URL", startDrainCommand(t, "-admin", "http://"+p.Admin), 2, "want host:port, not a URL")
+	oneLine(t, "not an address", startDrainCommand(t, "-admin", "ftp://"+p.Admin), 2, "want host:port")
 	adminWaitReadyz(t, p, 200, "ready\n") // nothing above started a drain
 
 	slow := getAsync(p.URL() + "/hold")

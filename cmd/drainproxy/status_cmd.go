@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -81,23 +80,16 @@ type statusClient struct {
 }
 
 func newStatusClient(addr, tokenFile string) (*statusClient, error) {
-	base := strings.TrimSuffix(addr, "/")
-	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
-		if _, _, err := net.SplitHostPort(base); err != nil {
-			return nil, fmt.Errorf("-admin %q: want host:port, e.g. 127.0.0.1:9901", addr)
-		}
-		base = "http://" + base
+	base, err := adminBaseURL(addr)
+	if err != nil {
+		return nil, fmt.Errorf("-admin %q: %w", addr, err)
 	}
-	c := &statusClient{url: base + "/status",
-		http: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}}
-	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("-token-file: %w", err)
-		}
-		c.token = strings.TrimSpace(string(b))
+	token, err := readAdminToken(tokenFile)
+	if err != nil {
+		return nil, err
 	}
-	return c, nil
+	return &statusClient{url: base.String() + "/status", token: token,
+		http: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}}, nil
 }
 
 // get fetches /status once.
