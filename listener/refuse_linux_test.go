@@ -108,7 +108,14 @@ func TestStopAcceptingWithoutFilterUnderNewConnections(t *testing.T) {
 			t.Logf("%s: served=%d refused=%d accepted-then-reset=%d unserved=%d err=%v", method,
 				served.Load(), refused.Load(), reset.Load(), l.Unserved(), err)
 			other.Range(func(k, _ any) bool { t.Errorf("unexpected client error: %v", k); return true })
-			if reset.Load() > l.Unserved() {
+			// MethodShutdown (the last resort) cannot see a handshake that completes entirely
+			// between its last look at the queue and the shutdown, microseconds on loopback
+			// (documented at StopAccepting): allow that one, count every other.
+			uncountable := int64(0)
+			if method == MethodShutdown {
+				uncountable = 1
+			}
+			if reset.Load() > l.Unserved()+uncountable {
 				t.Errorf("%d connection(s) accepted and then reset, only %d counted in Unserved", reset.Load(), l.Unserved())
 			}
 			if method != MethodShutdown && reset.Load() > 0 {
