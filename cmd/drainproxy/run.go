@@ -346,6 +346,12 @@ func warnLoopbackInContainer(addrs []string, getenv func(string) string, log hcl
 			return
 		}
 	}
+	// Only the container's own process (PID 1: the image's entrypoint, or an exec'ing
+	// wrapper) warns: a drainproxy started as a child, as the tests start it on a machine
+	// that is itself a container, listens on loopback on purpose.
+	if os.Getpid() != 1 {
+		return
+	}
 	inContainer := getenv("KUBERNETES_SERVICE_HOST") != ""
 	for _, f := range []string{"/.dockerenv", "/run/.containerenv"} {
 		if _, err := os.Stat(f); err == nil {
