@@ -90,9 +90,18 @@ func (c *conn) readRequest(ctx context.Context) (*response, error) {
 		}
 	}
 
-	if c.deadlineSet {
+	// As net/http: the body may take until ReadTimeout from the request's first byte;
+	// the response until WriteTimeout from now.
+	if d := c.srv.ReadTimeout; d > 0 {
+		c.rwc.SetReadDeadline(c.t0.Add(d))
+		c.deadlineSet = true
+	} else if c.deadlineSet {
 		c.rwc.SetReadDeadline(time.Time{})
-		c.deadlineSet = c.srv.ReadHeaderTimeout > 0 || c.srv.IdleTimeout > 0
+		c.deadlineSet = false
+	}
+	if d := c.srv.WriteTimeout; d > 0 {
+		c.rwc.SetWriteDeadline(time.Now().Add(d))
+		c.writeDeadlineSet = true
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	parsed := req

@@ -1,0 +1,17 @@
+package drain
+
+import (
+	"net/http"
+	"os"
+
+	"github.com/drainproxy/drainproxy/h1serve"
+)
+
+// testServer is the server the drain's tests serve h on: net/http's, or h1serve's when
+// DRAINPROXY_SERVER_ENGINE says so (CI runs the whole suite once on each engine).
+func testServer(h http.Handler) Server {
+	if os.Getenv("DRAINPROXY_SERVER_ENGINE") == "h1serve" {
+		return &h1serve.Server{Handler: h}
+	}
+	return HTTPServer(&http.Server{Handler: h})
+}
