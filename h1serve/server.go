@@ -325,7 +325,7 @@ type conn struct {
 	lastMethod string
 	hijacked   bool
 	t0         time.Time // when the first bytes of the current request came
-	served     bool // a request was read: later ones wait for 4 bytes, as net/http
+	served     bool      // a request was read: later ones wait for 4 bytes, as net/http
 
 	// deadlineSet and writeDeadlineSet say a deadline may be set on rwc that the next
 	// request must not inherit.
