@@ -232,3 +232,11 @@ limits {
   # runs, however little is alive: far fewer collections, for memory near this size. Never above half of the memory limit (GOMEMLIMIT, or 90% of the container's). 0 leaves Go's own pacing; GOGC in the environment wins.
   gc_heap_floor_bytes = 33554432
 }
+
+server {
+  # The HTTP/1 server loop of the public listeners: "h1serve", drainproxy's own (no buffers held by an idle keep-alive
+  # connection, no background read per request, a client that half-closes still gets its answer; its differences
+  # from Go's are listed in h1serve/oracle_test.go), or "net/http", Go's http.Server. Both serve the same proxy, hand
+  # HTTP/2 to the same server and drain the same way. A change needs an upgrade (SIGUSR2) or a restart.
+  engine = "net/http"
+}

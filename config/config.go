@@ -42,7 +42,26 @@ type Config struct {
 	App    App
 	Log    Log
 	Limits Limits
+	// Server is how the public listeners serve HTTP/1.
+	Server Server
 }
+
+// Server chooses the HTTP/1 server loop of the public listeners.
+type Server struct {
+	// Engine is EngineH1serve (drainproxy's own connection loop, package h1serve) or
+	// EngineNetHTTP (Go's net/http Server). Both serve the same handler and drain the
+	// same way; h1serve costs less per request and holds no buffers while a connection
+	// is idle (docs/performance.md).
+	Engine string
+}
+
+// The values of Server.Engine.
+const (
+	EngineH1serve = "h1serve"
+	EngineNetHTTP = "net/http"
+)
+
+func serverEngines() []string { return []string{EngineH1serve, EngineNetHTTP} }
 
 // Listener is one public address to accept client connections on.
 type Listener struct {
@@ -385,6 +404,7 @@ func Default() *Config {
 			Level: "info", Format: "auto",
 			AccessLog: "stdout", AccessLogFormat: "json", AccessLogBuffer: 4096, AccessLogWhenFull: "block",
 		},
+		Server: Server{Engine: EngineNetHTTP},
 		Limits: Limits{
 			MaxConnections:         10000,
 			MaxHeaderBytes:         64 << 10, // the decoded header list, HTTP/1 and HTTP/2 (HPACK amplification); Envoy 60 KiB

@@ -31,6 +31,16 @@ type fileConfig struct {
 	App         *appBlock         `hcl:"app,block"`
 	Log         *logBlock         `hcl:"log,block"`
 	Limits      *limitsBlock      `hcl:"limits,block"`
+	Server      *serverBlock      `hcl:"server,block"`
+}
+
+type serverBlock struct {
+	Engine *string `hcl:"engine,optional"`
+}
+
+// apply validates the server block and sets what it gives in sv.
+func (b *serverBlock) apply(s section, sv *Server) {
+	apply(s, "engine", b.Engine, oneOf(serverEngines()), &sv.Engine)
 }
 
 type listenerBlock struct {
@@ -216,6 +226,9 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 	}
 	if b := fc.Limits; b != nil {
 		b.apply(sec("limits"), &cfg.Limits)
+	}
+	if b := fc.Server; b != nil {
+		b.apply(sec("server"), &cfg.Server)
 	}
 	return probs.err()
 }

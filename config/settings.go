@@ -184,6 +184,8 @@ var Settings = []Setting{
 	{Name: "limits.h2_max_concurrent_streams", Field: "Limits.H2MaxConcurrentStreams", Effect: NeedsUpgrade},
 	{Name: "limits.h2_window_timeout", Field: "Limits.H2WindowTimeout", Effect: RebuildsProxy},
 	{Name: "limits.gc_heap_floor_bytes", Field: "Limits.GCHeapFloorBytes", Effect: NeedsUpgrade},
+
+	{Name: "server.engine", Field: "Server.Engine", Effect: NeedsUpgrade},
 }
 
 // notSettings are the Config fields that no file sets: the command line's own.

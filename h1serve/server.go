@@ -98,6 +98,10 @@ type Server struct {
 	// H2C hands plain connections that open with the HTTP/2 preface to ServeHTTP2.
 	H2C bool
 
+	// DisableGeneralOptionsHandler passes "OPTIONS *" to Handler, as the field of the
+	// same name in http.Server; otherwise the loop answers it itself, as net/http does.
+	DisableGeneralOptionsHandler bool
+
 	// WatchDelay is how long a request runs with its body read before the loop watches
 	// the connection for a client reset. Zero means DefaultWatchDelay; negative turns
 	// the watch off (a gone client is then noticed only when a write fails).
@@ -540,7 +544,7 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 		handler := c.srv.Handler
-		if req.RequestURI == "*" && req.Method == "OPTIONS" {
+		if req.RequestURI == "*" && req.Method == "OPTIONS" && !c.srv.DisableGeneralOptionsHandler {
 			handler = optionsHandler
 		}
 		c.armWatch(w)

@@ -27,6 +27,7 @@ import (
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
 	"github.com/drainproxy/drainproxy/gcfloor"
+	"github.com/drainproxy/drainproxy/h1serve"
 	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/handover"
 	"github.com/drainproxy/drainproxy/health"
@@ -254,7 +255,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		})
 	}
 	publics = &publicListeners{upg: upg, d: d, front: front, h2: h2, handler: upstream, limits: cfg.Limits,
-		drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
+		server: cfg.Server, drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
 	if upg.Upgraded() {
 		publics.hold()
 	}
@@ -446,6 +447,25 @@ func newServer(h http.Handler, lim config.Limits, log hclog.Logger) *http.Server
 		// The proxy asks the kernel about a request's client when net/http ends its
 		// context: a half-closed client still gets its answer (proxy/halfclose.go).
 		ConnContext: clientconn.ConnContext,
+	}
+}
+
+// newH1Server is newServer on drainproxy's own HTTP/1 loop (server.engine = "h1serve"):
+// the same limits and timeouts, the same error log, OPTIONS * for the app, the same
+// ConnContext.
+func newH1Server(h http.Handler, lim config.Limits, log hclog.Logger) *h1serve.Server {
+	return &h1serve.Server{
+		Handler:           h,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.ReadTimeout,
+		WriteTimeout:      lim.WriteTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		ErrorLog: log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{
+			InferLevels: true, ForceLevel: hclog.Debug,
+		}),
+		DisableGeneralOptionsHandler: true,
+		ConnContext:                  clientconn.ConnContext,
 	}
 }
 
