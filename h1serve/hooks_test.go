@@ -222,3 +222,48 @@ func TestCloseLeavesHijackedConnections(t *testing.T) {
 		t.Errorf("the hijacked connection read %q after Close, want the handler's bytes", b)
 	}
 }
+
+// With CancelOnFIN a client's FIN ends its running request's context, as net/http's
+// background read does (drainproxy's proxy then asks the kernel whether the client
+// half-closed or left); without it, TestHalfCloseGetsAnswer.
+func TestCancelOnFIN(t *testing.T) {
+	canceled := make(chan bool, 1)
+	addr := serve(t, &Server{CancelOnFIN: true, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			canceled <- true
+		case <-time.After(5 * time.Second):
+			canceled <- false
+		}
+	})})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(50 * time.Millisecond) // past WatchDelay
+	c.(*net.TCPConn).CloseWrite()
+	if !<-canceled {
+		t.Error("the FIN did not end the request's context")
+	}
+}
+
+// Requests find an *http.Server under http.ServerContextKey, as under net/http:
+// httputil.ReverseProxy aborts a response whose upstream body broke off only then.
+func TestServerContextKey(t *testing.T) {
+	seen := make(chan bool, 1)
+	addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server)
+		seen <- ok && srv != nil && srv.Handler != nil
+	})})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !<-seen {
+		t.Error("no *http.Server with the handler under http.ServerContextKey")
+	}
+}

@@ -348,19 +348,19 @@ func (c *conn) bodyDone() {
 
 // startWatchLocked reads the connection until the request ends. Bytes that arrive are
 // the next pipelined request and stay buffered; a FIN is a half-close and cancels
-// nothing (the answer still goes out); any other read error means the client is gone
-// and cancels the request.
+// nothing (the answer still goes out) unless CancelOnFIN; any other read error means the
+// client is gone and cancels the request.
 func (c *conn) startWatchLocked() {
 	c.watchRunning = true
 	c.cr.cancelOnErr = false
 	done := make(chan struct{})
 	c.watchDone = done
-	w, br := c.watchReq, c.br
+	w, br, fin := c.watchReq, c.br, c.srv.CancelOnFIN
 	go func() {
 		defer close(done)
 		_, err := br.Peek(1)
 		var ne net.Error
-		if err == nil || err == io.EOF || (errors.As(err, &ne) && ne.Timeout()) {
+		if err == nil || (err == io.EOF && !fin) || (errors.As(err, &ne) && ne.Timeout()) {
 			return
 		}
 		w.cancel()

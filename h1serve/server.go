@@ -18,6 +18,10 @@
 //   - No read or write buffer is held while a connection is idle between requests: the
 //     loop waits for the next request with a one-byte read and takes its buffers from
 //     sync.Pools only once bytes arrive.
+//
+// It keeps the hooks a server needs to be drained as net/http's is (package drain):
+// ConnState, BaseContext and ConnContext, Close, the read, write, head and idle
+// timeouts; it hands HTTP/2 (ALPN h2, h2c with prior knowledge) to ServeHTTP2.
 package h1serve
 
 import (
@@ -98,6 +102,13 @@ type Server struct {
 	// H2C hands plain connections that open with the HTTP/2 preface to ServeHTTP2.
 	H2C bool
 
+	// CancelOnFIN ends a running request's context when its client's FIN arrives, as
+	// net/http does, for a handler that tells a client that half-closed from one that
+	// went away by itself (drainproxy's proxy asks the kernel, proxy/halfclose.go).
+	// Without it a FIN cancels nothing, and a client that closed its connection is
+	// noticed only when a write to it fails.
+	CancelOnFIN bool
+
 	// DisableGeneralOptionsHandler passes "OPTIONS *" to Handler, as the field of the
 	// same name in http.Server; otherwise the loop answers it itself, as net/http does.
 	DisableGeneralOptionsHandler bool
@@ -114,6 +125,9 @@ type Server struct {
 	// idleHook, for tests, is called when a connection starts to wait for its next
 	// request, with whether it still holds a read and a write buffer.
 	idleHook func(reader, writer bool)
+
+	viewOnce sync.Once
+	view     *http.Server // see netHTTPView
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -219,6 +233,22 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// netHTTPView is an http.Server with s's handler and limits, which serves nothing: the
+// value of http.ServerContextKey in the requests' contexts. Code that looks for it must
+// find one: httputil.ReverseProxy aborts a response whose upstream body broke off
+// (panic(http.ErrAbortHandler), so the client sees the cut) only when it runs under a
+// server, and would otherwise end a cut-short chunked body as if it were complete.
+func (s *Server) netHTTPView() *http.Server {
+	s.viewOnce.Do(func() {
+		s.view = &http.Server{
+			Handler: s.Handler, ReadHeaderTimeout: s.ReadHeaderTimeout, ReadTimeout: s.ReadTimeout,
+			WriteTimeout: s.WriteTimeout, IdleTimeout: s.IdleTimeout, MaxHeaderBytes: s.MaxHeaderBytes,
+			ErrorLog: s.ErrorLog, DisableGeneralOptionsHandler: s.DisableGeneralOptionsHandler,
+		}
+	})
+	return s.view
+}
+
 // Hooks returns where s keeps its ConnState and BaseContext hooks, for a caller that
 // chains its own (package drain, which serves net/http's servers the same way).
 func (s *Server) Hooks() (connState *func(net.Conn, http.ConnState), baseContext *func(net.Listener) context.Context) {
@@ -307,6 +337,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		}
 	}
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
+	ctx = context.WithValue(ctx, http.ServerContextKey, s.netHTTPView())
 	cn.serve(ctx)
 	closed = !cn.hijacked
 }

@@ -465,7 +465,10 @@ func newH1Server(h http.Handler, lim config.Limits, log hclog.Logger) *h1serve.S
 			InferLevels: true, ForceLevel: hclog.Debug,
 		}),
 		DisableGeneralOptionsHandler: true,
-		ConnContext:                  clientconn.ConnContext,
+		// As newServer: a FIN ends the request's context, and the proxy asks the kernel
+		// whether the client half-closed (answered) or left (proxy/halfclose.go).
+		CancelOnFIN: true,
+		ConnContext: clientconn.ConnContext,
 	}
 }
 
