@@ -234,9 +234,9 @@ limits {
 }
 
 server {
-  # The HTTP/1 server loop of the public listeners: "h1serve", drainproxy's own (no buffers held by an idle keep-alive
-  # connection, no background read per request, a client that half-closes still gets its answer; its differences
-  # from Go's are listed in h1serve/oracle_test.go), or "net/http", Go's http.Server. Both serve the same proxy, hand
-  # HTTP/2 to the same server and drain the same way. A change needs an upgrade (SIGUSR2) or a restart.
-  engine = "net/http"
+  # The HTTP/1 server loop of the public listeners: "h1serve", drainproxy's own (no read or write buffer held while a
+  # keep-alive connection is idle, no background read on every request; h1serve/oracle_test.go lists where it differs
+  # from Go's and why), or "net/http", Go's http.Server. Both serve the same proxy, hand HTTP/2 to the same server and
+  # drain the same way; CI runs every test on both. docs/performance.md has what each costs.
+  engine = "h1serve"
 }

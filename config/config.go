@@ -404,7 +404,7 @@ func Default() *Config {
 			Level: "info", Format: "auto",
 			AccessLog: "stdout", AccessLogFormat: "json", AccessLogBuffer: 4096, AccessLogWhenFull: "block",
 		},
-		Server: Server{Engine: EngineNetHTTP},
+		Server: Server{Engine: EngineH1serve},
 		Limits: Limits{
 			MaxConnections:         10000,
 			MaxHeaderBytes:         64 << 10, // the decoded header list, HTTP/1 and HTTP/2 (HPACK amplification); Envoy 60 KiB

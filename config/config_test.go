@@ -327,6 +327,11 @@ func TestFileErrors(t *testing.T) {
 			want: []string{"config.hcl:5:1: servers: unknown block; did you mean server { ... }; the blocks are admin, app, drain, health_check, limits, listener, log, proxy, server, upstream"},
 		},
 		{
+			name: "unknown server engine",
+			src:  "upstream {\n  url = \"http://a:1\"\n}\nserver {\n  engine = \"nginx\"\n}\n",
+			want: []string{"config.hcl:5:12: server.engine: ", "h1serve", "net/http"},
+		},
+		{
 			name: "nested block",
 			src:  "upstream {\n  url = \"http://a:1\"\n  tls {\n  }\n}\n",
 			want: []string{"config.hcl:3:3: upstream.tls: blocks cannot be nested; upstream takes"},

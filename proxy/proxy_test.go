@@ -132,10 +132,10 @@ func startFront(t testing.TB, opts proxy.Options, viaDrain bool) *front {
 		d.Observe(exchanges(f.Seen))
 		h = d.Handler(p)
 	}
-	if os.Getenv("DRAINPROXY_SERVER_ENGINE") == "h1serve" { // CI runs the suite on both engines
-		f.Addr = serveH1(t, h)
-	} else {
+	if os.Getenv("DRAINPROXY_SERVER_ENGINE") == "net/http" { // CI runs the suite on both engines
 		f.Addr = serveOn(t, h, connState)
+	} else { // drainproxy's default
+		f.Addr = serveH1(t, h)
 	}
 	f.URL = "http://" + f.Addr
 	f.Client = newClient(t)

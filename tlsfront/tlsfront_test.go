@@ -237,14 +237,14 @@ func TestFrontStaticHTTPS(t *testing.T) {
 	d.OnStopAccepting(func(context.Context) { h2.StopAccepting() })
 	var srv drain.Server
 	var public net.Listener
-	if os.Getenv("DRAINPROXY_SERVER_ENGINE") == "h1serve" { // CI runs the suite on both engines
-		s := &h1serve.Server{Handler: h}
-		srv = s
-		public, err = f.WrapH1(l, ln, s)
-	} else {
+	if os.Getenv("DRAINPROXY_SERVER_ENGINE") == "net/http" { // CI runs the suite on both engines
 		s := &http.Server{Handler: h}
 		srv = drain.HTTPServer(s)
 		public, err = f.Wrap(l, ln, s)
+	} else { // drainproxy's default
+		s := &h1serve.Server{Handler: h}
+		srv = s
+		public, err = f.WrapH1(l, ln, s)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -324,7 +324,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}()
 
 	log.Info("drainproxy starting", "version", version, "listen", strings.Join(addrs, ","),
-		"admin", adminAddr, "upstream", p.Upstream(), "access_log", cfg.Log.AccessLog, "config", cfg.Source, "pid", os.Getpid())
+		"admin", adminAddr, "upstream", p.Upstream(), "access_log", cfg.Log.AccessLog, "server_engine", cfg.Server.Engine,
+		"config", cfg.Source, "pid", os.Getpid())
 	if sup == nil {
 		return d.Run(ctx).ExitCode()
 	}
