@@ -255,9 +255,6 @@ func (s *Server) Hooks() (connState *func(net.Conn, http.ConnState), baseContext
 	return &s.ConnState, &s.BaseContext
 }
 
-// wait waits for the goroutines of the connections Serve started (for tests).
-func (s *Server) wait() { s.wg.Wait() }
-
 func (s *Server) setState(c net.Conn, st http.ConnState) {
 	if s.ConnState != nil {
 		s.ConnState(c, st)

@@ -9,8 +9,6 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"golang.org/x/net/http2"
-
 	"github.com/drainproxy/drainproxy/h1serve"
 )
 
@@ -71,13 +69,19 @@ func TestConfigureH1TLS(t *testing.T) {
 		}
 		io.WriteString(w, r.Proto)
 	}), &cert)
+	transport := func(h2 bool) *http.Transport {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Protocols: new(http.Protocols)}
+		tr.Protocols.SetHTTP1(!h2)
+		tr.Protocols.SetHTTP2(h2)
+		return tr
+	}
 	for _, tc := range []struct {
 		name string
 		rt   http.RoundTripper
 		want string
 	}{
-		{"h2", &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, "HTTP/2.0"},
-		{"http/1.1", &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, "HTTP/1.1"},
+		{"h2", transport(true), "HTTP/2.0"},
+		{"http/1.1", transport(false), "HTTP/1.1"},
 	} {
 		resp, err := (&http.Client{Transport: tc.rt}).Get("https://" + addr + "/")
 		if err != nil {
