@@ -3,10 +3,13 @@ package h1serve
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -265,5 +268,36 @@ func TestServerContextKey(t *testing.T) {
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	if !<-seen {
 		t.Error("no *http.Server with the handler under http.ServerContextKey")
+	}
+}
+
+// A plain HTTP request to a TLS listener gets net/http's 400, not a silent close.
+func TestPlainHTTPToTLS(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil) // for its certificate only
+	ts.StartTLS()
+	ts.Close()
+	var got []string
+	for _, srv := range []interface{ Serve(net.Listener) error }{
+		&http.Server{Handler: http.NotFoundHandler(), ErrorLog: log.New(io.Discard, "", 0)},
+		&Server{Handler: http.NotFoundHandler()},
+	} {
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", ts.TLS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(ln)
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(c)
+		c.Close()
+		ln.Close()
+		got = append(got, string(b))
+	}
+	if got[0] != got[1] || !strings.HasPrefix(got[1], "HTTP/1.0 400") {
+		t.Errorf("net/http answered %q, h1serve %q", got[0], got[1])
 	}
 }

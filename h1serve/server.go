@@ -319,6 +319,11 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 			c.SetDeadline(time.Now().Add(d))
 		}
 		if err := tc.HandshakeContext(ctx); err != nil {
+			// As net/http: a client that spoke plain HTTP to a TLS listener is told so.
+			var re tls.RecordHeaderError
+			if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader[:]) {
+				io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+			}
 			c.Close()
 			return
 		}
@@ -637,6 +642,15 @@ func (c *conn) awaitRequest() bool {
 		c.deadlineSet = false
 	}
 	return true
+}
+
+// looksLikeHTTP is net/http's guess that the first bytes of a TLS record are plain HTTP.
+func looksLikeHTTP(hdr []byte) bool {
+	switch string(hdr) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
 }
 
 // http2Preface is what an HTTP/2 client with prior knowledge sends first; net/http looks
