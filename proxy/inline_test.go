@@ -313,9 +313,10 @@ func TestInlineStaleConnectionIsRetried(t *testing.T) {
 // goes out on a kept connection that the guard closes as it is handed over (the previous
 // response's framing was doubtful: two equal Content-Lengths). Nothing was written, so the
 // POST must go out again on a new connection: replayBody's GetBody lets the Transport
-// retry it itself (its "nothing written" error; this fails without it). fallbackRoundTrip's loop does not matter
-// here (this passes without it); TestFallbackPOSTOnIdleConnectionClosedAtHandOut is the
-// case it covers. Every POST must get its answer.
+// retry it itself (its "nothing written" error; this fails without GetBody).
+// fallbackRoundTrip's loop does not matter here (this passes without it);
+// TestFallbackPOSTOnIdleConnectionClosedAtHandOut is the case it covers. Every POST must
+// get its answer.
 func TestFallbackStaleConnectionIsRetried(t *testing.T) {
 	up, accepted := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
 		for {
