@@ -16,12 +16,12 @@ import (
 // until the process runs out of descriptors and memory.
 //
 // The queue is bounded too, as Envoy's max_pending_requests (1024 by default there): at
-// most as many requests wait as the cap lets in flight. A request that finds the queue full
-// takes the place of the newest waiter of the connection with the most waiting, when that
-// one has more waiting than its own connection (that waiter is refused at once); otherwise
-// it is refused at once itself. Without the bound, each stream a peer opens past the cap
-// waits out the queue timeout with its request, buffers and goroutine, and 80 HTTP/2
-// connections of 100 streams held 7,000 of them.
+// most as many requests wait as the cap lets in flight. A request that finds the queue
+// full takes the place of the newest waiter of the connection with the most waiting, when
+// that one has at least two more waiting than its own connection (that waiter is refused
+// at once); otherwise it is refused at once itself. Without the bound, each stream a peer
+// opens past the cap waits out the queue timeout with its request, buffers and goroutine,
+// and 80 HTTP/2 connections of 100 streams held 7,000 of them.
 //
 // Three rules keep one peer from holding every slot:
 //
@@ -258,12 +258,13 @@ func (o *Overload) removeWaiterLocked(wt *waiter) {
 }
 
 // evictLocked makes room in the full queue for a request of share: it refuses the newest
-// waiter of the connection with the most waiting, if that one has more than share has.
-// False when share is (one of) the heaviest: the newcomer is the one to refuse.
+// waiter of the connection with the most waiting, if that one would still have more than
+// share once the request joins. False otherwise (HTTP/1 clients, one request each, never
+// take each other's places): the newcomer is the one to refuse.
 func (o *Overload) evictLocked(share *connShare) bool {
 	victim := -1
 	for i, wt := range o.waiters {
-		if wt.share.waiting > share.waiting && (victim < 0 || wt.share.waiting >= o.waiters[victim].share.waiting) {
+		if wt.share.waiting > share.waiting+1 && (victim < 0 || wt.share.waiting >= o.waiters[victim].share.waiting) {
 			victim = i
 		}
 	}

@@ -79,8 +79,8 @@ func TestOverloadGrantsTheLightestConnection(t *testing.T) {
 }
 
 // The queue holds at most as many requests as the cap: past that a request is refused at
-// once (not after the queue timeout), unless a connection with more waiting than its own
-// has a waiter, whose place it takes (that waiter is refused at once).
+// once (not after the queue timeout), unless a connection with at least two more waiting
+// than its own has a waiter, whose place it takes (that waiter is refused at once).
 func TestOverloadQueueIsBounded(t *testing.T) {
 	o := NewOverload(2, 5*time.Second)
 	held := []*overloadSlot{o.acquire("heavy", nil, nil), o.acquire("heavy", nil, nil)}
