@@ -473,10 +473,18 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 // answerUpstreamError is answerError for an exchange with the upstream target.
 func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *http.Request, err error) {
 	reason, status := classify(r, err)
-	if reason != ReasonBodyTooLarge && reason != ReasonClientCanceled && requestBodyFailed(r) {
-		// The client's request body ended before its length (a half-close mid-body): the
-		// upstream saw a request cut short, through no fault of its own.
-		reason, status = ReasonBadRequest, http.StatusBadRequest
+	if reason != ReasonBodyTooLarge && reason != ReasonClientCanceled {
+		switch requestBodyFault(r) {
+		case ReasonBadRequest:
+			// The client's request body ended before its length (a half-close mid-body)
+			// or is malformed: the upstream saw a request cut short, through no fault of
+			// its own.
+			reason, status = ReasonBadRequest, http.StatusBadRequest
+		case ReasonClientCanceled:
+			// The client reset its connection while sending the body: gone, as a client
+			// that resets while it waits for the answer.
+			reason, status = ReasonClientCanceled, StatusClientClosedRequest
+		}
 	}
 	if rec := recorderOf(w); rec != nil {
 		rec.RecordUpstreamError(reason, status, err)
@@ -517,6 +525,19 @@ func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *htt
 		return
 	}
 	h := w.Header()
+	if r.ProtoMajor == 2 && reason == ReasonOverloaded {
+		// Without a body the refusal is one HEADERS frame, which needs no send window: an
+		// HTTP/2 client that gives none (SETTINGS_INITIAL_WINDOW_SIZE=0) would otherwise
+		// hold each refused stream, with its request and goroutine, until window_timeout.
+		h.Set("Content-Length", "0")
+		w.WriteHeader(status)
+		return
+	}
+	if wt := p.opts.WindowTimeout; r.ProtoMajor == 2 && wt > 0 {
+		// The same client holds any other error's body only that long (the Transport's
+		// answers go through watchProgress; ours here do not).
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wt))
+	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
