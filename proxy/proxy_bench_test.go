@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/h1serve"
 	"github.com/drainproxy/drainproxy/internal/clientconn"
 	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/standin"
@@ -27,6 +29,40 @@ func BenchmarkProxyHotPath(b *testing.B) {
 	b.Cleanup(p.CloseIdleConnections)
 	addr := serveAsBinary(b, drain.New(drain.Options{}).Handler(p))
 	benchmarkGET(b, "http://"+addr+"/")
+}
+
+// BenchmarkProxyHotPathH1serve is BenchmarkProxyHotPathAsShipped (the default progress
+// timeouts and cap on requests in flight) on the server the binary uses by default
+// (server.engine = "h1serve", with CancelOnFIN and the half-close watch's ConnContext): the
+// per-request layers as a default drainproxy runs them.
+func BenchmarkProxyHotPathH1serve(b *testing.B) {
+	up := upstreamURL(b, standin.Handler())
+	opts := progressOptions(up.String(), 60*time.Second)
+	opts.ResponseHeaderTimeout = 60 * time.Second
+	opts.UpgradeIdleTimeout = time.Hour
+	opts.WindowTimeout = 10 * time.Second
+	opts.Overload = proxy.NewOverload(proxy.DefaultMaxRequests, proxy.DefaultQueueTimeout)
+	p, err := proxy.New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.CloseIdleConnections)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &h1serve.Server{Handler: drain.New(drain.Options{}).Handler(p), CancelOnFIN: true,
+		ConnContext: clientconn.ConnContext}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	b.Cleanup(func() {
+		srv.Close()
+		<-served
+	})
+	benchmarkGET(b, "http://"+ln.Addr().String()+"/")
 }
 
 // serveAsBinary serves h as serveOn does, on a server that keeps each request's
