@@ -48,9 +48,17 @@ type Overload struct {
 	shedding int       // slots cut (stall) and not released yet
 	lastScan time.Time // of shedLocked
 
+	// spare holds connShares forgotten since, for the next connection to reuse: an
+	// HTTP/1 connection holds one request at a time, so its share is forgotten after
+	// every request and would be allocated anew for the next.
+	spare []*connShare
+
 	rejected atomic.Uint64
 	shed     atomic.Uint64
 }
+
+// maxSpareShares bounds Overload.spare.
+const maxSpareShares = 256
 
 // stallShed is how long a request must have been blocked writing to its client before a
 // waiter may have it cut; queueTick is how often a waiter looks for such a request.
@@ -69,17 +77,41 @@ const DefaultQueueTimeout = time.Second
 type connShare struct {
 	key     string
 	held    int
-	waiting int // its requests in o.waiters
-	holders map[*overloadSlot]struct{}
+	waiting int           // its requests in o.waiters
+	holders *overloadSlot // the slots it holds, linked through overloadSlot.next (a map
+	// cost two allocations per request)
 }
 
-// overloadSlot is one request's hold on the cap.
+// overloadSlot is one request's hold on the cap. Its storage is the caller's (acquireInto):
+// the request's reply, one allocation less per request.
 type overloadSlot struct {
-	o      *Overload
-	share  *connShare
-	w      *progressWriter // nil: not sheddable (no progress timeouts)
-	cut    bool            // shed by a waiter
-	queued time.Duration   // time spent waiting for the slot
+	o          *Overload
+	share      *connShare
+	w          *progressWriter // nil: not sheddable (no progress timeouts)
+	cut        bool            // shed by a waiter
+	queued     time.Duration   // time spent waiting for the slot
+	prev, next *overloadSlot   // in share.holders
+}
+
+// link adds s to its share's holders; unlink removes it. Under o.mu.
+func (s *overloadSlot) link() {
+	s.prev, s.next = nil, s.share.holders
+	if s.next != nil {
+		s.next.prev = s
+	}
+	s.share.holders = s
+}
+
+func (s *overloadSlot) unlink() {
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else {
+		s.share.holders = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	}
+	s.prev, s.next = nil, nil
 }
 
 type waiter struct {
@@ -127,26 +159,36 @@ func (o *Overload) Inflight() (inflight, waiting int) {
 	return o.inflight, len(o.waiters)
 }
 
-// acquire takes a slot for a request from the client connection key, waiting up to the
-// queue timeout; nil when none freed in time or done closed first. w, when not nil, is the
-// request's writer, through which a waiter may cut it while it is blocked on its client.
+// acquire is acquireInto with a slot of its own; nil when acquireInto is false.
 func (o *Overload) acquire(key string, w *progressWriter, done <-chan struct{}) *overloadSlot {
+	s := new(overloadSlot)
+	if !o.acquireInto(s, key, w, done) {
+		return nil
+	}
+	return s
+}
+
+// acquireInto takes a slot for a request from the client connection key into s, waiting up
+// to the queue timeout; false when none freed in time or done closed first. w, when not
+// nil, is the request's writer, through which a waiter may cut it while it is blocked on
+// its client.
+func (o *Overload) acquireInto(s *overloadSlot, key string, w *progressWriter, done <-chan struct{}) bool {
 	o.mu.Lock()
 	share := o.conns[key]
 	if share == nil {
-		share = &connShare{key: key, holders: make(map[*overloadSlot]struct{})}
+		share = o.newShareLocked(key)
 		o.conns[key] = share
 	}
 	if o.inflight < o.max && len(o.waiters) == 0 {
-		s := o.holdLocked(share, w)
+		o.holdLocked(s, share, w)
 		o.mu.Unlock()
-		return s
+		return true
 	}
 	if len(o.waiters) >= o.max && !o.evictLocked(share) {
 		o.forgetLocked(share)
 		o.mu.Unlock()
 		o.rejected.Add(1)
-		return nil
+		return false
 	}
 	wt := &waiter{share: share, granted: make(chan struct{})}
 	o.waiters = append(o.waiters, wt)
@@ -165,9 +207,10 @@ func (o *Overload) acquire(key string, w *progressWriter, done <-chan struct{}) 
 		case <-wt.granted:
 			if wt.refused { // set before granted was closed
 				o.rejected.Add(1)
-				return nil
+				return false
 			}
-			return o.grantedSlot(share, w, start)
+			o.grantedSlot(s, share, w, start)
+			return true
 		case <-tick.C:
 			o.mu.Lock()
 			if !wt.done {
@@ -181,43 +224,54 @@ func (o *Overload) acquire(key string, w *progressWriter, done <-chan struct{}) 
 		o.mu.Lock()
 		if wt.done && !wt.refused { // granted as we gave up: the slot is ours
 			o.mu.Unlock()
-			return o.grantedSlot(share, w, start)
+			o.grantedSlot(s, share, w, start)
+			return true
 		}
 		if wt.refused {
 			o.mu.Unlock()
 			o.rejected.Add(1)
-			return nil
+			return false
 		}
 		wt.done = true
 		o.removeWaiterLocked(wt)
 		o.forgetLocked(share)
 		o.mu.Unlock()
 		o.rejected.Add(1)
-		return nil
+		return false
 	}
 }
 
-func (o *Overload) grantedSlot(share *connShare, w *progressWriter, start time.Time) *overloadSlot {
+func (o *Overload) grantedSlot(s *overloadSlot, share *connShare, w *progressWriter, start time.Time) {
 	o.mu.Lock()
-	s := &overloadSlot{o: o, share: share, w: w, queued: time.Since(start)}
-	share.holders[s] = struct{}{} // held and inflight were counted by grantLocked
+	*s = overloadSlot{o: o, share: share, w: w, queued: time.Since(start)}
+	s.link() // held and inflight were counted by grantLocked
 	o.mu.Unlock()
-	return s
 }
 
-func (o *Overload) holdLocked(share *connShare, w *progressWriter) *overloadSlot {
+func (o *Overload) holdLocked(s *overloadSlot, share *connShare, w *progressWriter) {
 	o.inflight++
 	share.held++
-	s := &overloadSlot{o: o, share: share, w: w}
-	share.holders[s] = struct{}{}
-	return s
+	*s = overloadSlot{o: o, share: share, w: w}
+	s.link()
+}
+
+// newShareLocked is a connShare for key, a spare one if there is one.
+func (o *Overload) newShareLocked(key string) *connShare {
+	if n := len(o.spare); n > 0 {
+		c := o.spare[n-1]
+		o.spare[n-1] = nil
+		o.spare = o.spare[:n-1]
+		c.key = key
+		return c
+	}
+	return &connShare{key: key}
 }
 
 // release gives the slot back, to the waiter that should have it if any.
 func (s *overloadSlot) release() {
 	o := s.o
 	o.mu.Lock()
-	delete(s.share.holders, s)
+	s.unlink()
 	s.share.held--
 	o.inflight--
 	if s.cut {
@@ -286,6 +340,10 @@ func (o *Overload) forgetLocked(share *connShare) {
 		return
 	}
 	delete(o.conns, share.key)
+	if len(o.spare) < maxSpareShares {
+		*share = connShare{} // nothing points at it any more: no slot, no waiter
+		o.spare = append(o.spare, share)
+	}
 }
 
 // shedLocked cuts requests blocked on their client for longer than stallShed, on behalf
@@ -339,7 +397,7 @@ func (o *Overload) shedLocked() {
 
 // stalledIn is a request of c blocked writing to its client for longer than stallShed.
 func stalledIn(c *connShare, now time.Time) *overloadSlot {
-	for s := range c.holders {
+	for s := c.holders; s != nil; s = s.next {
 		if s.w == nil || s.cut {
 			continue
 		}
