@@ -76,21 +76,16 @@ func (p *Proxy) newBackend(u *url.URL) (*Backend, error) {
 }
 
 // serve forwards r through the current backend, counted in its in-flight requests.
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
+func (p *Proxy) serve(rp *reply, w http.ResponseWriter, r *http.Request) {
 	b := p.acquire()
 	if b == nil {
 		p.answerError(w, r, errSwitching)
 		return
 	}
 	defer b.release()
-	w, r = p.watchProgress(w, r)
 	pw, _ := w.(*progressWriter)
-	if pw != nil {
-		defer pw.finish()
-	}
 	if o := p.opts.Overload; o != nil && !isUpgrade(r) {
-		slot := o.acquire(r.RemoteAddr, pw, r.Context().Done())
-		if slot == nil {
+		if !o.acquireInto(&rp.slot, r.RemoteAddr, pw, r.Context().Done()) {
 			if err := r.Context().Err(); err != nil {
 				p.answerError(w, r, err) // the client went away, or its deadline passed
 			} else {
@@ -98,12 +93,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
-		defer slot.release()
+		defer rp.slot.release()
 	}
-	g := &headerGuard{ResponseWriter: w}
-	if rp, ok := r.Context().Value(replyKey{}).(*reply); ok {
-		rp.w = g // the cut-short watch flushes through the guard's lock
-	}
+	rp.guard.ResponseWriter = w
+	g := &rp.guard
+	rp.w = g // the cut-short watch flushes through the guard's lock
 	defer p.recoverRequest(b.target, g, r)
 	if isWebSocketUpgrade(r) {
 		ws, wr, end := p.startWebSocket(b, g, r)

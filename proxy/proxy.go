@@ -282,7 +282,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := rp.detach(r)
 	defer rp.release()
-	p.serve(w, r.WithContext(ctx))
+	w, r = p.watchProgress(rp, w, r, ctx)
+	if pw, ok := w.(*progressWriter); ok {
+		defer pw.finish()
+	}
+	p.serve(rp, w, r)
 }
 
 // CloseIdleConnections closes pooled upstream connections; call it once serving is over.

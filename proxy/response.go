@@ -20,8 +20,12 @@ type reply struct {
 	parent context.Context // the request's context as the server made it
 	w      http.ResponseWriter
 	body   watchedBody
-	sent   sentBody    // the request body, watched for an end before its length
-	watch  clientWatch // HTTP/1: the client connection (halfclose.go)
+	sent   sentBody     // the request body, watched for an end before its length
+	watch  clientWatch  // HTTP/1: the client connection (halfclose.go)
+	slot   overloadSlot // the request's hold on Options.Overload, if set
+	// The request's writers, here rather than allocated one by one.
+	progress progressWriter // when a progress timeout is on (watchProgress)
+	guard    headerGuard    // what the ReverseProxy writes to (serve)
 }
 
 type replyKey struct{}
