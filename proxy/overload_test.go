@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -219,4 +220,53 @@ func BenchmarkOverloadAcquireRelease(b *testing.B) {
 			o.acquire("127.0.0.1:40000", nil, nil).release()
 		}
 	})
+}
+
+// A connection's slots are a list (no map per request): releasing any one of them, first,
+// middle or last, leaves exactly the others, and a share forgotten and reused for another
+// connection starts empty.
+func TestOverloadHoldersList(t *testing.T) {
+	o := NewOverload(8, time.Second)
+	holders := func(key string) []*overloadSlot {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		var got []*overloadSlot
+		if c := o.conns[key]; c != nil {
+			for s := c.holders; s != nil; s = s.next {
+				got = append(got, s)
+			}
+		}
+		return got
+	}
+	s := []*overloadSlot{o.acquire("a", nil, nil), o.acquire("a", nil, nil), o.acquire("a", nil, nil), o.acquire("a", nil, nil)}
+	for _, i := range []int{1, 3, 0} { // middle, first in the list, last in the list
+		s[i].release()
+		s[i] = nil
+		var want []*overloadSlot
+		for _, x := range s {
+			if x != nil {
+				want = append(want, x)
+			}
+		}
+		got := holders("a")
+		same := len(got) == len(want)
+		for _, w := range want {
+			same = same && slices.Contains(got, w)
+		}
+		if !same {
+			t.Fatalf("after releasing slot %d: holders %v, want %v", i, got, want)
+		}
+	}
+	s[2].release()
+	b := o.acquire("b", nil, nil) // takes the share "a" left
+	if got := holders("b"); len(got) != 1 || got[0] != b || b.share.held != 1 || b.share.key != "b" {
+		t.Fatalf("reused share: holders %v held %d key %q, want only the new slot", got, b.share.held, b.share.key)
+	}
+	if got := holders("a"); got != nil {
+		t.Fatalf("a holds nothing and was forgotten, still has %v", got)
+	}
+	b.release()
+	if in, _ := o.Inflight(); in != 0 {
+		t.Fatalf("inflight %d after every release", in)
+	}
 }
