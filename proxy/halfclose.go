@@ -64,9 +64,13 @@ type clientWatch struct {
 	stop   func() bool // unregisters clientStopped from the request's context
 	body   *sentBody   // the request's body; nil without one
 
-	mu    sync.Mutex
-	ended bool        // the handler has returned
-	timer *time.Timer // the next look, while the client is half-closed
+	done <-chan struct{} // the detached context's Done: tells it apart (poisonOnEnd)
+
+	mu       sync.Mutex
+	ended    bool        // the handler has returned
+	timer    *time.Timer // the next look, while the client is half-closed
+	canceled bool        // end ran: the detached context is done
+	upstream *upConn     // poisoned by end (poisonOnEnd); nil when none is
 }
 
 // Deadline, Done and Err make a reply the parent of the context its request goes upstream
@@ -102,7 +106,7 @@ func (rp *reply) detach(r *http.Request) context.Context {
 	}
 	_, isTLS := c.(*tls.Conn)
 	ctx, cancel := context.WithCancelCause(rp)
-	rp.watch = clientWatch{conn: c, tls: isTLS, cancel: cancel}
+	rp.watch = clientWatch{conn: c, tls: isTLS, cancel: cancel, done: ctx.Done()}
 	if rp.sent.ReadCloser != nil {
 		rp.watch.body = &rp.sent
 	}
@@ -123,13 +127,69 @@ func (rp *reply) release() {
 		w.timer.Stop()
 	}
 	w.mu.Unlock()
-	w.cancel(context.Canceled)
+	w.end(context.Canceled)
+}
+
+// end cancels the detached context with cause, then poisons the upstream connection
+// hooked by poisonOnEnd, in that order: whoever sees the poisoned read or write fail
+// finds the context's error, as when context.AfterFunc ran the poison.
+func (w *clientWatch) end(cause error) {
+	w.cancel(cause)
+	w.mu.Lock()
+	w.canceled = true
+	uc := w.upstream
+	w.upstream = nil
+	w.mu.Unlock()
+	if uc != nil {
+		uc.poison()
+	}
+}
+
+// endHook is what poisonOnEnd registered; unhook is context.AfterFunc's stop.
+type endHook struct {
+	w    *clientWatch // nil: stop is context.AfterFunc's
+	uc   *upConn
+	stop func() bool
+}
+
+// poisonOnEnd has uc poisoned when ctx ends, as context.AfterFunc(ctx, uc.poison) would.
+// When ctx ends only by its request's client watch (its Done is the detached context's:
+// no context that could end on its own sits between), the watch does it as it cancels,
+// without AfterFunc's three allocations and the lock and map of the parent's children
+// on every upstream exchange.
+func poisonOnEnd(ctx context.Context, uc *upConn) endHook {
+	if rp, _ := ctx.Value(replyKey{}).(*reply); rp != nil && rp.watch.cancel != nil && ctx.Done() == rp.watch.done {
+		w := &rp.watch
+		w.mu.Lock()
+		if w.upstream == nil && !w.canceled {
+			w.upstream = uc
+			w.mu.Unlock()
+			return endHook{w: w, uc: uc}
+		}
+		w.mu.Unlock()
+	}
+	return endHook{stop: context.AfterFunc(ctx, uc.poison)}
+}
+
+// unhook keeps the poison from running, and reports whether it did (false: it ran or is
+// running, and the connection is not to be reused).
+func (h endHook) unhook() bool {
+	if h.w == nil {
+		return h.stop()
+	}
+	h.w.mu.Lock()
+	defer h.w.mu.Unlock()
+	if h.w.upstream != h.uc {
+		return false
+	}
+	h.w.upstream = nil
+	return true
 }
 
 // clientStopped runs when net/http ends the request's context.
 func (w *clientWatch) clientStopped() {
 	if !w.stillThere(true) {
-		w.cancel(errClientGone)
+		w.end(errClientGone)
 		return
 	}
 	w.mu.Lock()
@@ -142,7 +202,7 @@ func (w *clientWatch) clientStopped() {
 // look is the periodic check of a half-closed client.
 func (w *clientWatch) look() {
 	if !w.stillThere(false) {
-		w.cancel(errClientGone)
+		w.end(errClientGone)
 		return
 	}
 	w.mu.Lock()

@@ -199,9 +199,9 @@ func (t *inlineTransport) try(r *http.Request, uc *upConn) (*http.Response, erro
 	uc.br = t.bufs.reader(uc)
 	// A canceled request (client gone, drain deadline) unblocks reads and writes at once;
 	// its connection is never reused after that.
-	stop := context.AfterFunc(ctx, uc.poison)
+	hook := poisonOnEnd(ctx, uc)
 	fail := func(err error, gotBytes bool) (*http.Response, error) {
-		stop()
+		hook.unhook()
 		uc.c.Close()
 		_, hb := uc.endHead()
 		t.bufs.putHead(hb)
@@ -265,7 +265,7 @@ func (t *inlineTransport) try(r *http.Request, uc *upConn) (*http.Response, erro
 	head, hb := uc.endHead()
 	plain, _ := reusableHead(head, r.Method)
 	t.bufs.putHead(hb)
-	res.Body = &inlineBody{rc: res.Body, uc: uc, t: t, ctx: ctx, stop: stop,
+	res.Body = &inlineBody{rc: res.Body, uc: uc, t: t, ctx: ctx, hook: hook,
 		keep: !res.Close && plain, eof: res.Body == http.NoBody}
 	return res, nil
 }
@@ -575,8 +575,8 @@ type inlineBody struct {
 	uc   *upConn
 	t    *inlineTransport
 	ctx  context.Context
-	stop func() bool
-	keep bool // the upstream allows another request on the connection
+	hook endHook // the poison on the request's end
+	keep bool    // the upstream allows another request on the connection
 	eof  bool
 	done atomic.Bool
 }
@@ -605,7 +605,7 @@ func (b *inlineBody) Close() error {
 		return nil
 	}
 	// stop fails when the cancel already ran: the deadline is poisoned.
-	stopped := b.stop()
+	stopped := b.hook.unhook()
 	if !(b.eof && b.keep && stopped) {
 		// The connection first: closing a half-read body would otherwise read the rest,
 		// forever on an endless stream.
