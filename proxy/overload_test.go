@@ -86,8 +86,9 @@ func TestOverloadQueueIsBounded(t *testing.T) {
 	o := NewOverload(2, 5*time.Second)
 	held := []*overloadSlot{o.acquire("heavy", nil, nil), o.acquire("heavy", nil, nil)}
 	outcome := make(chan string, 4)
+	var queued sync.WaitGroup // the releases after the outcomes, before the last check
 	queue := func(key string) {
-		go func() {
+		queued.Go(func() {
 			s := o.acquire(key, nil, nil)
 			if s == nil {
 				outcome <- key + " refused"
@@ -95,7 +96,7 @@ func TestOverloadQueueIsBounded(t *testing.T) {
 			}
 			outcome <- key + " granted"
 			s.release()
-		}()
+		})
 	}
 	queue("heavy")
 	waitQueued(t, o, 1)
@@ -133,6 +134,7 @@ func TestOverloadQueueIsBounded(t *testing.T) {
 	if o.Rejected() != 2 {
 		t.Errorf("Rejected = %d, want 2", o.Rejected())
 	}
+	queued.Wait()
 	o.mu.Lock()
 	if len(o.conns) != 0 || len(o.waiters) != 0 {
 		t.Errorf("%d connection records and %d waiters left after every release", len(o.conns), len(o.waiters))
