@@ -88,6 +88,10 @@ type progressWriter struct {
 	sent         atomic.Bool
 	shedding     atomic.Bool // Overload cut it
 	bodyTimedOut atomic.Bool // the client body timeout fired: answer 408
+	// headUnarmed: a final head was written and no write or flush has armed the send
+	// timeout since (handler's goroutine only): the server sends that head with the
+	// first body bytes or after the handler returns, so finish arms it then.
+	headUnarmed bool
 
 	// What cut the exchange, set once cut is (from any goroutine: a timer, the
 	// Transport's body writer); finish hands it to rec on the handler's goroutine.
@@ -157,6 +161,9 @@ func (w *progressWriter) record(reason string, status int, err error) {
 // finish hands the cut, if any, to the access log. It runs on the handler's goroutine
 // as the exchange ends (a panic included), so that the recorder needs no locking.
 func (w *progressWriter) finish() {
+	if w.headUnarmed {
+		w.armSend() // the head goes out as the handler returns
+	}
 	if w.rec != nil && w.ready.Load() {
 		w.rec.RecordUpstreamError(w.reason, w.status, w.err)
 	}
@@ -200,12 +207,21 @@ func (w *progressWriter) shed() {
 	http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(-time.Second))
 }
 
+// WriteHeader arms the send timeout for a 1xx, which goes out at once. A final head waits
+// in the server's buffer for the first Write or Flush, which arm it, or for the
+// handler's return (finish arms it): arming here as well cost a deadline change (the
+// runtime's timer lock) per request for no write.
 func (w *progressWriter) WriteHeader(code int) {
-	w.armSend() // a 1xx goes out at once
+	if code >= 100 && code < 200 {
+		w.armSend()
+	} else {
+		w.headUnarmed = true
+	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *progressWriter) Write(b []byte) (int, error) {
+	w.headUnarmed = false
 	w.writing.Store(w.armSend().UnixNano())
 	n, err := w.ResponseWriter.Write(b)
 	w.writing.Store(0)
@@ -219,6 +235,7 @@ func (w *progressWriter) Write(b []byte) (int, error) {
 
 // FlushError lets http.ResponseController (and so ReverseProxy's streaming) flush.
 func (w *progressWriter) FlushError() error {
+	w.headUnarmed = false
 	w.writing.Store(w.armSend().UnixNano())
 	err := http.NewResponseController(w.ResponseWriter).Flush()
 	w.writing.Store(0)
