@@ -257,16 +257,22 @@ func (t *inlineTransport) try(r *http.Request, uc *upConn) (*http.Response, erro
 			}
 		}
 	}
-	if t.headerTimeout > 0 {
+	if t.headerTimeout > 0 && t.readTimeout <= 0 {
 		// Cleared only if the cancel has not poisoned it meanwhile: the poison sets the
-		// deadline under the same lock.
+		// deadline under the same lock. With a read timeout, the body sets its own before
+		// any read that can wait, and Close clears it: clearing here too cost a deadline
+		// change per request.
 		uc.clearReadDeadline()
 	}
 	head, hb := uc.endHead()
 	plain, _ := reusableHead(head, r.Method)
 	t.bufs.putHead(hb)
+	left := int64(-1) // unknown: a chunked body, or one that ends with the connection
+	if res.TransferEncoding == nil && res.ContentLength >= 0 {
+		left = res.ContentLength
+	}
 	res.Body = &inlineBody{rc: res.Body, uc: uc, t: t, ctx: ctx, hook: hook,
-		keep: !res.Close && plain, eof: res.Body == http.NoBody}
+		keep: !res.Close && plain, eof: res.Body == http.NoBody, left: left}
 	return res, nil
 }
 
@@ -578,6 +584,7 @@ type inlineBody struct {
 	hook endHook // the poison on the request's end
 	keep bool    // the upstream allows another request on the connection
 	eof  bool
+	left int64 // bytes of a Content-Length body not read yet; -1: not such a body
 	done atomic.Bool
 }
 
@@ -585,10 +592,13 @@ func (b *inlineBody) Read(p []byte) (int, error) {
 	if b.done.Load() {
 		return 0, errBodyClosed
 	}
-	if b.t.readTimeout > 0 {
+	if b.t.readTimeout > 0 && b.mayWait() {
 		b.uc.extendReadDeadline(b.t.readTimeout)
 	}
 	n, err := b.rc.Read(p)
+	if b.left > 0 {
+		b.left -= int64(n)
+	}
 	if err == io.EOF {
 		b.eof = true
 	} else if err != nil {
@@ -598,6 +608,18 @@ func (b *inlineBody) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// mayWait reports whether the next read may wait on the connection, and so needs the
+// read timeout armed: not when the rest of a Content-Length body is in the buffer already
+// (bufio reads no socket while it holds bytes), nor once all of it was read (the body
+// ends without reading). A chunked body's reads may need more than the buffer holds
+// (a chunk line cut in two): always armed.
+func (b *inlineBody) mayWait() bool {
+	if b.eof || b.left == 0 {
+		return false
+	}
+	return b.left < 0 || b.uc.br.Buffered() == 0
 }
 
 func (b *inlineBody) Close() error {
