@@ -1,4 +1,4 @@
-package main
+package instance
 
 // SIGHUP: reload the configuration in place. The file and the flags are read again as at
 // start; what can change without closing a connection does (the proxy and its upstream,
@@ -130,8 +130,8 @@ func named(settings []config.Setting, names ...string) bool {
 	return slices.ContainsFunc(settings, func(s config.Setting) bool { return slices.Contains(names, s.Name) })
 }
 
-// live is what a reload can change in a running drainproxy, and how to build it again.
-type live struct {
+// reloader is what a reload can change in a running drainproxy, and how to build it again.
+type reloader struct {
 	args           []string            // the command line as at start
 	getenv         func(string) string // the environment, as at start
 	stdout, stderr io.Writer
@@ -188,12 +188,12 @@ func (s *reloadStats) LastConfigReload() (bool, time.Time) {
 }
 
 // trapReload makes SIGHUP reload; stop undoes it and waits for a reload in progress.
-func (l *live) trapReload() (stop func()) {
+func (l *reloader) trapReload() (stop func()) {
 	return sigtrap.Handle(func(os.Signal) { l.reload("signal SIGHUP") }, syscall.SIGHUP)
 }
 
 // reload reads the configuration again and applies what changed; see the file comment.
-func (l *live) reload(reason string) {
+func (l *reloader) reload(reason string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	log := l.log.Named("reload")
@@ -262,7 +262,7 @@ type reloadPlan struct {
 	opened           []string // the listeners opened, as "address (bound)"
 }
 
-func (l *live) plan(next *config.Config) *reloadPlan {
+func (l *reloader) plan(next *config.Config) *reloadPlan {
 	p := &reloadPlan{next: next, supervised: l.sup != nil}
 	p.inPlace, p.needUpgrade = changes(p.supervised, l.running, l.started, next)
 	var listenersNeedUpgrade []string
@@ -274,7 +274,7 @@ func (l *live) plan(next *config.Config) *reloadPlan {
 
 // build builds the new proxy and access log and opens the new listeners. On an error it
 // undoes what it built and returns the line to log with the error: nothing changed.
-func (l *live) build(p *reloadPlan) (string, error) {
+func (l *reloader) build(p *reloadPlan) (string, error) {
 	next := p.next
 	if has(p.inPlace, p.supervised, config.RebuildsProxy) {
 		target := next.Upstream.URL
@@ -329,7 +329,7 @@ func (p *reloadPlan) discard() {
 
 // apply puts what build built in service and applies the settings that need no part built;
 // it returns the listeners whose certificate files were read anew.
-func (l *live) apply(p *reloadPlan, log hclog.Logger) (certs []string) {
+func (l *reloader) apply(p *reloadPlan, log hclog.Logger) (certs []string) {
 	next := p.next
 	if p.newProxy != nil {
 		builtFor := ""
@@ -378,7 +378,7 @@ func (l *live) apply(p *reloadPlan, log hclog.Logger) (certs []string) {
 
 // moveCertFiles serves the certificate files next names for the HTTPS listeners this
 // process started with (a new HTTPS listener needs an upgrade).
-func (l *live) moveCertFiles(next *config.Config, log hclog.Logger) {
+func (l *reloader) moveCertFiles(next *config.Config, log hclog.Logger) {
 	running, served := certFiles(l.running.Listeners), certFiles(l.started.Listeners)
 	for addr, files := range certFiles(next.Listeners) {
 		if _, ok := served[addr]; ok && running[addr] != files {
