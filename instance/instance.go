@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	stdlog "log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -34,13 +33,10 @@ import (
 	"github.com/drainproxy/drainproxy/admin"
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
-	"github.com/drainproxy/drainproxy/gcfloor"
 	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/handover"
 	"github.com/drainproxy/drainproxy/health"
-	"github.com/drainproxy/drainproxy/internal/clientconn"
 	"github.com/drainproxy/drainproxy/listener"
-	"github.com/drainproxy/drainproxy/metrics"
 	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/sigtrap"
 	"github.com/drainproxy/drainproxy/supervise"
@@ -425,26 +421,6 @@ func warnLoopbackInContainer(addrs []string, getenv func(string) string, log hcl
 	}
 }
 
-// newAccessLog opens the access log the configuration asks for; nil when it is off.
-// upstream is the proxy's current upstream, which a zero-downtime restart changes.
-func newAccessLog(c config.Log, upstream func() string, stdout, stderr io.Writer, log hclog.Logger) (*accesslog.Log, error) {
-	if c.AccessLog == accesslog.Off {
-		return nil, nil
-	}
-	return accesslog.New(accesslog.Options{
-		Destination: c.AccessLog,
-		Format:      c.AccessLogFormat,
-		Upstream:    upstream(),
-		Buffer:      c.AccessLogBuffer,
-		WhenFull:    c.AccessLogWhenFull,
-		Logger:      log,
-		Stdout:      stdout,
-		Stderr:      stderr,
-		// Lines follow a zero-downtime restart to the new instance.
-		CurrentUpstream: upstream,
-	})
-}
-
 // trapLogSignals makes SIGUSR1 reopen the access log file (logrotate's create mode), and
 // makes SIGPIPE harmless: a stdout or stderr whose reader went away then fails writes with
 // EPIPE, which the access log counts, instead of killing the process. Both are trapped even
@@ -458,113 +434,6 @@ func trapLogSignals(accessLog *logSwitch) (stop func()) {
 	}, syscall.SIGUSR1, syscall.SIGPIPE)
 }
 
-// newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
-// supervised app are nil here, and must stay nil interfaces in metrics.Options.
-func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, protocolErrors *proxy.ProtocolErrors, overload *proxy.Overload, version string, log hclog.Logger) *metrics.Metrics {
-	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, ConfigReloads: reloads, Logger: log,
-		UpstreamProtocolErrors: protocolErrors, UpstreamRequests: overload.Inflight}
-	opts.AccessLog = accessLog
-	if sup != nil {
-		opts.Child = sup
-		opts.RollingRestarts = sup
-	}
-	return metrics.New(opts)
-}
-
-// restarter is sup for admin.Options, or a nil interface when no app is supervised.
-func restarter(sup *supervise.App) admin.Restarter {
-	if sup == nil {
-		return nil
-	}
-	return sup
-}
-
-// supervisedApp is sup for admin.Options, or a nil interface when no app is supervised.
-func supervisedApp(sup *supervise.App) admin.App {
-	if sup == nil {
-		return nil
-	}
-	return sup
-}
-
-// newServer builds the public HTTP server. Read-header and idle timeouts bound what a slow
-// or silent client can hold; read and write timeouts stay off by default so that long
-// uploads and long proxied responses (downloads, streams) work: the proxy's progress
-// timeouts (send_timeout, client_body_timeout) bound a client that stops instead.
-func newServer(h http.Handler, lim config.Limits, log hclog.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: lim.ReadHeaderTimeout,
-		ReadTimeout:       lim.ReadTimeout,
-		WriteTimeout:      lim.WriteTimeout,
-		IdleTimeout:       lim.IdleTimeout,
-		MaxHeaderBytes:    lim.MaxHeaderBytes,
-		ErrorLog: log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{
-			InferLevels: true, ForceLevel: hclog.Debug,
-		}),
-		// OPTIONS * is the app's to answer; net/http would answer it itself otherwise.
-		DisableGeneralOptionsHandler: true,
-		// The proxy asks the kernel about a request's client when net/http ends its
-		// context: a half-closed client still gets its answer (proxy/halfclose.go).
-		ConnContext: clientconn.ConnContext,
-	}
-}
-
-// RouteStdlog sends what libraries write with the standard log package through log (as
-// JSON when the logs are JSON) at warning level, instead of as plain text into the log
-// stream: net/http's Transport writes "Unsolicited response received on idle HTTP
-// channel" there when an upstream sends bytes nobody asked for, and every http.Server
-// without an ErrorLog writes there too. It returns what undoes it.
-func RouteStdlog(log hclog.Logger) (undo func()) {
-	out, flags, prefix := stdlog.Writer(), stdlog.Flags(), stdlog.Prefix()
-	stdlog.SetOutput(log.Named("stdlog").StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}))
-	stdlog.SetFlags(0) // hclog writes the time
-	stdlog.SetPrefix("")
-	return func() {
-		stdlog.SetOutput(out)
-		stdlog.SetFlags(flags)
-		stdlog.SetPrefix(prefix)
-	}
-}
-
-// startGCFloor keeps the garbage collector from collecting a small heap dozens of times a
-// second under load (package gcfloor), unless GOGC in the environment says how it should
-// run. It returns what undoes it.
-func startGCFloor(floor int64, getenv func(string) string, log hclog.Logger) (stop func()) {
-	if floor <= 0 {
-		return func() {}
-	}
-	if v := getenv("GOGC"); v != "" {
-		log.Debug("GOGC is set, so the heap floor is off", "GOGC", v)
-		return func() {}
-	}
-	return gcfloor.Start(uint64(floor)).Stop
-}
-
-// NewLogger builds the root logger: text for a terminal, JSON for machines.
-func NewLogger(c config.Log, w io.Writer) hclog.Logger {
-	jsonFormat := c.Format == "json" || (c.Format == "auto" && !isTerminal(w))
-	log := hclog.New(&hclog.LoggerOptions{
-		Name:       "drainproxy",
-		Level:      hclog.LevelFromString(c.Level),
-		Output:     w,
-		JSONFormat: jsonFormat,
-	})
-	if !jsonFormat {
-		return escapingLogger{log}
-	}
-	return log
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
 // withFreshPort is u on a port free a moment ago, on the same host.
 func withFreshPort(u *url.URL) (*url.URL, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(u.Hostname(), "0"))
@@ -576,28 +445,6 @@ func withFreshPort(u *url.URL) (*url.URL, error) {
 	fresh := *u
 	fresh.Host = net.JoinHostPort(u.Hostname(), port)
 	return &fresh, nil
-}
-
-// progressInterval is drain.progress_interval for drain.Options, where 0 would mean the
-// default: "0s" in the config turns the progress lines off.
-func progressInterval(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
-}
-
-// terminationLog is the file the drain's summary goes to: drain.termination_log, where
-// "auto" is Kubernetes' /dev/termination-log if it exists (kubelet mounts it into every
-// container; elsewhere we write nothing).
-func terminationLog(setting string) string {
-	if setting != config.TerminationLogAuto {
-		return setting
-	}
-	if _, err := os.Stat(config.DefaultTerminationLog); err != nil {
-		return ""
-	}
-	return config.DefaultTerminationLog
 }
 
 // appOnFreshPort is cfg, with the supervised app on a fresh port in a process an upgrade

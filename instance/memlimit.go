@@ -7,6 +7,8 @@ import (
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/gcfloor"
 )
 
 // MemLimitRatio is the share of the cgroup's memory limit given to Go's runtime as its soft
@@ -46,4 +48,18 @@ func setMemoryLimit(getenv func(string) string, log hclog.Logger) {
 		return
 	}
 	log.Info("memory limit from the cgroup", "cgroup_limit_bytes", cgroup, "GOMEMLIMIT_bytes", limit)
+}
+
+// startGCFloor keeps the garbage collector from collecting a small heap dozens of times a
+// second under load (package gcfloor), unless GOGC in the environment says how it should
+// run. It returns what undoes it.
+func startGCFloor(floor int64, getenv func(string) string, log hclog.Logger) (stop func()) {
+	if floor <= 0 {
+		return func() {}
+	}
+	if v := getenv("GOGC"); v != "" {
+		log.Debug("GOGC is set, so the heap floor is off", "GOGC", v)
+		return func() {}
+	}
+	return gcfloor.Start(uint64(floor)).Stop
 }
