@@ -40,7 +40,9 @@ func schemaSettings() []string {
 		for _, name := range order {
 			s := schemas[name]
 			for _, a := range s.attrs {
-				out = append(out, prefix+name+"."+a)
+				if _, old := Renamed[prefix+name+"."+a]; !old { // documented by its new name
+					out = append(out, prefix+name+"."+a)
+				}
 			}
 			nested := make([]string, 0, len(s.nested))
 			for n := range s.nested {

@@ -341,3 +341,37 @@ func TestReloadWithABadConfigKeepsServing(t *testing.T) {
 		t.Fatalf("exit code %d, want 0", code)
 	}
 }
+
+// Issue 26 item 7: a setting given by its old name works and is named in one warning at
+// start, with its new name and where it was given; a reload that still finds it warns
+// once more.
+func TestRenamedSettingWarnsOnce(t *testing.T) {
+	_, up := serveApp(t, standin.Handler())
+	cfgPath := filepath.Join(t.TempDir(), "drainproxy.hcl")
+	if err := os.WriteFile(cfgPath, []byte(appConfig(up, "", "limits {\n  read_timeout = \"1m\"\n}\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := startInstance(t, "-config", cfgPath)
+	const msg = "a setting was given by its old name, which still works for now: rename it"
+	warnings := func() (n int, last map[string]any) {
+		r.logs.mu.Lock()
+		defer r.logs.mu.Unlock()
+		for _, l := range r.logs.lines {
+			if l["@message"] == msg {
+				n, last = n+1, l
+			}
+		}
+		return n, last
+	}
+	n, w := warnings()
+	if n != 1 || w["setting"] != "limits.read_timeout" || w["new_name"] != "limits.request_read_timeout" || w["at"] != cfgPath+":11:3" {
+		t.Fatalf("%d warnings, the last %v; want one naming limits.read_timeout, limits.request_read_timeout and %s:11:3", n, w, cfgPath)
+	}
+	if got := r.inst.cfg.Limits.RequestReadTimeout; got != time.Minute {
+		t.Errorf("limits.request_read_timeout = %v from limits.read_timeout = \"1m\"", got)
+	}
+	r.inst.Reload("test")
+	if n, _ := warnings(); n != 2 {
+		t.Errorf("%d warnings after a reload, want 2 (one per load)", n)
+	}
+}

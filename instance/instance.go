@@ -129,8 +129,9 @@ func New(cfg *config.Config, opts Options) (_ *Instance, err error) {
 		}
 	}()
 	log := i.log
+	WarnRenamed(log, cfg)
 	setMemoryLimit(opts.Getenv, log) // before the floor, which stays under the limit
-	i.undo = append(i.undo, startGCFloor(cfg.Limits.GCHeapFloorBytes, opts.Getenv, log))
+	i.undo = append(i.undo, startGCFloor(cfg.Runtime.GCHeapFloorBytes, opts.Getenv, log))
 
 	// Sockets from systemd or from the process this one upgrades, SIGUSR2, sd_notify.
 	upgradeTimeout := 30 * time.Second

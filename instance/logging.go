@@ -50,3 +50,12 @@ func isTerminal(w io.Writer) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
+
+// WarnRenamed logs one warning for each setting cfg was given by its old name
+// (config.Renamed), naming the new one.
+func WarnRenamed(log hclog.Logger, cfg *config.Config) {
+	for _, r := range cfg.Renamed {
+		log.Warn("a setting was given by its old name, which still works for now: rename it",
+			"setting", r.Old, "new_name", r.New, "at", r.Where)
+	}
+}

@@ -124,7 +124,7 @@ func newServer(h http.Handler, lim config.Limits, log hclog.Logger) *http.Server
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
-		ReadTimeout:       lim.ReadTimeout,
+		ReadTimeout:       lim.RequestReadTimeout,
 		WriteTimeout:      lim.WriteTimeout,
 		IdleTimeout:       lim.IdleTimeout,
 		MaxHeaderBytes:    lim.MaxHeaderBytes,

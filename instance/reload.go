@@ -220,6 +220,7 @@ func (l *reloader) reload(reason string) {
 			append(refused, "error", err.Error())...)
 		return
 	}
+	WarnRenamed(log, next)
 	plan := l.plan(next)
 	// Build first what can fail, so that a failure changes nothing.
 	if msg, err := l.build(plan); err != nil {

@@ -74,6 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log := instance.NewLogger(cfg.Log, stderr)
 	defer instance.RouteStdlog(log)()
 	if cfg.CheckOnly {
+		instance.WarnRenamed(log, cfg)
 		log.Info("configuration is valid", "source", cfg.Source)
 		return exitOK
 	}
