@@ -627,7 +627,8 @@ func checkStructure(filename string, body *hclsyntax.Body, probs *problems) (map
 // body without what it reported.
 func checkBlockBody(filename, path string, body *hclsyntax.Body, schema blockSchema, belongsIn func(string) string, probs *problems) *hclsyntax.Body {
 	name := path[strings.LastIndex(path, ".")+1:]
-	allowedAttrs := name + " takes " + strings.Join(schema.attrs, ", ")
+	current := slices.DeleteFunc(slices.Clone(schema.attrs), func(a string) bool { _, old := Renamed[path+"."+a]; return old })
+	allowedAttrs := name + " takes " + strings.Join(current, ", ")
 	nested := slices.Sorted(maps.Keys(schema.nested))
 	if len(nested) > 0 {
 		allowedAttrs += " and the block " + strings.Join(nested, ", ")
@@ -639,6 +640,9 @@ func checkBlockBody(filename, path string, body *hclsyntax.Body, schema blockSch
 			continue
 		}
 		hint := didYouMean(attr, schema.attrs, "")
+		if renamed, ok := Renamed[path+"."+strings.TrimPrefix(hint, "; did you mean ")]; ok {
+			hint = "; did you mean " + renamed // an old name's typo: the new name
+		}
 		if hint == "" && !strings.Contains(path, ".") {
 			hint = belongsIn(attr)
 		}

@@ -173,4 +173,16 @@ func TestRenamedSettingsStillLoad(t *testing.T) {
 			t.Errorf("both names set: error %v, want a line %q", err, w)
 		}
 	}
+
+	// A misspelt old name points at the new name, and the list of what limits takes
+	// leaves the old names out.
+	typo := "upstream {\n  url = \"http://app:3000\"\n}\nlimits {\n  read_timout = \"1m\"\n}\n"
+	if err := os.WriteFile(path, []byte(typo), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Parse([]string{"-config", path}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "limits.read_timout: unknown setting; did you mean limits.request_read_timeout; limits takes") ||
+		strings.Contains(err.Error(), " read_timeout,") || strings.Contains(err.Error(), "gc_heap_floor_bytes") {
+		t.Errorf("a misspelt old name: error %v; want it to suggest limits.request_read_timeout and list no old name", err)
+	}
 }

@@ -53,7 +53,7 @@ type Options struct {
 	// handover reads and never changes. nil reads an empty environment.
 	Getenv func(string) string
 	// Environ is the environment a supervised app starts with (os.Environ() of the
-	// process); what systemd meant for drainproxy alone is taken out of it.
+	// process; nil: none); what systemd meant for drainproxy alone is taken out of it.
 	Environ []string
 	// Stdout carries the access log (by default) and a supervised app's output; Stderr
 	// the app's errors and, when Logger is nil, the logs.
