@@ -87,7 +87,8 @@ upstream {
   max_response_header_bytes = 65536
   # Requests in flight to the app, every client and protocol together (Envoy's circuit breaker, same default): one HTTP/2
   # peer cannot multiply streams into thousands of upstream connections. Past it a request waits up to queue_timeout for a
-  # slot (a connection holding few slots goes first), then gets 503 with Retry-After (gRPC: UNAVAILABLE). At least 1.
+  # slot (a connection holding few slots goes first), then gets 503 with Retry-After (gRPC: UNAVAILABLE). As many may
+  # wait as the cap; past that the request (or a waiter of a connection with more waiting) is refused at once. At least 1.
   max_requests = 1024
   # How long a request past max_requests waits for a slot before its 503.
   queue_timeout = "1s"

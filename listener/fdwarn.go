@@ -1,10 +1,8 @@
 package listener
 
 import (
-	"errors"
 	"net"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -24,9 +22,22 @@ type fdWarner struct {
 }
 
 func (w *fdWarner) note(addr net.Addr, err error) {
-	if !errors.Is(err, syscall.EMFILE) && !errors.Is(err, syscall.ENFILE) {
+	if !outOfDescriptors(err) {
 		return
 	}
+	w.warn("out of file descriptors: cannot accept new clients, who wait in the kernel's queue; raise the limit (ulimit -n, LimitNOFILE) or lower limits.max_connections",
+		"address", addr.String(), "error", err.Error())
+}
+
+// noteRefused logs that a client was closed at once for want of descriptors (fdReserve).
+func (w *fdWarner) noteRefused(addr net.Addr, why string, limit int64) {
+	w.warn("out of file descriptors: new clients are closed at once, to keep descriptors for the upstream, health checks and the admin listener; raise the limit (ulimit -n, LimitNOFILE) or lower limits.max_connections",
+		"address", addr.String(), "reason", why, "open_files_limit", limit)
+}
+
+// warn logs msg with kv, at most once per fdWarnEvery, with the count of the events not
+// logged since.
+func (w *fdWarner) warn(msg string, kv ...any) {
 	log := w.log.Load()
 	if log == nil {
 		return
@@ -37,8 +48,7 @@ func (w *fdWarner) note(addr net.Addr, err error) {
 		w.quiet.Add(1)
 		return
 	}
-	(*log).Warn("out of file descriptors: cannot accept new clients, who wait in the kernel's queue; raise the limit (ulimit -n, LimitNOFILE) or lower limits.max_connections",
-		"address", addr.String(), "error", err.Error(), "failures_since_last_line", w.quiet.Swap(0)+1)
+	(*log).Warn(msg, append(kv, "failures_since_last_line", w.quiet.Swap(0)+1)...)
 }
 
 // SetLogger makes Accept warn, rate-limited, when it fails for want of file descriptors.

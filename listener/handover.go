@@ -20,7 +20,7 @@ func Bind(ctx context.Context, addr string) (*net.TCPListener, error) {
 // FromTCP wraps a bound socket: one from Bind, one inherited from the process being
 // upgraded, or one systemd passed (socket activation). maxConns is as for Listen.
 func FromTCP(tcp *net.TCPListener, maxConns int) *Listener {
-	l := &Listener{inner: tcp, tcp: tcp, addr: tcp.Addr().String()}
+	l := &Listener{inner: tcp, tcp: tcp, addr: tcp.Addr().String(), reserve: newFDReserve()}
 	if maxConns > 0 {
 		l.limit = newLimitListener(tcp, maxConns)
 		l.inner = l.limit

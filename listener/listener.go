@@ -54,6 +54,7 @@ type Listener struct {
 
 	handshakeWaitNs atomic.Int64 // SetHandshakeWait; zero: DefaultHandshakeWait
 	fds             fdWarner     // SetLogger
+	reserve         *fdReserve   // descriptors kept from public clients
 
 	mu       sync.Mutex
 	stopping bool // StopAccepting has begun; Close and later StopAccepting calls do nothing
@@ -137,17 +138,37 @@ func Listen(ctx context.Context, addr string, maxConns int) (*Listener, error) {
 
 // Accept waits for and returns the next connection. After StopAccepting or
 // Close has closed the listener it returns an error wrapping net.ErrClosed.
+// Short of file descriptors, it closes new clients at once (see fdReserve).
 func (l *Listener) Accept() (net.Conn, error) {
-	c, err := l.inner.Accept()
-	if err != nil && errors.Is(err, syscall.EINVAL) && l.isStopping() {
-		// The socket stopped listening (Unlisten) just before it was closed.
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
+	for {
+		c, err := l.inner.Accept()
+		if err != nil && errors.Is(err, syscall.EINVAL) && l.isStopping() {
+			// The socket stopped listening (Unlisten) just before it was closed.
+			err = &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
+		}
+		switch {
+		case err == nil && l.reserve.overHeadroom(c):
+			c.Close()
+			l.reserve.refused.Add(1)
+			l.fds.noteRefused(l.Addr(), "descriptor headroom", l.reserve.limit.Load())
+			continue
+		case err == nil:
+			return c, nil
+		case errors.Is(err, net.ErrClosed):
+			l.reserve.release()
+		case outOfDescriptors(err) && l.reserve.refuseWaiting(l.tcp):
+			l.fds.noteRefused(l.Addr(), "accept: "+err.Error(), l.reserve.limit.Load())
+			continue
+		default:
+			l.fds.note(l.inner.Addr(), err)
+		}
+		return c, err
 	}
-	if err != nil {
-		l.fds.note(l.inner.Addr(), err)
-	}
-	return c, err
 }
+
+// RefusedForDescriptors is how many clients Accept closed at once for want of file
+// descriptors.
+func (l *Listener) RefusedForDescriptors() int64 { return l.reserve.refused.Load() }
 
 func (l *Listener) isStopping() bool {
 	l.mu.Lock()
@@ -171,6 +192,7 @@ func (l *Listener) Close() error {
 	}
 	l.closed = true
 	l.mu.Unlock()
+	l.reserve.release()
 	return l.inner.Close()
 }
 

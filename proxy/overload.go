@@ -15,10 +15,19 @@ import (
 // upstream. Without it one HTTP/2 peer multiplies streams into upstream connections
 // until the process runs out of descriptors and memory.
 //
-// Two rules keep one peer from holding every slot:
+// The queue is bounded too, as Envoy's max_pending_requests (1024 by default there): at
+// most as many requests wait as the cap lets in flight. A request that finds the queue
+// full takes the place of the newest waiter of the connection with the most waiting, when
+// that one has at least two more waiting than its own connection (that waiter is refused
+// at once); otherwise it is refused at once itself. Without the bound, each stream a peer
+// opens past the cap waits out the queue timeout with its request, buffers and goroutine,
+// and 80 HTTP/2 connections of 100 streams held 7,000 of them.
+//
+// Three rules keep one peer from holding every slot:
 //
 //   - a freed slot goes to the waiter whose client connection holds the fewest slots
 //     (oldest first among equals), so a light client is not queued behind a heavy one;
+//   - a full queue refuses the connection with the most waiting first (above);
 //   - while a connection holding less than half its fair share (the cap divided among the
 //     connections that hold slots) waits, a request of the connection holding the most
 //     slots, above its fair share, that has been blocked writing to its client (no send
@@ -60,6 +69,7 @@ const DefaultQueueTimeout = time.Second
 type connShare struct {
 	key     string
 	held    int
+	waiting int // its requests in o.waiters
 	holders map[*overloadSlot]struct{}
 }
 
@@ -74,8 +84,9 @@ type overloadSlot struct {
 
 type waiter struct {
 	share   *connShare
-	granted chan struct{} // closed when the slot is handed over
-	done    bool          // granted, or gave up (under o.mu)
+	granted chan struct{} // closed when the slot is handed over, or when refused
+	done    bool          // granted, refused, or gave up (under o.mu)
+	refused bool          // its place in a full queue went to a lighter connection's request
 }
 
 // NewOverload returns a cap of max requests in flight (max <= 0: DefaultMaxRequests),
@@ -131,8 +142,15 @@ func (o *Overload) acquire(key string, w *progressWriter, done <-chan struct{}) 
 		o.mu.Unlock()
 		return s
 	}
+	if len(o.waiters) >= o.max && !o.evictLocked(share) {
+		o.forgetLocked(share)
+		o.mu.Unlock()
+		o.rejected.Add(1)
+		return nil
+	}
 	wt := &waiter{share: share, granted: make(chan struct{})}
 	o.waiters = append(o.waiters, wt)
+	share.waiting++
 	wait := o.wait
 	o.shedLocked()
 	o.mu.Unlock()
@@ -145,6 +163,10 @@ func (o *Overload) acquire(key string, w *progressWriter, done <-chan struct{}) 
 	for {
 		select {
 		case <-wt.granted:
+			if wt.refused { // set before granted was closed
+				o.rejected.Add(1)
+				return nil
+			}
 			return o.grantedSlot(share, w, start)
 		case <-tick.C:
 			o.mu.Lock()
@@ -157,9 +179,14 @@ func (o *Overload) acquire(key string, w *progressWriter, done <-chan struct{}) 
 		case <-done:
 		}
 		o.mu.Lock()
-		if wt.done { // granted as we gave up: the slot is ours
+		if wt.done && !wt.refused { // granted as we gave up: the slot is ours
 			o.mu.Unlock()
 			return o.grantedSlot(share, w, start)
+		}
+		if wt.refused {
+			o.mu.Unlock()
+			o.rejected.Add(1)
+			return nil
 		}
 		wt.done = true
 		o.removeWaiterLocked(wt)
@@ -213,6 +240,7 @@ func (o *Overload) grantLocked() {
 	}
 	wt := o.waiters[best]
 	o.waiters = append(o.waiters[:best], o.waiters[best+1:]...)
+	wt.share.waiting--
 	wt.done = true
 	o.inflight++
 	wt.share.held++
@@ -223,20 +251,39 @@ func (o *Overload) removeWaiterLocked(wt *waiter) {
 	for i, x := range o.waiters {
 		if x == wt {
 			o.waiters = append(o.waiters[:i], o.waiters[i+1:]...)
+			wt.share.waiting--
 			return
 		}
 	}
 }
 
+// evictLocked makes room in the full queue for a request of share: it refuses the newest
+// waiter of the connection with the most waiting, if that one would still have more than
+// share once the request joins. False otherwise (HTTP/1 clients, one request each, never
+// take each other's places): the newcomer is the one to refuse.
+func (o *Overload) evictLocked(share *connShare) bool {
+	victim := -1
+	for i, wt := range o.waiters {
+		if wt.share.waiting > share.waiting+1 && (victim < 0 || wt.share.waiting >= o.waiters[victim].share.waiting) {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		return false
+	}
+	wt := o.waiters[victim]
+	o.waiters = append(o.waiters[:victim], o.waiters[victim+1:]...)
+	wt.share.waiting--
+	wt.done, wt.refused = true, true
+	close(wt.granted)
+	o.forgetLocked(wt.share)
+	return true
+}
+
 // forgetLocked drops the record of a connection that holds and awaits nothing.
 func (o *Overload) forgetLocked(share *connShare) {
-	if share.held > 0 {
+	if share.held > 0 || share.waiting > 0 {
 		return
-	}
-	for _, wt := range o.waiters {
-		if wt.share == share {
-			return
-		}
 	}
 	delete(o.conns, share.key)
 }

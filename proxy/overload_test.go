@@ -78,6 +78,67 @@ func TestOverloadGrantsTheLightestConnection(t *testing.T) {
 	wg.Wait()
 }
 
+// The queue holds at most as many requests as the cap: past that a request is refused at
+// once (not after the queue timeout), unless a connection with at least two more waiting
+// than its own has a waiter, whose place it takes (that waiter is refused at once).
+func TestOverloadQueueIsBounded(t *testing.T) {
+	o := NewOverload(2, 5*time.Second)
+	held := []*overloadSlot{o.acquire("heavy", nil, nil), o.acquire("heavy", nil, nil)}
+	outcome := make(chan string, 4)
+	queue := func(key string) {
+		go func() {
+			s := o.acquire(key, nil, nil)
+			if s == nil {
+				outcome <- key + " refused"
+				return
+			}
+			outcome <- key + " granted"
+			s.release()
+		}()
+	}
+	queue("heavy")
+	waitQueued(t, o, 1)
+	queue("heavy")
+	waitQueued(t, o, 2)
+	// Full. Another of heavy's is refused at once: heavy has the most waiting.
+	start := time.Now()
+	if s := o.acquire("heavy", nil, nil); s != nil {
+		t.Fatal("a slot for a request past the cap and the full queue")
+	}
+	if waited := time.Since(start); waited > time.Second {
+		t.Errorf("refused after %s, want at once (the queue timeout is 5s)", waited)
+	}
+	// A light connection's request takes the place of heavy's newest waiter.
+	queue("light")
+	select {
+	case got := <-outcome:
+		if got != "heavy refused" {
+			t.Fatalf("%s, want one of heavy's waiters refused to make room for light's", got)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("a light connection's request met a full queue of a heavy one's and nothing was refused")
+	}
+	if _, q := o.Inflight(); q != 2 {
+		t.Errorf("%d waiting, want 2 (heavy's oldest and light's)", q)
+	}
+	held[0].release()
+	if got := <-outcome; got != "light granted" {
+		t.Errorf("%s first when a slot freed, want light granted (it holds none)", got)
+	}
+	held[1].release()
+	if got := <-outcome; got != "heavy granted" {
+		t.Errorf("%s, want heavy granted", got)
+	}
+	if o.Rejected() != 2 {
+		t.Errorf("Rejected = %d, want 2", o.Rejected())
+	}
+	o.mu.Lock()
+	if len(o.conns) != 0 || len(o.waiters) != 0 {
+		t.Errorf("%d connection records and %d waiters left after every release", len(o.conns), len(o.waiters))
+	}
+	o.mu.Unlock()
+}
+
 func waitQueued(t *testing.T, o *Overload, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

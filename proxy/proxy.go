@@ -512,6 +512,19 @@ func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *htt
 		return
 	}
 	h := w.Header()
+	if r.ProtoMajor == 2 && reason == ReasonOverloaded {
+		// Without a body the refusal is one HEADERS frame, which needs no send window: an
+		// HTTP/2 client that gives none (SETTINGS_INITIAL_WINDOW_SIZE=0) would otherwise
+		// hold each refused stream, with its request and goroutine, until window_timeout.
+		h.Set("Content-Length", "0")
+		w.WriteHeader(status)
+		return
+	}
+	if wt := p.opts.WindowTimeout; r.ProtoMajor == 2 && wt > 0 {
+		// The same client holds any other error's body only that long (the Transport's
+		// answers go through watchProgress; ours here do not).
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wt))
+	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
