@@ -393,9 +393,12 @@ func (t *inlineTransport) fallbackRoundTrip(r *http.Request) (*http.Response, er
 		if g != nil {
 			g.endHead(r.Method)
 		}
-		// A kept connection that the app closed (or that the guard closed) while the
-		// request was handed to it, before a byte went out: the Transport gives up on a
-		// POST ("server closed idle connection"); nothing reached the app, so once more.
+		// A kept connection whose FIN the Transport's read loop read after the guard's
+		// check handed it to the request and before the Transport counted the request
+		// on it: the Transport fails it with "server closed idle connection", which it
+		// retries only for idempotent requests (Go 1.26; every other failure before a
+		// byte went out it retries itself, given GetBody). Nothing reached the app, so
+		// once more. TestFallbackPOSTOnIdleConnectionClosedAtHandOut is that case.
 		if err == nil || g == nil || !g.unsent() || attempt > 0 || ctx.Err() != nil {
 			break
 		}

@@ -34,6 +34,9 @@ import (
 //     client sends it; a FIN that came later is a client that waited, gave up and closed:
 //     gone. A client that closes within halfCloseWindow of sending its request is taken
 //     for a half-closing one: its request is answered, and the answer meets a reset;
+//   - a FIN (plain or TLS) that came before the end of the request's body: no verdict,
+//     whatever its timing; the body's read fails short and the client is answered 400,
+//     as nginx answers a client that closed mid-body (a reset mid-body is gone: 499);
 //   - the kernel cannot tell (not Linux, a unix socket, no connection in the context):
 //     gone, as before.
 //
@@ -59,6 +62,7 @@ type clientWatch struct {
 	tls    bool
 	cancel context.CancelCauseFunc
 	stop   func() bool // unregisters clientStopped from the request's context
+	body   *sentBody   // the request's body; nil without one
 
 	mu    sync.Mutex
 	ended bool        // the handler has returned
@@ -99,6 +103,9 @@ func (rp *reply) detach(r *http.Request) context.Context {
 	_, isTLS := c.(*tls.Conn)
 	ctx, cancel := context.WithCancelCause(rp)
 	rp.watch = clientWatch{conn: c, tls: isTLS, cancel: cancel}
+	if rp.sent.ReadCloser != nil {
+		rp.watch.body = &rp.sent
+	}
 	rp.watch.stop = context.AfterFunc(parent, rp.watch.clientStopped)
 	return ctx
 }
@@ -156,6 +163,13 @@ func (w *clientWatch) stillThere(first bool) bool {
 	case clientconn.StateEstablished:
 		return true
 	case clientconn.StateCloseWait:
+		if w.body != nil && w.body.unfinished() {
+			// The FIN came before the end of the request's body: a half-close mid-body
+			// or a close, which its timing cannot tell apart. The body's read fails
+			// short, and that failure decides: a 400, for whoever still reads (as
+			// nginx answers a client that closed mid-body).
+			return true
+		}
 		if w.tls {
 			return false
 		}

@@ -430,6 +430,93 @@ func TestNoInventedAnswer(t *testing.T) {
 	}
 }
 
+// TestShortBodyThenHalfCloseIsAnswered400: a client announces 100 body bytes, sends 5 and
+// half-closes (shutdown(SHUT_WR)) a while later, as a client that gives up sending does.
+// Its FIN came well after its last byte, which for a complete request means a client that
+// went away; but it came before the body's end, so it says nothing about whether the client
+// still reads: the body ended short, the client's error, and it gets a 400 (as nginx
+// answers a client that closed mid-body), never counted against the upstream. A client
+// that resets mid-body is gone: nothing answered, 499.
+func TestShortBodyThenHalfCloseIsAnswered400(t *testing.T) {
+	up := newHalfUpstream(t)
+	head := "POST /short HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\n"
+	for _, useTLS := range []bool{false, true} {
+		f := newHalfFront(t, up.url, useTLS)
+		t.Run(fmt.Sprintf("late-half-close_tls=%v", useTLS), func(t *testing.T) {
+			conn := f.dial(t)
+			io.WriteString(conn.conn, head+"hello")
+			time.Sleep(3 * halfCloseWindow)
+			conn.halfClose(t)
+			status, body, err := conn.answer("POST")
+			if err != nil || status != http.StatusBadRequest {
+				t.Fatalf("got %d %q (%v), want 400", status, body, err)
+			}
+			x := f.exchange(t)
+			if x.Status != http.StatusBadRequest || x.UpstreamError != ReasonBadRequest {
+				t.Errorf("access log: status %d, error %q; want 400 bad_request", x.Status, x.UpstreamError)
+			}
+		})
+		t.Run(fmt.Sprintf("reset_tls=%v", useTLS), func(t *testing.T) {
+			conn := f.dial(t)
+			io.WriteString(conn.conn, head+"hello")
+			time.Sleep(3 * halfCloseWindow)
+			conn.reset()
+			x := f.exchange(t)
+			if x.Status != StatusClientClosedRequest || x.UpstreamError != ReasonClientCanceled {
+				t.Errorf("access log: status %d, error %q; want 499 client_canceled", x.Status, x.UpstreamError)
+			}
+		})
+	}
+}
+
+// TestFinBeforeTheBodyEndsIsNoVerdict is the rule under TestShortBodyThenHalfCloseIsAnswered400,
+// on a real socket: a FIN well after the last byte (a client that gave up, for a complete
+// request) says nothing while the request's body is unfinished; once the body came in
+// full, or without one, it says gone, as before.
+func TestFinBeforeTheBodyEndsIsNoVerdict(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	io.WriteString(client, "hello")
+	time.Sleep(3 * halfCloseWindow)
+	client.(*net.TCPConn).CloseWrite()
+	deadline := time.Now().Add(halfCloseWait)
+	for clientconn.Read(server).State != clientconn.StateCloseWait {
+		if time.Now().After(deadline) {
+			t.Fatal("the FIN never arrived")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ended := &sentBody{ReadCloser: http.NoBody}
+	ended.ended.Store(true)
+	for _, tc := range []struct {
+		name string
+		body *sentBody
+		want bool
+	}{
+		{"body unfinished", &sentBody{ReadCloser: http.NoBody}, true},
+		{"body complete", ended, false},
+		{"no body", nil, false},
+	} {
+		w := clientWatch{conn: server, body: tc.body}
+		if got := w.stillThere(true); got != tc.want {
+			t.Errorf("%s: still there = %v after a late FIN, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 func halfURL(t *testing.T, s string) *url.URL {
 	t.Helper()
 	u, err := url.Parse(s)

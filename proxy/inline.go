@@ -134,11 +134,14 @@ func (t *inlineTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // as the answer to the request about to be sent; all but a 408 are a stray (StrayIdle).
 func (t *inlineTransport) takeIdle() *upConn {
 	for {
-		uc := t.pool.take()
+		uc, state := t.pool.take()
 		if uc == nil {
 			return nil
 		}
-		switch uc.check() {
+		if state == idleQuiet {
+			state = uc.check()
+		}
+		switch state {
 		case idleQuiet:
 			return uc
 		case idleBytes:
@@ -156,10 +159,12 @@ func (t *inlineTransport) CloseIdleConnections() {
 }
 
 // close is CloseIdleConnections for a backend that takes no more requests: connections
-// coming back from requests still in flight are closed instead of kept.
+// coming back from requests still in flight are closed instead of kept. It returns once
+// the idle watches (watchIdle) have ended.
 func (t *inlineTransport) close() {
 	t.pool.closeIdle(true)
 	t.guard.closingIdle(t.fallback.CloseIdleConnections)
+	t.pool.watchers.Wait()
 }
 
 // errStale marks a failure on a reused connection before any response byte arrived.
@@ -382,6 +387,8 @@ type upConn struct {
 
 	mu       sync.Mutex
 	poisoned bool // the request's context ended: deadline in the past, never reuse
+
+	watch *idleWatch // the watch of the connection while idle (watchIdle); nil before the first
 }
 
 func newUpConn(c net.Conn) *upConn {
@@ -637,21 +644,38 @@ type idlePool struct {
 	closed  bool        // the backend is retired: keep nothing
 	guard   *strayGuard // nothing is kept while it is quarantined
 
+	// The watches of idle connections (watchIdle): watchTimer starts them, armed while a
+	// connection may be idle without one; watchers counts those running.
+	watchTimer *time.Timer
+	watchArmed bool
+	watchers   sync.WaitGroup
+
 	dropped atomic.Int64 // idle connections closed by takeIdle (for tests)
+	watched atomic.Int64 // idle connections closed by their watch (for tests)
 }
 
-func (p *idlePool) take() *upConn {
+// take takes the most recently used idle connection, with what its watch found if it had
+// one (idleQuiet if it had none, or it found nothing): the watch has ended when it returns.
+func (p *idlePool) take() (*upConn, idleState) {
 	p.mu.Lock()
 	n := len(p.idle)
 	if n == 0 {
 		p.mu.Unlock()
-		return nil
+		return nil, idleQuiet
 	}
 	uc := p.idle[n-1]
 	p.idle[n-1] = nil
 	p.idle = p.idle[:n-1]
+	w := uc.watch
+	watched := w != nil && w.on
+	if watched {
+		w.taken = true
+	}
 	p.mu.Unlock()
-	return uc
+	if !watched {
+		return uc, idleQuiet
+	}
+	return uc, w.stop()
 }
 
 // give keeps uc for reuse; false when the pool is full or closed (the caller closes uc).
@@ -672,6 +696,14 @@ func (p *idlePool) give(uc *upConn) bool {
 			p.timer = time.AfterFunc(p.timeout, p.reap)
 		} else {
 			p.timer.Reset(p.timeout)
+		}
+	}
+	if !p.watchArmed {
+		p.watchArmed = true
+		if p.watchTimer == nil {
+			p.watchTimer = time.AfterFunc(idleWatchDelay, p.startWatches)
+		} else {
+			p.watchTimer.Reset(idleWatchDelay)
 		}
 	}
 	return true
@@ -720,6 +752,10 @@ func (p *idlePool) closeIdle(retire bool) {
 		p.timer.Stop()
 	}
 	p.armed = false
+	if p.watchTimer != nil {
+		p.watchTimer.Stop()
+	}
+	p.watchArmed = false
 }
 
 // idleCount is how many connections the pool keeps now (for tests).

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/url"
 	"runtime"
 	"strings"
@@ -311,12 +312,11 @@ func TestInlineStaleConnectionIsRetried(t *testing.T) {
 // TestFallbackStaleConnectionIsRetried is the same on the http.Transport's path: a POST
 // goes out on a kept connection that the guard closes as it is handed over (the previous
 // response's framing was doubtful: two equal Content-Lengths). Nothing was written, so the
-// POST must go out again on a new connection. Two layers do that: replayBody's GetBody
-// lets the Transport retry it itself (its "nothing written" error), and fallbackRoundTrip's
-// loop retries when the Transport does not (its read loop saw the close first: "server
-// closed idle connection", never retried for a POST). On Go 1.26 on this test the first
-// layer always wins, so removing either layer alone passes; removing both fails here
-// (checked once). Every POST must get its answer.
+// POST must go out again on a new connection: replayBody's GetBody lets the Transport
+// retry it itself (its "nothing written" error; this fails without GetBody).
+// fallbackRoundTrip's loop does not matter here (this passes without it);
+// TestFallbackPOSTOnIdleConnectionClosedAtHandOut is the case it covers. Every POST must
+// get its answer.
 func TestFallbackStaleConnectionIsRetried(t *testing.T) {
 	up, accepted := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
 		for {
@@ -345,6 +345,89 @@ func TestFallbackStaleConnectionIsRetried(t *testing.T) {
 	}
 	if n := accepted.Load(); n < rounds {
 		t.Errorf("%d upstream connections for %d doubtful responses: the doomed ones were reused", n, rounds)
+	}
+	select {
+	case e := <-errs:
+		t.Errorf("an exchange failed: %s", e)
+	default:
+	}
+}
+
+// TestFallbackPOSTOnIdleConnectionClosedAtHandOut is the case only fallbackRoundTrip's
+// retry covers: the app closes a kept connection (its idle timeout) just after the guard's
+// check passed it to a POST, before the Transport counted the POST on it. The Transport's
+// read loop reads the FIN first and fails the connection with "server closed idle
+// connection", which it retries only for idempotent requests; nothing was written, so
+// the POST goes out again on a new connection. The FIN is made to come in that window: a
+// trace hook run at hand-out (after the guard's) has the app close the connection and
+// waits until the read loop has closed it too.
+func TestFallbackPOSTOnIdleConnectionClosedAtHandOut(t *testing.T) {
+	closeNow := make(chan struct{}, 1)
+	up, accepted := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		c.SetReadDeadline(time.Now().Add(inlineWait))
+		go func() {
+			select {
+			case <-closeNow:
+				c.Close() // a FIN, the app's idle timeout
+			case <-time.After(inlineWait):
+			}
+		}()
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	p, err := New(Options{Upstream: up})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.CloseIdleConnections)
+	var armed atomic.Bool
+	hook := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		g, ok := info.Conn.(*guardedConn)
+		if !ok || !info.Reused || !armed.CompareAndSwap(true, false) {
+			return
+		}
+		closeNow <- struct{}{}
+		deadline := time.Now().Add(inlineWait)
+		for {
+			g.mu.Lock()
+			closed := g.closed
+			g.mu.Unlock()
+			if closed || time.Now().After(deadline) {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}}
+	errs := make(chan string, 4)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &recorder{ResponseWriter: w}
+		p.ServeHTTP(rec, r.WithContext(httptrace.WithClientTrace(r.Context(), hook)))
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if rec.reason != "" {
+			errs <- fmt.Sprintf("%s %d", rec.reason, rec.status)
+		}
+	}))
+	t.Cleanup(s.Close)
+	c := inlineClient(t)
+	for i := range 2 {
+		armed.Store(i == 1)
+		req, _ := http.NewRequest("POST", s.URL+"/", strings.NewReader("body"))
+		if status, body := getBody(t, c, req); status != 200 || body != "ok" {
+			t.Fatalf("POST %d: %d %q, want 200 ok", i, status, body)
+		}
+	}
+	if armed.Load() {
+		t.Fatal("the second POST was not given the kept connection")
+	}
+	if n := accepted.Load(); n != 2 {
+		t.Errorf("%d upstream connections, want 2 (the second POST sent again on a new one)", n)
 	}
 	select {
 	case e := <-errs:

@@ -473,10 +473,18 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 // answerUpstreamError is answerError for an exchange with the upstream target.
 func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *http.Request, err error) {
 	reason, status := classify(r, err)
-	if reason != ReasonBodyTooLarge && reason != ReasonClientCanceled && requestBodyFailed(r) {
-		// The client's request body ended before its length (a half-close mid-body): the
-		// upstream saw a request cut short, through no fault of its own.
-		reason, status = ReasonBadRequest, http.StatusBadRequest
+	if reason != ReasonBodyTooLarge && reason != ReasonClientCanceled {
+		switch requestBodyFault(r) {
+		case ReasonBadRequest:
+			// The client's request body ended before its length (a half-close mid-body)
+			// or is malformed: the upstream saw a request cut short, through no fault of
+			// its own.
+			reason, status = ReasonBadRequest, http.StatusBadRequest
+		case ReasonClientCanceled:
+			// The client reset its connection while sending the body: gone, as a client
+			// that resets while it waits for the answer.
+			reason, status = ReasonClientCanceled, StatusClientClosedRequest
+		}
 	}
 	if rec := recorderOf(w); rec != nil {
 		rec.RecordUpstreamError(reason, status, err)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 )
 
 // reply is what the way back of one proxied request needs: the writer to the client, and
@@ -125,22 +126,45 @@ func (w http10Writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // the client's doing, not the upstream's.
 type sentBody struct {
 	io.ReadCloser
-	failed atomic.Bool
+	failed atomic.Bool // a read failed: the body is broken (short, malformed)
+	reset  atomic.Bool // a read failed on a reset connection: the client is gone
+	ended  atomic.Bool // a read returned io.EOF: the whole body came
 }
 
 func (b *sentBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && !errors.Is(err, http.ErrBodyReadAfterClose) {
-		// A read after the round trip closed the body is ours, not the client's; any
-		// other failure is (a short body, a malformed chunk, bare LF, an over-long
-		// chunk extension).
+	switch {
+	case err == nil:
+	case err == io.EOF:
+		b.ended.Store(true)
+	case errors.Is(err, http.ErrBodyReadAfterClose):
+		// A read after the round trip closed the body is ours, not the client's.
+	case errors.Is(err, syscall.ECONNRESET):
+		b.reset.Store(true)
+	default:
+		// Any other failure is the client's body: a short body, a malformed chunk, bare
+		// LF, an over-long chunk extension.
 		b.failed.Store(true)
 	}
 	return n, err
 }
 
-// requestBodyFailed reports whether reading r's body from the client failed.
-func requestBodyFailed(r *http.Request) bool {
+// unfinished reports whether the body has not come in full yet (nor failed).
+func (b *sentBody) unfinished() bool {
+	return b.ReadCloser != nil && !b.ended.Load() && !b.failed.Load() && !b.reset.Load()
+}
+
+// requestBodyFault tells what reading r's body from the client found: "" (nothing wrong),
+// ReasonBadRequest (the body is broken) or ReasonClientCanceled (the client reset its
+// connection).
+func requestBodyFault(r *http.Request) string {
 	rp, _ := r.Context().Value(replyKey{}).(*reply)
-	return rp != nil && rp.sent.failed.Load()
+	switch {
+	case rp == nil:
+	case rp.sent.reset.Load():
+		return ReasonClientCanceled
+	case rp.sent.failed.Load():
+		return ReasonBadRequest
+	}
+	return ""
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -101,10 +102,12 @@ func TestIdleConnectionThatGotBytesIsDropped(t *testing.T) {
 	}
 }
 
-// TestStrayOnReapedConnectionIsCounted: a stray arrives on an idle inline connection that
-// is never taken again; the idle timeout closes it. It is counted all the same (and the
-// quarantine begins) when the next request comes.
-func TestStrayOnReapedConnectionIsCounted(t *testing.T) {
+// TestStrayOnReapedConnectionIsCountedOnce: a stray arrives on an idle inline connection
+// that is never taken again, and the idle timeout would close it. It is counted once, and
+// the quarantine begins: by the idle watch as it arrives, or, where the timeout closes the
+// connection before a watch began (an idle timeout under idleWatchDelay), by the next
+// request (the reap's deferReport).
+func TestStrayOnReapedConnectionIsCountedOnce(t *testing.T) {
 	written := make(chan struct{})
 	var first sync.Once
 	up, _ := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
@@ -128,15 +131,132 @@ func TestStrayOnReapedConnectionIsCounted(t *testing.T) {
 	c := inlineClient(t)
 	getOK(t, c, base+"/", 0)
 	<-written
-	eventually(t, "the connection reaped", func() bool { return p.inlineIdle() == 0 })
-	if n := p.ProtocolErrors().Counts(); n != [len(StrayCases)]uint64{} {
-		t.Fatalf("counted before the next request: %v", n)
-	}
+	eventually(t, "the connection closed", func() bool { return p.inlineIdle() == 0 })
+	time.Sleep(200 * time.Millisecond) // the idle timeout has passed
 	getOK(t, c, base+"/", 1)
 	if n := p.ProtocolErrors().Counts()[strayIdle]; n != 1 {
 		t.Errorf("%d idle strays counted, want 1", n)
 	}
 	if !p.cur.Load().transport.guard.quarantined() {
 		t.Error("no quarantine after a stray")
+	}
+}
+
+// strayCaught bounds the wait for the idle watch to report a stray: a bound on a wait that
+// should end (the watch takes idleWatchDelay and a wake-up), never a speed claim. Without
+// the watch the stray waits for the next request or the idle timeout (90 s).
+const strayCaught = 2 * time.Second
+
+// TestStrayOnIdleConnectionIsCaughtAsItArrives: a stray arrives on an idle inline
+// connection and no request follows. The watch reports it as it arrives (or, when it came
+// before the watch began, as the watch begins): counted, the quarantine in force, the
+// connection closed, with no request and long before the idle timeout.
+func TestStrayOnIdleConnectionIsCaughtAsItArrives(t *testing.T) {
+	for _, watched := range []bool{true, false} {
+		t.Run(fmt.Sprintf("watched=%v", watched), func(t *testing.T) {
+			poke, sent, closed := make(chan struct{}), make(chan time.Time, 1), make(chan struct{})
+			up, _ := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+				c.SetReadDeadline(time.Now().Add(inlineWait))
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				select {
+				case <-poke:
+				case <-time.After(inlineWait):
+					return
+				}
+				sent <- time.Now()
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+				if _, err := br.ReadByte(); err != nil { // EOF, or a reset: the stray was unread
+					close(closed)
+				}
+			})
+			p, base, _ := inlineFront(t, Options{Upstream: up})
+			pool := &p.cur.Load().transport.pool
+			getOK(t, inlineClient(t), base+"/", 0)
+			eventually(t, "the connection pooled", func() bool {
+				pool.mu.Lock()
+				defer pool.mu.Unlock()
+				// Not yet watched: the stray comes within idleWatchDelay of the answer.
+				return len(pool.idle) == 1 && (!watched || (pool.idle[0].watch != nil && pool.idle[0].watch.on))
+			})
+			close(poke)
+			at := <-sent
+			deadline := time.Now().Add(strayCaught)
+			for p.ProtocolErrors().Counts()[strayIdle] == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the stray on an idle connection was not counted within %v, with no request (counts %v)",
+						strayCaught, p.ProtocolErrors().Counts())
+				}
+				time.Sleep(time.Millisecond)
+			}
+			t.Logf("counted %v after the stray was written", time.Since(at).Round(time.Millisecond))
+			if !p.cur.Load().transport.guard.quarantined() {
+				t.Error("counted, but no quarantine")
+			}
+			select {
+			case <-closed:
+			case <-time.After(strayCaught):
+				t.Error("the connection that got the stray was not closed")
+			}
+			if n := p.inlineIdle(); n != 0 {
+				t.Errorf("%d idle connections kept after the stray", n)
+			}
+		})
+	}
+}
+
+// TestIdleWatchLetsGo: a watched idle connection is handed to the next request and reused
+// (the watch lets go of it); one that the upstream closes while watched is dropped at once,
+// not counted as a stray, and the next request goes over a new connection.
+func TestIdleWatchLetsGo(t *testing.T) {
+	up, accepted := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		c.SetReadDeadline(time.Now().Add(inlineWait))
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			if req.URL.Path == "/close" {
+				time.Sleep(5 * idleWatchDelay)
+				return
+			}
+		}
+	})
+	p, base, errs := inlineFront(t, Options{Upstream: up})
+	c := inlineClient(t)
+	pool := &p.cur.Load().transport.pool
+	for i := range 3 {
+		getOK(t, c, base+"/", i)
+		eventually(t, "the connection watched", func() bool {
+			pool.mu.Lock()
+			defer pool.mu.Unlock()
+			return len(pool.idle) == 1 && pool.idle[0].watch != nil && pool.idle[0].watch.on
+		})
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("%d upstream connections for 3 requests apart, want 1: a watched connection was not reused", n)
+	}
+	getOK(t, c, base+"/close", 3)
+	eventually(t, "the closed connection dropped", func() bool { return pool.watched.Load() == 1 })
+	if n := p.inlineIdle(); n != 0 {
+		t.Errorf("%d idle connections kept after the upstream closed its one", n)
+	}
+	getOK(t, c, base+"/", 4)
+	if n := accepted.Load(); n != 2 {
+		t.Errorf("%d upstream connections, want 2", n)
+	}
+	if n := p.ProtocolErrors().Counts(); n != [len(StrayCases)]uint64{} {
+		t.Errorf("protocol errors %v, want none: a close is no stray", n)
+	}
+	if n := pool.dropped.Load(); n != 0 {
+		t.Errorf("%d connections dropped at hand-out, want 0 (the watch dropped the closed one)", n)
+	}
+	select {
+	case e := <-errs:
+		t.Errorf("an exchange failed: %s", e)
+	default:
 	}
 }
