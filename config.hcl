@@ -237,3 +237,11 @@ runtime {
   # runs, however little is alive: far fewer collections, for memory near this size. Never above half of the memory limit (GOMEMLIMIT, or 90% of the container's). 0 leaves Go's own pacing; GOGC in the environment wins. Its old name, limits.gc_heap_floor_bytes, still loads, with a warning.
   gc_heap_floor_bytes = 33554432
 }
+
+server {
+  # The HTTP/1 server loop of the public listeners: "h1serve", drainproxy's own (no read or write buffer held while a
+  # keep-alive connection is idle, no background read on every request; h1serve/oracle_test.go lists where it differs
+  # from Go's and why), or "net/http", Go's http.Server. Both serve the same proxy, hand HTTP/2 to the same server and
+  # drain the same way; CI runs every test on both. docs/performance.md has what each costs.
+  engine = "h1serve"
+}

@@ -47,6 +47,8 @@ type Config struct {
 	Limits Limits
 	// Runtime tunes Go's runtime in this process.
 	Runtime Runtime
+	// Server is how the public listeners serve HTTP/1.
+	Server Server
 }
 
 // Runtime tunes Go's runtime; GOGC and GOMEMLIMIT in the environment win over it.
@@ -63,6 +65,23 @@ type RenamedSetting struct {
 	// Where is the old name's place: FILE:LINE:COL, or the environment variable.
 	Where string
 }
+
+// Server chooses the HTTP/1 server loop of the public listeners.
+type Server struct {
+	// Engine is EngineH1serve (drainproxy's own connection loop, package h1serve) or
+	// EngineNetHTTP (Go's net/http Server). Both serve the same handler and drain the
+	// same way; h1serve costs less per request and holds no buffers while a connection
+	// is idle (docs/performance.md).
+	Engine string
+}
+
+// The values of Server.Engine.
+const (
+	EngineH1serve = "h1serve"
+	EngineNetHTTP = "net/http"
+)
+
+func serverEngines() []string { return []string{EngineH1serve, EngineNetHTTP} }
 
 // Listener is one public address to accept client connections on.
 type Listener struct {
@@ -403,6 +422,7 @@ func Default() *Config {
 			Level: "info", Format: "auto",
 			AccessLog: "stdout", AccessLogFormat: "json", AccessLogBuffer: 4096, AccessLogWhenFull: "block",
 		},
+		Server: Server{Engine: EngineH1serve},
 		Limits: Limits{
 			MaxConnections:         10000,
 			MaxHeaderBytes:         64 << 10, // the decoded header list, HTTP/1 and HTTP/2 (HPACK amplification); Envoy 60 KiB

@@ -322,12 +322,17 @@ func TestFileErrors(t *testing.T) {
 		{
 			name: "attribute at top level",
 			src:  "grace = \"5s\"\nupstream {\n  url = \"http://a:1\"\n}\n",
-			want: []string{"config.hcl:1:1: grace: settings go inside a block; did you mean drain { grace = ... }", "the blocks are admin, app, drain, health_check, limits, listener, log, proxy, runtime, upstream"},
+			want: []string{"config.hcl:1:1: grace: settings go inside a block; did you mean drain { grace = ... }", "the blocks are admin, app, drain, health_check, limits, listener, log, proxy, runtime, server, upstream"},
 		},
 		{
 			name: "unknown block",
-			src:  "upstream {\n  url = \"http://a:1\"\n}\n\nserver {\n}\n",
-			want: []string{"config.hcl:5:1: server: unknown block; the blocks are admin, app, drain, health_check, limits, listener, log, proxy, runtime, upstream"},
+			src:  "upstream {\n  url = \"http://a:1\"\n}\n\nservers {\n}\n",
+			want: []string{"config.hcl:5:1: servers: unknown block; did you mean server { ... }; the blocks are admin, app, drain, health_check, limits, listener, log, proxy, runtime, server, upstream"},
+		},
+		{
+			name: "unknown server engine",
+			src:  "upstream {\n  url = \"http://a:1\"\n}\nserver {\n  engine = \"nginx\"\n}\n",
+			want: []string{"config.hcl:5:12: server.engine: ", "h1serve", "net/http"},
 		},
 		{
 			name: "nested block",

@@ -32,6 +32,7 @@ type fileConfig struct {
 	Log         *logBlock         `hcl:"log,block"`
 	Limits      *limitsBlock      `hcl:"limits,block"`
 	Runtime     *runtimeBlock     `hcl:"runtime,block"`
+	Server      *serverBlock      `hcl:"server,block"`
 }
 
 // Renamed maps the old name of each renamed setting to its new one. The old name still
@@ -42,6 +43,15 @@ var Renamed = map[string]string{
 	"limits.read_timeout": "limits.request_read_timeout",
 	// Not a limit on clients: how the garbage collector runs.
 	"limits.gc_heap_floor_bytes": "runtime.gc_heap_floor_bytes",
+}
+
+type serverBlock struct {
+	Engine *string `hcl:"engine,optional"`
+}
+
+// apply validates the server block and sets what it gives in sv.
+func (b *serverBlock) apply(s section, sv *Server) {
+	apply(s, "engine", b.Engine, oneOf(serverEngines()), &sv.Engine)
 }
 
 type listenerBlock struct {
@@ -241,6 +251,9 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 	}
 	if b := fc.Runtime; b != nil {
 		apply(sec("runtime"), "gc_heap_floor_bytes", b.GCHeapFloorBytes, atLeast[int64](0), &cfg.Runtime.GCHeapFloorBytes)
+	}
+	if b := fc.Server; b != nil {
+		b.apply(sec("server"), &cfg.Server)
 	}
 	return probs.err()
 }

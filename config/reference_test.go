@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -54,7 +55,7 @@ func schemaSettings() []string {
 	}
 	top := []string{"listener", "upstream", "proxy", "drain", "admin", "health_check", "app", "log", "limits"}
 	schemas := blockSchemas()
-	for name := range schemas {
+	for _, name := range slices.Sorted(maps.Keys(schemas)) { // in one order every run
 		if !slices.Contains(top, name) {
 			top = append(top, name) // a block added later, at the end
 		}

@@ -185,6 +185,8 @@ var Settings = []Setting{
 	{Name: "limits.h2_window_timeout", Field: "Limits.H2WindowTimeout", Effect: RebuildsProxy},
 
 	{Name: "runtime.gc_heap_floor_bytes", Field: "Runtime.GCHeapFloorBytes", Effect: NeedsUpgrade},
+
+	{Name: "server.engine", Field: "Server.Engine", Effect: NeedsUpgrade},
 }
 
 // notSettings are the Config fields that no file sets: the command line's own.

@@ -153,9 +153,37 @@ type Remover interface {
 	Remove(ctx context.Context) (leftInQueue int, err error)
 }
 
+// Server is an HTTP server the drain serves on a listener and drains: net/http's
+// (through HTTPServer) or package h1serve's. The drain follows its connections through
+// the hooks it returns, closes idle keep-alive ones itself, and asks clients to close
+// through the responses (Handler), so it needs nothing else of the server.
+type Server interface {
+	// Serve accepts connections on ln until Close; after Close it returns
+	// http.ErrServerClosed.
+	Serve(ln net.Listener) error
+	// Close closes the listener and every connection being served at once, without
+	// waiting for handlers (hijacked connections are not the server's any more).
+	Close() error
+	// Hooks returns where the server keeps its connection-state hook and its base
+	// context hook, with the meaning of http.Server's ConnState and BaseContext: the
+	// state hook is called with StateNew before a connection is served, then in order
+	// on its goroutine; a connection turns StateIdle between requests and StateActive
+	// once a request is on its way. AddServer chains both before Serve.
+	Hooks() (connState *func(net.Conn, http.ConnState), baseContext *func(net.Listener) context.Context)
+}
+
+// HTTPServer adapts a net/http Server to Server.
+func HTTPServer(srv *http.Server) Server { return netHTTPServer{srv} }
+
+type netHTTPServer struct{ *http.Server }
+
+func (s netHTTPServer) Hooks() (*func(net.Conn, http.ConnState), *func(net.Listener) context.Context) {
+	return &s.ConnState, &s.BaseContext
+}
+
 type server struct {
 	name string
-	http *http.Server
+	http Server
 	ln   net.Listener
 
 	// For Remove: the server's own connections, and whether it is being removed.
@@ -165,6 +193,10 @@ type server struct {
 	open     atomic.Int64  // len(conns)
 	gone     chan struct{} // capacity 1: woken when open reaches zero while removing
 }
+
+// serverKey is the context key under which a request finds the server it came in on
+// (*server), to ask its client to close when that server is being removed.
+type serverKey struct{}
 
 // connState follows the server's own connections, after the tracker's hook.
 func (s *server) connState(t *tracker, c net.Conn, state http.ConnState) {
@@ -259,19 +291,33 @@ func New(opts Options) *Drainer {
 	}
 }
 
-// AddServer registers a server and the listener it will serve on. It takes over
-// srv.ConnState (calling any hook already set). Before Run, Run starts serving it; while
-// Run serves (a reload's new listener), it starts serving at once and drains with the
-// others. Once the listeners have begun to stop it is refused.
+// AddServer is Add for a net/http Server.
 func (d *Drainer) AddServer(name string, srv *http.Server, ln net.Listener) error {
+	return d.Add(name, HTTPServer(srv), ln)
+}
+
+// Add registers a server and the listener it will serve on. It takes over the server's
+// ConnState and BaseContext hooks (calling any hook already set). Before Run, Run starts
+// serving it; while Run serves (a reload's new listener), it starts serving at once and
+// drains with the others. Once the listeners have begun to stop it is refused.
+func (d *Drainer) Add(name string, srv Server, ln net.Listener) error {
 	s := &server{name: name, http: srv, ln: ln, gone: make(chan struct{}, 1)}
-	prev := srv.ConnState
-	srv.ConnState = func(c net.Conn, st http.ConnState) {
+	connState, baseContext := srv.Hooks()
+	prev := *connState
+	*connState = func(c net.Conn, st http.ConnState) {
 		d.t.connState(c, st)
 		s.connState(d.t, c, st)
 		if prev != nil {
 			prev(c, st)
 		}
+	}
+	prevBase := *baseContext
+	*baseContext = func(ln net.Listener) context.Context {
+		ctx := context.Background()
+		if prevBase != nil {
+			ctx = prevBase(ln)
+		}
+		return context.WithValue(ctx, serverKey{}, s)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -318,8 +364,6 @@ func (d *Drainer) Remove(ln net.Listener) error {
 	s.removing.Store(true)
 	d.t.removing.Add(1)
 	defer d.t.removing.Add(-1)
-	d.t.closingServers.Store(s.http, true)
-	defer d.t.closingServers.Delete(s.http)
 	grace, cancel := context.WithTimeout(context.Background(), d.opts.Grace)
 	defer cancel()
 	var errs []error

@@ -22,7 +22,7 @@ func serve(t *testing.T, d *Drainer, h http.Handler) (string, <-chan Summary) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.AddServer("test", &http.Server{Handler: d.Handler(h)}, ln)
+	d.Add("test", testServer(d.Handler(h)), ln)
 	done := make(chan Summary, 1)
 	finished := make(chan struct{})
 	go func() {
@@ -231,7 +231,7 @@ func TestDrainAndHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.AddServer("test", &http.Server{Handler: d.Handler(http.NotFoundHandler())}, ln)
+	d.Add("test", testServer(d.Handler(http.NotFoundHandler())), ln)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan Summary, 1)

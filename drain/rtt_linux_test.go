@@ -140,7 +140,7 @@ func rigClient(t *testing.T, d *Drainer, rig *netrig.Rig) (net.Conn, *bufio.Read
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.AddServer("test", &http.Server{Handler: d.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))}, ln)
+	d.Add("test", testServer(d.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))), ln)
 	done := make(chan Summary, 1)
 	go func() { done <- d.Run(context.Background()) }()
 	t.Cleanup(func() { d.Force("test over"); <-done })

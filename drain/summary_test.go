@@ -97,7 +97,7 @@ func TestSummaryCountsUnservedConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.AddServer("public", &http.Server{Handler: d.Handler(http.NotFoundHandler())}, unservedListener{ln})
+	d.Add("public", testServer(d.Handler(http.NotFoundHandler())), unservedListener{ln})
 	d.Drain("test")
 	sum := d.Run(context.Background())
 	if sum.Unserved != 2 || sum.ExitCode() != 1 {

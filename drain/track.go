@@ -32,10 +32,9 @@ type tracker struct {
 	closingSince atomic.Int64
 	idleClose    time.Duration
 
-	// removing counts servers being removed (Drainer.Remove), closingServers holds them
-	// (*http.Server -> true): their responses ask clients to close too.
-	removing       atomic.Int32
-	closingServers sync.Map
+	// removing counts servers being removed (Drainer.Remove): their responses ask
+	// clients to close too.
+	removing atomic.Int32
 
 	conn     sync.Map // net.Conn -> *connInfo, for the connections http.Server tracks
 	upgraded sync.Map // *upgradedConn -> struct{}, for force-closing at the deadline
@@ -161,8 +160,8 @@ func (t *tracker) serverClosing(r *http.Request) bool {
 	if t.removing.Load() == 0 {
 		return false
 	}
-	_, ok := t.closingServers.Load(r.Context().Value(http.ServerContextKey))
-	return ok
+	s, _ := r.Context().Value(serverKey{}).(*server)
+	return s != nil && s.removing.Load()
 }
 
 // done decrements a count and wakes the drain if it reached zero.

@@ -37,12 +37,17 @@ import (
 //     close (the interface it looks for is unexported): after the limit, h1serve drains
 //     up to 256 KiB of the rest and may keep the connection; net/http closes it. Both
 //     stay in step with the client. ("OPTIONS *" with a body over 4 KiB shows it.)
+//     drainproxy's proxy says "Connection: close" with its 413, so both close there.
 //   - After a 431 or a body left over 256 KiB, net/http half-closes and sleeps 500 ms
 //     before the close; h1serve half-closes and closes as soon as the client does (at
 //     most 500 ms). The bytes are the same.
-//   - Not there: http.ServerContextKey in the request context (there is no
-//     *http.Server), CloseNotifier (deprecated), ReadTimeout and WriteTimeout, ConnState
-//     hooks, Shutdown. Log lines start with "h1serve:".
+//   - http.ServerContextKey holds an *http.Server that serves nothing, with h1serve's
+//     handler and limits (ReverseProxy looks for one before it aborts a cut response).
+//   - ConnState: StateActive comes with a request's first bytes, not after its head.
+//   - A hijacked connection's deadlines are cleared (net/http keeps a WriteTimeout's).
+//   - Not there: CloseNotifier (deprecated), Shutdown, SetKeepAlivesEnabled (a drain
+//     asks clients to close through its responses), TLSNextProto for other protocols
+//     than h2. Log lines start with "h1serve:".
 
 // seen is what the handler saw of one request.
 type seen struct {

@@ -90,9 +90,18 @@ func (c *conn) readRequest(ctx context.Context) (*response, error) {
 		}
 	}
 
-	if c.deadlineSet {
+	// As net/http: the body may take until ReadTimeout from the request's first byte;
+	// the response until WriteTimeout from now.
+	if d := c.srv.ReadTimeout; d > 0 {
+		c.rwc.SetReadDeadline(c.t0.Add(d))
+		c.deadlineSet = true
+	} else if c.deadlineSet {
 		c.rwc.SetReadDeadline(time.Time{})
-		c.deadlineSet = c.srv.ReadHeaderTimeout > 0 || c.srv.IdleTimeout > 0
+		c.deadlineSet = false
+	}
+	if d := c.srv.WriteTimeout; d > 0 {
+		c.rwc.SetWriteDeadline(time.Now().Add(d))
+		c.writeDeadlineSet = true
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	parsed := req
@@ -339,19 +348,19 @@ func (c *conn) bodyDone() {
 
 // startWatchLocked reads the connection until the request ends. Bytes that arrive are
 // the next pipelined request and stay buffered; a FIN is a half-close and cancels
-// nothing (the answer still goes out); any other read error means the client is gone
-// and cancels the request.
+// nothing (the answer still goes out) unless CancelOnFIN; any other read error means the
+// client is gone and cancels the request.
 func (c *conn) startWatchLocked() {
 	c.watchRunning = true
 	c.cr.cancelOnErr = false
 	done := make(chan struct{})
 	c.watchDone = done
-	w, br := c.watchReq, c.br
+	w, br, fin := c.watchReq, c.br, c.srv.CancelOnFIN
 	go func() {
 		defer close(done)
 		_, err := br.Peek(1)
 		var ne net.Error
-		if err == nil || err == io.EOF || (errors.As(err, &ne) && ne.Timeout()) {
+		if err == nil || (err == io.EOF && !fin) || (errors.As(err, &ne) && ne.Timeout()) {
 			return
 		}
 		w.cancel()

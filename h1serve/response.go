@@ -215,6 +215,8 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	c.stopWatch()
 	c.hijacked = true
+	c.srv.track(c.rwc, false) // the hijacker's now: Close leaves it alone, as net/http's
+	c.srv.setState(c.rwc, http.StateHijacked)
 	c.rwc.SetDeadline(time.Time{})
 	putWriter(&chunkPool, w.w)
 	w.w = nil

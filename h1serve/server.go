@@ -18,6 +18,10 @@
 //   - No read or write buffer is held while a connection is idle between requests: the
 //     loop waits for the next request with a one-byte read and takes its buffers from
 //     sync.Pools only once bytes arrive.
+//
+// It keeps the hooks a server needs to be drained as net/http's is (package drain):
+// ConnState, BaseContext and ConnContext, Close, the read, write, head and idle
+// timeouts; it hands HTTP/2 (ALPN h2, h2c with prior knowledge) to ServeHTTP2.
 package h1serve
 
 import (
@@ -56,8 +60,58 @@ type Server struct {
 	ReadHeaderTimeout time.Duration
 
 	// IdleTimeout closes a keep-alive connection that waits this long for its next
-	// request. Zero means no limit.
+	// request. Zero means ReadTimeout, as in net/http (and no limit when both are zero).
 	IdleTimeout time.Duration
+
+	// ReadTimeout bounds reading a whole request, head and body, from its first byte;
+	// it also bounds the head when ReadHeaderTimeout is zero, as in net/http. Zero means
+	// no limit.
+	ReadTimeout time.Duration
+
+	// WriteTimeout bounds writing a response, from the end of its request's head, as in
+	// net/http. Zero means no limit.
+	WriteTimeout time.Duration
+
+	// ConnState, when set, is called as a connection changes state, as
+	// http.Server.ConnState is: StateNew before Serve starts serving it, then on the
+	// connection's own goroutine and in order. One difference: a connection turns
+	// StateActive as soon as the first bytes of a request arrive, where net/http waits
+	// for the whole head. h1serve reads those bytes from the socket itself, past any
+	// net.Conn wrapper that would notice them, so reporting them at once is what keeps a
+	// connection whose request is on its way from being closed as idle (by a drain, or
+	// to make room under a connection limit). A connection handed to ServeHTTP2 is
+	// reported StateNew and StateClosed only, as net/http does.
+	ConnState func(net.Conn, http.ConnState)
+
+	// BaseContext, when set, returns the parent context of every connection Serve
+	// accepts on ln, as http.Server.BaseContext (zero: context.Background()).
+	BaseContext func(ln net.Listener) context.Context
+
+	// ConnContext, when set, derives a connection's context, the parent of its
+	// requests' contexts, from the base one, as http.Server.ConnContext.
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
+
+	// ServeHTTP2, when set, takes over the connections that speak HTTP/2: a TLS one
+	// whose client chose "h2" by ALPN (c is tc), and, with H2C, a plain one that opened
+	// with the HTTP/2 client preface (prior knowledge), which has been read: c replays
+	// the bytes that came after it. ctx is the connection's context. It returns when the
+	// connection is done. Without it, a TLS connection that negotiated "h2" is closed
+	// (net/http closes one that negotiated a protocol it has no handler for).
+	ServeHTTP2 func(ctx context.Context, c net.Conn, tc *tls.Conn)
+
+	// H2C hands plain connections that open with the HTTP/2 preface to ServeHTTP2.
+	H2C bool
+
+	// CancelOnFIN ends a running request's context when its client's FIN arrives, as
+	// net/http does, for a handler that tells a client that half-closed from one that
+	// went away by itself (drainproxy's proxy asks the kernel, proxy/halfclose.go).
+	// Without it a FIN cancels nothing, and a client that closed its connection is
+	// noticed only when a write to it fails.
+	CancelOnFIN bool
+
+	// DisableGeneralOptionsHandler passes "OPTIONS *" to Handler, as the field of the
+	// same name in http.Server; otherwise the loop answers it itself, as net/http does.
+	DisableGeneralOptionsHandler bool
 
 	// WatchDelay is how long a request runs with its body read before the loop watches
 	// the connection for a client reset. Zero means DefaultWatchDelay; negative turns
@@ -72,6 +126,9 @@ type Server struct {
 	// request, with whether it still holds a read and a write buffer.
 	idleHook func(reader, writer bool)
 
+	viewOnce sync.Once
+	view     *http.Server // see netHTTPView
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
@@ -79,8 +136,9 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
-// ErrServerClosed is returned by Serve after Close.
-var ErrServerClosed = errors.New("h1serve: server closed")
+// ErrServerClosed is returned by Serve after Close. It is net/http's, so that code
+// that serves either server checks one error.
+var ErrServerClosed = http.ErrServerClosed
 
 // Serve accepts connections on ln and serves each on its own goroutine until Close. It
 // always returns a non-nil error; after Close it is ErrServerClosed.
@@ -95,6 +153,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
+	base := context.Background()
+	if s.BaseContext != nil {
+		if base = s.BaseContext(ln); base == nil {
+			panic("h1serve: BaseContext returned a nil context")
+		}
+	}
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
@@ -118,10 +182,17 @@ func (s *Server) Serve(ln net.Listener) error {
 			c.Close()
 			return ErrServerClosed
 		}
+		s.setState(c, http.StateNew) // before the goroutine, so that a count of open connections never misses it
 		go func() {
 			defer s.wg.Done()
 			defer s.track(c, false)
-			s.ServeConn(context.Background(), c)
+			ctx := base
+			if s.ConnContext != nil {
+				if ctx = s.ConnContext(ctx, c); ctx == nil {
+					panic("h1serve: ConnContext returned a nil context")
+				}
+			}
+			s.ServeConn(ctx, c)
 		}()
 	}
 }
@@ -146,8 +217,9 @@ func (s *Server) track(c net.Conn, add bool) bool {
 	return true
 }
 
-// Close closes the listeners and every connection Serve started, then waits for their
-// goroutines. Hijacked connections are the hijacker's to close.
+// Close closes the listeners and every connection Serve started, at once, as
+// http.Server.Close: it does not wait for handlers still running on them (their writes
+// and reads fail). Hijacked connections are the hijacker's to close.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -158,8 +230,61 @@ func (s *Server) Close() error {
 		c.Close()
 	}
 	s.mu.Unlock()
-	s.wg.Wait()
 	return nil
+}
+
+// netHTTPView is an http.Server with s's handler and limits, which serves nothing: the
+// value of http.ServerContextKey in the requests' contexts. Code that looks for it must
+// find one: httputil.ReverseProxy aborts a response whose upstream body broke off
+// (panic(http.ErrAbortHandler), so the client sees the cut) only when it runs under a
+// server, and would otherwise end a cut-short chunked body as if it were complete.
+func (s *Server) netHTTPView() *http.Server {
+	s.viewOnce.Do(func() {
+		s.view = &http.Server{
+			Handler: s.Handler, ReadHeaderTimeout: s.ReadHeaderTimeout, ReadTimeout: s.ReadTimeout,
+			WriteTimeout: s.WriteTimeout, IdleTimeout: s.IdleTimeout, MaxHeaderBytes: s.MaxHeaderBytes,
+			ErrorLog: s.ErrorLog, DisableGeneralOptionsHandler: s.DisableGeneralOptionsHandler,
+		}
+	})
+	return s.view
+}
+
+// Hooks returns where s keeps its ConnState and BaseContext hooks, for a caller that
+// chains its own (package drain, which serves net/http's servers the same way).
+func (s *Server) Hooks() (connState *func(net.Conn, http.ConnState), baseContext *func(net.Listener) context.Context) {
+	return &s.ConnState, &s.BaseContext
+}
+
+func (s *Server) setState(c net.Conn, st http.ConnState) {
+	if s.ConnState != nil {
+		s.ConnState(c, st)
+	}
+}
+
+// readHeaderTimeout and idleTimeout fall back on ReadTimeout, as net/http's do.
+func (s *Server) readHeaderTimeout() time.Duration {
+	if s.ReadHeaderTimeout > 0 {
+		return s.ReadHeaderTimeout
+	}
+	return s.ReadTimeout
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	if s.IdleTimeout > 0 {
+		return s.IdleTimeout
+	}
+	return s.ReadTimeout
+}
+
+// handshakeTimeout is net/http's: the shortest of the read and write limits.
+func (s *Server) handshakeTimeout() time.Duration {
+	var d time.Duration
+	for _, v := range [...]time.Duration{s.ReadTimeout, s.WriteTimeout, s.ReadHeaderTimeout} {
+		if v > 0 && (d == 0 || v < d) {
+			d = v
+		}
+	}
+	return d
 }
 
 func (s *Server) logf(format string, args ...any) {
@@ -171,10 +296,16 @@ func (s *Server) logf(format string, args ...any) {
 }
 
 // ServeConn serves HTTP/1 requests on c until the client or the handler ends the
-// connection, then closes it (unless a handler hijacked it). ctx is the parent of every
-// request's context.
+// connection, then closes it (unless a handler hijacked it) and reports it StateClosed.
+// ctx is the parent of every request's context.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	cn := &conn{srv: s, rwc: c, remoteAddr: c.RemoteAddr().String()}
+	closed := true
+	defer func() {
+		if closed {
+			s.setState(c, http.StateClosed)
+		}
+	}()
 	cn.cr.c = cn
 	if sc, ok := c.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
@@ -184,19 +315,33 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	if tc, ok := c.(*tls.Conn); ok {
 		// As net/http: finish the handshake first, so that requests see its state.
 		// (Handing a negotiated h2 to h2serve is the caller's job, before ServeConn.)
-		if d := s.ReadHeaderTimeout; d > 0 {
+		if d := s.handshakeTimeout(); d > 0 {
 			c.SetDeadline(time.Now().Add(d))
 		}
 		if err := tc.HandshakeContext(ctx); err != nil {
+			// As net/http: a client that spoke plain HTTP to a TLS listener is told so.
+			var re tls.RecordHeaderError
+			if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader[:]) {
+				io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+			}
 			c.Close()
 			return
 		}
 		c.SetDeadline(time.Time{})
 		st := tc.ConnectionState()
 		cn.tlsState = &st
+		if p := st.NegotiatedProtocol; p != "" && p != "http/1.1" && p != "http/1.0" {
+			if p == "h2" && s.ServeHTTP2 != nil {
+				s.ServeHTTP2(context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr()), tc, tc)
+			}
+			c.Close()
+			return
+		}
 	}
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
+	ctx = context.WithValue(ctx, http.ServerContextKey, s.netHTTPView())
 	cn.serve(ctx)
+	closed = !cn.hijacked
 }
 
 // conn is one client connection. Its buffers (br, bw) are non-nil only while a request
@@ -216,7 +361,8 @@ type conn struct {
 	bw         *bufio.Writer
 	lastMethod string
 	hijacked   bool
-	served     bool // a request was read: later ones wait for 4 bytes, as net/http
+	t0         time.Time // when the first bytes of the current request came
+	served     bool      // a request was read: later ones wait for 4 bytes, as net/http
 
 	// deadlineSet and writeDeadlineSet say a deadline may be set on rwc that the next
 	// request must not inherit.
@@ -401,9 +547,17 @@ func (c *conn) serve(ctx context.Context) {
 		}
 	}()
 	for {
+		if c.served {
+			c.srv.setState(c.rwc, http.StateIdle)
+		}
+		first := !c.served
 		if !c.awaitRequest() {
 			return
 		}
+		if first && c.srv.H2C && c.srv.ServeHTTP2 != nil && c.tlsState == nil && c.servedHTTP2(ctx) {
+			return // HTTP/2 has served the connection, and closed it
+		}
+		c.srv.setState(c.rwc, http.StateActive)
 		var err error
 		w, err = c.readRequest(ctx)
 		if err != nil {
@@ -423,7 +577,7 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 		handler := c.srv.Handler
-		if req.RequestURI == "*" && req.Method == "OPTIONS" {
+		if req.RequestURI == "*" && req.Method == "OPTIONS" && !c.srv.DisableGeneralOptionsHandler {
 			handler = optionsHandler
 		}
 		c.armWatch(w)
@@ -452,9 +606,12 @@ func (c *conn) awaitRequest() bool {
 		h(c.br != nil, c.bw != nil)
 	}
 	if c.br == nil {
-		if d := c.srv.IdleTimeout; d > 0 {
+		if d := c.srv.idleTimeout(); d > 0 {
 			c.rwc.SetReadDeadline(time.Now().Add(d))
 			c.deadlineSet = true
+		} else if c.deadlineSet {
+			c.rwc.SetReadDeadline(time.Time{})
+			c.deadlineSet = false
 		}
 		if c.raw != nil {
 			if !c.awaitRaw() {
@@ -476,12 +633,79 @@ func (c *conn) awaitRequest() bool {
 		}
 	}
 	c.served = true
-	if d := c.srv.ReadHeaderTimeout; d > 0 {
-		c.rwc.SetReadDeadline(time.Now().Add(d))
+	c.t0 = time.Now()
+	if d := c.srv.readHeaderTimeout(); d > 0 {
+		c.rwc.SetReadDeadline(c.t0.Add(d))
 		c.deadlineSet = true
+	} else if c.deadlineSet {
+		c.rwc.SetReadDeadline(time.Time{})
+		c.deadlineSet = false
 	}
 	return true
 }
+
+// looksLikeHTTP is net/http's guess that the first bytes of a TLS record are plain HTTP.
+func looksLikeHTTP(hdr []byte) bool {
+	switch string(hdr) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
+
+// http2Preface is what an HTTP/2 client with prior knowledge sends first; net/http looks
+// for its first line before it reads more.
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// servedHTTP2 hands the connection to ServeHTTP2 if it opened with the HTTP/2 preface,
+// as net/http does for unencrypted HTTP/2, and reports whether it did.
+func (c *conn) servedHTTP2(ctx context.Context) bool {
+	c.take()
+	c.cr.remain = int64(len(http2Preface))
+	line, err := c.br.Peek(len("PRI * HTTP/2.0"))
+	if err != nil || string(line) != http2Preface[:len(line)] {
+		return false
+	}
+	if all, err := c.br.Peek(len(http2Preface)); err != nil || string(all) != http2Preface {
+		return false
+	}
+	c.br.Discard(len(http2Preface))
+	rest := &replayConn{Conn: c.rwc}
+	if n := c.br.Buffered(); n > 0 {
+		b, _ := c.br.Peek(n)
+		rest.rest = append(rest.rest, b...)
+		c.br.Discard(n)
+	}
+	rest.rest = append(rest.rest, c.cr.pre...)
+	if c.cr.preBuf != nil {
+		prefetchPool.Put(c.cr.preBuf)
+		c.cr.preBuf, c.cr.pre = nil, nil
+	}
+	c.release()
+	c.rwc.SetDeadline(time.Time{})
+	c.deadlineSet = false
+	c.srv.ServeHTTP2(ctx, rest, nil)
+	return true
+}
+
+// replayConn is a connection handed to HTTP/2 with the bytes read past the preface.
+type replayConn struct {
+	net.Conn
+	rest []byte
+}
+
+func (r *replayConn) Read(p []byte) (int, error) {
+	if len(r.rest) > 0 {
+		n := copy(p, r.rest)
+		r.rest = r.rest[n:]
+		return n, nil
+	}
+	return r.Conn.Read(p)
+}
+
+// NetConn is the connection underneath, as tls.Conn.NetConn (for a connection limit
+// and TCP_INFO).
+func (r *replayConn) NetConn() net.Conn { return r.Conn }
 
 // awaitRaw waits for the connection to become readable with no buffer, then reads what
 // came into a pooled buffer that is returned as soon as the request's reader took it:

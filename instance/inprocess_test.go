@@ -41,12 +41,19 @@ type running struct {
 func startInstance(t *testing.T, args ...string) *running {
 	t.Helper()
 	args = append([]string{"-log-format", "json", "-log-level", "debug"}, args...)
-	cfg, err := config.ParseEnv(args, nil, io.Discard)
+	// Only the server engine comes from the test's environment: CI runs the suite on both.
+	getenv := func(k string) string {
+		if k == "DRAINPROXY_SERVER_ENGINE" {
+			return os.Getenv(k)
+		}
+		return ""
+	}
+	cfg, err := config.ParseEnv(args, getenv, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := newLogLines()
-	inst, err := New(cfg, Options{Args: args, Environ: os.Environ(), Stdout: io.Discard, Stderr: logs, Version: "test"})
+	inst, err := New(cfg, Options{Args: args, Getenv: getenv, Environ: os.Environ(), Stdout: io.Discard, Stderr: logs, Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

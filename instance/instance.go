@@ -195,7 +195,7 @@ func New(cfg *config.Config, opts Options) (_ *Instance, err error) {
 		})
 	}
 	i.publics = &publicListeners{upg: i.upg, d: i.d, front: i.front, h2: i.h2, handler: upstream, limits: cfg.Limits,
-		drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
+		server: cfg.Server, drain: cfg.Drain, log: log, byAddr: map[string]*listener.Listener{}, served: map[string]net.Listener{}}
 	if i.upg.Upgraded() {
 		i.publics.hold()
 	}
@@ -378,7 +378,8 @@ func (i *Instance) Run(ctx context.Context) int {
 	}()
 
 	log.Info("drainproxy starting", "version", i.opts.Version, "listen", strings.Join(addrs, ","),
-		"admin", adminAddr, "upstream", i.proxies.current().Upstream(), "access_log", cfg.Log.AccessLog, "config", cfg.Source, "pid", os.Getpid())
+		"admin", adminAddr, "upstream", i.proxies.current().Upstream(), "access_log", cfg.Log.AccessLog, "server_engine", cfg.Server.Engine,
+		"config", cfg.Source, "pid", os.Getpid())
 	if i.sup == nil {
 		return i.d.Run(ctx).ExitCode()
 	}

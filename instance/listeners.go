@@ -27,6 +27,7 @@ type publicListeners struct {
 	h2      *h2serve.Server
 	handler http.Handler // the upstream side, behind each listener's front
 	limits  config.Limits
+	server  config.Server
 	drain   config.Drain
 	log     hclog.Logger
 
@@ -40,7 +41,7 @@ type publicListeners struct {
 
 // heldServer is a server open but not accepting yet, and the listener it will serve.
 type heldServer struct {
-	srv    *http.Server
+	srv    drain.Server
 	public net.Listener
 }
 
@@ -61,7 +62,7 @@ func (p *publicListeners) serveHeld() error {
 	p.mu.Unlock()
 	var first error
 	for _, h := range held {
-		if err := p.d.AddServer("public", h.srv, h.public); err != nil {
+		if err := p.d.Add("public", h.srv, h.public); err != nil {
 			h.public.Close()
 			if first == nil {
 				first = err
@@ -79,12 +80,7 @@ func (p *publicListeners) open(ctx context.Context, l config.Listener) (string, 
 	}
 	ln.SetHandshakeWait(p.drain.HandshakeWait)
 	ln.SetLogger(p.log.Named("listener"))
-	srv := newServer(p.d.Handler(p.front.Handler(l, p.handler)), p.limits, p.log)
-	if l.TLS == nil {
-		p.h2.Configure(srv, !l.DisableH2C)
-	}
-	srv.ConnState = ln.ConnState // max_connections closes idle keep-alive connections to make room
-	public, err := p.front.Wrap(l, ln, srv)
+	srv, public, err := p.newServer(l, ln)
 	if err != nil {
 		ln.Close()
 		return "", fmt.Errorf("cannot serve HTTPS on %s: %w", l.Address, err)
@@ -96,7 +92,7 @@ func (p *publicListeners) open(ctx context.Context, l config.Listener) (string, 
 	}
 	p.mu.Unlock()
 	if !held {
-		if err := p.d.AddServer("public", srv, public); err != nil {
+		if err := p.d.Add("public", srv, public); err != nil {
 			ln.Close()
 			return "", err
 		}
@@ -105,6 +101,28 @@ func (p *publicListeners) open(ctx context.Context, l config.Listener) (string, 
 	p.byAddr[l.Address], p.served[l.Address] = ln, public
 	p.mu.Unlock()
 	return ln.Addr().String(), nil
+}
+
+// newServer builds l's server on the engine server.engine names, and the listener it
+// serves (ln, or ln behind TLS).
+func (p *publicListeners) newServer(l config.Listener, ln *listener.Listener) (drain.Server, net.Listener, error) {
+	h := p.d.Handler(p.front.Handler(l, p.handler))
+	if p.server.Engine == config.EngineH1serve {
+		srv := newH1Server(h, p.limits, p.log)
+		if l.TLS == nil {
+			p.h2.ConfigureH1(srv, !l.DisableH2C)
+		}
+		srv.ConnState = ln.ConnState // max_connections closes idle keep-alive connections to make room
+		public, err := p.front.WrapH1(l, ln, srv)
+		return srv, public, err
+	}
+	srv := newServer(h, p.limits, p.log)
+	if l.TLS == nil {
+		p.h2.Configure(srv, !l.DisableH2C)
+	}
+	srv.ConnState = ln.ConnState // max_connections closes idle keep-alive connections to make room
+	public, err := p.front.Wrap(l, ln, srv)
+	return drain.HTTPServer(srv), public, err
 }
 
 // remove drains the listener opened for addr and stops it for good.

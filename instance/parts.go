@@ -13,6 +13,7 @@ import (
 	"github.com/drainproxy/drainproxy/admin"
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/h1serve"
 	"github.com/drainproxy/drainproxy/health"
 	"github.com/drainproxy/drainproxy/internal/clientconn"
 	"github.com/drainproxy/drainproxy/metrics"
@@ -85,6 +86,28 @@ func newAccessLog(c config.Log, upstream func() string, stdout, stderr io.Writer
 		// Lines follow a zero-downtime restart to the new instance.
 		CurrentUpstream: upstream,
 	})
+}
+
+// newH1Server is newServer on drainproxy's own HTTP/1 loop (server.engine = "h1serve"):
+// the same limits and timeouts, the same error log, OPTIONS * for the app, the same
+// ConnContext.
+func newH1Server(h http.Handler, lim config.Limits, log hclog.Logger) *h1serve.Server {
+	return &h1serve.Server{
+		Handler:           h,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.RequestReadTimeout,
+		WriteTimeout:      lim.WriteTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		ErrorLog: log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{
+			InferLevels: true, ForceLevel: hclog.Debug,
+		}),
+		DisableGeneralOptionsHandler: true,
+		// As newServer: a FIN ends the request's context, and the proxy asks the kernel
+		// whether the client half-closed (answered) or left (proxy/halfclose.go).
+		CancelOnFIN: true,
+		ConnContext: clientconn.ConnContext,
+	}
 }
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no

@@ -489,6 +489,11 @@ func (p *Proxy) answerUpstreamError(target string, w http.ResponseWriter, r *htt
 	if rec := recorderOf(w); rec != nil {
 		rec.RecordUpstreamError(reason, status, err)
 	}
+	if reason == ReasonBodyTooLarge && r.ProtoMajor == 1 {
+		// The rest of the body may still come: close (net/http's server does after
+		// MaxBytesReader by itself; package h1serve's needs the header).
+		w.Header().Set("Connection", "close")
+	}
 	if reason == ReasonClientCanceled {
 		// Nobody is left to answer; the access log records 499. Returning without a
 		// word would let net/http answer an empty 200 to whoever still reads.

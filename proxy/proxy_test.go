@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -32,6 +33,7 @@ import (
 	"golang.org/x/net/websocket"
 
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/h1serve"
 	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/standin"
 
@@ -52,6 +54,27 @@ func serveOn(t testing.TB, h http.Handler, connState func(net.Conn, http.ConnSta
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: h, ConnState: connState}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-served
+	})
+	return ln.Addr().String()
+}
+
+// serveH1 is serveOn with package h1serve's server, set up as drainproxy's server.engine
+// = "h1serve" is (without the ConnContext of the half-close watch, as serveOn).
+func serveH1(t testing.TB, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &h1serve.Server{Handler: h, CancelOnFIN: true}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -109,7 +132,11 @@ func startFront(t testing.TB, opts proxy.Options, viaDrain bool) *front {
 		d.Observe(exchanges(f.Seen))
 		h = d.Handler(p)
 	}
-	f.Addr = serveOn(t, h, connState)
+	if os.Getenv("DRAINPROXY_SERVER_ENGINE") == "net/http" { // CI runs the suite on both engines
+		f.Addr = serveOn(t, h, connState)
+	} else { // drainproxy's default
+		f.Addr = serveH1(t, h)
+	}
 	f.URL = "http://" + f.Addr
 	f.Client = newClient(t)
 	return f
@@ -744,6 +771,19 @@ func TestBodyOverLimitAnswers413(t *testing.T) {
 			case <-time.After(waitLimit):
 				t.Fatal("the upstream never saw the request start")
 			}
+		})
+
+		t.Run("chunked, just over", func(t *testing.T) {
+			// The rest of the body is short enough for the server to read it after the
+			// answer: the connection must close all the same (MaxBytesReader tells
+			// net/http's server so; package h1serve's hears it from the header).
+			req, _ := http.NewRequest("POST", f.URL+"/upload", struct{ io.Reader }{bytes.NewReader(body[:limit+100])})
+			resp, got := f.do(t, req)
+			checkErrorAnswer(t, resp, got, http.StatusRequestEntityTooLarge, "over the limit")
+			if !resp.Close {
+				t.Error("a 413 must close the connection: the rest of the body is not read")
+			}
+			<-received
 		})
 
 		t.Run("at the limit", func(t *testing.T) {

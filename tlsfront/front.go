@@ -33,6 +33,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/drainproxy/drainproxy/config"
+	"github.com/drainproxy/drainproxy/h1serve"
 	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/listener"
 )
@@ -232,6 +233,16 @@ func (f *Front) Handler(l config.Listener, next http.Handler) http.Handler {
 // h2serve.Server of Options.HTTP2 (whose owner drains it). Call it for every listener
 // before Start.
 func (f *Front) Wrap(l config.Listener, ln *listener.Listener, srv *http.Server) (net.Listener, error) {
+	return f.wrap(l, ln, func() { f.http2.Configure(srv, false) })
+}
+
+// WrapH1 is Wrap for a server of package h1serve.
+func (f *Front) WrapH1(l config.Listener, ln *listener.Listener, srv *h1serve.Server) (net.Listener, error) {
+	return f.wrap(l, ln, func() { f.http2.ConfigureH1(srv, false) })
+}
+
+// wrap is Wrap, with configureH2 setting the server up to hand HTTP/2 to h2serve.
+func (f *Front) wrap(l config.Listener, ln *listener.Listener, configureH2 func()) (net.Listener, error) {
 	s := f.sites[l.Address]
 	if s == nil {
 		if f.httpAddr == nil {
@@ -243,7 +254,7 @@ func (f *Front) Wrap(l config.Listener, ln *listener.Listener, srv *http.Server)
 	if f.httpsPort.Load() == 0 {
 		f.httpsPort.Store(int32(portOf(ln.Addr())))
 	}
-	f.http2.Configure(srv, false)
+	configureH2()
 	f.log.Info("serving HTTPS", "address", ln.Addr().String(), "certificate", s.source(),
 		"min_version", tls.VersionName(s.conf.MinVersion), "hsts", s.conf.HSTS)
 	return &Listener{Listener: tls.NewListener(ln, s.tlsConfig), tcp: ln}, nil

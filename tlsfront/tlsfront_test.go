@@ -14,6 +14,7 @@ import (
 	"errors"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/drainproxy/drainproxy/config"
 	"github.com/drainproxy/drainproxy/drain"
+	"github.com/drainproxy/drainproxy/h1serve"
 	"github.com/drainproxy/drainproxy/h2serve"
 	"github.com/drainproxy/drainproxy/listener"
 )
@@ -228,12 +230,22 @@ func TestFrontStaticHTTPS(t *testing.T) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	d := drain.New(drain.Options{Grace: 5 * time.Second})
-	srv := &http.Server{Handler: d.Handler(f.Handler(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := d.Handler(f.Handler(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Proto)
-	})))}
+	})))
 	d.OnDrainStart(h2.Drain)
 	d.OnStopAccepting(func(context.Context) { h2.StopAccepting() })
-	public, err := f.Wrap(l, ln, srv)
+	var srv drain.Server
+	var public net.Listener
+	if os.Getenv("DRAINPROXY_SERVER_ENGINE") == "net/http" { // CI runs the suite on both engines
+		s := &http.Server{Handler: h}
+		srv = drain.HTTPServer(s)
+		public, err = f.Wrap(l, ln, s)
+	} else { // drainproxy's default
+		s := &h1serve.Server{Handler: h}
+		srv = s
+		public, err = f.WrapH1(l, ln, s)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +255,7 @@ func TestFrontStaticHTTPS(t *testing.T) {
 	if err := f.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	d.AddServer("public", srv, public)
+	d.Add("public", srv, public)
 	done := make(chan drain.Summary, 1)
 	go func() { done <- d.Run(context.Background()) }()
 	t.Cleanup(func() {
