@@ -208,8 +208,9 @@ limits {
   max_request_body_bytes = 0
   # Time to read request headers; bounds slow-loris clients that trickle them in.
   read_header_timeout = "10s"
-  # Time to read a whole request; 0 is none, so long uploads work.
-  read_timeout = "0s"
+  # Deadline for reading a whole request, head and body, from its first byte (a deadline, not a progress timeout: see
+  # client_body_timeout); 0 is none, so long uploads work. Its old name, limits.read_timeout, still loads, with a warning.
+  request_read_timeout = "0s"
   # Time to write a whole response; 0 is none, so long proxied and streamed responses work.
   write_timeout = "0s"
   # How long a keep-alive client connection may wait for its next request.
@@ -229,8 +230,11 @@ limits {
   # An HTTP/2 stream whose client gives its response no send window for this long is reset (a client that sets
   # SETTINGS_INITIAL_WINDOW_SIZE=0 would otherwise hold an upstream request for the whole send_timeout). 0 is none.
   h2_window_timeout = "10s"
+}
+
+runtime {
   # Under load (16 MB/s of allocation or more) the heap may grow to this many bytes before Go's garbage collector
-  # runs, however little is alive: far fewer collections, for memory near this size. Never above half of the memory limit (GOMEMLIMIT, or 90% of the container's). 0 leaves Go's own pacing; GOGC in the environment wins.
+  # runs, however little is alive: far fewer collections, for memory near this size. Never above half of the memory limit (GOMEMLIMIT, or 90% of the container's). 0 leaves Go's own pacing; GOGC in the environment wins. Its old name, limits.gc_heap_floor_bytes, still loads, with a warning.
   gc_heap_floor_bytes = 33554432
 }
 

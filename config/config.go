@@ -29,6 +29,9 @@ type Config struct {
 	ShowVersion bool
 	// CheckOnly is -check: the caller validates and exits, like nginx -t.
 	CheckOnly bool
+	// Renamed lists the settings given by an old name (config.Renamed), for the caller
+	// to warn about: they still load, as their new name.
+	Renamed []RenamedSetting
 
 	// Listeners are the public addresses. Never empty after Parse.
 	Listeners []Listener
@@ -42,8 +45,25 @@ type Config struct {
 	App    App
 	Log    Log
 	Limits Limits
+	// Runtime tunes Go's runtime in this process.
+	Runtime Runtime
 	// Server is how the public listeners serve HTTP/1.
 	Server Server
+}
+
+// Runtime tunes Go's runtime; GOGC and GOMEMLIMIT in the environment win over it.
+type Runtime struct {
+	// GCHeapFloorBytes lets the heap grow to this size before Go's garbage collector runs,
+	// however little is alive, while the process allocates fast (package gcfloor); 0 leaves
+	// Go's pacing alone. GOGC set in the environment turns it off.
+	GCHeapFloorBytes int64
+}
+
+// RenamedSetting is a setting given by its old name.
+type RenamedSetting struct {
+	Old, New string // "limits.read_timeout", "limits.request_read_timeout"
+	// Where is the old name's place: FILE:LINE:COL, or the environment variable.
+	Where string
 }
 
 // Server chooses the HTTP/1 server loop of the public listeners.
@@ -322,8 +342,10 @@ type Limits struct {
 	MaxRequestBodyBytes int64
 	// ReadHeaderTimeout bounds reading request headers (the slow-loris bound).
 	ReadHeaderTimeout time.Duration
-	// ReadTimeout bounds reading a whole request; 0 is none, so long uploads work.
-	ReadTimeout time.Duration
+	// RequestReadTimeout bounds reading a whole request, head and body, from its first
+	// byte (http.Server.ReadTimeout): a deadline, not a progress timeout; 0 is none, so
+	// long uploads work (ClientBodyTimeout bounds a client that stops sending).
+	RequestReadTimeout time.Duration
 	// WriteTimeout bounds writing a whole response; 0 is none, so long streamed
 	// responses work.
 	WriteTimeout time.Duration
@@ -344,10 +366,6 @@ type Limits struct {
 	// H2WindowTimeout resets an HTTP/2 stream whose client gives its response no send
 	// window for this long (SETTINGS_INITIAL_WINDOW_SIZE=0); 0 leaves it to SendTimeout.
 	H2WindowTimeout time.Duration
-	// GCHeapFloorBytes lets the heap grow to this size before Go's garbage collector runs,
-	// however little is alive, while the process allocates fast (package gcfloor); 0 leaves
-	// Go's pacing alone. GOGC set in the environment turns it off.
-	GCHeapFloorBytes int64
 }
 
 // Default returns a Config holding every default. Upstream.URL is nil, because there is
@@ -410,7 +428,7 @@ func Default() *Config {
 			MaxHeaderBytes:         64 << 10, // the decoded header list, HTTP/1 and HTTP/2 (HPACK amplification); Envoy 60 KiB
 			MaxRequestBodyBytes:    0,
 			ReadHeaderTimeout:      10 * time.Second,
-			ReadTimeout:            0,
+			RequestReadTimeout:     0,
 			WriteTimeout:           0,
 			IdleTimeout:            120 * time.Second,
 			SendTimeout:            60 * time.Second,
@@ -418,8 +436,8 @@ func Default() *Config {
 			UpgradeIdleTimeout:     time.Hour,
 			H2MaxConcurrentStreams: 100,
 			H2WindowTimeout:        10 * time.Second,
-			GCHeapFloorBytes:       32 << 20,
 		},
+		Runtime: Runtime{GCHeapFloorBytes: 32 << 20},
 	}
 }
 

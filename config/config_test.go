@@ -113,15 +113,17 @@ limits {
   max_header_bytes = 65536
   max_request_body_bytes = 10485760
   read_header_timeout = "3s"
-  read_timeout = "1m"
+  request_read_timeout = "1m"
   write_timeout = "2m"
   idle_timeout = "30s"
   send_timeout = "20s"
   client_body_timeout = "25s"
   upgrade_idle_timeout = "0s"
-  gc_heap_floor_bytes = 0
   h2_max_concurrent_streams = 32
   h2_window_timeout = "3s"
+}
+runtime {
+  gc_heap_floor_bytes = 0
 }
 `
 	fullPath := writeConfig(t, full)
@@ -158,10 +160,11 @@ limits {
 			AccessLogFormat: "combined", AccessLogBuffer: 64, AccessLogWhenFull: "drop"}
 		c.Limits = Limits{
 			MaxConnections: 0, MaxHeaderBytes: 65536, MaxRequestBodyBytes: 10 << 20,
-			ReadHeaderTimeout: 3 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute,
+			ReadHeaderTimeout: 3 * time.Second, RequestReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute,
 			IdleTimeout: 30 * time.Second, SendTimeout: 20 * time.Second, ClientBodyTimeout: 25 * time.Second,
 			H2MaxConcurrentStreams: 32, H2WindowTimeout: 3 * time.Second,
 		}
+		c.Runtime = Runtime{GCHeapFloorBytes: 0}
 	}
 
 	partialPath := writeConfig(t, "upstream {\n  url = \"http://app:3000\"\n}\ndrain {\n  grace = \"10s\"\n}\n")
@@ -319,12 +322,12 @@ func TestFileErrors(t *testing.T) {
 		{
 			name: "attribute at top level",
 			src:  "grace = \"5s\"\nupstream {\n  url = \"http://a:1\"\n}\n",
-			want: []string{"config.hcl:1:1: grace: settings go inside a block; did you mean drain { grace = ... }", "the blocks are admin, app, drain, health_check, limits, listener, log, proxy, server, upstream"},
+			want: []string{"config.hcl:1:1: grace: settings go inside a block; did you mean drain { grace = ... }", "the blocks are admin, app, drain, health_check, limits, listener, log, proxy, runtime, server, upstream"},
 		},
 		{
 			name: "unknown block",
 			src:  "upstream {\n  url = \"http://a:1\"\n}\n\nservers {\n}\n",
-			want: []string{"config.hcl:5:1: servers: unknown block; did you mean server { ... }; the blocks are admin, app, drain, health_check, limits, listener, log, proxy, server, upstream"},
+			want: []string{"config.hcl:5:1: servers: unknown block; did you mean server { ... }; the blocks are admin, app, drain, health_check, limits, listener, log, proxy, runtime, server, upstream"},
 		},
 		{
 			name: "unknown server engine",

@@ -31,7 +31,18 @@ type fileConfig struct {
 	App         *appBlock         `hcl:"app,block"`
 	Log         *logBlock         `hcl:"log,block"`
 	Limits      *limitsBlock      `hcl:"limits,block"`
+	Runtime     *runtimeBlock     `hcl:"runtime,block"`
 	Server      *serverBlock      `hcl:"server,block"`
+}
+
+// Renamed maps the old name of each renamed setting to its new one. The old name still
+// loads (file, environment) as the new one, with a warning (Config.Renamed); setting
+// both in one block is an error.
+var Renamed = map[string]string{
+	// A whole-request deadline, beside upstream.read_timeout, a progress timeout.
+	"limits.read_timeout": "limits.request_read_timeout",
+	// Not a limit on clients: how the garbage collector runs.
+	"limits.gc_heap_floor_bytes": "runtime.gc_heap_floor_bytes",
 }
 
 type serverBlock struct {
@@ -152,16 +163,23 @@ type limitsBlock struct {
 	MaxHeaderBytes      *int    `hcl:"max_header_bytes,optional"`
 	MaxRequestBodyBytes *int64  `hcl:"max_request_body_bytes,optional"`
 	ReadHeaderTimeout   *string `hcl:"read_header_timeout,optional"`
-	ReadTimeout         *string `hcl:"read_timeout,optional"`
+	RequestReadTimeout  *string `hcl:"request_read_timeout,optional"`
 	WriteTimeout        *string `hcl:"write_timeout,optional"`
 	IdleTimeout         *string `hcl:"idle_timeout,optional"`
 	SendTimeout         *string `hcl:"send_timeout,optional"`
 	ClientBodyTimeout   *string `hcl:"client_body_timeout,optional"`
 	UpgradeIdleTimeout  *string `hcl:"upgrade_idle_timeout,optional"`
-	GCHeapFloorBytes    *int64  `hcl:"gc_heap_floor_bytes,optional"`
 
 	H2MaxConcurrentStreams *int    `hcl:"h2_max_concurrent_streams,optional"`
 	H2WindowTimeout        *string `hcl:"h2_window_timeout,optional"`
+
+	// The old names (Renamed).
+	ReadTimeout      *string `hcl:"read_timeout,optional"`
+	GCHeapFloorBytes *int64  `hcl:"gc_heap_floor_bytes,optional"`
+}
+
+type runtimeBlock struct {
+	GCHeapFloorBytes *int64 `hcl:"gc_heap_floor_bytes,optional"`
 }
 
 // loadFile applies the config file src (named filename in messages) over cfg. It reports
@@ -226,6 +244,13 @@ func loadFile(src []byte, filename string, cfg *Config) error {
 	}
 	if b := fc.Limits; b != nil {
 		b.apply(sec("limits"), &cfg.Limits)
+		s := sec("limits")
+		applyRenamed(s, "read_timeout", b.ReadTimeout, b.RequestReadTimeout != nil, parseDuration, &cfg.Limits.RequestReadTimeout, cfg)
+		floorSet := fc.Runtime != nil && fc.Runtime.GCHeapFloorBytes != nil
+		applyRenamed(s, "gc_heap_floor_bytes", b.GCHeapFloorBytes, floorSet, atLeast[int64](0), &cfg.Runtime.GCHeapFloorBytes, cfg)
+	}
+	if b := fc.Runtime; b != nil {
+		apply(sec("runtime"), "gc_heap_floor_bytes", b.GCHeapFloorBytes, atLeast[int64](0), &cfg.Runtime.GCHeapFloorBytes)
 	}
 	if b := fc.Server; b != nil {
 		b.apply(sec("server"), &cfg.Server)
@@ -379,13 +404,12 @@ func (b *limitsBlock) apply(s section, l *Limits) {
 	apply(s, "max_header_bytes", b.MaxHeaderBytes, atLeast(0), &l.MaxHeaderBytes)
 	apply(s, "max_request_body_bytes", b.MaxRequestBodyBytes, atLeast[int64](0), &l.MaxRequestBodyBytes)
 	apply(s, "read_header_timeout", b.ReadHeaderTimeout, parseDuration, &l.ReadHeaderTimeout)
-	apply(s, "read_timeout", b.ReadTimeout, parseDuration, &l.ReadTimeout)
+	apply(s, "request_read_timeout", b.RequestReadTimeout, parseDuration, &l.RequestReadTimeout)
 	apply(s, "write_timeout", b.WriteTimeout, parseDuration, &l.WriteTimeout)
 	apply(s, "idle_timeout", b.IdleTimeout, parseDuration, &l.IdleTimeout)
 	apply(s, "send_timeout", b.SendTimeout, parseDuration, &l.SendTimeout)
 	apply(s, "client_body_timeout", b.ClientBodyTimeout, parseDuration, &l.ClientBodyTimeout)
 	apply(s, "upgrade_idle_timeout", b.UpgradeIdleTimeout, parseDuration, &l.UpgradeIdleTimeout)
-	apply(s, "gc_heap_floor_bytes", b.GCHeapFloorBytes, atLeast[int64](0), &l.GCHeapFloorBytes)
 	apply(s, "h2_max_concurrent_streams", b.H2MaxConcurrentStreams, atLeast(1), &l.H2MaxConcurrentStreams)
 	apply(s, "h2_window_timeout", b.H2WindowTimeout, parseDuration, &l.H2WindowTimeout)
 }
@@ -463,6 +487,32 @@ func apply[V, T any](s section, attr string, v *V, parse func(V) (T, error), dst
 		return
 	}
 	*dst = t
+}
+
+// applyRenamed applies old, a renamed setting of s's block (Renamed), as its new name and
+// records that it was given by the old one; newSet is whether the new name is set in the
+// same file too, which is an error: one of them would silently lose.
+func applyRenamed[V, T any](s section, old string, v *V, newSet bool, parse func(V) (T, error), dst *T, cfg *Config) {
+	if v == nil {
+		return
+	}
+	oldName := s.name + "." + old
+	newName := Renamed[oldName]
+	if newSet {
+		s.fail(old, -1, fmt.Errorf("is the old name of %s, which is set too; remove %s", newName, oldName))
+		return
+	}
+	apply(s, old, v, parse, dst)
+	cfg.Renamed = append(cfg.Renamed, RenamedSetting{Old: oldName, New: newName, Where: s.where(old)})
+}
+
+// where is attribute attr's place for a message: FILE:LINE:COL, or the environment
+// variable it came from.
+func (s section) where(attr string) string {
+	if a := s.body.Attributes[attr]; a != nil && !strings.HasPrefix(s.file, "$") {
+		return fmt.Sprintf("%s:%d:%d", s.file, a.NameRange.Start.Line, a.NameRange.Start.Column)
+	}
+	return strings.TrimPrefix(s.file, "$")
 }
 
 // section is one block of the file, for reporting a value's problem at its position.
@@ -590,7 +640,8 @@ func checkStructure(filename string, body *hclsyntax.Body, probs *problems) (map
 // body without what it reported.
 func checkBlockBody(filename, path string, body *hclsyntax.Body, schema blockSchema, belongsIn func(string) string, probs *problems) *hclsyntax.Body {
 	name := path[strings.LastIndex(path, ".")+1:]
-	allowedAttrs := name + " takes " + strings.Join(schema.attrs, ", ")
+	current := slices.DeleteFunc(slices.Clone(schema.attrs), func(a string) bool { _, old := Renamed[path+"."+a]; return old })
+	allowedAttrs := name + " takes " + strings.Join(current, ", ")
 	nested := slices.Sorted(maps.Keys(schema.nested))
 	if len(nested) > 0 {
 		allowedAttrs += " and the block " + strings.Join(nested, ", ")
@@ -602,6 +653,9 @@ func checkBlockBody(filename, path string, body *hclsyntax.Body, schema blockSch
 			continue
 		}
 		hint := didYouMean(attr, schema.attrs, "")
+		if renamed, ok := Renamed[path+"."+strings.TrimPrefix(hint, "; did you mean ")]; ok {
+			hint = "; did you mean " + renamed // an old name's typo: the new name
+		}
 		if hint == "" && !strings.Contains(path, ".") {
 			hint = belongsIn(attr)
 		}

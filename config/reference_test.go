@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -40,7 +41,9 @@ func schemaSettings() []string {
 		for _, name := range order {
 			s := schemas[name]
 			for _, a := range s.attrs {
-				out = append(out, prefix+name+"."+a)
+				if _, old := Renamed[prefix+name+"."+a]; !old { // documented by its new name
+					out = append(out, prefix+name+"."+a)
+				}
 			}
 			nested := make([]string, 0, len(s.nested))
 			for n := range s.nested {
@@ -52,7 +55,7 @@ func schemaSettings() []string {
 	}
 	top := []string{"listener", "upstream", "proxy", "drain", "admin", "health_check", "app", "log", "limits"}
 	schemas := blockSchemas()
-	for name := range schemas {
+	for _, name := range slices.Sorted(maps.Keys(schemas)) { // in one order every run
 		if !slices.Contains(top, name) {
 			top = append(top, name) // a block added later, at the end
 		}

@@ -175,7 +175,7 @@ var Settings = []Setting{
 	{Name: "limits.max_header_bytes", Field: "Limits.MaxHeaderBytes", Effect: NeedsUpgrade},
 	{Name: "limits.max_request_body_bytes", Field: "Limits.MaxRequestBodyBytes", Effect: RebuildsProxy},
 	{Name: "limits.read_header_timeout", Field: "Limits.ReadHeaderTimeout", Effect: NeedsUpgrade},
-	{Name: "limits.read_timeout", Field: "Limits.ReadTimeout", Effect: NeedsUpgrade},
+	{Name: "limits.request_read_timeout", Field: "Limits.RequestReadTimeout", Effect: NeedsUpgrade},
 	{Name: "limits.write_timeout", Field: "Limits.WriteTimeout", Effect: NeedsUpgrade},
 	{Name: "limits.idle_timeout", Field: "Limits.IdleTimeout", Effect: NeedsUpgrade},
 	{Name: "limits.send_timeout", Field: "Limits.SendTimeout", Effect: RebuildsProxy},
@@ -183,10 +183,12 @@ var Settings = []Setting{
 	{Name: "limits.upgrade_idle_timeout", Field: "Limits.UpgradeIdleTimeout", Effect: RebuildsProxy},
 	{Name: "limits.h2_max_concurrent_streams", Field: "Limits.H2MaxConcurrentStreams", Effect: NeedsUpgrade},
 	{Name: "limits.h2_window_timeout", Field: "Limits.H2WindowTimeout", Effect: RebuildsProxy},
-	{Name: "limits.gc_heap_floor_bytes", Field: "Limits.GCHeapFloorBytes", Effect: NeedsUpgrade},
+
+	{Name: "runtime.gc_heap_floor_bytes", Field: "Runtime.GCHeapFloorBytes", Effect: NeedsUpgrade},
 
 	{Name: "server.engine", Field: "Server.Engine", Effect: NeedsUpgrade},
 }
 
 // notSettings are the Config fields that no file sets: the command line's own.
-var notSettings = map[string]bool{"Source": true, "ShowVersion": true, "CheckOnly": true}
+var notSettings = map[string]bool{"Source": true, "ShowVersion": true, "CheckOnly": true,
+	"Renamed[].Old": true, "Renamed[].New": true, "Renamed[].Where": true}

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -111,5 +113,76 @@ func TestSettingValue(t *testing.T) {
 	b.Drain.Grace = time.Minute
 	if grace.Value(b) != time.Minute {
 		t.Fatalf("Drain.Grace = %v", grace.Value(b))
+	}
+}
+
+// Issue 26 item 7: a renamed setting still loads by its old name, from the file and from
+// the environment, as its new one; each use is recorded once with its place, for the one
+// warning the caller logs. Both names in one file is an error that names both.
+func TestRenamedSettingsStillLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.hcl")
+	old := "upstream {\n  url = \"http://app:3000\"\n}\nlimits {\n  read_timeout = \"1m\"\n  gc_heap_floor_bytes = 1048576\n}\n"
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse([]string{"-config", path}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.RequestReadTimeout != time.Minute || c.Runtime.GCHeapFloorBytes != 1<<20 {
+		t.Errorf("old names loaded as request_read_timeout %v, runtime.gc_heap_floor_bytes %d; want 1m and 1048576",
+			c.Limits.RequestReadTimeout, c.Runtime.GCHeapFloorBytes)
+	}
+	want := []RenamedSetting{
+		{Old: "limits.read_timeout", New: "limits.request_read_timeout", Where: path + ":5:3"},
+		{Old: "limits.gc_heap_floor_bytes", New: "runtime.gc_heap_floor_bytes", Where: path + ":6:3"},
+	}
+	if !reflect.DeepEqual(c.Renamed, want) {
+		t.Errorf("Renamed = %+v, want %+v", c.Renamed, want)
+	}
+
+	env := map[string]string{"DRAINPROXY_UPSTREAM_URL": "http://app:3000", "DRAINPROXY_LIMITS_READ_TIMEOUT": "2m"}
+	c, err = ParseEnv(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []RenamedSetting{{Old: "limits.read_timeout", New: "limits.request_read_timeout", Where: "DRAINPROXY_LIMITS_READ_TIMEOUT"}}
+	if c.Limits.RequestReadTimeout != 2*time.Minute || !reflect.DeepEqual(c.Renamed, want) {
+		t.Errorf("from the environment: request_read_timeout %v, Renamed %+v; want 2m and %+v", c.Limits.RequestReadTimeout, c.Renamed, want)
+	}
+
+	// The new names record nothing.
+	c, err = ParseEnv(nil, func(k string) string {
+		return map[string]string{"DRAINPROXY_UPSTREAM_URL": "http://app:3000", "DRAINPROXY_LIMITS_REQUEST_READ_TIMEOUT": "2m",
+			"DRAINPROXY_RUNTIME_GC_HEAP_FLOOR_BYTES": "0"}[k]
+	}, io.Discard)
+	if err != nil || len(c.Renamed) != 0 || c.Runtime.GCHeapFloorBytes != 0 {
+		t.Errorf("new names: %v, Renamed %+v, heap floor %d", err, c.Renamed, c.Runtime.GCHeapFloorBytes)
+	}
+
+	both := "upstream {\n  url = \"http://app:3000\"\n}\nlimits {\n  read_timeout = \"1m\"\n  gc_heap_floor_bytes = 0\n  request_read_timeout = \"2m\"\n}\nruntime {\n  gc_heap_floor_bytes = 0\n}\n"
+	if err := os.WriteFile(path, []byte(both), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Parse([]string{"-config", path}, io.Discard)
+	for _, w := range []string{
+		path + ":5:18: limits.read_timeout: is the old name of limits.request_read_timeout, which is set too; remove limits.read_timeout",
+		path + ":6:25: limits.gc_heap_floor_bytes: is the old name of runtime.gc_heap_floor_bytes, which is set too; remove limits.gc_heap_floor_bytes",
+	} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("both names set: error %v, want a line %q", err, w)
+		}
+	}
+
+	// A misspelt old name points at the new name, and the list of what limits takes
+	// leaves the old names out.
+	typo := "upstream {\n  url = \"http://app:3000\"\n}\nlimits {\n  read_timout = \"1m\"\n}\n"
+	if err := os.WriteFile(path, []byte(typo), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Parse([]string{"-config", path}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "limits.read_timout: unknown setting; did you mean limits.request_read_timeout; limits takes") ||
+		strings.Contains(err.Error(), " read_timeout,") || strings.Contains(err.Error(), "gc_heap_floor_bytes") {
+		t.Errorf("a misspelt old name: error %v; want it to suggest limits.request_read_timeout and list no old name", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drainproxy/drainproxy/instance"
 	"github.com/drainproxy/drainproxy/internal/testenv"
 )
 
@@ -132,8 +133,8 @@ func TestContainerMemoryLimit(t *testing.T) {
 	if got, want := found["cgroup_limit_bytes"], float64(limit); got != want {
 		t.Errorf("cgroup_limit_bytes = %v, want %v", got, want)
 	}
-	if got, want := found["GOMEMLIMIT_bytes"], float64(uint64(float64(limit)*memLimitRatio)); got != want {
-		t.Errorf("GOMEMLIMIT_bytes = %v, want %v (%.1f of 64 MiB)", got, want, memLimitRatio)
+	if got, want := found["GOMEMLIMIT_bytes"], float64(uint64(float64(limit)*instance.MemLimitRatio)); got != want {
+		t.Errorf("GOMEMLIMIT_bytes = %v, want %v (%.1f of 64 MiB)", got, want, instance.MemLimitRatio)
 	}
 
 	// The burst: 1500 connections, each sending requests back to back until the drain

@@ -1,4 +1,4 @@
-package main
+package instance
 
 // SIGHUP: reload the configuration in place. The file and the flags are read again as at
 // start; what can change without closing a connection does (the proxy and its upstream,
@@ -10,9 +10,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"reflect"
@@ -32,7 +30,6 @@ import (
 	"github.com/drainproxy/drainproxy/handover"
 	"github.com/drainproxy/drainproxy/health"
 	"github.com/drainproxy/drainproxy/internal/logdur"
-	"github.com/drainproxy/drainproxy/internal/swap"
 	"github.com/drainproxy/drainproxy/proxy"
 	"github.com/drainproxy/drainproxy/sigtrap"
 	"github.com/drainproxy/drainproxy/supervise"
@@ -130,8 +127,8 @@ func named(settings []config.Setting, names ...string) bool {
 	return slices.ContainsFunc(settings, func(s config.Setting) bool { return slices.Contains(names, s.Name) })
 }
 
-// live is what a reload can change in a running drainproxy, and how to build it again.
-type live struct {
+// reloader is what a reload can change in a running drainproxy, and how to build it again.
+type reloader struct {
 	args           []string            // the command line as at start
 	getenv         func(string) string // the environment, as at start
 	stdout, stderr io.Writer
@@ -188,12 +185,12 @@ func (s *reloadStats) LastConfigReload() (bool, time.Time) {
 }
 
 // trapReload makes SIGHUP reload; stop undoes it and waits for a reload in progress.
-func (l *live) trapReload() (stop func()) {
+func (l *reloader) trapReload() (stop func()) {
 	return sigtrap.Handle(func(os.Signal) { l.reload("signal SIGHUP") }, syscall.SIGHUP)
 }
 
 // reload reads the configuration again and applies what changed; see the file comment.
-func (l *live) reload(reason string) {
+func (l *reloader) reload(reason string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	log := l.log.Named("reload")
@@ -223,6 +220,7 @@ func (l *live) reload(reason string) {
 			append(refused, "error", err.Error())...)
 		return
 	}
+	WarnRenamed(log, next)
 	plan := l.plan(next)
 	// Build first what can fail, so that a failure changes nothing.
 	if msg, err := l.build(plan); err != nil {
@@ -262,7 +260,7 @@ type reloadPlan struct {
 	opened           []string // the listeners opened, as "address (bound)"
 }
 
-func (l *live) plan(next *config.Config) *reloadPlan {
+func (l *reloader) plan(next *config.Config) *reloadPlan {
 	p := &reloadPlan{next: next, supervised: l.sup != nil}
 	p.inPlace, p.needUpgrade = changes(p.supervised, l.running, l.started, next)
 	var listenersNeedUpgrade []string
@@ -274,7 +272,7 @@ func (l *live) plan(next *config.Config) *reloadPlan {
 
 // build builds the new proxy and access log and opens the new listeners. On an error it
 // undoes what it built and returns the line to log with the error: nothing changed.
-func (l *live) build(p *reloadPlan) (string, error) {
+func (l *reloader) build(p *reloadPlan) (string, error) {
 	next := p.next
 	if has(p.inPlace, p.supervised, config.RebuildsProxy) {
 		target := next.Upstream.URL
@@ -329,7 +327,7 @@ func (p *reloadPlan) discard() {
 
 // apply puts what build built in service and applies the settings that need no part built;
 // it returns the listeners whose certificate files were read anew.
-func (l *live) apply(p *reloadPlan, log hclog.Logger) (certs []string) {
+func (l *reloader) apply(p *reloadPlan, log hclog.Logger) (certs []string) {
 	next := p.next
 	if p.newProxy != nil {
 		builtFor := ""
@@ -378,7 +376,7 @@ func (l *live) apply(p *reloadPlan, log hclog.Logger) (certs []string) {
 
 // moveCertFiles serves the certificate files next names for the HTTPS listeners this
 // process started with (a new HTTPS listener needs an upgrade).
-func (l *live) moveCertFiles(next *config.Config, log hclog.Logger) {
+func (l *reloader) moveCertFiles(next *config.Config, log hclog.Logger) {
 	running, served := certFiles(l.running.Listeners), certFiles(l.started.Listeners)
 	for addr, files := range certFiles(next.Listeners) {
 		if _, ok := served[addr]; ok && running[addr] != files {
@@ -408,292 +406,4 @@ func (p *reloadPlan) changed(certs []string) string {
 		return "nothing"
 	}
 	return strings.Join(applied, ", ")
-}
-
-// healthOptions are the health check settings of cfg for upstream u.
-func healthOptions(cfg *config.Config, u *url.URL, log hclog.Logger) health.Options {
-	return health.Options{
-		Upstream:           u,
-		Path:               cfg.HealthCheck.Path,
-		Interval:           cfg.HealthCheck.Interval,
-		Timeout:            cfg.HealthCheck.Timeout,
-		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
-		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
-		GRPC:               cfg.HealthCheck.GRPC,
-		GRPCService:        cfg.HealthCheck.GRPCService,
-		Logger:             log.Named("health"),
-	}
-}
-
-// buildProxy builds the proxy as cfg says, sending requests to target and counting stray
-// upstream responses in protocolErrors (nil: a new count). overload is the cap on
-// requests in flight, shared by the proxies one after another.
-func buildProxy(cfg *config.Config, target *url.URL, overload *proxy.Overload, protocolErrors *proxy.ProtocolErrors, log hclog.Logger) (*proxy.Proxy, error) {
-	overload.Set(cfg.Upstream.MaxRequests, cfg.Upstream.QueueTimeout)
-	return proxy.New(proxy.Options{
-		Upstream:               target,
-		HostHeader:             cfg.Proxy.HostHeader,
-		TrustedProxies:         cfg.Proxy.TrustedProxies,
-		DialTimeout:            cfg.Upstream.DialTimeout,
-		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout,
-		IdleConns:              cfg.Upstream.IdleConns,
-		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout,
-		MaxRequestBodyBytes:    cfg.Limits.MaxRequestBodyBytes,
-		SendTimeout:            cfg.Limits.SendTimeout,
-		ClientBodyTimeout:      cfg.Limits.ClientBodyTimeout,
-		ReadTimeout:            cfg.Upstream.ReadTimeout,
-		UpstreamSendTimeout:    cfg.Upstream.SendTimeout,
-		UpgradeIdleTimeout:     cfg.Limits.UpgradeIdleTimeout,
-		WindowTimeout:          cfg.Limits.H2WindowTimeout,
-		Overload:               overload,
-		MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
-		DisableKeepAlives:      !cfg.Upstream.KeepAlive,
-		ProtocolErrors:         protocolErrors,
-		Logger:                 log.Named("proxy"),
-	})
-}
-
-// proxySwitch is the public handler's way to the proxy. A reload that changes how requests
-// are proxied builds a new proxy.Proxy and swaps it in: requests that start from then on
-// use it, requests in flight finish on the one they started on, whose idle upstream
-// connections are closed once the last of them is done.
-//
-// A retired proxy still sends its requests in flight to the app instance it was serving,
-// so an app restart (switchUpstream) waits for them too, not only for those of the
-// current proxy: retired keeps every retired proxy that still has requests in flight.
-type proxySwitch struct {
-	cur     atomic.Pointer[proxyGen]
-	mu      sync.Mutex  // orders swap with switchUpstream; guards retired
-	retired []*proxyGen // swapped out, perhaps still busy
-}
-
-// proxyGen is one proxy and the requests on it (package swap); once a reload retired it
-// and its last request ended, its idle keep-alive connections are closed.
-type proxyGen struct {
-	p   *proxy.Proxy
-	gen *swap.Gen
-}
-
-func newProxyGen(p *proxy.Proxy) *proxyGen {
-	return &proxyGen{p: p, gen: swap.New(p.CloseIdleConnections)}
-}
-
-func newProxySwitch(p *proxy.Proxy) *proxySwitch {
-	s := &proxySwitch{}
-	s.cur.Store(newProxyGen(p))
-	return s
-}
-
-// current is the proxy new requests go to.
-func (s *proxySwitch) current() *proxy.Proxy { return s.cur.Load().p }
-
-// upstream is the current proxy's upstream address, which follows restarts and reloads.
-func (s *proxySwitch) upstream() string { return s.current().Upstream() }
-
-func (s *proxySwitch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	g := s.acquire()
-	defer g.gen.Release()
-	g.p.ServeHTTP(w, r)
-}
-
-// acquire counts a request on the current proxy and returns it. A swap between the load
-// and the count makes it look again; the proxy that replaced it is stored by then.
-func (s *proxySwitch) acquire() *proxyGen {
-	for {
-		if g := s.cur.Load(); g.gen.Acquire() {
-			return g
-		}
-	}
-}
-
-// switchUpstream moves the current proxy to u: a supervised app's zero-downtime restart.
-// What it returns waits for the requests in flight to the previous upstream, through the
-// current proxy and through every proxy a reload retired that still has some.
-func (s *proxySwitch) switchUpstream(u *url.URL) (supervise.Retired, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old, err := s.current().Switch(u)
-	if err != nil {
-		return nil, err
-	}
-	s.pruneRetired()
-	return &retiredUpstream{backend: old, gens: slices.Clone(s.retired)}, nil
-}
-
-// pruneRetired forgets the retired proxies with nothing in flight. s.mu must be held.
-func (s *proxySwitch) pruneRetired() {
-	s.retired = slices.DeleteFunc(s.retired, func(g *proxyGen) bool { return g.gen.IsIdle() })
-}
-
-// swap sends every request from now on to p. builtFor, when not empty, is the upstream
-// p was built for: if a restart moved the current proxy meanwhile, p follows it.
-func (s *proxySwitch) swap(p *proxy.Proxy, builtFor string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if now := s.current().Upstream(); builtFor != "" && now != builtFor {
-		if u, err := url.Parse(now); err == nil {
-			if unused, err := p.Switch(u); err == nil {
-				unused.Close() // built a moment ago, never served
-			}
-		}
-	}
-	old := s.cur.Swap(newProxyGen(p))
-	old.gen.Retire()
-	s.pruneRetired()
-	if !old.gen.IsIdle() {
-		s.retired = append(s.retired, old)
-	}
-}
-
-// retiredUpstream is the app instance a restart replaced, as the proxies reach it: the
-// current proxy's previous backend, and the proxies a reload retired while requests were
-// still in flight on them (those go to the previous instance, or to an older one that is
-// already stopped). It implements supervise.Retired.
-type retiredUpstream struct {
-	backend *proxy.Backend
-	gens    []*proxyGen
-}
-
-// Wait waits for the requests through the current proxy, then for those on each retired
-// proxy; each wakes when its last request ends.
-func (r *retiredUpstream) Wait(ctx context.Context) error {
-	if err := r.backend.Wait(ctx); err != nil {
-		return fmt.Errorf("%w (and %d on proxies retired by a reload)", err, r.gensInflight())
-	}
-	for _, g := range r.gens {
-		if err := g.gen.Wait(ctx); err != nil {
-			return fmt.Errorf("%d requests still in flight to %s on proxies retired by a reload: %w",
-				r.gensInflight(), r.backend.Upstream(), err)
-		}
-	}
-	return nil
-}
-
-func (r *retiredUpstream) gensInflight() int64 {
-	var n int64
-	for _, g := range r.gens {
-		n += g.gen.Inflight()
-	}
-	return n
-}
-
-// Inflight is how many requests are still in flight to the previous upstream.
-func (r *retiredUpstream) Inflight() int64 { return r.backend.Inflight() + r.gensInflight() }
-
-// GoAway ends the WebSockets still open to the previous upstream with close frames.
-func (r *retiredUpstream) GoAway() {
-	var wg sync.WaitGroup
-	wg.Go(r.backend.GoAway)
-	for _, g := range r.gens {
-		wg.Go(g.p.GoAway)
-	}
-	wg.Wait()
-}
-
-// Close closes the previous backend's idle connections; a retired proxy closes its own
-// when its last request ends.
-func (r *retiredUpstream) Close() { r.backend.Close() }
-
-// logSwitch is the access log as the drain observes it: the log a reload opened last, or
-// none. Each log is a generation (package swap): a swap retires the old one, whose worker
-// is ended (it writes what is queued and closes its file) once the last Observe call that
-// holds it returns.
-type logSwitch struct {
-	cur atomic.Pointer[logGen] // nil before the first swap
-
-	// mu guards the counters of the logs swapped out, so that the totals never go down:
-	// a retired log counts in retiring until its worker is ended, then in the sums.
-	mu                   sync.Mutex
-	retiring             []*logGen
-	dropped, writeErrors uint64
-}
-
-// logGen is one access log (nil: none) and the end of its worker.
-type logGen struct {
-	l    *accesslog.Log
-	stop context.CancelFunc
-	gen  *swap.Gen
-}
-
-// swap makes l (nil: none) the log and runs its worker in workers.
-func (s *logSwitch) swap(l *accesslog.Log, workers *drain.Group) {
-	g := &logGen{l: l, stop: func() {}}
-	g.gen = swap.New(func() { s.retired(g) })
-	if l != nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		g.stop = cancel
-		workers.Go("access-log", func(group context.Context) {
-			defer context.AfterFunc(group, cancel)()
-			l.Run(ctx)
-		})
-	}
-	s.mu.Lock()
-	old := s.cur.Swap(g)
-	if old != nil {
-		s.retiring = append(s.retiring, old)
-	}
-	s.mu.Unlock()
-	if old != nil {
-		old.gen.Retire() // may call s.retired at once: after the unlock
-	}
-}
-
-// retired ends g's worker once nothing observes through it any more, and keeps its counts.
-func (s *logSwitch) retired(g *logGen) {
-	g.stop()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.retiring = slices.DeleteFunc(s.retiring, func(r *logGen) bool { return r == g })
-	if g.l != nil {
-		s.dropped += g.l.Dropped()
-		s.writeErrors += g.l.WriteErrors()
-	}
-}
-
-// use runs fn with the current log, counted as a use of it; not at all when there is none.
-func (s *logSwitch) use(fn func(*accesslog.Log)) {
-	for {
-		g := s.cur.Load()
-		if g == nil {
-			return
-		}
-		if g.gen.Acquire() {
-			defer g.gen.Release()
-			if g.l != nil {
-				fn(g.l)
-			}
-			return
-		}
-	}
-}
-
-func (s *logSwitch) Observe(x *drain.Exchange) { s.use(func(l *accesslog.Log) { l.Observe(x) }) }
-
-// Reopen reopens the current log's file (SIGUSR1).
-func (s *logSwitch) Reopen() { s.use((*accesslog.Log).Reopen) }
-
-// counts sums count over the logs swapped out and the current one.
-func (s *logSwitch) counts(done uint64, count func(*accesslog.Log) uint64) uint64 {
-	n := done
-	for _, g := range s.retiring {
-		if g.l != nil {
-			n += count(g.l)
-		}
-	}
-	if g := s.cur.Load(); g != nil && g.l != nil {
-		n += count(g.l)
-	}
-	return n
-}
-
-func (s *logSwitch) Dropped() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.counts(s.dropped, (*accesslog.Log).Dropped)
-}
-
-func (s *logSwitch) WriteErrors() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.counts(s.writeErrors, (*accesslog.Log).WriteErrors)
 }

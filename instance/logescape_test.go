@@ -1,4 +1,4 @@
-package main
+package instance
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 // %0A in a path cannot split an error line into one that looks like a line of its own.
 func TestTextLogEscapesControlCharacters(t *testing.T) {
 	var buf bytes.Buffer
-	log := newLogger(config.Log{Format: "text", Level: "info"}, &buf)
+	log := NewLogger(config.Log{Format: "text", Level: "info"}, &buf)
 	forged := "/a\n2026-01-01T00:00:00Z [ERROR] drainproxy: forged line\r\x1b[31m"
 	log.Named("proxy").With("upstream", "u").Error("upstream request failed", "path", forged, "error", errors.New("bad\nthing"))
 	out := buf.String()

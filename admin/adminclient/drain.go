@@ -1,4 +1,4 @@
-package main
+package adminclient
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// drainCommand is `drainproxy drain [-admin ADDR] [-token-file F] [-wait] [-timeout DUR]`:
+// Drain is `drainproxy drain [-admin ADDR] [-token-file F] [-wait] [-timeout DUR]`:
 // it asks the admin listener of a running drainproxy to start its drain and to stay up
 // after it until its own SIGTERM (POST /drain?hold=true), and with -wait returns only once
 // the drain has finished waiting for in-flight requests (GET /drained, a long poll).
@@ -28,7 +28,7 @@ import (
 //
 // Exit 0 when the drain has started (or, with -wait, has finished waiting); 1 with one
 // line on stderr saying why not; 2 for bad usage.
-func drainCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func Drain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("drainproxy drain", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	admin := fs.String("admin", "127.0.0.1:9901", "the admin listener's `ADDR` (host:port, or :port for this host)")
@@ -41,28 +41,28 @@ func drainCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			fmt.Fprintln(stderr, usage)
 			fs.SetOutput(stderr)
 			fs.PrintDefaults()
-			return exitOK
+			return ExitOK
 		}
 		fmt.Fprintf(stderr, "drainproxy drain: %v\n%s\n", err, usage)
-		return exitUsage
+		return ExitUsage
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "drainproxy drain: unexpected argument %q\n%s\n", fs.Arg(0), usage)
-		return exitUsage
+		return ExitUsage
 	}
 	if *timeout < 0 {
 		fmt.Fprintf(stderr, "drainproxy drain: -timeout %s: must be 0 (no limit) or more\n", *timeout)
-		return exitUsage
+		return ExitUsage
 	}
 	base, err := adminBaseURL(*admin)
 	if err != nil {
 		fmt.Fprintf(stderr, "drainproxy drain: -admin %q: %v\n%s\n", *admin, err, usage)
-		return exitUsage
+		return ExitUsage
 	}
 	token, err := readAdminToken(*tokenFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "drainproxy drain: %v\n", err)
-		return exitFailure
+		return ExitFailure
 	}
 	if *timeout > 0 {
 		var cancel context.CancelFunc
@@ -75,26 +75,26 @@ func drainCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	line, err := dc.start(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "drainproxy drain: %v\n", err)
-		return exitFailure
+		return ExitFailure
 	}
 	if !*wait {
 		fmt.Fprintln(stdout, line)
-		return exitOK
+		return ExitOK
 	}
 	started := time.Now()
 	if err := dc.waitDrained(ctx); err != nil {
 		fmt.Fprintf(stderr, "drainproxy drain: %v\n", err)
-		return exitFailure
+		return ExitFailure
 	}
 	waited := time.Since(started).Round(time.Millisecond)
 	if n := dc.aborted(ctx); n > 0 {
 		// The wait is over, but not every request was answered: the drain's exit code
 		// will be 1, and a hook that says "drained" would hide it.
 		fmt.Fprintf(stderr, "drainproxy drain: the drain's deadline (drain.grace) cut %d request(s) still in flight after %s (aborted_requests in /status); drainproxy holds until its SIGTERM and exits 1\n", n, waited)
-		return exitFailure
+		return ExitFailure
 	}
 	fmt.Fprintf(stdout, "drained (waited %s); drainproxy holds until its SIGTERM\n", waited)
-	return exitOK
+	return ExitOK
 }
 
 // aborted returns the drain's aborted_requests from GET /status: requests the deadline

@@ -1,4 +1,8 @@
-package main
+// Package adminclient is the `drainproxy drain` and `drainproxy status` subcommands: clients
+// of a running drainproxy's admin listener (POST /drain, GET /drained, GET /status) and the
+// status -watch screen. They need nothing but the drainproxy binary, so that they run in
+// the FROM scratch image (a preStop hook, kubectl exec).
+package adminclient
 
 import (
 	"errors"
@@ -49,3 +53,10 @@ func readAdminToken(file string) (string, error) {
 	}
 	return token, nil
 }
+
+// Exit codes of the subcommands, the program's own (the README lists them).
+const (
+	ExitOK      = 0 // done
+	ExitFailure = 1 // the admin listener could not be reached or refused, or a drain was forced
+	ExitUsage   = 2 // bad flags
+)

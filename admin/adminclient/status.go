@@ -1,4 +1,4 @@
-package main
+package adminclient
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 	"github.com/drainproxy/drainproxy/drain"
 )
 
-// drainproxy status [-admin ADDR] [-token-file F] [-watch] [-json]
+// Status is `drainproxy status [-admin ADDR] [-token-file F] [-watch] [-json]
 //
 // It reads GET /status of a running drainproxy and says where it is: phase, readiness and
 // why, counts, the drain's step and time left, and the oldest requests in flight. It is
@@ -27,7 +27,7 @@ import (
 // but this binary. With -watch it follows the drain to its end: redrawn in place a few
 // times a second on a terminal, one line per change on a pipe; it exits 0 when the drain
 // completes cleanly and 1 when it was forced or its deadline cut something.
-func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func Status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("drainproxy status", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	addr := fs.String("admin", "127.0.0.1:9901", "the admin listener, `ADDR` (host:port or http://host:port)")
@@ -39,32 +39,32 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stderr, usage)
-			return exitOK
+			return ExitOK
 		}
 		fmt.Fprintf(stderr, "drainproxy status: %v\n%s\n", err, usage)
-		return exitUsage
+		return ExitUsage
 	}
 	if fs.NArg() != 0 || *every <= 0 {
 		fmt.Fprintf(stderr, "drainproxy status: unexpected arguments %q\n%s\n", fs.Args(), usage)
-		return exitUsage
+		return ExitUsage
 	}
 	c, err := newStatusClient(*addr, *tokenFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "drainproxy status: %v\n", err)
-		return exitUsage
+		return ExitUsage
 	}
 	if !*watch {
 		st, raw, err := c.get(ctx)
 		if err != nil {
 			fmt.Fprintf(stderr, "drainproxy status: %v\n", err)
-			return exitFailure
+			return ExitFailure
 		}
 		if *asJSON {
 			stdout.Write(raw)
 		} else {
 			io.WriteString(stdout, renderScreen(st, time.Now(), 80, 10))
 		}
-		return exitOK
+		return ExitOK
 	}
 	w := &statusWatcher{c: c, out: stdout, errOut: stderr, json: *asJSON, every: *every}
 	if f, ok := stdout.(*os.File); ok && !*asJSON && term.IsTerminal(int(f.Fd())) {
@@ -171,13 +171,13 @@ func (w *statusWatcher) run(ctx context.Context) int {
 			return 130
 		case err != nil && w.last == nil:
 			fmt.Fprintf(w.errOut, "drainproxy status: %v\n", err)
-			return exitFailure
+			return ExitFailure
 		case err != nil:
 			// Three misses in a row: the process is gone (after a drain, it exited).
 			if failures++; failures >= 3 {
 				if !w.begunSet {
 					fmt.Fprintf(w.errOut, "drainproxy status: %v\n", err)
-					return exitFailure
+					return ExitFailure
 				}
 				return w.gone()
 			}
@@ -217,9 +217,9 @@ func drainOutcome(st *admin.Status) (code int, done bool) {
 		return 0, false
 	}
 	if st.AbortedRequests > 0 || st.Unserved > 0 || (st.Drain != nil && st.Drain.Forced) {
-		return exitFailure, true
+		return ExitFailure, true
 	}
-	return exitOK, true
+	return ExitOK, true
 }
 
 // gone handles a process that stopped answering after a drain began: it exited (the admin
@@ -231,12 +231,12 @@ func (w *statusWatcher) gone() int {
 	}
 	if st.Drain != nil && (st.Drain.Step == drain.StepStopApp || st.Drain.Step == drain.StepFlush || st.Drain.Step == drain.StepDone) {
 		if st.AbortedRequests > 0 || st.Drain.Forced {
-			return exitFailure
+			return ExitFailure
 		}
-		return exitOK
+		return ExitOK
 	}
 	fmt.Fprintf(w.errOut, "drainproxy status: the process stopped answering during step %q of its drain; its outcome is unknown\n", st.Drain.Step)
-	return exitFailure
+	return ExitFailure
 }
 
 func (w *statusWatcher) show(st *admin.Status, raw []byte) {
@@ -282,7 +282,7 @@ func (w *statusWatcher) finish(st *admin.Status) {
 	}
 	code, _ := drainOutcome(st)
 	verdict := "drain complete: nothing was cut"
-	if code != exitOK {
+	if code != ExitOK {
 		how := "ABORTED"
 		if st.Drain != nil && st.Drain.Forced {
 			how = "FORCED"
