@@ -341,7 +341,7 @@ func (i *Instance) Run(ctx context.Context) int {
 	// or once an upgrade handed it to the next process.
 	adminAddr := "off"
 	if cfg.Admin.Address != "" {
-		m := newMetrics(i.d, i.checker, i.logs, i.sup, i.reloads, i.proxies.current().ProtocolErrors(), i.overload, i.opts.Version, log.Named("metrics"))
+		m := newMetrics(i.d, i.checker, i.logs, i.sup, i.reloads, i.proxies.current().ProtocolErrors(), i.overload, i.publics, i.opts.Version, log.Named("metrics"))
 		i.d.Observe(m)
 		adm, err := startAdmin(i.upg, i.releaseAdmin, admin.Options{
 			Address: cfg.Admin.Address, Token: cfg.Admin.Token, AllowedHosts: cfg.Admin.AllowedHosts,

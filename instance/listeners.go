@@ -37,6 +37,21 @@ type publicListeners struct {
 	// held, while not nil, collects the servers opened before serveHeld: a process an
 	// upgrade started accepts nothing until it is ready (see handover.Hold for the admin listener).
 	held []heldServer
+	// refusedRemoved is what the listeners a reload removed had refused for want of
+	// descriptors, so that the total stays a counter.
+	refusedRemoved int64
+}
+
+// refusedForDescriptors is how many clients the public listeners, those removed
+// included, closed at once for want of file descriptors (listener.Listener's reserve).
+func (p *publicListeners) refusedForDescriptors() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.refusedRemoved
+	for _, ln := range p.byAddr {
+		n += ln.RefusedForDescriptors()
+	}
+	return n
 }
 
 // heldServer is a server open but not accepting yet, and the listener it will serve.
@@ -129,6 +144,9 @@ func (p *publicListeners) newServer(l config.Listener, ln *listener.Listener) (d
 func (p *publicListeners) remove(addr string) error {
 	p.mu.Lock()
 	ln, public := p.byAddr[addr], p.served[addr]
+	if ln != nil {
+		p.refusedRemoved += ln.RefusedForDescriptors()
+	}
 	delete(p.byAddr, addr)
 	delete(p.served, addr)
 	held := slices.ContainsFunc(p.held, func(h heldServer) bool { return h.public == public })

@@ -112,9 +112,10 @@ func newH1Server(h http.Handler, lim config.Limits, log hclog.Logger) *h1serve.S
 
 // newMetrics builds the Prometheus metrics over the parts that exist: no access log and no
 // supervised app are nil here, and must stay nil interfaces in metrics.Options.
-func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, protocolErrors *proxy.ProtocolErrors, overload *proxy.Overload, version string, log hclog.Logger) *metrics.Metrics {
+func newMetrics(d *drain.Drainer, checker *health.Checker, accessLog *logSwitch, sup *supervise.App, reloads *reloadStats, protocolErrors *proxy.ProtocolErrors, overload *proxy.Overload, publics *publicListeners, version string, log hclog.Logger) *metrics.Metrics {
 	opts := metrics.Options{Version: version, Stats: d.Stats, UpstreamHealthy: checker.Healthy, ConfigReloads: reloads, Logger: log,
-		UpstreamProtocolErrors: protocolErrors, UpstreamRequests: overload.Inflight}
+		UpstreamProtocolErrors: protocolErrors, UpstreamRequests: overload.Inflight,
+		RefusedForDescriptors: publics.refusedForDescriptors}
 	opts.AccessLog = accessLog
 	if sup != nil {
 		opts.Child = sup

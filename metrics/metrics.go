@@ -89,6 +89,10 @@ type Options struct {
 	// drainproxy_upstream_protocol_errors_total{case} (stray upstream responses; nil: not
 	// exported).
 	UpstreamProtocolErrors *proxy.ProtocolErrors
+	// RefusedForDescriptors, when set, exports
+	// drainproxy_connections_refused_total{reason="out_of_descriptors"}: clients the public
+	// listeners closed at once to keep file descriptors in reserve (nil: not exported).
+	RefusedForDescriptors func() int64
 	// Logger receives errors met while serving a scrape (zero: discard).
 	Logger hclog.Logger
 }
@@ -293,6 +297,13 @@ func New(opts Options) *Metrics {
 				ConstLabels: prometheus.Labels{"case": c},
 			}, func() float64 { return float64(pe.Counts()[i]) }))
 		}
+	}
+	if refused := opts.RefusedForDescriptors; refused != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "connections_refused_total",
+			Help:        "Client connections the public listeners closed at once, by reason: out_of_descriptors (accepted into the top eighth of the open-files limit, or accepted on the spare descriptor when none was left), to keep descriptors for the upstream, health checks and the admin listener.",
+			ConstLabels: prometheus.Labels{"reason": "out_of_descriptors"},
+		}, func() float64 { return float64(refused()) }))
 	}
 	if healthy := opts.UpstreamHealthy; healthy != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -307,3 +307,17 @@ func TestScrapeUpstreamProtocolErrors(t *testing.T) {
 		}
 	}
 }
+
+// The descriptor reserve's refusals are exported when a source is given, and not otherwise.
+func TestConnectionsRefusedForDescriptors(t *testing.T) {
+	stats := func() drain.Stats { return drain.Stats{} }
+	const name = "drainproxy_connections_refused_total"
+	if got := value(scrape(t, New(Options{Stats: stats})), name, "reason", "out_of_descriptors"); got != -1 {
+		t.Fatalf("exported without a source: %v", got)
+	}
+	var n int64 = 7
+	f := scrape(t, New(Options{Stats: stats, RefusedForDescriptors: func() int64 { return n }}))
+	if got := value(f, name, "reason", "out_of_descriptors"); got != 7 {
+		t.Errorf(`%s{reason="out_of_descriptors"} = %v, want 7`, name, got)
+	}
+}

@@ -119,6 +119,11 @@ func TestPublicFloodLeavesDescriptorsInReserve(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Every client closed or reset at once was refused for want of descriptors, and the
+	// operator can see it (the flood's own clients past the headroom count too).
+	if n := metricValue(t, p, "", `drainproxy_connections_refused_total{reason="out_of_descriptors"}`); n < float64(max(1, closed+reset)) {
+		t.Errorf("drainproxy_connections_refused_total{reason=\"out_of_descriptors\"} = %v, want at least %d (the new clients closed or reset)", n, max(1, closed+reset))
+	}
 }
 
 // newClientSees sends a request to addr on a connection of its own and says what came
