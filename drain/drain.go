@@ -192,6 +192,28 @@ type server struct {
 	conns    sync.Map      // net.Conn -> struct{}
 	open     atomic.Int64  // len(conns)
 	gone     chan struct{} // capacity 1: woken when open reaches zero while removing
+	// served is closed when Serve has returned: every connection its Accept handed out
+	// has been reported (StateNew comes before the next Accept, in both engines).
+	served chan struct{}
+}
+
+// serveExitWait bounds how long a stop waits for a server's Serve to return once its
+// listener is closed: only the moments between an Accept and the StateNew it leads to.
+const serveExitWait = 2 * time.Second
+
+// waitServed waits until s's Serve has returned after its listener stopped, so that a
+// connection the kernel handed out just before the stop is counted before the drain
+// looks for what is still open; false if it did not within serveExitWait or ctx.
+func (s *server) waitServed(ctx context.Context) bool {
+	t := time.NewTimer(serveExitWait)
+	defer t.Stop()
+	select {
+	case <-s.served:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // serverKey is the context key under which a request finds the server it came in on
@@ -301,7 +323,7 @@ func (d *Drainer) AddServer(name string, srv *http.Server, ln net.Listener) erro
 // serving it; while Run serves (a reload's new listener), it starts serving at once and
 // drains with the others. Once the listeners have begun to stop it is refused.
 func (d *Drainer) Add(name string, srv Server, ln net.Listener) error {
-	s := &server{name: name, http: srv, ln: ln, gone: make(chan struct{}, 1)}
+	s := &server{name: name, http: srv, ln: ln, gone: make(chan struct{}, 1), served: make(chan struct{})}
 	connState, baseContext := srv.Hooks()
 	prev := *connState
 	*connState = func(c net.Conn, st http.ConnState) {
@@ -334,6 +356,7 @@ func (d *Drainer) Add(name string, srv Server, ln net.Listener) error {
 // serve runs Serve for s until the drain or Remove closes it. d.mu is held.
 func (d *Drainer) serve(s *server) {
 	d.serving.Go(func() {
+		defer close(s.served)
 		err := s.http.Serve(s.ln)
 		if d.Phase() < PhaseStopping && !s.removing.Load() && !errors.Is(err, http.ErrServerClosed) {
 			d.fail(fmt.Errorf("serve %s on %s: %w", s.name, s.ln.Addr(), err))
@@ -370,6 +393,7 @@ func (d *Drainer) Remove(ln net.Listener) error {
 	if _, err := stopListener(grace, s.ln, true); err != nil {
 		errs = append(errs, err)
 	}
+	s.waitServed(grace) // what it accepted before the stop is counted in s.open
 	// Connections idle now get the whole window from now; later ones from their idle turn.
 	s.conns.Range(func(k, _ any) bool {
 		if v, ok := d.t.conn.Load(k); ok {
@@ -806,6 +830,9 @@ func (d *Drainer) stopAccepting(ctx context.Context) int {
 		wg.Go(func() {
 			n, err := stopListener(ctx, s.ln, false)
 			left.Add(int64(n))
+			if !s.waitServed(ctx) {
+				d.log.Debug("the server still accepts after its listener stopped", "listener", s.name, "address", s.ln.Addr().String())
+			}
 			if err != nil {
 				d.log.Warn("stopping the listener", "listener", s.name, "address", s.ln.Addr().String(), "error", err.Error())
 			}
