@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"time"
 
@@ -23,25 +25,34 @@ import (
 //
 //  1. the listener gets SO_REUSEPORT (allowed on a listening socket), and a second socket,
 //     the sink, binds the same address with it and listens with a backlog of 0: the two
-//     form a reuseport group, the listener at index 0, the sink at 1;
+//     form a reuseport group, the listener at index 0, the sink at 1. Until a selection
+//     program is attached the kernel spreads new SYNs over the two by a hash of the
+//     addresses, so a client connecting in that moment can complete its handshake in the
+//     sink (the kernel cannot take a program before the sink joins the group: attached to
+//     a socket not yet listening, it goes with a group of the sink's own, which listen
+//     leaves for the listener's);
 //  2. a selection program sends the sink only the SYN of a plug, a connection this process
-//     opens from a port it chose; everything else still goes to the listener. The plug
+//     opens from a port it chose; everything else goes to the listener again. Nothing but
+//     the plug reaches the sink from then on, so what its queue holds now is such a
+//     client: it is accepted from the sink and handed to the caller (rescue), which has the
+//     Serve loop serve it as if the listener had accepted it. Then the plug connects and
 //     fills the sink's accept queue;
 //  3. a second program sends every SYN to the sink, whose full queue makes the kernel drop
 //     them: the client sends its SYN again a second later and, the sockets being closed
 //     by then, is refused. Handshakes begun on the listener are not looked up again, so
 //     they complete there, and the listener's queue empties as the Serve loop accepts.
 //
-// At the end the sink is closed with the plug in it; anything else found there (a client
-// whose SYN arrived in the microseconds between the sink's listen and the first program)
-// is counted as unserved.
+// At the end the sink is closed with the plug in it. Anything else found there (a client
+// whose handshake was still half done on the sink when step 2 looked, and completed
+// there after) is counted as unserved.
 type diversion struct {
 	sink, plug int // file descriptors
 	port       int // the listener's port, for the half-open count
+	lost       int // clients taken from the sink that could not be handed on (reset)
 }
 
 // afterSinkListen, when set (by tests only), runs between the sink's listen and the first
-// selection program: the window in which a client can take the sink's place.
+// selection program: the window in which a client can complete its handshake in the sink.
 var afterSinkListen func(sink int)
 
 // skfNetOff is SKF_NET_OFF: a classic-BPF load at this offset plus k reads the network
@@ -50,7 +61,10 @@ const skfNetOff = -0x100000
 
 // divert sets up the diversion on the socket under rc. On any failure it undoes what it
 // did (the listener keeps SO_REUSEPORT, which changes nothing alone) and says why.
-func divert(rc syscall.RawConn) (_ *diversion, err error) {
+// rescue gets the clients that completed their handshake in the sink before the first
+// program (step 2), as soon as they are taken out of it, failure or not: established
+// connections, to be served.
+func divert(rc syscall.RawConn, rescue func([]net.Conn)) (_ *diversion, err error) {
 	var sa unix.Sockaddr
 	var family, v6only int
 	var already int
@@ -89,7 +103,7 @@ func divert(rc syscall.RawConn) (_ *diversion, err error) {
 			d.close()
 		}
 	}()
-	if d.sink, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+	if d.sink, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0); err != nil {
 		return nil, fmt.Errorf("sink socket: %w", err)
 	}
 	for _, o := range []struct{ level, opt, v int }{
@@ -139,14 +153,18 @@ func divert(rc syscall.RawConn) (_ *diversion, err error) {
 	if err := attachReuseportProgram(d.sink, plugOnlyProgram(bound)); err != nil {
 		return nil, err
 	}
+	// The plug has not connected yet and the program sends the sink nothing else: what its
+	// queue holds is clients that came in the moment before the program.
+	strays, lost := takeStrays(d.sink)
+	d.lost = lost
+	rescue(strays)
 	if err := unix.Connect(d.plug, target); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return nil, fmt.Errorf("plug connect: %w", err)
 	}
-	// The sink's one place is taken by the plug, or by a client whose SYN came between the
-	// sink's listen and the program: either way the sink is full, which is all the
-	// diversion needs. (Waiting for the plug itself failed under a storm of new
-	// connections: a client in the sink's place makes the kernel drop the plug's SYN.)
-	// Such a client is counted at close.
+	// The sink's one place is taken by the plug, or, rarely, by a client whose handshake
+	// was half done on the sink when takeStrays looked: either way the sink is full, which
+	// is all the diversion needs (waiting for the plug itself would fail then: the kernel
+	// drops the plug's SYN). Such a client is counted at close.
 	if err := waitQueued(d.sink, 1, 2*time.Second); err != nil {
 		return nil, err
 	}
@@ -241,6 +259,29 @@ func attachReuseportProgram(fd int, prog []bpf.Instruction) error {
 	return nil
 }
 
+// takeStrays accepts, without blocking, every connection queued on the sink. Those it
+// cannot turn into a net.Conn are closed (reset) and counted in lost; one it cannot accept
+// stays in the sink and is counted at close.
+func takeStrays(sink int) (strays []net.Conn, lost int) {
+	for {
+		fd, _, err := unix.Accept4(sink, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		switch {
+		case errors.Is(err, unix.EINTR) || errors.Is(err, unix.ECONNABORTED):
+			continue
+		case err != nil: // EAGAIN: the queue is empty
+			return strays, lost
+		}
+		f := os.NewFile(uintptr(fd), "reuseport sink client")
+		c, err := net.FileConn(f) // a copy of the descriptor, in Go's poller
+		f.Close()
+		if err != nil {
+			lost++
+			continue
+		}
+		strays = append(strays, c)
+	}
+}
+
 // plugConnected reports whether the plug's handshake completed: it holds a place in the
 // sink's queue (else a client took the place, and the plug's SYN was dropped).
 func (d *diversion) plugConnected() bool {
@@ -277,16 +318,17 @@ func waitQueued(fd, n int, d time.Duration) error {
 	}
 }
 
-// close closes the sink (resetting the plug) and the plug, and returns how many other
-// connections were in the sink's queue (clients that were reset with it).
+// close closes the sink (resetting the plug) and the plug, and returns how many clients
+// were reset: those found in the sink's queue besides the plug, and those takeStrays
+// could not hand on.
 func (d *diversion) close() (strays int) {
+	strays, d.lost = d.lost, 0
 	if d.sink >= 0 {
 		if n, err := sinkQueueLen(d.sink); err == nil {
-			strays = n
 			if d.plugConnected() {
-				strays-- // the plug's own place
+				n-- // the plug's own place
 			}
-			strays = max(strays, 0)
+			strays += max(n, 0)
 		}
 		unix.Shutdown(d.sink, unix.SHUT_RD)
 		unix.Close(d.sink)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"syscall"
 	"time"
 
@@ -171,7 +172,7 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 	if method == MethodReuseport {
 		if l.noDivert {
 			method, why = MethodShutdown, why+"; the reuseport diversion is turned off"
-		} else if div, err = divert(rc); err != nil {
+		} else if div, err = divert(rc, l.rescue); err != nil {
 			method, why = MethodShutdown, why+"; reuseport diversion: "+err.Error()
 		}
 	}
@@ -182,7 +183,8 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 	} else {
 		defer halfOpen.Close()
 	}
-	w := drainWait{rc: rc, halfOpen: halfOpen, handshakeWait: l.handshakeWait(), quietReads: quietReads}
+	w := drainWait{rc: rc, halfOpen: halfOpen, handshakeWait: l.handshakeWait(), quietReads: quietReads,
+		strays: l.strays.waiting}
 	if method == MethodShutdown {
 		w.quietReads = 1
 	}
@@ -193,10 +195,14 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 	if err := l.closeInner(); err != nil {
 		errs = append(errs, err)
 	}
+	if n := l.strays.closeAll(); n > 0 {
+		left += n
+		errs = append(errs, fmt.Errorf("stop accepting on %s: %d connection(s) taken from the reuseport sink were not accepted before the listener closed and were reset", l.addr, n))
+	}
 	if div != nil {
 		if n := div.close(); n > 0 {
 			left += n
-			errs = append(errs, fmt.Errorf("stop accepting on %s: %d connection(s) reached the reuseport sink before it was plugged and were reset", l.addr, n))
+			errs = append(errs, fmt.Errorf("stop accepting on %s: %d connection(s) reached the reuseport sink and were reset", l.addr, n))
 		}
 	}
 	// Handshakes half done now were answered and will be reset when their ACK
@@ -212,6 +218,12 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 	}
 	l.unserved.Add(int64(left + leftHalfOpen))
 	return left, errors.Join(errs...)
+}
+
+// rescue hands connections the diversion took out of its sink to Accept; the stop waits
+// for Accept to take them as for the accept queue.
+func (l *Listener) rescue(cs []net.Conn) {
+	l.unserved.Add(int64(l.strays.put(cs))) // only after the listener closed
 }
 
 // closeInner stops the socket listening for every descriptor of it, then closes ours.
@@ -231,7 +243,18 @@ type drainWait struct {
 	rc            syscall.RawConn
 	halfOpen      *halfOpenCounter // nil: accept queue only
 	handshakeWait time.Duration
-	quietReads    int // consecutive idle reads that end the wait
+	quietReads    int        // consecutive idle reads that end the wait
+	strays        func() int // connections taken from the reuseport sink, not yet accepted; nil: none
+}
+
+// queued is the accept-queue length plus the connections taken from the sink that Accept
+// has not taken yet.
+func (w drainWait) queued() (int, error) {
+	n, err := acceptQueueLen(w.rc)
+	if err == nil && w.strays != nil {
+		n += w.strays()
+	}
+	return n, err
 }
 
 // wait polls the accept-queue length and the half-done handshakes until both
@@ -261,7 +284,7 @@ func (w drainWait) wait(ctx context.Context) (left, leftHalfOpen int, err error)
 				return 0, 0, err
 			}
 		}
-		n, err := acceptQueueLen(w.rc)
+		n, err := w.queued()
 		if err != nil {
 			return 0, leftHalfOpen, err
 		}
@@ -275,7 +298,7 @@ func (w drainWait) wait(ctx context.Context) (left, leftHalfOpen int, err error)
 		}
 		select {
 		case <-ctx.Done():
-			n, err := acceptQueueLen(w.rc)
+			n, err := acceptQueueLen(w.rc) // the strays not taken are counted at closeAll
 			if err != nil {
 				return 0, leftHalfOpen, err
 			}

@@ -20,9 +20,10 @@ func Bind(ctx context.Context, addr string) (*net.TCPListener, error) {
 // FromTCP wraps a bound socket: one from Bind, one inherited from the process being
 // upgraded, or one systemd passed (socket activation). maxConns is as for Listen.
 func FromTCP(tcp *net.TCPListener, maxConns int) *Listener {
-	l := &Listener{inner: tcp, tcp: tcp, addr: tcp.Addr().String(), reserve: newFDReserve()}
+	l := &Listener{inner: tcp, tcp: tcp, addr: tcp.Addr().String(), reserve: newFDReserve(),
+		strays: &strayQueue{tcp: tcp}}
 	if maxConns > 0 {
-		l.limit = newLimitListener(tcp, maxConns)
+		l.limit = newLimitListener(tcp, maxConns, l.strays)
 		l.inner = l.limit
 	}
 	return l

@@ -25,8 +25,9 @@ const roomPollInterval = 5 * time.Millisecond
 // Listener.ConnState; a connection it hears nothing about counts as busy.
 type limitListener struct {
 	*net.TCPListener
-	rc  syscall.RawConn // for the accept-queue length
-	max int
+	rc     syscall.RawConn // for the accept-queue length
+	max    int
+	strays *strayQueue // connections taken from the reuseport sink, accepted first
 
 	mu    sync.Mutex
 	open  int                       // accepted and not closed; at most max
@@ -40,9 +41,9 @@ type limitListener struct {
 	reclaimed atomic.Int64 // idle connections closed to make room
 }
 
-func newLimitListener(tcp *net.TCPListener, max int) *limitListener {
+func newLimitListener(tcp *net.TCPListener, max int, strays *strayQueue) *limitListener {
 	rc, _ := tcp.SyscallConn() // fails only on a closed listener; clientsWaiting then says yes
-	return &limitListener{TCPListener: tcp, rc: rc, max: max,
+	return &limitListener{TCPListener: tcp, rc: rc, max: max, strays: strays,
 		conns: make(map[*limitedConn]struct{}), wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
@@ -52,7 +53,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	if err := l.acquire(); err != nil {
 		return nil, err
 	}
-	c, err := l.TCPListener.Accept()
+	c, err := l.strays.accept()
 	if err != nil {
 		l.release()
 		return nil, err
@@ -80,7 +81,7 @@ func (l *limitListener) acquire() error {
 		l.mu.Unlock()
 
 		// Look for an idle connection only when a client waits: the scan is O(open).
-		waiting, victim := clientsWaiting(l.rc), (*limitedConn)(nil)
+		waiting, victim := l.strays.waiting() > 0 || clientsWaiting(l.rc), (*limitedConn)(nil)
 		if waiting {
 			l.mu.Lock()
 			victim = l.oldestIdleLocked()

@@ -55,6 +55,7 @@ type Listener struct {
 	handshakeWaitNs atomic.Int64 // SetHandshakeWait; zero: DefaultHandshakeWait
 	fds             fdWarner     // SetLogger
 	reserve         *fdReserve   // descriptors kept from public clients
+	strays          *strayQueue  // connections StopAccepting took from the reuseport sink, for Accept
 
 	mu       sync.Mutex
 	stopping bool // StopAccepting has begun; Close and later StopAccepting calls do nothing
@@ -141,7 +142,7 @@ func Listen(ctx context.Context, addr string, maxConns int) (*Listener, error) {
 // Short of file descriptors, it closes new clients at once (see fdReserve).
 func (l *Listener) Accept() (net.Conn, error) {
 	for {
-		c, err := l.inner.Accept()
+		c, err := l.acceptInner()
 		if err != nil && errors.Is(err, syscall.EINVAL) && l.isStopping() {
 			// The socket stopped listening (Unlisten) just before it was closed.
 			err = &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
@@ -164,6 +165,15 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		return c, err
 	}
+}
+
+// acceptInner accepts through the connection limit when there is one, else on the socket;
+// either way a connection taken from the reuseport sink comes first.
+func (l *Listener) acceptInner() (net.Conn, error) {
+	if l.limit != nil {
+		return l.limit.Accept()
+	}
+	return l.strays.accept()
 }
 
 // RefusedForDescriptors is how many clients Accept closed at once for want of file

@@ -172,7 +172,11 @@ func TestReuseportDiversionBlocksNewConnections(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, err := divert(rc)
+			d, err := divert(rc, func(cs []net.Conn) {
+				if len(cs) > 0 {
+					t.Errorf("%d connection(s) taken from the sink, want none (no client connected)", len(cs))
+				}
+			})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -206,50 +210,87 @@ func TestReuseportDiversionBlocksNewConnections(t *testing.T) {
 }
 
 // A client whose SYN reaches the sink between its listen and the first selection program
-// takes the sink's one place, so the kernel drops the plug's SYN. The diversion still
-// holds (the sink is full either way) and that client is counted at close. Before, the
-// plug's connect timed out after a second and the stop fell back to MethodShutdown,
-// which under a storm of new connections reset a client without counting it.
+// completes its handshake there. The stop takes it out of the sink before plugging it and
+// hands it to the Serve loop through Accept: its request is answered, nothing is counted
+// unserved, and the plug still fills the sink. Before, the client held the sink's place,
+// the kernel dropped the plug's SYN, and the client was reset when the sink closed (CI:
+// e2e TestDockerStopNewConnections, unserved=1, exit code 1).
 func TestReuseportDiversionWithAClientInTheSink(t *testing.T) {
-	l := newListener(t, "127.0.0.1", 0)
-	addr := l.Addr().String()
-	var mu sync.Mutex
-	var clients []net.Conn
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range clients {
-			c.Close()
-		}
-	})
-	afterSinkListen = func(sink int) {
-		// Each SYN goes to the listener or the sink by the port hash; dial until one
-		// lands in the sink (the listener's queue takes the others: nothing accepts).
-		for range 200 {
-			if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-				mu.Lock()
-				clients = append(clients, c)
-				mu.Unlock()
+	for _, maxConns := range []int{0, 8} {
+		t.Run(fmt.Sprintf("max_connections=%d", maxConns), func(t *testing.T) {
+			l := newListener(t, "127.0.0.1", maxConns)
+			useMethod(l, MethodReuseport)
+			addr := l.Addr().String()
+			srv := &http.Server{
+				Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+				ReadHeaderTimeout: 5 * time.Second,
+				ConnState:         l.ConnState,
 			}
-			if n, err := sinkQueueLen(sink); err == nil && n > 0 {
-				return
+			t.Cleanup(func() { srv.Close() })
+			go srv.Serve(l)
+
+			var clients []net.Conn
+			t.Cleanup(func() {
+				for _, c := range clients {
+					c.Close()
+				}
+			})
+			inSink := false
+			afterSinkListen = func(sink int) {
+				// Each SYN goes to the listener or the sink by the port hash; dial until one
+				// lands in the sink (the Serve loop takes the others). Each sends its request
+				// at once, as a client does.
+				for range 200 {
+					c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+					if err != nil {
+						continue
+					}
+					clients = append(clients, c)
+					if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"); err != nil {
+						t.Errorf("send the request: %v", err)
+					}
+					if n, err := sinkQueueLen(sink); err == nil && n > 0 {
+						inSink = true
+						return
+					}
+				}
 			}
+			t.Cleanup(func() { afterSinkListen = nil })
+
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := l.StopAccepting(ctx)
+			if !inSink {
+				t.Fatal("no client reached the sink in 200 dials")
+			}
+			if method, why := l.StopMethod(); method != MethodReuseport {
+				t.Fatalf("stop method %q (%s), want %q", method, why, MethodReuseport)
+			}
+			if err != nil {
+				t.Errorf("StopAccepting: %v", err)
+			}
+			assertAnswered(t, clients)
+			if n := l.Unserved(); n != 0 {
+				t.Errorf("Unserved = %d, want 0", n)
+			}
+		})
+	}
+}
+
+// assertAnswered reads each client's answer to the request it sent: 200 "ok".
+func assertAnswered(t *testing.T, clients []net.Conn) {
+	t.Helper()
+	for i, c := range clients {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Errorf("client %d of %d (the last reached the sink): no answer: %v", i+1, len(clients), err)
+			continue
 		}
-		t.Error("no client reached the sink in 200 dials")
-	}
-	t.Cleanup(func() { afterSinkListen = nil })
-	rc, err := l.tcp.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := divert(rc)
-	if err != nil {
-		t.Fatalf("divert with a client in the sink: %v (the stop would fall back to shutdown)", err)
-	}
-	if d.plugConnected() {
-		t.Fatal("the plug connected, though a client held the sink's place")
-	}
-	if n := d.close(); n != 1 {
-		t.Fatalf("close counted %d client(s) reset with the sink, want 1", n)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || string(body) != "ok" {
+			t.Errorf("client %d of %d: status %d, body %q, %v; want 200 ok", i+1, len(clients), resp.StatusCode, body, err)
+		}
 	}
 }
