@@ -32,19 +32,22 @@ import (
 //     a socket not yet listening, it goes with a group of the sink's own, which listen
 //     leaves for the listener's);
 //  2. a selection program sends the sink only the SYN of a plug, a connection this process
-//     opens from a port it chose; everything else goes to the listener again. Nothing but
-//     the plug reaches the sink from then on, so what its queue holds now is such a
-//     client: it is accepted from the sink and handed to the caller (rescue), which has the
-//     Serve loop serve it as if the listener had accepted it. Then the plug connects and
-//     fills the sink's accept queue;
+//     opens from a port it chose; everything else goes to the listener again. The plug
+//     has not connected yet, so what the sink's queue holds now is such a client: it is
+//     accepted from the sink and handed to the caller (rescue), which has the Serve loop
+//     serve it as if the listener had accepted it. Then the plug connects and fills the
+//     sink's accept queue. A client whose handshake was still half done on the sink
+//     completes there when its final ACK comes; if that is before the plug's SYN, it is
+//     taken out and rescued too, and the plug gets the place with its next SYN (plugIn);
 //  3. a second program sends every SYN to the sink, whose full queue makes the kernel drop
 //     them: the client sends its SYN again a second later and, the sockets being closed
 //     by then, is refused. Handshakes begun on the listener are not looked up again, so
 //     they complete there, and the listener's queue empties as the Serve loop accepts.
 //
-// At the end the sink is closed with the plug in it. Anything else found there (a client
-// whose handshake was still half done on the sink when step 2 looked, and completed
-// there after) is counted as unserved.
+// At the end the sink is closed with the plug in it. A client whose final ACK reached the
+// sink after the plug found it full: the kernel kept its handshake half done, the drain
+// waits for it (drain.handshake_wait) like for any, and it is counted as unserved. So is
+// anything else found in the sink at close.
 type diversion struct {
 	sink, plug int // file descriptors
 	port       int // the listener's port, for the half-open count
@@ -52,8 +55,10 @@ type diversion struct {
 }
 
 // afterSinkListen, when set (by tests only), runs between the sink's listen and the first
-// selection program: the window in which a client can complete its handshake in the sink.
-var afterSinkListen func(sink int)
+// selection program: the window in which a client can begin its handshake in the sink.
+// beforePlugConnect (tests only) runs between the first look at the sink and the plug's
+// connect.
+var afterSinkListen, beforePlugConnect func(sink int)
 
 // skfNetOff is SKF_NET_OFF: a classic-BPF load at this offset plus k reads the network
 // header at k, whatever the program's data starts at (for reuseport: the TCP payload).
@@ -155,17 +160,16 @@ func divert(rc syscall.RawConn, rescue func([]net.Conn)) (_ *diversion, err erro
 	}
 	// The plug has not connected yet and the program sends the sink nothing else: what its
 	// queue holds is clients that came in the moment before the program.
-	strays, lost := takeStrays(d.sink)
+	strays, lost, _ := takeStrays(d.sink, bound)
 	d.lost = lost
 	rescue(strays)
+	if beforePlugConnect != nil {
+		beforePlugConnect(d.sink)
+	}
 	if err := unix.Connect(d.plug, target); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return nil, fmt.Errorf("plug connect: %w", err)
 	}
-	// The sink's one place is taken by the plug, or, rarely, by a client whose handshake
-	// was half done on the sink when takeStrays looked: either way the sink is full, which
-	// is all the diversion needs (waiting for the plug itself would fail then: the kernel
-	// drops the plug's SYN). Such a client is counted at close.
-	if err := waitQueued(d.sink, 1, 2*time.Second); err != nil {
+	if err := d.plugIn(bound, rescue, 3*time.Second); err != nil {
 		return nil, err
 	}
 	if err := attachReuseportProgram(d.sink, []bpf.Instruction{bpf.RetConstant{Val: 1}}); err != nil {
@@ -261,15 +265,20 @@ func attachReuseportProgram(fd int, prog []bpf.Instruction) error {
 
 // takeStrays accepts, without blocking, every connection queued on the sink. Those it
 // cannot turn into a net.Conn are closed (reset) and counted in lost; one it cannot accept
-// stays in the sink and is counted at close.
-func takeStrays(sink int) (strays []net.Conn, lost int) {
+// stays in the sink and is counted at close. The plug's own connection (its peer is the
+// plug's address, bound) is closed and reported in plug: its place in the sink is free.
+func takeStrays(sink int, bound unix.Sockaddr) (strays []net.Conn, lost int, plug bool) {
 	for {
-		fd, _, err := unix.Accept4(sink, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		fd, peer, err := unix.Accept4(sink, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
 		switch {
 		case errors.Is(err, unix.EINTR) || errors.Is(err, unix.ECONNABORTED):
 			continue
 		case err != nil: // EAGAIN: the queue is empty
-			return strays, lost
+			return strays, lost, plug
+		case sameAddrPort(peer, bound):
+			unix.Close(fd)
+			plug = true
+			continue
 		}
 		f := os.NewFile(uintptr(fd), "reuseport sink client")
 		c, err := net.FileConn(f) // a copy of the descriptor, in Go's poller
@@ -279,6 +288,52 @@ func takeStrays(sink int) (strays []net.Conn, lost int) {
 			continue
 		}
 		strays = append(strays, c)
+	}
+}
+
+// sameAddrPort reports whether a and b are the same IP address (an IPv4-mapped IPv6
+// address equals its IPv4 one) and port.
+func sameAddrPort(a, b unix.Sockaddr) bool {
+	ap := func(sa unix.Sockaddr) netip.AddrPort {
+		switch s := sa.(type) {
+		case *unix.SockaddrInet4:
+			return netip.AddrPortFrom(netip.AddrFrom4(s.Addr), uint16(s.Port))
+		case *unix.SockaddrInet6:
+			return netip.AddrPortFrom(netip.AddrFrom16(s.Addr).Unmap(), uint16(s.Port))
+		}
+		return netip.AddrPort{}
+	}
+	x := ap(a)
+	return x.IsValid() && x == ap(b)
+}
+
+// plugIn waits until the plug holds the sink's place. The program sends the sink nothing
+// but the plug, yet a client whose handshake was half done on the sink when the program
+// went on (its final ACK still on its way when takeStrays looked) completes there
+// afterwards; if it takes the place before the plug, the kernel drops the plug's SYN. Such
+// a client is taken out and rescued too, and the plug gets the place when it sends its SYN
+// again (a second later). New clients keep going to the listener meanwhile.
+func (d *diversion) plugIn(bound unix.Sockaddr, rescue func([]net.Conn), timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); ; {
+		n, err := sinkQueueLen(d.sink)
+		if err != nil {
+			return err
+		}
+		if n > 0 && d.plugConnected() {
+			return nil
+		}
+		if n > 0 {
+			strays, lost, plug := takeStrays(d.sink, bound)
+			d.lost += lost
+			rescue(strays)
+			if plug { // it connected between the two looks, and its place is gone with it
+				return errors.New("the plug's connection was taken out of the sink with a client's")
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the plug did not reach the sink's queue in %v", timeout)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -299,23 +354,6 @@ func sinkQueueLen(fd int) (int, error) {
 		return 0, fmt.Errorf("getsockopt TCP_INFO: %w", err)
 	}
 	return int(info.Unacked), nil
-}
-
-// waitQueued waits until the sink's queue holds n connections.
-func waitQueued(fd, n int, d time.Duration) error {
-	for deadline := time.Now().Add(d); ; {
-		got, err := sinkQueueLen(fd)
-		if err != nil {
-			return err
-		}
-		if got >= n {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the plug did not reach the sink's queue (%d queued)", got)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // close closes the sink (resetting the plug) and the plug, and returns how many clients

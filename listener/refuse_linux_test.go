@@ -132,6 +132,11 @@ func getOnce(addr string) error {
 		return err
 	}
 	defer c.Close()
+	return requestOn(c)
+}
+
+// requestOn sends one request on c and reads its answer, which must be 200.
+func requestOn(c net.Conn) error {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"); err != nil {
 		return err
