@@ -77,7 +77,10 @@ const (
 	// MethodReuseport: without a filter, a second socket joins the listener's port with
 	// SO_REUSEPORT and, through a reuseport selection program, takes every new SYN into an
 	// accept queue kept full, where the kernel drops them; handshakes under way finish on
-	// the listener. Nothing the kernel answered is reset. Needs no capability.
+	// the listener. A client that completed its handshake in the sink before that is taken
+	// out and served. Nothing the kernel answered is reset, except, rarely, a client whose
+	// final ACK reached the sink after it was full (counted in Unserved; see divert_linux.go).
+	// Needs no capability.
 	MethodReuseport = "reuseport"
 	// MethodShutdown: with neither, the socket is shut down at the first moment no
 	// handshake is under way and the accept queue is empty; handshakes that begin in the
