@@ -140,15 +140,19 @@ func (c *wsAppConn) Write(p []byte) (int, error) { return c.s.toApp.Write(p) }
 // (at most wsBoundaryWait + wsLinger).
 func (s *wsSession) goAway() {
 	s.once.Do(func() {
-		var wg sync.WaitGroup
+		start := time.Now()
+		// The client's frame first: the app answers its own at once and closes, and the
+		// proxy then closes the client's connection, so a client frame sent beside the
+		// app's could lose that race and the client see the connection end without one.
 		if !s.toClient.peerClosed() { // else the app's own close handshake is under way
-			wg.Go(func() { s.toClient.inject(closeFrame(CloseGoingAway, false)) })
+			s.toClient.inject(closeFrame(CloseGoingAway, false))
 		}
-		if !s.appEnded.Load() && !s.toApp.peerClosed() {
-			wg.Go(func() { s.toApp.inject(closeFrame(CloseGoingAway, true)) })
+		if !s.appEnded.Load() && !s.toApp.peerClosed() { // the client may have answered first
+			s.toApp.inject(closeFrame(CloseGoingAway, true))
 		}
-		wg.Wait()
-		t := time.NewTimer(wsLinger)
+		// Both waits for a frame boundary and the linger together take no longer than one
+		// boundary wait and the linger did when the two frames went out side by side.
+		t := time.NewTimer(max(time.Until(start.Add(wsBoundaryWait+wsLinger)), wsLinger/4))
 		defer t.Stop()
 		select {
 		case <-s.done: // both peers answered and closed
