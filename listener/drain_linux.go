@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"syscall"
 	"time"
 
@@ -223,6 +224,16 @@ func (l *Listener) StopAccepting(ctx context.Context) (leftInQueue int, err erro
 // rescue hands connections the diversion took out of its sink to Accept; the stop waits
 // for Accept to take them as for the accept queue.
 func (l *Listener) rescue(cs []net.Conn) {
+	if len(cs) == 0 {
+		return
+	}
+	if log := l.fds.log.Load(); log != nil { // rare (a window of microseconds): worth a line
+		addrs := make([]string, len(cs))
+		for i, c := range cs {
+			addrs[i] = c.RemoteAddr().String()
+		}
+		(*log).Info("served a client whose handshake completed in the reuseport sink", "address", l.addr, "clients", strings.Join(addrs, ","))
+	}
 	l.unserved.Add(int64(l.strays.put(cs))) // only after the listener closed
 }
 

@@ -11,11 +11,16 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/drainproxy/drainproxy/internal/testlog"
 )
 
 // stopMethods are the ways StopAccepting can keep new connections out; tests run each.
@@ -225,6 +230,8 @@ func TestReuseportDiversionWithAClientInTheSink(t *testing.T) {
 		t.Run(fmt.Sprintf("max_connections=%d", maxConns), func(t *testing.T) {
 			l := newListener(t, "127.0.0.1", maxConns)
 			useMethod(l, MethodReuseport)
+			var logged testlog.Buffer
+			l.SetLogger(hclog.New(&hclog.LoggerOptions{Output: &logged, Level: hclog.Info}))
 			addr := l.Addr().String()
 			srv := &http.Server{
 				Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
@@ -277,6 +284,9 @@ func TestReuseportDiversionWithAClientInTheSink(t *testing.T) {
 			assertAnswered(t, clients)
 			if n := l.Unserved(); n != 0 {
 				t.Errorf("Unserved = %d, want 0", n)
+			}
+			if !strings.Contains(logged.String(), "served a client whose handshake completed in the reuseport sink") {
+				t.Errorf("the rescue was not logged; the log:\n%s", logged.String())
 			}
 		})
 	}
