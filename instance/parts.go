@@ -88,25 +88,23 @@ func newAccessLog(c config.Log, upstream func() string, stdout, stderr io.Writer
 	})
 }
 
-// newH1Server is newServer on drainproxy's own HTTP/1 loop (server.engine = "h1serve"):
-// the same limits and timeouts, the same error log, OPTIONS * for the app, the same
-// ConnContext.
+// newH1Server is newServer on drainproxy's own HTTP/1 loop (server.engine = "h1serve"),
+// made from newServer's settings so that a limit is set in one place for both engines.
 func newH1Server(h http.Handler, lim config.Limits, log hclog.Logger) *h1serve.Server {
+	s := newServer(h, lim, log)
 	return &h1serve.Server{
-		Handler:           h,
-		ReadHeaderTimeout: lim.ReadHeaderTimeout,
-		ReadTimeout:       lim.RequestReadTimeout,
-		WriteTimeout:      lim.WriteTimeout,
-		IdleTimeout:       lim.IdleTimeout,
-		MaxHeaderBytes:    lim.MaxHeaderBytes,
-		ErrorLog: log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{
-			InferLevels: true, ForceLevel: hclog.Debug,
-		}),
-		DisableGeneralOptionsHandler: true,
-		// As newServer: a FIN ends the request's context, and the proxy asks the kernel
-		// whether the client half-closed (answered) or left (proxy/halfclose.go).
+		Handler:                      s.Handler,
+		ReadHeaderTimeout:            s.ReadHeaderTimeout,
+		ReadTimeout:                  s.ReadTimeout,
+		WriteTimeout:                 s.WriteTimeout,
+		IdleTimeout:                  s.IdleTimeout,
+		MaxHeaderBytes:               s.MaxHeaderBytes,
+		ErrorLog:                     s.ErrorLog,
+		DisableGeneralOptionsHandler: s.DisableGeneralOptionsHandler,
+		ConnContext:                  s.ConnContext,
+		// net/http ends a request's context at the client's FIN, and the proxy then asks
+		// the kernel whether the client half-closed (answered) or left (proxy/halfclose.go).
 		CancelOnFIN: true,
-		ConnContext: clientconn.ConnContext,
 	}
 }
 
